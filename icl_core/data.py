@@ -1,0 +1,86 @@
+"""Training text and probe data.
+
+Training text is the Python standard library's source (present on every machine, written by none
+of us), split into train / held-out by a hash of each file's path so the split is deterministic.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from icl_core.tokenizer import BOS
+
+_SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
+HELD_OUT_FRACTION_PERCENT = 10
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _stdlib_files() -> list[Path]:
+    root = stdlib_root()
+    files = [p for p in root.rglob("*.py") if not (_SKIP_DIRS & set(p.relative_to(root).parts[:-1]))]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def _is_held_out(rel_path: str) -> bool:
+    digest = hashlib.sha256(rel_path.encode()).digest()
+    return digest[0] * 100 // 256 < HELD_OUT_FRACTION_PERCENT
+
+
+@functools.lru_cache(maxsize=2)
+def corpus(split: str) -> np.ndarray:
+    """All bytes of the split ('train' or 'heldout') as one uint8 array, files separated by blank lines."""
+    if split not in ("train", "heldout"):
+        raise ValueError(f"unknown split {split!r}")
+    root = stdlib_root()
+    chunks = []
+    for path in _stdlib_files():
+        rel = path.relative_to(root).as_posix()
+        if _is_held_out(rel) == (split == "heldout"):
+            chunks.append(path.read_bytes() + b"\n\n")
+    return np.frombuffer(b"".join(chunks), dtype=np.uint8)
+
+
+def sample_batch(data: np.ndarray, batch_size: int, n_ctx: int, generator: torch.Generator) -> torch.Tensor:
+    """Random windows of n_ctx - 1 bytes, each with BOS prepended: shape (batch, n_ctx)."""
+    starts = torch.randint(0, len(data) - n_ctx, (batch_size,), generator=generator).numpy()
+    windows = np.stack([data[s : s + n_ctx - 1] for s in starts]).astype(np.int64)
+    batch = torch.from_numpy(windows)
+    return torch.cat([torch.full((batch_size, 1), BOS, dtype=torch.long), batch], dim=1)
+
+
+@functools.lru_cache(maxsize=8)
+def heldout_examples(n_examples: int, n_ctx: int = 512, seed: int = 1234) -> torch.Tensor:
+    """Fixed held-out examples (BOS + n_ctx - 1 bytes): the same for every model and snapshot."""
+    gen = torch.Generator().manual_seed(seed)
+    return sample_batch(corpus("heldout"), n_examples, n_ctx, gen)
+
+
+def probe_tokens(n_tokens: int = 60) -> list[int]:
+    """Tokens for random-repeat probes: drop the most and least common bytes of the training text.
+
+    Olsson et al. exclude the most and least common tokens; we keep the middle of the frequency ranking.
+    """
+    counts = np.bincount(corpus("train"), minlength=256)
+    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0]
+    skip_top = 5
+    return ranked[skip_top : skip_top + n_tokens]
+
+
+def repeated_random_tokens(
+    n_sequences: int = 10, seq_len: int = 25, n_repeats: int = 4, seed: int = 0
+) -> torch.Tensor:
+    """Random token sequences repeated n_repeats times with BOS prepended: (n, 1 + seq_len * n_repeats)."""
+    pool = torch.tensor(probe_tokens())
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, len(pool), (n_sequences, seq_len), generator=gen)
+    seqs = pool[idx].repeat(1, n_repeats)
+    return torch.cat([torch.full((n_sequences, 1), BOS, dtype=torch.long), seqs], dim=1)

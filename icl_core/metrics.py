@@ -1,0 +1,152 @@
+"""Metrics of Olsson et al. 2022 and Elhage et al. 2021 as pure functions of a model and data.
+
+Definitions follow ../shared/notes/paper.md. Convention: per-token loss index t is the loss of the
+prediction made at position t (of token t+1), so the ICL score is curve[500] - curve[50].
+"""
+
+from __future__ import annotations
+
+import torch
+
+from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
+
+
+@torch.no_grad()
+def per_token_losses(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """Per-token loss for every example: (n_examples, seq_len - 1), on the CPU."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(tokens), batch_size):
+        chunk = tokens[i : i + batch_size].to(device)
+        out.append(per_token_loss(model(chunk), chunk).cpu())
+    return torch.cat(out)
+
+
+def loss_curve(losses: torch.Tensor) -> torch.Tensor:
+    """In-context loss curve: mean loss at each context position."""
+    return losses.mean(dim=0)
+
+
+def icl_score(curve: torch.Tensor | list[float]) -> float:
+    """loss(token 500) - loss(token 50); more negative means more in-context learning."""
+    return float(curve[ICL_LATE_TOKEN]) - float(curve[ICL_EARLY_TOKEN])
+
+
+@torch.no_grad()
+def attention_patterns(model: AttnOnlyTransformer, tokens: torch.Tensor, fwd_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and all patterns stacked: (batch, layer, head, query, key)."""
+    names = {pattern_name(layer) for layer in range(model.cfg.n_layers)}
+    logits, cache = model.run_with_cache(tokens, names=names.__contains__, fwd_hooks=fwd_hooks)
+    return logits, torch.stack([cache[pattern_name(layer)] for layer in range(model.cfg.n_layers)], dim=1)
+
+
+def induction_targets(tokens: torch.Tensor) -> torch.Tensor:
+    """Boolean (batch, query, key): key k is the token right after an earlier occurrence of tokens[q].
+
+    Works for any sequence, so the explorer can highlight induction targets in typed text.
+    """
+    same = tokens[:, :, None] == tokens[:, None, :]  # (b, q, k)
+    n = tokens.shape[1]
+    earlier = torch.tril(torch.ones(n, n, dtype=torch.bool), diagonal=-1)
+    prev_match = torch.zeros_like(same)
+    # key k is a target for q when tokens[k-1] == tokens[q] and k-1 < q, k <= q
+    prev_match[:, :, 1:] = same[:, :, :-1] & earlier[None, :, :-1]
+    return prev_match
+
+
+def prefix_matching_scores_from_patterns(patterns: torch.Tensor, tokens: torch.Tensor, first_query: int) -> torch.Tensor:
+    """Mean over queries >= first_query of attention mass on induction targets: (layer, head)."""
+    targets = induction_targets(tokens)[:, None, None].float()  # (b, 1, 1, q, k)
+    mass = (patterns * targets).sum(-1)[..., first_query:]  # (b, l, h, q)
+    return mass.mean(dim=(0, -1))
+
+
+def prefix_matching_scores(model: AttnOnlyTransformer, repeated: torch.Tensor, seq_len: int = 25) -> torch.Tensor:
+    """Prefix-matching score per head on BOS + random tokens repeated: (layer, head)."""
+    _, patterns = attention_patterns(model, repeated)
+    return prefix_matching_scores_from_patterns(patterns.cpu(), repeated, first_query=1 + seq_len)
+
+
+def previous_token_scores_from_patterns(patterns: torch.Tensor) -> torch.Tensor:
+    """Mean attention from position i to i-1 (i >= 1): (layer, head)."""
+    return patterns.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
+
+
+def previous_token_scores(model: AttnOnlyTransformer, text: torch.Tensor) -> torch.Tensor:
+    _, patterns = attention_patterns(model, text)
+    return previous_token_scores_from_patterns(patterns.cpu())
+
+
+def ov_circuit_factors(model: AttnOnlyTransformer, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full OV circuit W_E W_V W_O W_U (vocab x vocab) as two low-rank factors A (vocab x d_head), B."""
+    block = model.blocks[layer]
+    a = model.W_E @ block.W_V[head]
+    b = block.W_O[head] @ model.W_U
+    return a.detach(), b.detach()
+
+
+@torch.no_grad()
+def copying_scores(model: AttnOnlyTransformer) -> torch.Tensor:
+    """Eigenvalue copying score (Elhage et al. 2021): Re(sum lambda) / sum |lambda| of the OV circuit.
+
+    The nonzero eigenvalues of A @ B equal those of the small matrix B @ A (d_head x d_head).
+    """
+    cfg = model.cfg
+    scores = torch.zeros(cfg.n_layers, cfg.n_heads)
+    for layer in range(cfg.n_layers):
+        for head in range(cfg.n_heads):
+            a, b = ov_circuit_factors(model, layer, head)
+            eig = torch.linalg.eigvals((b @ a).double())
+            scores[layer, head] = float(eig.real.sum() / eig.abs().sum().clamp_min(1e-12))
+    return scores
+
+
+def _qk(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
+    block = model.blocks[layer]
+    return block.W_Q[head] @ block.W_K[head].T  # (d_model, d_model): x_q W_QK x_k^T
+
+
+def _ov(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
+    block = model.blocks[layer]
+    return block.W_V[head] @ block.W_O[head]  # (d_model, d_model): x W_OV is the head's write
+
+
+def _composition(left: torch.Tensor, right: torch.Tensor) -> float:
+    return float((left @ right).norm() / (left.norm() * right.norm()).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def composition_scores(model: AttnOnlyTransformer, kind: str, early: int = 0, late: int = 1) -> torch.Tensor:
+    """Composition scores (early heads x late heads), kind in {'K', 'Q', 'V'} (Elhage et al. 2021).
+
+    Row-vector convention: the late head's key input gets x W_OV^early, so K-composition is
+    || W_OV^early W_QK^late^T || (the key side), Q-composition || W_OV^early W_QK^late ||, and
+    V-composition || W_OV^early W_OV^late ||, each divided by the product of the two norms.
+    """
+    if kind not in ("K", "Q", "V"):
+        raise ValueError(f"kind must be K, Q or V, got {kind!r}")
+    h = model.cfg.n_heads
+    out = torch.zeros(h, h)
+    for i in range(h):
+        ov1 = _ov(model, early, i)
+        for j in range(h):
+            if kind == "K":
+                right = _qk(model, late, j).T
+            elif kind == "Q":
+                right = _qk(model, late, j)
+            else:
+                right = _ov(model, late, j)
+            out[i, j] = _composition(ov1, right)
+    return out
+
+
+def random_composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0) -> float:
+    """Mean composition score of random low-rank matrices with the shapes of W_OV and W_QK."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(n_samples):
+        a = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
+        b = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
+        scores.append(_composition(a, b))
+    return float(torch.tensor(scores).mean())

@@ -1,0 +1,304 @@
+"""Training loop (nanoGPT-plain): AdamW, warmup + cosine LR, log-spaced snapshots, resumable, DDP-ready.
+
+Usage:
+    python -m icl_core.train configs/attn2.json --out-dir runs
+    torchrun --standalone --nproc_per_node=2 -m icl_core.train configs/attn2.json --out-dir runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from icl_core import data, metrics, pca
+from icl_core.config import TrainConfig, load_train_config
+from icl_core.errors import CheckpointError
+from icl_core.model import AttnOnlyTransformer, per_token_loss
+from icl_core.snapshots import (
+    atomic_save_tensors,
+    atomic_write_json,
+    list_snapshots,
+    read_json,
+    write_manifest,
+    write_snapshot,
+)
+
+RESUME_WEIGHTS = "resume.safetensors"
+RESUME_META = "resume.json"
+TRAIN_LOG = "train_log.jsonl"
+PROBE_TEXT_EXAMPLES = 16
+
+
+def snapshot_steps(total_steps: int, n_snapshots: int) -> list[int]:
+    """n_snapshots steps from 0 to total_steps, log-spaced (as in Olsson et al.), step 0 included."""
+    n = min(n_snapshots, total_steps + 1)
+    k = n - 1
+    while True:
+        steps = sorted({0, *np.unique(np.round(np.geomspace(1, total_steps, k)).astype(int)).tolist()})
+        if len(steps) >= n or k > 10 * n:
+            return steps
+        k += 1
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was asked for but no CUDA device is available")
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+@dataclass
+class EvalData:
+    heldout: torch.Tensor  # (eval_examples, n_ctx): ICL score, loss curve, PCA vector
+    repeated: torch.Tensor  # repeated random tokens: prefix-matching score
+    probe_text: torch.Tensor  # held-out text: previous-token score
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> EvalData:
+        n_ctx = cfg.model.n_ctx
+        heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
+        return cls(heldout, data.repeated_random_tokens(), heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+
+
+@torch.no_grad()
+def evaluate(model: AttnOnlyTransformer, ev: EvalData, compute_icl: bool) -> dict[str, Any]:
+    """Everything a snapshot records about itself; computed once here so the app never has to."""
+    was_training = model.training
+    model.eval()
+    losses = metrics.per_token_losses(model, ev.heldout)
+    curve = metrics.loss_curve(losses)
+    out: dict[str, Any] = {
+        "heldout_loss": float(losses.mean()),
+        "loss_curve": [round(float(x), 5) for x in curve],
+        "pca_losses": [round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))],
+        "prefix_matching": metrics.prefix_matching_scores(model, ev.repeated.to(_device(model))).tolist(),
+        "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
+        "copying": metrics.copying_scores(model).tolist(),
+    }
+    if compute_icl:
+        out["icl_score"] = metrics.icl_score(curve)
+    if model.cfg.smeared_keys:
+        out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
+    model.train(was_training)
+    return out
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def save_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator, step: int, tokens: int, elapsed: float) -> None:
+    """Weights, optimizer moments and data RNG at `step`, so resumed training matches uninterrupted."""
+    tensors = {f"model.{k}": v.float() for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    for idx, st in opt_state["state"].items():
+        for key, val in st.items():
+            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(val, dtype=torch.float32).reshape(-1) if key == "step" else val
+    tensors["rng.data"] = gen.get_state()
+    atomic_save_tensors(run_dir / RESUME_WEIGHTS, tensors)
+    atomic_write_json(
+        run_dir / RESUME_META,
+        {"step": step, "tokens_seen": tokens, "elapsed_s": elapsed, "param_groups": opt_state["param_groups"]},
+    )
+
+
+def load_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator) -> tuple[int, int, float]:
+    meta = read_json(run_dir / RESUME_META)
+    try:
+        tensors = load_file(run_dir / RESUME_WEIGHTS)
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise CheckpointError(run_dir / RESUME_WEIGHTS, f"resume state is unreadable ({exc})") from exc
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, val in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = val.reshape(()) if name == "step" else val
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    gen.set_state(tensors["rng.data"])
+    return int(meta["step"]), int(meta["tokens_seen"]), float(meta.get("elapsed_s", 0.0))
+
+
+def _truncate_log(path: Path, max_step: int) -> None:
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        keep = []
+        for ln in lines:
+            try:
+                if json.loads(ln)["step"] <= max_step:
+                    keep.append(ln)
+            except (json.JSONDecodeError, KeyError):
+                break  # a line cut by a crash: drop it and the rest
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    command: str | None = None,
+) -> str:
+    """Train (or resume) a run into run_dir. Returns 'finished' or 'cancelled'."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    rank = int(os.environ.get("RANK", 0))
+    device = pick_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        if cfg.batch_size % world:
+            raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    is_main = rank == 0
+
+    torch.manual_seed(cfg.seed)
+    model = AttnOnlyTransformer(cfg.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    step, tokens, elapsed_before = 0, 0, 0.0
+    if resume and (run_dir / RESUME_META).exists():
+        step, tokens, elapsed_before = load_resume_state(run_dir, model, optimizer, gen)
+    elif is_main and any(run_dir.glob("step_*.json")):
+        raise CheckpointError(run_dir, "run folder already has snapshots: resume it or choose a new run name")
+
+    ddp_model = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    schedule = snapshot_steps(cfg.total_steps, cfg.n_snapshots)
+    done = {s.step for s in list_snapshots(run_dir)} if run_dir.exists() else set()
+    train_data = data.corpus("train")
+    ev = EvalData.for_config(cfg) if is_main else None
+    log_path = run_dir / TRAIN_LOG
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _truncate_log(log_path, step)
+        write_manifest(run_dir, cfg, _provenance(command, device, world, "running", elapsed_before, schedule))
+    snapshot_dtype = torch.float16 if cfg.snapshot_dtype == "float16" else torch.float32
+    start = time.time() - elapsed_before
+    recent: list[float] = []
+    status = "finished"
+    model.train()
+
+    while True:
+        if is_main and step in schedule and step not in done:
+            snap_metrics = evaluate(model, ev, cfg.compute_icl_score)
+            snap_metrics["train_loss"] = float(np.mean(recent)) if recent else snap_metrics["heldout_loss"]
+            write_snapshot(run_dir, model, step, tokens, snap_metrics, dtype=snapshot_dtype)
+            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
+            done.add(step)
+        if step >= cfg.total_steps:
+            break
+        if should_stop is not None and should_stop():
+            status = "cancelled"
+            if is_main:
+                save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
+            break
+
+        batch = data.sample_batch(train_data, cfg.batch_size, cfg.model.n_ctx, gen)
+        local = batch[rank::world].to(device)  # every rank draws the same global batch, takes its share
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss = per_token_loss(ddp_model(local), local).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        step += 1
+        tokens += batch.numel()
+        loss_value = loss.detach()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss_value)
+            loss_value /= world
+        recent = (recent + [float(loss_value)])[-cfg.log_every :]
+
+        if is_main and (step % cfg.log_every == 0 or step == cfg.total_steps):
+            elapsed = time.time() - start
+            entry = {"step": step, "tokens": tokens, "loss": float(np.mean(recent)), "lr": lr_at(step - 1, cfg), "elapsed_s": round(elapsed, 2)}
+            with log_path.open("a") as f:
+                f.write(json.dumps(entry) + "\n")
+            if progress is not None:
+                rate = (step - 0) / max(elapsed, 1e-9)
+                progress({**entry, "total_steps": cfg.total_steps, "eta_s": (cfg.total_steps - step) / max(rate, 1e-9), "snapshots": len(done)})
+        if is_main and step % cfg.resume_every == 0 and step not in schedule:
+            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
+
+    if is_main:
+        write_manifest(run_dir, cfg, _provenance(command, device, world, status, time.time() - start, schedule))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return status
+
+
+def _provenance(command: str, device: torch.device, world: int, status: str, wall: float, schedule: list[int]) -> dict[str, Any]:
+    return {
+        "status": status,
+        "command": command,
+        "wall_clock_s": round(wall, 1),
+        "device": f"{device.type} x{world}",
+        "snapshot_steps": schedule,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train an attention-only transformer and write log-spaced snapshots.")
+    parser.add_argument("config", help="JSON train config (see configs/)")
+    parser.add_argument("--out-dir", default="runs", help="parent folder; the run goes to OUT_DIR/<run_name>")
+    parser.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config)
+    run_dir = Path(args.out_dir) / cfg.run_name
+
+    def report(p: dict[str, Any]) -> None:
+        print(f"step {p['step']}/{p['total_steps']} loss {p['loss']:.3f} tokens {p['tokens']} eta {p['eta_s']:.0f}s", flush=True)
+
+    status = train(cfg, run_dir, resume=not args.no_resume, progress=report)
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"{status}: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
