@@ -60,7 +60,9 @@ class TrainConfig:
     def validate(self) -> None:
         self.model.validate()
         if not self.run_name or not all(c.isalnum() or c in "-_." for c in self.run_name):
-            raise ConfigError(f"run_name must be non-empty and use only letters, digits, '-', '_', '.': {self.run_name!r}")
+            raise ConfigError(
+                f"run_name must be non-empty and use only letters, digits, '-', '_', '.': {self.run_name!r}"
+            )
         for name in ("batch_size", "total_steps", "n_snapshots", "eval_examples", "log_every", "resume_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -98,7 +100,9 @@ def _strict_fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigError(f"{where}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        raise ConfigError(
+            f"{where}: unknown config key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}"
+        )
     return dict(data)
 
 

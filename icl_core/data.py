@@ -75,9 +75,7 @@ def probe_tokens(n_tokens: int = 60) -> list[int]:
     return ranked[skip_top : skip_top + n_tokens]
 
 
-def repeated_random_tokens(
-    n_sequences: int = 10, seq_len: int = 25, n_repeats: int = 4, seed: int = 0
-) -> torch.Tensor:
+def repeated_random_tokens(n_sequences: int = 10, seq_len: int = 25, n_repeats: int = 4, seed: int = 0) -> torch.Tensor:
     """Random token sequences repeated n_repeats times with BOS prepended: (n, 1 + seq_len * n_repeats)."""
     pool = torch.tensor(probe_tokens())
     gen = torch.Generator().manual_seed(seed)

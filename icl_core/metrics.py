@@ -34,7 +34,9 @@ def icl_score(curve: torch.Tensor | list[float]) -> float:
 
 
 @torch.no_grad()
-def attention_patterns(model: AttnOnlyTransformer, tokens: torch.Tensor, fwd_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_patterns(
+    model: AttnOnlyTransformer, tokens: torch.Tensor, fwd_hooks=()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and all patterns stacked: (batch, layer, head, query, key)."""
     names = {pattern_name(layer) for layer in range(model.cfg.n_layers)}
     logits, cache = model.run_with_cache(tokens, names=names.__contains__, fwd_hooks=fwd_hooks)
@@ -55,7 +57,9 @@ def induction_targets(tokens: torch.Tensor) -> torch.Tensor:
     return prev_match
 
 
-def prefix_matching_scores_from_patterns(patterns: torch.Tensor, tokens: torch.Tensor, first_query: int) -> torch.Tensor:
+def prefix_matching_scores_from_patterns(
+    patterns: torch.Tensor, tokens: torch.Tensor, first_query: int
+) -> torch.Tensor:
     """Mean over queries >= first_query of attention mass on induction targets: (layer, head)."""
     targets = induction_targets(tokens)[:, None, None].float()  # (b, 1, 1, q, k)
     mass = (patterns * targets).sum(-1)[..., first_query:]  # (b, l, h, q)

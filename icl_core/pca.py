@@ -43,8 +43,12 @@ def joint_pca(vectors: dict[str, list[tuple[int, np.ndarray]]], n_components: in
     names = sorted(vectors)
     lengths = {len(v) for name in names for _, v in vectors[name]}
     if len(lengths) != 1:
-        raise ValueError(f"loss vectors have different lengths {sorted(lengths)}: runs were evaluated on different examples")
-    stacked = np.stack([np.asarray(v, dtype=np.float64) for name in names for _, v in sorted(vectors[name], key=lambda sv: sv[0])])
+        raise ValueError(
+            f"loss vectors have different lengths {sorted(lengths)}: runs were evaluated on different examples"
+        )
+    stacked = np.stack(
+        [np.asarray(v, dtype=np.float64) for name in names for _, v in sorted(vectors[name], key=lambda sv: sv[0])]
+    )
     pca = PCA(n_components=n_components, svd_solver="full")
     flat = pca.fit_transform(stacked)
     # PCA's sign is arbitrary; fix it so the first snapshot of the first run has negative coordinates.

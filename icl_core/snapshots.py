@@ -115,7 +115,12 @@ def write_snapshot(
 
 
 def write_manifest(run_dir: Path, config: TrainConfig, extra: dict[str, Any] | None = None) -> None:
-    manifest = {"format": RUN_FORMAT, "version": RUN_FORMAT_VERSION, "run_name": config.run_name, "config": config.to_dict()}
+    manifest = {
+        "format": RUN_FORMAT,
+        "version": RUN_FORMAT_VERSION,
+        "run_name": config.run_name,
+        "config": config.to_dict(),
+    }
     manifest.update(extra or {})
     atomic_write_json(run_dir / MANIFEST, manifest)
 
@@ -182,7 +187,9 @@ def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOn
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
             raise CheckpointError(
-                path, f"weights do not match the config: {name} has shape {tuple(tensor.shape)}, config expects {tuple(expected[name].shape)}"
+                path,
+                f"weights do not match the config: {name} has shape {tuple(tensor.shape)}, "
+                f"config expects {tuple(expected[name].shape)}",
             )
         if not torch.isfinite(tensor).all():
             raise CheckpointError(path, f"{name} contains NaN or infinite values")

@@ -93,7 +93,9 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData, compute_icl: bool) -> dic
     out: dict[str, Any] = {
         "heldout_loss": float(losses.mean()),
         "loss_curve": [round(float(x), 5) for x in curve],
-        "pca_losses": [round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))],
+        "pca_losses": [
+            round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))
+        ],
         "prefix_matching": metrics.prefix_matching_scores(model, ev.repeated.to(_device(model))).tolist(),
         "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
         "copying": metrics.copying_scores(model).tolist(),
@@ -110,13 +112,17 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def save_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator, step: int, tokens: int, elapsed: float) -> None:
+def save_resume_state(
+    run_dir: Path, model, optimizer, gen: torch.Generator, step: int, tokens: int, elapsed: float
+) -> None:
     """Weights, optimizer moments and data RNG at `step`, so resumed training matches uninterrupted."""
     tensors = {f"model.{k}": v.float() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     for idx, st in opt_state["state"].items():
         for key, val in st.items():
-            tensors[f"optim.{idx}.{key}"] = torch.as_tensor(val, dtype=torch.float32).reshape(-1) if key == "step" else val
+            tensors[f"optim.{idx}.{key}"] = (
+                torch.as_tensor(val, dtype=torch.float32).reshape(-1) if key == "step" else val
+            )
     tensors["rng.data"] = gen.get_state()
     atomic_save_tensors(run_dir / RESUME_WEIGHTS, tensors)
     atomic_write_json(
@@ -252,12 +258,25 @@ def train(
 
         if is_main and (step % cfg.log_every == 0 or step == cfg.total_steps):
             elapsed = time.time() - start
-            entry = {"step": step, "tokens": tokens, "loss": float(np.mean(recent)), "lr": lr_at(step - 1, cfg), "elapsed_s": round(elapsed, 2)}
+            entry = {
+                "step": step,
+                "tokens": tokens,
+                "loss": float(np.mean(recent)),
+                "lr": lr_at(step - 1, cfg),
+                "elapsed_s": round(elapsed, 2),
+            }
             with log_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
             if progress is not None:
                 rate = (step - 0) / max(elapsed, 1e-9)
-                progress({**entry, "total_steps": cfg.total_steps, "eta_s": (cfg.total_steps - step) / max(rate, 1e-9), "snapshots": len(done)})
+                progress(
+                    {
+                        **entry,
+                        "total_steps": cfg.total_steps,
+                        "eta_s": (cfg.total_steps - step) / max(rate, 1e-9),
+                        "snapshots": len(done),
+                    }
+                )
         if is_main and step % cfg.resume_every == 0 and step not in schedule:
             save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
 
@@ -270,7 +289,9 @@ def train(
     return status
 
 
-def _provenance(command: str, device: torch.device, world: int, status: str, wall: float, schedule: list[int]) -> dict[str, Any]:
+def _provenance(
+    command: str, device: torch.device, world: int, status: str, wall: float, schedule: list[int]
+) -> dict[str, Any]:
     return {
         "status": status,
         "command": command,
@@ -292,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.out_dir) / cfg.run_name
 
     def report(p: dict[str, Any]) -> None:
-        print(f"step {p['step']}/{p['total_steps']} loss {p['loss']:.3f} tokens {p['tokens']} eta {p['eta_s']:.0f}s", flush=True)
+        print(
+            f"step {p['step']}/{p['total_steps']} loss {p['loss']:.3f} tokens {p['tokens']} eta {p['eta_s']:.0f}s",
+            flush=True,
+        )
 
     status = train(cfg, run_dir, resume=not args.no_resume, progress=report)
     if int(os.environ.get("RANK", 0)) == 0:
