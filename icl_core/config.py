@@ -26,12 +26,15 @@ class ModelConfig:
     n_ctx: int = 512
     d_vocab: int = 257  # 256 bytes + a start-of-sequence token
     smeared_keys: bool = False
+    positional: str = "learned"  # "learned" or "sinusoidal", added to the residual stream
 
     def validate(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+        if self.positional not in ("learned", "sinusoidal"):
+            raise ConfigError(f"model.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
         if not isinstance(self.smeared_keys, bool):
             raise ConfigError(f"model.smeared_keys must be true or false, got {self.smeared_keys!r}")
 

@@ -71,7 +71,11 @@ class AttnOnlyTransformer(HookedModule):
         super().__init__()
         self.cfg = cfg
         self.W_E = nn.Parameter(torch.randn(cfg.d_vocab, cfg.d_model) * 0.5)
-        self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.5)
+        if cfg.positional == "learned":
+            self.W_pos = nn.Parameter(torch.randn(cfg.n_ctx, cfg.d_model) * 0.5)
+        else:
+            # Fixed sinusoids: a relative offset is a rotation, so previous-token heads are easy to learn.
+            self.register_buffer("W_pos", sinusoidal_positions(cfg.n_ctx, cfg.d_model), persistent=False)
         self.blocks = nn.ModuleList(Attention(cfg) for _ in range(cfg.n_layers))
         self.W_U = nn.Parameter(torch.randn(cfg.d_model, cfg.d_vocab) / math.sqrt(cfg.d_model))
         self.hook_embed = HookPoint()
@@ -92,6 +96,15 @@ class AttnOnlyTransformer(HookedModule):
             x = x + block(x)
         x = self.hook_resid[-1](x)
         return x @ self.W_U
+
+
+def sinusoidal_positions(n_ctx: int, d_model: int) -> torch.Tensor:
+    pos = torch.arange(n_ctx, dtype=torch.float32)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, d_model, 2, dtype=torch.float32) / d_model)
+    out = torch.zeros(n_ctx, d_model)
+    out[:, 0::2] = torch.sin(pos * freq)
+    out[:, 1::2] = torch.cos(pos * freq[: d_model // 2])
+    return out
 
 
 def pattern_name(layer: int) -> str:
