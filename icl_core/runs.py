@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from icl_core.errors import CheckpointError
-from icl_core.snapshots import MANIFEST, read_manifest
+from icl_core.snapshots import MANIFEST, atomic_write_json, read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO_ROOT / "checkpoints"
@@ -39,9 +41,92 @@ def _runs_under(root: Path, source: str) -> list[RunRef]:
     return refs
 
 
+HUB_REGISTRY = "hub_runs.json"
+# Streamlit serves every session from one process: serialise the registry's read-modify-write.
+_REGISTRY_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class HubRun:
+    """A run downloaded from the Hub before; `path` is its snapshot folder in the local HF cache."""
+
+    repo_id: str
+    revision: str  # as asked for: a branch, tag or commit
+    commit: str  # the commit it resolved to
+    path: Path
+    run_name: str = ""
+    downloaded_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+    @property
+    def label(self) -> str:
+        return self.repo_id if self.revision == "main" else self.key
+
+
+def hub_registry_path() -> Path:
+    return data_dir() / HUB_REGISTRY
+
+
+def _read_hub_registry() -> dict[str, dict]:
+    try:
+        data = json.loads(hub_registry_path().read_text())
+    except (OSError, ValueError):
+        return {}  # absent or damaged: the downloads are still in the HF cache, the next download rewrites it
+    runs = data.get("runs") if isinstance(data, dict) else None
+    return runs if isinstance(runs, dict) else {}
+
+
+def hub_runs() -> list[HubRun]:
+    """Runs downloaded from the Hub before whose folder is still on disk, by label."""
+    out = []
+    for key, entry in _read_hub_registry().items():
+        try:
+            run = HubRun(
+                repo_id=str(entry["repo_id"]),
+                revision=str(entry["revision"]),
+                commit=str(entry["commit"]),
+                path=Path(entry["path"]),
+                run_name=str(entry.get("run_name", "")),
+                downloaded_at=float(entry.get("downloaded_at", 0.0)),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue  # a hand-edited or foreign entry: skip it, keep the rest
+        if run.key == key and (run.path / MANIFEST).is_file():
+            out.append(run)
+    return sorted(out, key=lambda r: r.label)
+
+
+def record_hub_run(run: HubRun) -> None:
+    with _REGISTRY_LOCK:
+        runs = _read_hub_registry()
+        runs[run.key] = {
+            "repo_id": run.repo_id,
+            "revision": run.revision,
+            "commit": run.commit,
+            "path": str(run.path),
+            "run_name": run.run_name,
+            "downloaded_at": run.downloaded_at,
+        }
+        atomic_write_json(hub_registry_path(), {"version": 1, "runs": runs})
+
+
+def forget_hub_run(repo_id: str, revision: str = "main") -> bool:
+    """Drop a download from the run picker (its files stay in the HF cache). True if it was listed."""
+    with _REGISTRY_LOCK:
+        runs = _read_hub_registry()
+        if runs.pop(f"{repo_id}@{revision}", None) is None:
+            return False
+        atomic_write_json(hub_registry_path(), {"version": 1, "runs": runs})
+        return True
+
+
 def discover_runs(extra: list[RunRef] | None = None) -> list[RunRef]:
-    """Shipped runs first, then user-trained runs, then `extra` (e.g. Hub downloads); names made unique."""
-    refs = _runs_under(SHIPPED_DIR, "shipped") + _runs_under(user_runs_dir(), "trained") + list(extra or [])
+    """Shipped runs first, then user-trained runs, then Hub downloads, then `extra`; names made unique."""
+    hub = [RunRef(r.label, r.path, "hub") for r in hub_runs()]
+    refs = _runs_under(SHIPPED_DIR, "shipped") + _runs_under(user_runs_dir(), "trained") + hub + list(extra or [])
     seen: set[str] = set()
     out = []
     for ref in refs:
