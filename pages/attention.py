@@ -1,0 +1,201 @@
+"""Attention explorer: what every head attends to on a text, at the sidebar's run and training step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from icl_core import explore
+from icl_core.errors import ICLError, InputTextError
+from icl_core.tokenizer import token_labels
+from ui import charts, compute, state
+
+CUSTOM = "Your own text"
+PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
+LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
+FIRST_PRESET = "Repeated random tokens"
+
+
+def _fill_preset() -> None:
+    name = st.session_state.get(PRESET_KEY)
+    if name in explore.PRESETS:
+        st.session_state[TEXT_KEY] = explore.preset_text(name)
+
+
+def _mark_custom() -> None:
+    st.session_state[PRESET_KEY] = CUSTOM
+
+
+st.title("Attention explorer")
+st.caption(
+    "Type a text or pick a preset. Every head's attention is shown for the run and training step chosen in "
+    "the sidebar. Orange marks **induction targets**: the token right after an earlier occurrence of the "
+    "current token, where an induction head looks."
+)
+sel = state.require_selection()
+info = sel.snapshot
+
+if TEXT_KEY not in st.session_state:
+    st.session_state[PRESET_KEY] = FIRST_PRESET
+    st.session_state[TEXT_KEY] = explore.preset_text(FIRST_PRESET)
+
+c1, c2 = st.columns([1, 3])
+with c1:
+    st.selectbox("Preset", [*explore.PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
+with c2:
+    text = st.text_area(
+        "Text (read as UTF-8 bytes: one token per byte)",
+        key=TEXT_KEY,
+        height=90,
+        on_change=_mark_custom,
+        persist_state="session",
+        max_chars=20_000,
+    )
+
+try:
+    prepared, an = compute.text_analysis(info, text)
+except InputTextError as exc:
+    st.error(str(exc))
+    st.stop()
+except ICLError as exc:
+    st.error(f"Cannot use this snapshot: {exc}")
+    st.stop()
+for note in prepared.notes:
+    st.warning(note)
+
+n = len(an.tokens)
+n_layers, n_heads = an.patterns.shape[:2]
+heads = explore.all_heads(n_layers, n_heads)
+if n < 2:
+    st.info("Type at least one more character: with only the start token there is nothing to attend to.")
+    st.stop()
+
+# The destination token: default to the last one that repeats, where induction heads have something to do.
+has_target = np.flatnonzero(an.targets.any(axis=1))
+default_query = int(has_target[-1]) if len(has_target) else n - 1
+signature = (text, n)
+if st.session_state.get("_attn_sig") != signature or st.session_state.get(QUERY_KEY) not in range(n):
+    st.session_state[QUERY_KEY] = default_query
+    st.session_state["_attn_sig"] = signature
+query = st.select_slider(
+    "Destination token (the one whose attention you see)",
+    options=list(range(n)),
+    key=QUERY_KEY,
+    format_func=lambda i: f"{i} · {an.labels[i]}",
+)
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.subheader(f"Where each head looks from token {query} '{an.labels[query]}'")
+    st.caption(
+        "Blue shading = attention weight (darker = more). Orange underline = induction target. "
+        "Black outline = the destination token. Hover a token for the exact weight."
+    )
+    st.html(charts.token_attention_html(an, query, heads))
+with right:
+    st.subheader("Next-token prediction here")
+    actual = an.labels[query + 1] if query + 1 < n else None
+    guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
+    pred = pd.DataFrame(
+        {
+            "token": token_labels(an.top_ids[query].tolist()),
+            "probability": an.top_probs[query].astype(float),
+        }
+    )
+    pred["induction guess"] = pred["token"].isin(guesses)
+    pred["actual next"] = pred["token"] == actual
+    st.dataframe(
+        pred,
+        hide_index=True,
+        column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)},
+    )
+    if actual is not None:
+        st.caption(f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats.")
+    if guesses:
+        st.caption(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
+    else:
+        st.caption("This token has not occurred before: an induction head has nothing to copy here.")
+    summary = pd.DataFrame(
+        [
+            {
+                "head": r["head"],
+                "on induction targets": r["on_induction_targets"],
+                "on previous token": r["on_previous_token"],
+                "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
+            }
+            for r in explore.top_attended(an, query)
+        ]
+    )
+    st.dataframe(
+        summary,
+        hide_index=True,
+        column_config={
+            "on induction targets": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+            "on previous token": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+        },
+    )
+
+st.subheader("Attention heatmaps")
+hc1, hc2, hc3 = st.columns([2, 1, 2])
+with hc1:
+    layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
+    if st.session_state.get(LAYER_KEY) not in layer_options:
+        st.session_state[LAYER_KEY] = layer_options[0]
+    layer_choice = st.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
+with hc2:
+    window = st.selectbox("Tokens shown", [32, 48, 64, 96, 128], index=2, key=WINDOW_KEY, persist_state="session")
+window = min(window, n)
+with hc3:
+    if n > window:
+        # Default to the window ending at the destination token: that is where the interesting rows are.
+        if st.session_state.get("_attn_wsig") != (signature, window, query):
+            st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
+            st.session_state["_attn_wsig"] = (signature, window, query)
+        start = st.slider("First token shown", 0, n - window, key=WSTART_KEY)
+    else:
+        start = 0
+        st.caption(f"All {n} tokens shown.")
+shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
+st.altair_chart(charts.attention_heatmaps(an, shown, start, start + window))
+
+st.subheader("Per-head scores")
+stored = info.metrics
+smear = stored.get("smear")
+rows = []
+for layer, head in heads:
+    row = {"head": explore.head_name((layer, head))}
+    for key, label in (
+        ("prefix_matching", "prefix-matching (probe)"),
+        ("previous_token", "previous-token (probe)"),
+        ("copying", "copying (eigenvalue)"),
+    ):
+        grid = stored.get(key)
+        row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
+    pm = an.text_prefix_matching[layer, head]
+    row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
+    if isinstance(smear, list):
+        row["smear σ(α)"] = float(smear[layer][head])
+    rows.append(row)
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    column_config={
+        "prefix-matching (probe)": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+        "previous-token (probe)": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+        "prefix-matching on this text": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+        "copying (eigenvalue)": st.column_config.NumberColumn(format="%+.2f"),
+    },
+)
+st.caption(
+    "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens repeated 4 times, "
+    "previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit (positive = copies). "
+    "'On this text' averages attention on induction targets over the tokens above that have an earlier occurrence"
+    + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
+)
+
+st.altair_chart(charts.loss_along_sequence(an, query))
+st.caption(
+    "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
+    "After the phase change these bars drop on repeated text."
+)

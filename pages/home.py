@@ -1,0 +1,141 @@
+"""Home: what induction heads are, the phase change, the ICL score, and a guided path through the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from icl_core.errors import ICLError
+from ui import compute, state
+
+ROOT = Path(__file__).resolve().parent.parent
+
+st.title("Induction heads and in-context learning")
+st.markdown(
+    "An interactive companion to Olsson et al. (2022), *In-context Learning and Induction Heads*. "
+    "Every model here is a tiny **attention-only transformer** reading raw bytes, trained on Python source "
+    "code. You can watch, at any point of training, what its attention heads do, when in-context learning "
+    "switches on, and what breaks when a head is removed."
+)
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    st.header("1. What is an induction head?")
+    st.markdown(
+        """
+A transformer predicts the next token. A very useful trick for that is:
+
+> *If the sequence earlier contained* **[A][B]**, *and the current token is* **[A]** *again, predict* **[B]**.
+
+```
+ … [A][B] … … … [A] → [B]
+```
+
+An **induction head** is an attention head that implements this trick. At the second **[A]** it attends
+*not* to the earlier **[A]**, but to the token **right after it**, **[B]**, and copies it into the
+prediction. It needs help from an earlier **previous-token head**, which writes "the token before me was
+[A]" into every position, so that the induction head can search for "the position whose *previous*
+token is [A]". That is why induction heads need **two layers** (or a shortcut called *smeared keys*).
+
+- **Prefix-matching score** of a head: on random tokens repeated several times, how much attention goes
+  to the token right after an earlier occurrence of the current token (1 = all of it).
+- **Previous-token score**: how much attention goes to the token just before.
+- **Copying score**: whether the head's output raises the logit of the token it attends to.
+"""
+    )
+with right:
+    st.header("2. The phase change")
+    st.markdown(
+        """
+Early in training a model only uses the last few tokens. Then, over a short stretch of training,
+**four things happen at once** (Olsson et al.):
+
+1. induction heads form (prefix-matching scores jump);
+2. the **ICL score** drops: later tokens become much easier to predict than early ones;
+3. the training loss shows a small **bump**;
+4. the trajectory of the model in the per-token-loss PCA plane **turns sharply**.
+
+A **one-layer** attention-only model shows none of this: it cannot build an induction head.
+"""
+    )
+    st.header("3. The ICL score")
+    st.markdown(
+        r"""
+$$\text{ICL score} = \overline{\text{loss}}(\text{token }500) - \overline{\text{loss}}(\text{token }50)$$
+
+averaged over held-out text. **Sign convention used everywhere in this app: loss(500) − loss(50),
+so more negative = more in-context learning.** (The paper states the sign both ways in places.)
+In the paper, its size is under ~0.15 nats before the phase change and ~0.4 nats after.
+"""
+    )
+
+st.header("4. A guided path (about 15 minutes in class)")
+steps = [
+    (
+        "pages/phase_change.py",
+        "Phase change",
+        "Pick the 2-layer run. Drag the step slider across the orange band: the ICL score falls, the "
+        "prefix-matching score of one layer-1 head shoots up, and the PCA trajectory bends. Then switch the "
+        "sidebar to the 1-layer run: no band, no bend. Compare the smeared-key run: it turns earlier.",
+    ),
+    (
+        "pages/attention.py",
+        "Attention explorer",
+        "Choose the preset *Repeated random tokens* at the last step. In the second copy, the induction head's "
+        "heatmap shows an off-diagonal stripe on the orange-outlined cells: it looks at the token after the "
+        "previous occurrence. Layer-0 heads sit one cell left of the diagonal: previous-token heads. Move the "
+        "step back before the phase change: the stripe is gone. Try your own text, or the case-flipped repeat.",
+    ),
+    (
+        "pages/ablation.py",
+        "Ablation",
+        "Press *Ablate induction heads*: the loss on the second copy of a repeated sequence jumps back up to "
+        "the first copy's level and the ICL score shrinks. Press *Ablate a random other head* to see that "
+        "an arbitrary head matters far less.",
+    ),
+    (
+        "pages/models.py",
+        "Models",
+        "See all runs side by side with their final scores, or download one from the Hugging Face Hub.",
+    ),
+    (
+        "pages/train.py",
+        "Train",
+        "Train your own tiny model (minutes on a CPU) and explore it on the other pages.",
+    ),
+]
+for i, (path, title, text) in enumerate(steps, start=1):
+    if not (ROOT / path).is_file():
+        continue
+    cols = st.columns([1, 4])
+    with cols[0]:
+        st.page_link(path, label=f"{i}. {title}", icon=":material/arrow_forward:")
+    with cols[1]:
+        st.markdown(text)
+
+st.header("5. The runs in this app")
+sel = state.current_selection()
+if sel is None:
+    st.info("No run is available yet: train one on the Train page or download one on the Models page.")
+else:
+    try:
+        window = compute.phase_window_of(sel.run.path)
+    except ICLError as exc:
+        window = None
+        st.error(str(exc))
+    cfg = sel.snapshot.model_config
+    kind = f"{cfg.n_layers}-layer attention-only, {cfg.n_heads} heads per layer" + (
+        ", smeared keys" if cfg.smeared_keys else ""
+    )
+    if window is None:
+        when = "no phase change detected (the ICL score never drops sharply)"
+    else:
+        tokens = {s.step: s.tokens_seen for s in sel.snapshots}
+        when = (
+            f"phase change between step {window.start_step:,} and {window.end_step:,} "
+            f"({state.fmt_tokens(tokens.get(window.start_step, 0))}–{state.fmt_tokens(tokens.get(window.end_step, 0))} "
+            f"tokens seen), ICL score falling by {window.drop:.2f} nats"
+        )
+    st.markdown(f"Selected in the sidebar: **{sel.run.name}**: {kind}; {len(sel.snapshots)} snapshots; {when}.")
+    st.caption("The sidebar's run and training step are shared by every page.")

@@ -1,0 +1,186 @@
+"""Phase change: training loss, ICL score, induction scores and the loss-PCA plane against training time."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from icl_core import explore
+from icl_core.errors import ICLError
+from ui import charts, compute, state
+
+PHASE_STEP_KEY = "phase_step"
+
+
+def _sync_step() -> None:
+    # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
+    state.set_step(st.session_state[PHASE_STEP_KEY])
+
+
+st.title("The phase change")
+st.caption(
+    "Olsson et al.: at one point in training, induction heads form, the ICL score drops, the loss bumps and the "
+    "per-token-loss trajectory turns, all at once. Drag the step and watch the red rule and the rings move."
+)
+sel = state.require_selection()
+snaps = list(sel.snapshots)
+tokens_at = {s.step: s.tokens_seen for s in snaps}
+
+st.session_state[PHASE_STEP_KEY] = sel.step
+step = st.select_slider(
+    "Training step",
+    options=sel.steps,
+    key=PHASE_STEP_KEY,
+    on_change=_sync_step,
+    format_func=lambda s: f"step {s:,} · {state.fmt_tokens(tokens_at[s])} tokens",
+)
+
+try:
+    window = compute.phase_window_of(sel.run.path)
+except ICLError as exc:
+    st.error(str(exc))
+    window = None
+window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
+if window is None:
+    cfg = sel.snapshot.model_config
+    one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
+    has_icl = any(isinstance(s.metrics.get("icl_score"), (int, float)) for s in snaps)
+    if has_icl:
+        st.info(
+            f"**No phase change detected** in {sel.run.name}: its ICL score never falls by "
+            "0.15 nats or more from its early level."
+            + (" As expected: a one-layer attention-only model cannot form induction heads." if one_layer else "")
+        )
+    else:
+        st.info("**No phase change detected**: this run did not record ICL scores.")
+else:
+    st.success(
+        f"**Phase change** between step {window.start_step:,} and step {window.end_step:,} "
+        f"({state.fmt_tokens(window_tokens[0])} to {state.fmt_tokens(window_tokens[1])} tokens seen), "
+        f"steepest at step {window.center_step:,}: the ICL score fell by {window.drop:.2f} nats. "
+        f"The selected step is **{explore.phase_status(window, step)}**. Shaded orange on the charts."
+    )
+
+rows = explore.summary_rows(snaps)
+summary = pd.DataFrame(rows)
+current = next(r for r in rows if r["step"] == step)
+first = rows[0]
+m1, m2, m3, m4 = st.columns(4)
+
+
+def _delta(key: str) -> str | None:
+    a, b = current[key], first[key]
+    return f"{a - b:+.3f} since step 0" if a is not None and b is not None else None
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return format(value, spec) if value is not None else "n/a"
+
+
+m1.metric(
+    "ICL score (loss₅₀₀ − loss₅₀)", _fmt(current["icl_score"], "+.3f"), _delta("icl_score"), delta_color="inverse"
+)
+m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f"), _delta("max_prefix_matching"))
+m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
+m4.metric("Tokens seen", state.fmt_tokens(tokens_at[step]))
+
+selected_tokens = tokens_at[step] or None
+if not selected_tokens:
+    st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
+
+c1, c2 = st.columns(2)
+with c1:
+    st.altair_chart(
+        charts.over_training(
+            summary,
+            "icl_score",
+            "ICL score (more negative = more in-context learning)",
+            "loss(500) − loss(50), nats",
+            window_tokens,
+            selected_tokens,
+        )
+    )
+with c2:
+    heads = pd.DataFrame([r for s in snaps for r in explore.head_score_rows(s) if r["metric"] == "prefix_matching"])
+    if heads.empty:
+        st.info("This run did not record prefix-matching scores.")
+    else:
+        st.altair_chart(
+            charts.over_training(
+                heads,
+                "value",
+                "Induction (prefix-matching) score of every head",
+                "prefix-matching score",
+                window_tokens,
+                selected_tokens,
+                color="head",
+                points=False,
+            )
+        )
+
+c3, c4 = st.columns(2)
+with c3:
+    log = compute.train_log_of(sel.run.path)
+    parts = [pd.DataFrame({"tokens": summary["tokens"], "loss": summary["heldout_loss"], "series": "held-out loss"})]
+    if log:
+        parts.insert(
+            0,
+            pd.DataFrame(
+                {"tokens": [r["tokens"] for r in log], "loss": [r["loss"] for r in log], "series": "training loss"}
+            ),
+        )
+    st.altair_chart(
+        charts.over_training(
+            pd.concat(parts, ignore_index=True),
+            "loss",
+            "Loss (look for the bump at the phase change)",
+            "loss (nats)",
+            window_tokens,
+            selected_tokens,
+            color="series",
+            points=False,
+        )
+    )
+with c4:
+    last = snaps[-1]
+    curves = []
+    for label, snap in (
+        ("step 0", snaps[0]),
+        (f"step {step:,} (selected)", sel.snapshot),
+        (f"step {last.step:,} (final)", last),
+    ):
+        curve = snap.metrics.get("loss_curve")
+        if isinstance(curve, list) and curve and snap.step not in {c["step"] for c in curves}:
+            curves.append({"step": snap.step, "label": label, "curve": curve})
+    if curves:
+        df = pd.concat(
+            [pd.DataFrame({"index": range(len(c["curve"])), "loss": c["curve"], "series": c["label"]}) for c in curves],
+            ignore_index=True,
+        )
+        st.altair_chart(charts.loss_curves(df, "In-context loss curve: loss at each token index"))
+    else:
+        st.info("This run did not record loss curves.")
+
+st.subheader("Per-token-loss PCA")
+runs = {r.name: r.path for r in state.list_runs()}
+table = compute.pca_of(runs, sel.run.name)
+if table is None:
+    st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
+else:
+    highlighted = explore.highlighted_pca_rows(table, sel.run.name, step)
+    left, right = st.columns([3, 1])
+    with left:
+        st.altair_chart(charts.pca_chart(table.rows, highlighted, table.explained))
+    with right:
+        st.markdown(
+            "Each point is one snapshot: its losses on a fixed set of held-out tokens (one per example, the "
+            "same for every model), projected on the two main directions of variation across **all** runs. "
+            "Runs with a phase change **turn sharply** there; the 1-layer run does not."
+        )
+        st.markdown(
+            "\n".join(
+                f"- **{h['run']}**: step {h['step']:,} ({state.fmt_tokens(h['tokens'])} tokens)" for h in highlighted
+            )
+        )
+        for name, why in sorted(table.skipped.items()):
+            st.caption(f"Not shown: {name}: {why}.")
