@@ -1,0 +1,86 @@
+"""Speed figures for the README: forward with attention capture, PCA over shipped snapshots, training.
+
+Run: .venv/bin/python benchmarks/bench.py   (set OMP_NUM_THREADS/taskset to emulate a 2-core CPU)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from icl_core import data  # noqa: E402
+from icl_core.config import TrainConfig  # noqa: E402
+from icl_core.metrics import attention_patterns  # noqa: E402
+from icl_core.model import AttnOnlyTransformer, per_token_loss  # noqa: E402
+from icl_core.pca import joint_pca  # noqa: E402
+from icl_core.runs import SHIPPED_DIR, discover_runs  # noqa: E402
+from icl_core.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    shipped = [r for r in discover_runs() if r.source == "shipped"]
+    two_layer = next(
+        r
+        for r in shipped
+        if read_run_config(r.path).model.n_layers == 2 and not read_run_config(r.path).model.smeared_keys
+    )
+    model = load_model(list_snapshots(two_layer.path)[-1])
+    tokens = data.heldout_examples(1, 512)
+    with torch.no_grad():
+        attention_patterns(model, tokens)  # warm-up
+        times = timed(lambda: attention_patterns(model, tokens), 20)
+    print(
+        f"forward + all attention patterns, 512 tokens, {two_layer.name}: median {1000 * statistics.median(times):.1f} ms"
+    )
+
+    def pca_end_to_end():
+        vectors = {
+            r.name: [(s.step, np.asarray(s.metrics["pca_losses"])) for s in list_snapshots(r.path)] for r in shipped
+        }
+        return joint_pca(vectors)
+
+    times = timed(pca_end_to_end, 5)
+    n = sum(len(list_snapshots(r.path)) for r in shipped)
+    print(
+        f"per-token-loss PCA over {n} snapshots of {len(shipped)} runs (read + fit): median {1000 * statistics.median(times):.0f} ms"
+    )
+
+    cfg = read_run_config(two_layer.path)
+    torch.manual_seed(0)
+    train_model = AttnOnlyTransformer(cfg.model)
+    opt = torch.optim.AdamW(train_model.parameters(), lr=cfg.lr)
+    gen = torch.Generator().manual_seed(0)
+    corpus = data.corpus("train")
+
+    def step():
+        batch = data.sample_batch(corpus, cfg.batch_size, cfg.model.n_ctx, gen)
+        loss = per_token_loss(train_model(batch), batch).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    times = timed(step, 10)
+    tokens_per_step = cfg.batch_size * cfg.model.n_ctx
+    print(f"training throughput ({cfg.run_name} config): {tokens_per_step / statistics.median(times):,.0f} tokens/s")
+
+
+if __name__ == "__main__":
+    main()

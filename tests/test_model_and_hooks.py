@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from icl_core.config import ModelConfig
+from icl_core.metrics import attention_patterns
+from icl_core.model import AttnOnlyTransformer, pattern_name
+
+
+def tiny(**kw) -> AttnOnlyTransformer:
+    torch.manual_seed(0)
+    return AttnOnlyTransformer(ModelConfig(n_layers=2, n_heads=3, d_model=24, d_head=8, n_ctx=40, **kw)).eval()
+
+
+@pytest.mark.parametrize("positional", ["learned", "sinusoidal"])
+def test_fast_path_equals_explicit_attention(positional):
+    model = tiny(positional=positional, smeared_keys=True)
+    tokens = torch.randint(0, 257, (2, 40))
+    fast = model(tokens)  # no hooks on the pattern: fused attention kernel
+    explicit, patterns = attention_patterns(model, tokens)
+    assert torch.allclose(fast, explicit, atol=1e-5)
+    assert patterns.shape == (2, 2, 3, 40, 40)
+    assert torch.allclose(patterns.sum(-1), torch.ones(2, 2, 3, 40), atol=1e-5)
+    assert patterns.triu(diagonal=1).abs().max() == 0, "attention must be causal"
+
+
+def test_hooks_can_overwrite_and_are_removed_afterwards():
+    model = tiny()
+    tokens = torch.randint(0, 257, (1, 10))
+    clean = model(tokens)
+
+    def uniform(pattern, hook):
+        causal = torch.tril(torch.ones_like(pattern))
+        return causal / causal.sum(-1, keepdim=True)
+
+    edited, cache = model.run_with_cache(tokens, fwd_hooks=[(pattern_name(0), uniform)])
+    assert not torch.allclose(edited, clean)
+    assert torch.allclose(cache[pattern_name(0)][0, 0, 3, :4], torch.full((4,), 0.25))
+    assert torch.allclose(model(tokens), clean), "hooks must not outlive the call"
+    with pytest.raises(KeyError, match="no hook point named"):
+        model.run_with_hooks(tokens, [("blocks.9.hook_pattern", uniform)])
+
+
+def test_smeared_keys_mix_each_key_with_the_previous_one():
+    model = tiny(smeared_keys=True)
+    with torch.no_grad():
+        model.blocks[0].smear_alpha.copy_(torch.tensor([0.0, 2.0, -1.0]))
+    tokens = torch.randint(0, 257, (1, 12))
+    _, cache = model.run_with_cache(tokens, names=lambda n: n in {"blocks.0.hook_k", "blocks.0.hook_resid"})
+    # recompute the unsmeared keys from the residual stream feeding layer 0
+    x = model.hook_embed(model.W_E[tokens]) + model.W_pos[:12][None]
+    raw = torch.einsum("bpd,hde->bphe", x, model.blocks[0].W_K)
+    s = torch.sigmoid(model.blocks[0].smear_alpha)[None, None, :, None]
+    k = cache["blocks.0.hook_k"]
+    assert torch.allclose(k[:, 0], raw[:, 0], atol=1e-5), "the first key is unchanged"
+    assert torch.allclose(k[:, 1:], s * raw[:, 1:] + (1 - s) * raw[:, :-1], atol=1e-5)
+
+
+def test_too_long_input_is_refused():
+    with pytest.raises(ValueError, match="longer than the context"):
+        tiny()(torch.zeros(1, 41, dtype=torch.long))
