@@ -16,11 +16,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from icl_core import data  # noqa: E402
-from icl_core.config import TrainConfig  # noqa: E402
 from icl_core.metrics import attention_patterns  # noqa: E402
 from icl_core.model import AttnOnlyTransformer, per_token_loss  # noqa: E402
 from icl_core.pca import joint_pca  # noqa: E402
-from icl_core.runs import SHIPPED_DIR, discover_runs  # noqa: E402
+from icl_core.runs import discover_runs  # noqa: E402
 from icl_core.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
 
 
@@ -47,7 +46,8 @@ def main() -> None:
         attention_patterns(model, tokens)  # warm-up
         times = timed(lambda: attention_patterns(model, tokens), 20)
     print(
-        f"forward + all attention patterns, 512 tokens, {two_layer.name}: median {1000 * statistics.median(times):.1f} ms"
+        f"forward + all attention patterns, 512 tokens, {two_layer.name}: "
+        f"median {1000 * statistics.median(times):.1f} ms"
     )
 
     def pca_end_to_end():
@@ -59,7 +59,8 @@ def main() -> None:
     times = timed(pca_end_to_end, 5)
     n = sum(len(list_snapshots(r.path)) for r in shipped)
     print(
-        f"per-token-loss PCA over {n} snapshots of {len(shipped)} runs (read + fit): median {1000 * statistics.median(times):.0f} ms"
+        f"per-token-loss PCA over {n} snapshots of {len(shipped)} runs (read + fit): "
+        f"median {1000 * statistics.median(times):.0f} ms"
     )
 
     cfg = read_run_config(two_layer.path)
