@@ -441,11 +441,13 @@ def ablation_hooks_fast(
     heads: Sequence[Head],
     mode: str,
     means: dict[int, torch.Tensor] | None = None,
+    clean: dict[int, torch.Tensor] | None = None,
 ) -> list[tuple[str, HookFn]]:
     """Like icl_core.ablation.ablation_hooks, but pattern-preserving only records and freezes later layers.
 
     Layers up to the first ablated one see the clean residual stream anyway, so their patterns cannot
     change; skipping them makes pattern-preserving ablation of last-layer heads as cheap as zero ablation.
+    `clean` may hold already recorded patterns (layer -> (batch, head, q, k)) for these tokens.
     """
     heads = [(int(a), int(b)) for a, b in heads]
     if mode not in ABLATION_MODES:
@@ -459,11 +461,43 @@ def ablation_hooks_fast(
     hooks = zero_ablation_hooks(heads)
     if mode == "pattern-preserving":
         later = [layer for layer in range(min(h[0] for h in heads) + 1, model.cfg.n_layers)]
-        if later:
-            names = {pattern_name(layer) for layer in later}
-            _, cache = model.run_with_cache(tokens, names=names.__contains__)
-            hooks = _freeze_layers({layer: cache[pattern_name(layer)] for layer in later}) + hooks
+        if later and clean is not None and all(layer in clean for layer in later):
+            hooks = _freeze_layers({layer: clean[layer] for layer in later}) + hooks
+        elif later:
+            hooks = _freeze_layers(record_patterns(model, tokens, later)) + hooks
     return hooks
+
+
+@torch.no_grad()
+def record_patterns(
+    model: AttnOnlyTransformer, tokens: torch.Tensor, layers: Sequence[int], dtype: torch.dtype = torch.float32
+) -> dict[int, torch.Tensor]:
+    """Clean attention patterns of the given layers: layer -> (batch, head, q, k)."""
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    names = {pattern_name(layer) for layer in layers}
+    _, cache = model.run_with_cache(tokens, names=names.__contains__)
+    return {layer: cache[pattern_name(layer)].to(dtype) for layer in layers}
+
+
+@dataclass(frozen=True)
+class CleanPatterns:
+    """Patterns of layers >= 1 on the ablation probes, recorded once per snapshot (fp16 halves the memory)."""
+
+    repeated: dict[int, torch.Tensor]
+    heldout: dict[int, torch.Tensor]
+
+
+def record_probe_patterns(model: AttnOnlyTransformer, probes: AblationProbes, chunk: int = 8) -> CleanPatterns:
+    layers = list(range(1, model.cfg.n_layers))
+
+    def rec(tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+        parts = [
+            record_patterns(model, tokens[i : i + chunk], layers, torch.float16) for i in range(0, len(tokens), chunk)
+        ]
+        return {layer: torch.cat([p[layer] for p in parts]) for layer in layers}
+
+    return CleanPatterns(rec(probes.repeated), rec(probes.heldout)) if layers else CleanPatterns({}, {})
 
 
 @torch.no_grad()
@@ -473,6 +507,7 @@ def ablated_losses(
     heads: Sequence[Head],
     mode: str = "zero",
     means: dict[int, torch.Tensor] | None = None,
+    clean: dict[int, torch.Tensor] | None = None,
     chunk: int = 8,
 ) -> torch.Tensor:
     """Per-token losses (batch, pos - 1) with `heads` ablated, in chunks to bound pattern memory."""
@@ -481,7 +516,8 @@ def ablated_losses(
     out = []
     for i in range(0, len(tokens), chunk):
         part = tokens[i : i + chunk]
-        logits = model.run_with_hooks(part, ablation_hooks_fast(model, part, heads, mode, means))
+        part_clean = {layer: p[i : i + chunk] for layer, p in clean.items()} if clean else None
+        logits = model.run_with_hooks(part, ablation_hooks_fast(model, part, heads, mode, means, part_clean))
         out.append(per_token_loss(logits, part))
     return torch.cat(out)
 
@@ -513,14 +549,16 @@ def ablation_effect(
     mode: str,
     probes: AblationProbes,
     means: dict[int, torch.Tensor] | None = None,
+    clean: CleanPatterns | None = None,
 ) -> AblationEffect:
     """Loss on repeated random tokens (first vs second copy) and on held-out text with `heads` ablated."""
-    rep = ablated_losses(model, probes.repeated, heads, mode, means)
+    rep = ablated_losses(model, probes.repeated, heads, mode, means, clean.repeated if clean else None)
     h = probes.half_len
     # Loss index t predicts token t + 1; index h predicts the first token of the copy, which no head can know.
     first = float(rep[:, 1:h].mean())
     second = float(rep[:, h + 1 :].mean())
-    curve = ablated_losses(model, probes.heldout, heads, mode, means).mean(0).numpy()
+    curve = ablated_losses(model, probes.heldout, heads, mode, means, clean.heldout if clean else None)
+    curve = curve.mean(0).numpy()
     return AblationEffect(first, second, windowed_icl_score(curve), curve)
 
 
@@ -572,3 +610,53 @@ def prediction_rows(
             }
         )
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Run overview (Models page)
+
+
+def run_overview(ref: RunRef, snaps: Sequence[SnapshotInfo] | None = None) -> dict[str, Any]:
+    """One row describing a run: config, progress and final metrics; an 'error' entry if it cannot be read."""
+    from icl_core.errors import ICLError
+    from icl_core.snapshots import list_snapshots, read_manifest, read_run_config
+
+    row: dict[str, Any] = {"run": ref.name, "source": ref.source, "path": str(ref.path), "error": ""}
+    try:
+        manifest = read_manifest(ref.path)
+        cfg = read_run_config(ref.path)
+        snaps = list(snaps) if snaps is not None else list_snapshots(ref.path)
+    except ICLError as exc:
+        row["error"] = str(exc)
+        return row
+    m = cfg.model
+    row.update(
+        {
+            "layers": m.n_layers,
+            "heads": m.n_heads,
+            "d_model": m.d_model,
+            "context": m.n_ctx,
+            "smeared keys": m.smeared_keys,
+            "status": str(manifest.get("status", "")),
+            "snapshots": len(snaps),
+            "planned steps": cfg.total_steps,
+        }
+    )
+    if not snaps:
+        row["error"] = "no snapshots yet"
+        return row
+    last = summary_rows(snaps[-1:])[0]
+    window = phase_window(snaps)
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    row.update(
+        {
+            "last step": last["step"],
+            "tokens seen": last["tokens"],
+            "train loss": last["train_loss"],
+            "held-out loss": last["heldout_loss"],
+            "ICL score": last["icl_score"],
+            "best induction score": last["max_prefix_matching"],
+            "phase change at (tokens)": tokens[window.center_step] if window else None,
+        }
+    )
+    return row

@@ -20,6 +20,7 @@ from icl_core.ablation import Head
 from icl_core.errors import ICLError
 from icl_core.model import AttnOnlyTransformer
 from icl_core.phase import PhaseWindow
+from icl_core.runs import RunRef
 from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots
 
 # Two cores shared by every visitor: one forward at a time per process uses them best.
@@ -118,13 +119,23 @@ def head_means(info: SnapshotInfo) -> dict[int, torch.Tensor]:
     return _means(snapshot_key(info), info)
 
 
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> explore.CleanPatterns:
+    loaded = model_of(_info)
+    with loaded.lock:
+        return explore.record_probe_patterns(loaded.model, probes(_info.model_config.n_ctx))
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: SnapshotInfo) -> explore.AblationEffect:
     loaded = model_of(_info)
     means = head_means(_info) if mode == "mean" and heads else None
+    # Recording clean patterns once per snapshot halves the cost of every pattern-preserving ablation after it.
+    needs_clean = mode == "pattern-preserving" and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
+    clean = _clean_patterns(snapshot_key(_info), _info) if needs_clean else None
     pr = probes(_info.model_config.n_ctx)
     with loaded.lock:
-        return explore.ablation_effect(loaded.model, list(heads), mode, pr, means)
+        return explore.ablation_effect(loaded.model, list(heads), mode, pr, means, clean)
 
 
 def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mode: str) -> explore.AblationEffect:
@@ -178,3 +189,17 @@ def smooth(values: np.ndarray, window: int = 9) -> np.ndarray:
     num = np.convolve(values, kernel, mode="same")
     den = np.convolve(np.ones_like(values), kernel, mode="same")
     return num / den
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _overview(signature: tuple[str, int, int], name: str, source: str) -> dict:
+    ref = RunRef(name, Path(signature[0]), source)
+    try:
+        snaps = _snapshots(signature)
+    except ICLError:
+        snaps = None  # run_overview reports the error in its row
+    return explore.run_overview(ref, snaps)
+
+
+def run_overview(ref: RunRef) -> dict:
+    return _overview(run_signature(ref.path), ref.name, ref.source)

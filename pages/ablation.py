@@ -1,0 +1,254 @@
+"""Ablation: switch heads off and see in-context learning break (or not), live."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from icl_core import explore
+from icl_core.ablation import ABLATION_MODES, Head
+from icl_core.errors import ICLError, InputTextError
+from ui import charts, compute, state
+
+MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
+COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
+MODE_HELP = {
+    "zero": "the head's output is replaced by zeros",
+    "mean": "the head's output is replaced by its average over held-out text (keeps its 'typical' contribution)",
+    "pattern-preserving": (
+        "the head's output is zeroed and every other head keeps the attention pattern of the clean run, so later "
+        "heads cannot re-route (Olsson et al.'s ablation)"
+    ),
+}
+
+
+def toggle_key(head: Head) -> str:
+    return f"ablate_{explore.head_name(head)}"
+
+
+def _set_heads(heads: list[Head], all_heads: list[Head]) -> None:
+    for h in all_heads:
+        st.session_state[toggle_key(h)] = h in heads
+
+
+def _ablate_induction(found: list[Head], all_heads: list[Head]) -> None:
+    _set_heads(found, all_heads)
+    st.session_state[COMPARE_KEY] = {**st.session_state.get(COMPARE_KEY, {}), "induction": found}
+
+
+def _ablate_random(found: list[Head], n_layers: int, n_heads: int, all_heads: list[Head]) -> None:
+    seed = st.session_state.get(SEED_KEY, 0) + 1
+    st.session_state[SEED_KEY] = seed
+    other = explore.random_other_head(n_layers, n_heads, found, seed=seed)
+    _set_heads([other] if other else [], all_heads)
+    st.session_state[COMPARE_KEY] = {
+        **st.session_state.get(COMPARE_KEY, {}),
+        "induction": found,
+        "random": [other] if other else [],
+    }
+
+
+st.title("Ablation: which heads carry in-context learning?")
+st.caption(
+    "Switch heads off and measure, on held-out data, what the model loses. The test that matters: random tokens "
+    "repeated twice. The first copy is unpredictable; the second copy is predictable only by looking back, "
+    "which is exactly what induction heads do."
+)
+sel = state.require_selection()
+info = sel.snapshot
+cfg = info.model_config
+heads_all = explore.all_heads(cfg.n_layers, cfg.n_heads)
+pm = info.metrics.get("prefix_matching")
+
+top = st.columns([2, 1])
+with top[0]:
+    mode = st.radio(
+        "Ablation mode",
+        list(ABLATION_MODES),
+        key=MODE_KEY,
+        horizontal=True,
+        persist_state="session",
+        captions=[MODE_HELP[m] for m in ABLATION_MODES],
+    )
+with top[1]:
+    threshold = st.slider(
+        "Induction head threshold (prefix-matching score)",
+        0.0,
+        0.95,
+        0.3,
+        0.05,
+        key=THRESHOLD_KEY,
+        persist_state="session",
+        help="Heads in layers ≥ 1 (any layer in a 1-layer model) scoring above this count as induction heads.",
+    )
+found = explore.induction_heads(pm, threshold) if isinstance(pm, list) else []
+
+st.subheader("Heads (on = ablated)")
+for layer in range(cfg.n_layers):
+    cols = st.columns(cfg.n_heads + 1)
+    cols[0].markdown(f"**Layer {layer}**")
+    for head in range(cfg.n_heads):
+        h = (layer, head)
+        score = f" · PM {pm[layer][head]:.2f}" if isinstance(pm, list) else ""
+        with cols[head + 1]:
+            st.toggle(
+                f"{explore.head_name(h)}{score}",
+                key=toggle_key(h),
+                persist_state="session",
+                help="PM = prefix-matching (induction) score at this step",
+            )
+chosen = [h for h in heads_all if st.session_state.get(toggle_key(h))]
+
+b1, b2, b3, b4 = st.columns([1, 1, 1, 2])
+b1.button(
+    "Ablate induction heads",
+    on_click=_ablate_induction,
+    args=(found, heads_all),
+    type="primary",
+    key="btn_ablate_induction",
+    disabled=not found,
+    help="Heads whose prefix-matching score is above the threshold." if found else "No head is above the threshold.",
+)
+b2.button(
+    "Ablate a random other head",
+    on_click=_ablate_random,
+    args=(found, cfg.n_layers, cfg.n_heads, heads_all),
+    key="btn_ablate_random",
+)
+b3.button("Clear all", on_click=_set_heads, args=([], heads_all), key="btn_clear")
+with b4:
+    if found:
+        st.caption(f"Induction heads at this step: {', '.join(explore.head_name(h) for h in found)}.")
+    else:
+        st.caption(
+            "No induction head at this step (none above the threshold): try a later step, or lower the threshold."
+        )
+
+try:
+    clean = compute.ablation_effect(info, [], mode)
+    ablated = compute.ablation_effect(info, chosen, mode)
+except ICLError as exc:
+    st.error(f"Cannot use this snapshot: {exc}")
+    st.stop()
+
+
+def _delta(a: float | None, b: float | None) -> str | None:
+    return f"{a - b:+.3f} vs clean" if a is not None and b is not None and chosen else None
+
+
+label = ", ".join(explore.head_name(h) for h in chosen) or "nothing (clean model)"
+st.subheader(f"Ablated: {label}")
+m1, m2, m3, m4 = st.columns(4)
+m1.metric(
+    "Loss on the first copy",
+    f"{ablated.first_half_loss:.3f}",
+    _delta(ablated.first_half_loss, clean.first_half_loss),
+    delta_color="inverse",
+)
+m2.metric(
+    "Loss on the second copy",
+    f"{ablated.second_half_loss:.3f}",
+    _delta(ablated.second_half_loss, clean.second_half_loss),
+    delta_color="inverse",
+)
+m3.metric(
+    "In-context gain (first − second copy)",
+    f"{ablated.first_half_loss - ablated.second_half_loss:.3f}",
+    _delta(ablated.first_half_loss - ablated.second_half_loss, clean.first_half_loss - clean.second_half_loss),
+)
+icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
+m4.metric(
+    "ICL score (small-batch estimate)",
+    icl_value,
+    _delta(ablated.icl_score, clean.icl_score),
+    delta_color="inverse",
+)
+probes = compute.probes(cfg.n_ctx)
+st.caption(
+    f"Measured on {len(probes.repeated)} sequences of {probes.half_len} random tokens shown twice, and on "
+    f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens 40–60 and "
+    "490–510 (loss(500) − loss(50), negative = in-context learning) to steady the small batch."
+    + (f" Stored ICL score of this snapshot: {info.metrics['icl_score']:+.3f}." if "icl_score" in info.metrics else "")
+)
+
+curve_df = pd.concat(
+    [
+        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": compute.smooth(e.loss_curve), "series": name})
+        for name, e in (("clean", clean), (f"ablated: {label}", ablated))
+        if chosen or name == "clean"
+    ],
+    ignore_index=True,
+)
+left, right = st.columns(2)
+with left:
+    st.altair_chart(charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)"))
+
+compare = st.session_state.get(COMPARE_KEY, {})
+scenarios: list[tuple[str, list[Head]]] = [("clean", [])]
+if compare.get("induction"):
+    scenarios.append(
+        (f"induction heads ({', '.join(explore.head_name(h) for h in compare['induction'])})", compare["induction"])
+    )
+if compare.get("random"):
+    scenarios.append((f"random other head ({explore.head_name(compare['random'][0])})", compare["random"]))
+if chosen and sorted(chosen) not in [sorted(h) for _, h in scenarios]:
+    scenarios.append((f"your selection ({label})", chosen))
+with right:
+    if len(scenarios) > 1:
+        rows = []
+        for name, hs in scenarios:
+            e = compute.ablation_effect(info, hs, mode)
+            rows += [
+                {"scenario": name, "measure": "loss on second copy", "value": e.second_half_loss},
+                {"scenario": name, "measure": "in-context gain", "value": e.first_half_loss - e.second_half_loss},
+            ]
+        st.altair_chart(charts.comparison_bars(pd.DataFrame(rows), f"Comparison ({mode} ablation)"))
+    else:
+        st.info("Press **Ablate induction heads**, then **Ablate a random other head**, to compare the two here.")
+
+st.subheader("Predictions on your text")
+if TEXT_KEY not in st.session_state:
+    st.session_state[TEXT_KEY] = explore.preset_text("Repeated English sentence")
+text = st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=5000)
+try:
+    prepared, rows = compute.ablated_predictions(info, text, chosen, mode)
+except InputTextError as exc:
+    st.error(str(exc))
+    st.stop()
+except ICLError as exc:
+    st.error(f"Cannot use this snapshot: {exc}")
+    st.stop()
+for note in prepared.notes:
+    st.warning(note)
+if not rows:
+    st.info("Type at least two characters to see predictions.")
+    st.stop()
+pred = pd.DataFrame(rows)
+rep = pred[pred["repeat"]]
+if len(rep):
+    st.markdown(
+        f"Mean loss on tokens that occurred before: **{rep['clean_loss'].mean():.2f}** clean → "
+        f"**{rep['ablated_loss'].mean():.2f}** ablated (over the last {len(pred)} positions)."
+    )
+st.dataframe(
+    pred.rename(
+        columns={
+            "clean_top": "clean: top",
+            "clean_p": "clean: p",
+            "clean_loss": "clean: loss",
+            "ablated_top": "ablated: top",
+            "ablated_p": "ablated: p",
+            "ablated_loss": "ablated: loss",
+            "repeat": "seen before",
+        }
+    ),
+    hide_index=True,
+    column_config={
+        "clean: p": st.column_config.NumberColumn(format="%.2f"),
+        "ablated: p": st.column_config.NumberColumn(format="%.2f"),
+        "clean: loss": st.column_config.NumberColumn(format="%.2f"),
+        "ablated: loss": st.column_config.NumberColumn(format="%.2f"),
+    },
+    height=300,
+)

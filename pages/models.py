@@ -1,0 +1,117 @@
+"""Models: every run the app knows (shipped, trained, downloaded) and a form to fetch one from the Hub."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from icl_core.errors import ICLError
+from ui import compute, state
+
+FLASH_KEY = "_models_flash"
+
+
+def _open(paths: dict[str, str]) -> None:
+    # Read the pick here, not at render time: the selectbox may have changed in this same rerun.
+    pick = st.session_state.get("models_pick")
+    if pick in paths:
+        state.request_run(Path(paths[pick]))
+
+
+st.title("Models")
+st.caption(
+    "Every run the explorer can show. **shipped** runs come with the app, **trained** ones were made on the "
+    "Train page, **hub** ones were downloaded from the Hugging Face Hub, **extra** ones come from folders named "
+    "in ICL_EXTRA_RUNS_DIRS."
+)
+flash = st.session_state.pop(FLASH_KEY, None)
+if flash:
+    st.success(flash)
+
+runs = state.list_runs()
+current = state.current_selection()
+if not runs:
+    st.info("No runs yet: train one on the Train page, or download one below.")
+else:
+    rows = [compute.run_overview(r) for r in runs]
+    df = pd.DataFrame(rows)
+    columns = [
+        "run",
+        "source",
+        "layers",
+        "heads",
+        "d_model",
+        "context",
+        "smeared keys",
+        "snapshots",
+        "last step",
+        "tokens seen",
+        "train loss",
+        "held-out loss",
+        "ICL score",
+        "best induction score",
+        "phase change at (tokens)",
+        "status",
+        "error",
+    ]
+    st.dataframe(
+        df[[c for c in columns if c in df.columns]],
+        hide_index=True,
+        column_config={
+            "train loss": st.column_config.NumberColumn(format="%.3f"),
+            "held-out loss": st.column_config.NumberColumn(format="%.3f"),
+            "ICL score": st.column_config.NumberColumn(format="%+.3f", help="loss(500) − loss(50): negative = ICL"),
+            "best induction score": st.column_config.NumberColumn(
+                format="%.2f", help="highest prefix-matching score of a head in layer ≥ 1 at the last step"
+            ),
+            "tokens seen": st.column_config.NumberColumn(format="compact"),
+            "phase change at (tokens)": st.column_config.NumberColumn(format="compact"),
+            "error": st.column_config.TextColumn(help="why a run cannot be shown, if it cannot"),
+        },
+    )
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    names = {r["run"]: r["path"] for r in rows}
+    with c1:
+        st.selectbox("Explore a run", list(names), key="models_pick")
+    with c2:
+        st.button("Open in the explorer", on_click=_open, args=(names,), key="models_open", type="primary")
+    if current is not None:
+        st.caption(f"Selected now: **{current.run.name}** ({current.run.path}).")
+
+st.subheader("Download a run from the Hugging Face Hub")
+with st.form("hub_download"):
+    repo = st.text_input("Repository", placeholder="owner/name or https://huggingface.co/owner/name", key="hub_repo")
+    revision = st.text_input("Revision (optional)", placeholder="main, a tag or a commit hash", key="hub_revision")
+    token = st.text_input(
+        "Access token (only for private repositories)", type="password", key="hub_token", help="Not stored."
+    )
+    submitted = st.form_submit_button("Download")
+
+if submitted:
+    try:
+        from icl_core import hub  # imported here: huggingface_hub is only needed when someone downloads
+    except ImportError as exc:
+        st.error(f"Hub support is not available in this installation ({exc}).")
+        st.stop()
+    bar = st.progress(0.0, text="Starting…")
+
+    def report(p: object) -> None:
+        fraction = float(getattr(p, "fraction", 0.0))
+        message = getattr(p, "message", "") or getattr(p, "stage", "")
+        bar.progress(min(max(fraction, 0.0), 1.0), text=str(message) or "Downloading…")
+
+    try:
+        path = hub.download_run(repo.strip(), revision=revision.strip() or None, token=token or None, progress=report)
+    except ICLError as exc:
+        bar.empty()
+        st.error(str(exc))
+    except Exception as exc:  # a network stack can fail in ways the hub module did not foresee
+        bar.empty()
+        st.error(f"The download failed unexpectedly: {type(exc).__name__}: {exc}")
+    else:
+        bar.empty()
+        state.request_run(path)
+        st.session_state[FLASH_KEY] = f"Downloaded {repo.strip()} and selected it in the sidebar."
+        st.rerun()
