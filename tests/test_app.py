@@ -1,0 +1,208 @@
+"""The explorer's pages under Streamlit's AppTest: they render, react to their widgets, and never show a traceback.
+
+By default the tests use a tiny run trained by a fixture (seconds), so they pass on a fresh checkout.
+Set USE_SHIPPED = True to run them against the shipped runs in checkpoints/ instead (stronger checks:
+the induction head's ablation must raise the second-copy loss, the 1-layer run has no phase change).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from icl_core import explore
+from icl_core.config import train_config_from_dict
+from icl_core.runs import SHIPPED_DIR
+from icl_core.snapshots import list_snapshots, write_manifest
+from icl_core.train import train
+
+USE_SHIPPED = False  # the one-line switch: True = test against checkpoints/ (attn2, attn1)
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+MAIN_RUN = "attn2" if USE_SHIPPED else "fixture2"
+ONE_LAYER_RUN = "attn1" if USE_SHIPPED else None
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Runs the app will find: the main run, plus a run with no snapshots and one with a corrupt checkpoint."""
+    base = tmp_path_factory.mktemp("app_runs")
+    if USE_SHIPPED:
+        main = SHIPPED_DIR / MAIN_RUN
+    else:
+        cfg = train_config_from_dict(
+            {
+                "run_name": MAIN_RUN,
+                "model": {"n_layers": 2, "n_heads": 2, "d_model": 32, "d_head": 8, "n_ctx": 512},
+                "batch_size": 4,
+                "total_steps": 24,
+                "n_snapshots": 5,
+                "eval_examples": 8,
+                "log_every": 4,
+            }
+        )
+        main = base / "data" / "runs" / MAIN_RUN
+        train(cfg, main, command="tests/test_app.py fixture")
+    extra = base / "extra"
+    empty = extra / "empty-run"
+    empty.mkdir(parents=True)
+    write_manifest(empty, train_config_from_dict({"run_name": "empty-run"}))
+    corrupt = extra / "corrupt-run"
+    corrupt.mkdir()
+    shutil.copy(main / "run.json", corrupt / "run.json")
+    last = list_snapshots(main)[-1]
+    shutil.copy(last.meta_path, corrupt / last.meta_path.name)
+    (corrupt / last.weights_path.name).write_bytes(last.weights_path.read_bytes()[:100])
+    return {"data": base / "data", "extra": extra, "main": main}
+
+
+@pytest.fixture(autouse=True)
+def env(run_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ICL_DATA_DIR", str(run_dirs["data"]))
+    monkeypatch.setenv(explore.EXTRA_RUNS_ENV, str(run_dirs["extra"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Cached models and results outlive an AppTest: start every test from cold caches.
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def open_page(page: str | None, run: str = MAIN_RUN, step: int | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["_run_value"] = run
+    if step is not None:
+        at.session_state["_step_value"] = step
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def pca_highlight(at: AppTest):
+    chart = next(c for c in at.get("vega_lite_chart") if "PCA" in c.proto.spec)
+    spec = json.loads(chart.proto.spec)
+    ring = next(layer for layer in spec["layer"] if layer["mark"].get("size") == 420)
+    data = next(d for d in chart.proto.datasets if d.name == ring["data"]["name"])
+    return pa.ipc.open_stream(data.data.data).read_all().to_pandas()
+
+
+def metric(at: AppTest, label: str) -> float:
+    return float(next(m for m in at.metric if m.label == label).value)
+
+
+@pytest.mark.parametrize(
+    "page", [None, "pages/attention.py", "pages/phase_change.py", "pages/ablation.py", "pages/models.py"]
+)
+def test_page_renders_without_exception(page: str | None) -> None:
+    at = open_page(page)
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["run"] == MAIN_RUN
+
+
+def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
+    at = open_page("pages/phase_change.py")
+    steps = [s.step for s in list_snapshots(Path(at.session_state["_selection"].run.path))]
+    before = pca_highlight(at)
+    assert before[before["focus"]]["step"].tolist() == [steps[-1]]
+    at.select_slider(key="phase_step").set_value(steps[1]).run()
+    assert not at.exception, at.exception
+    after = pca_highlight(at)
+    assert after[after["focus"]]["step"].tolist() == [steps[1]]
+    assert at.session_state["step"] == steps[1]  # the sidebar follows the page's slider
+
+
+@pytest.mark.skipif(ONE_LAYER_RUN is None, reason="needs the shipped 1-layer run")
+def test_one_layer_run_has_no_phase_change() -> None:
+    at = open_page("pages/phase_change.py", run=ONE_LAYER_RUN)
+    assert any("No phase change detected" in i.value for i in at.info)
+
+
+def test_attention_bad_text_gives_messages_not_tracebacks() -> None:
+    at = open_page("pages/attention.py")
+    html_before = at.get("html")[0].proto.body
+    n = len(at.select_slider(key="attn_query").options)
+    at.select_slider(key="attn_query").set_value(n // 2).run()
+    assert at.get("html")[0].proto.body != html_before  # another destination token, another view
+    at.text_area(key="attn_text").set_value("").run()
+    assert not at.exception
+    assert any("empty" in e.value for e in at.error)
+    at.text_area(key="attn_text").set_value("naïve café " * 60).run()
+    assert not at.exception
+    warnings = " ".join(w.value for w in at.warning)
+    assert "only the first 512 tokens" in warnings and "non-ASCII" in warnings
+
+
+def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
+    at = open_page("pages/ablation.py")
+    snap = at.session_state["_selection"].snapshot
+    layer, head = max(
+        (
+            (layer, head)
+            for layer, row in enumerate(snap.metrics["prefix_matching"])
+            if layer >= 1
+            for head in range(len(row))
+        ),
+        key=lambda h: snap.metrics["prefix_matching"][h[0]][h[1]],
+    )
+    clean = metric(at, "Loss on the second copy")
+    at.toggle(key=f"ablate_L{layer}H{head}").set_value(True).run()
+    assert not at.exception, at.exception
+    ablated = metric(at, "Loss on the second copy")
+    if USE_SHIPPED:
+        assert ablated > clean + 0.1
+    else:  # a 24-step model has no induction head yet: the number must still be live
+        assert ablated != clean
+    for mode in ("mean", "pattern-preserving"):
+        at.radio(key="ablation_mode").set_value(mode).run()
+        assert not at.exception, at.exception
+    at.slider(key="induction_threshold").set_value(0.0).run()
+    at.button(key="btn_ablate_induction").click().run()
+    at.button(key="btn_ablate_random").click().run()
+    assert not at.exception, at.exception
+    assert any("Comparison" in c.proto.spec for c in at.get("vega_lite_chart"))
+    at.text_input(key="ablation_text").set_value("").run()
+    assert not at.exception
+    assert any("empty" in e.value for e in at.error)
+
+
+def test_runs_without_snapshots_or_with_corrupt_weights_show_messages() -> None:
+    at = open_page("pages/attention.py", run="empty-run")
+    assert any("no snapshots" in w.value for w in at.sidebar.warning)
+    assert any("Pick a run" in i.value for i in at.info)
+    at = open_page("pages/attention.py", run="corrupt-run")
+    assert not at.exception
+    assert any("corrupt" in e.value for e in at.error)
+    at.switch_page("pages/ablation.py").run()
+    assert not at.exception
+    assert any("corrupt" in e.value for e in at.error)
+
+
+def test_step_out_of_range_snaps_to_the_nearest_snapshot() -> None:
+    at = open_page("pages/attention.py", step=10**9)
+    assert not at.exception
+    assert at.session_state["step"] == at.session_state["_selection"].steps[-1]
+
+
+def test_models_page_lists_runs_and_reports_hub_errors() -> None:
+    at = open_page("pages/models.py")
+    table = at.dataframe[0].value
+    assert {MAIN_RUN, "empty-run", "corrupt-run"} <= set(table["run"])
+    at.text_input(key="hub_repo").set_value("not a repo id!").run()
+    at.button[-1].click().run()
+    assert not at.exception
+    assert any("not a valid Hub repo id" in e.value for e in at.error)
+    at.selectbox(key="models_pick").set_value("corrupt-run")
+    at.button(key="models_open").click().run()
+    assert at.session_state["run"] == "corrupt-run"
