@@ -27,6 +27,7 @@ def _mark_custom() -> None:
     st.session_state[PRESET_KEY] = CUSTOM
 
 
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("Attention explorer")
 st.caption(
     "Type a text or pick a preset. Every head's attention is shown for the run and training step chosen in "

@@ -11,6 +11,7 @@ from ui import compute, state
 
 ROOT = Path(__file__).resolve().parent.parent
 
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("Induction heads and in-context learning")
 st.markdown(
     "An interactive companion to Olsson et al. (2022), *In-context Learning and Induction Heads*. "

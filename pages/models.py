@@ -20,6 +20,7 @@ def _open(paths: dict[str, str]) -> None:
         state.request_run(Path(paths[pick]))
 
 
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("Models")
 st.caption(
     "Every run the explorer can show. **shipped** runs come with the app, **trained** ones were made on the "

@@ -17,6 +17,7 @@ def _sync_step() -> None:
     state.set_step(st.session_state[PHASE_STEP_KEY])
 
 
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("The phase change")
 st.caption(
     "Olsson et al.: at one point in training, induction heads form, the ICL score drops, the loss bumps and the "
@@ -94,7 +95,7 @@ with c1:
         charts.over_training(
             summary,
             "icl_score",
-            "ICL score (more negative = more in-context learning)",
+            "ICL score (lower = more in-context learning)",
             "loss(500) − loss(50), nats",
             window_tokens,
             selected_tokens,
@@ -109,7 +110,7 @@ with c2:
             charts.over_training(
                 heads,
                 "value",
-                "Induction (prefix-matching) score of every head",
+                "Prefix-matching score per head",
                 "prefix-matching score",
                 window_tokens,
                 selected_tokens,
@@ -133,7 +134,7 @@ with c3:
         charts.over_training(
             pd.concat(parts, ignore_index=True),
             "loss",
-            "Loss (look for the bump at the phase change)",
+            "Training and held-out loss",
             "loss (nats)",
             window_tokens,
             selected_tokens,
@@ -157,7 +158,7 @@ with c4:
             [pd.DataFrame({"index": range(len(c["curve"])), "loss": c["curve"], "series": c["label"]}) for c in curves],
             ignore_index=True,
         )
-        st.altair_chart(charts.loss_curves(df, "In-context loss curve: loss at each token index"))
+        st.altair_chart(charts.loss_curves(df, "Loss at each token index"))
     else:
         st.info("This run did not record loss curves.")
 

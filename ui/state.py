@@ -174,17 +174,21 @@ def app_run() -> Iterator[None]:
 
 
 def ensure_sidebar() -> None:
-    """Draw the picker if the page runs without app.py.
+    """Draw the picker (and register the menu) if the page runs without app.py; call it first on every page.
 
-    That happens when a page file is run on its own: by AppTest's switch_page (which runs files in
-    pages/ directly) and on a server's very first run when it is opened on a page's URL.
+    Streamlit runs a file in pages/ on its own while it still believes the folder is a legacy
+    auto-discovered pages folder: on a server's very first run when that is opened on a page's URL,
+    and in AppTest's switch_page. Registering our navigation switches it to app.py for later runs.
     """
     if not getattr(_local, "active", False):
+        from ui import nav
+
+        nav.navigation()
         sidebar_picker()
 
 
 def current_selection() -> Selection | None:
-    ensure_sidebar()
+    """What the sidebar picked in this run (pages call ensure_sidebar() first)."""
     return st.session_state.get(SELECTION_KEY)
 
 

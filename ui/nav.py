@@ -1,0 +1,31 @@
+"""The app's page list, in one place: app.py runs it, and a page run on its own registers it too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+from streamlit.navigation.page import StreamlitPage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (file, title, icon); pages written by other parts of the project are listed only once they exist.
+PAGES = [
+    ("pages/home.py", "Start here: the tour", ":material/school:"),
+    ("pages/attention.py", "Attention explorer", ":material/visibility:"),
+    ("pages/phase_change.py", "Phase change", ":material/timeline:"),
+    ("pages/ablation.py", "Ablation", ":material/content_cut:"),
+    ("pages/models.py", "Models", ":material/inventory_2:"),
+    ("pages/train.py", "Train", ":material/model_training:"),
+]
+
+
+def navigation() -> StreamlitPage:
+    """Set the page layout, register the navigation menu and return the page the browser asked for."""
+    st.set_page_config(page_title="Induction heads explorer", page_icon="🔁", layout="wide")
+    pages = [
+        st.Page(path, title=title, icon=icon, default=(path == "pages/home.py"))
+        for path, title, icon in PAGES
+        if (ROOT / path).is_file()
+    ]
+    return st.navigation(pages)
