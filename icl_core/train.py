@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from icl_core import data, metrics, pca
@@ -113,9 +114,17 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def save_resume_state(
-    run_dir: Path, model, optimizer, gen: torch.Generator, step: int, tokens: int, elapsed: float
+    run_dir: Path,
+    model,
+    optimizer,
+    gen: torch.Generator,
+    step: int,
+    tokens: int,
+    elapsed: float,
+    recent: list[float] | None = None,
 ) -> None:
-    """Weights, optimizer moments and data RNG at `step`, so resumed training matches uninterrupted."""
+    """Weights, optimizer moments, data RNG and the running loss window at `step`, so resumed training
+    (and its logged losses) match uninterrupted training."""
     tensors = {f"model.{k}": v.float() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     for idx, st in opt_state["state"].items():
@@ -124,19 +133,31 @@ def save_resume_state(
                 torch.as_tensor(val, dtype=torch.float32).reshape(-1) if key == "step" else val
             )
     tensors["rng.data"] = gen.get_state()
-    atomic_save_tensors(run_dir / RESUME_WEIGHTS, tensors)
-    atomic_write_json(
-        run_dir / RESUME_META,
-        {"step": step, "tokens_seen": tokens, "elapsed_s": elapsed, "param_groups": opt_state["param_groups"]},
-    )
+    meta = {
+        "step": step,
+        "tokens_seen": tokens,
+        "elapsed_s": elapsed,
+        "recent_losses": list(recent or []),
+        "param_groups": opt_state["param_groups"],
+    }
+    # The meta also rides inside the weights file: a kill between the two writes must not pair new
+    # weights with an old step. resume.json is kept for people and tools that read the folder.
+    atomic_save_tensors(run_dir / RESUME_WEIGHTS, tensors, metadata={"resume": json.dumps(meta)})
+    atomic_write_json(run_dir / RESUME_META, meta)
 
 
-def load_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator) -> tuple[int, int, float]:
-    meta = read_json(run_dir / RESUME_META)
+def has_resume_state(run_dir: Path) -> bool:
+    return (run_dir / RESUME_WEIGHTS).exists() or (run_dir / RESUME_META).exists()
+
+
+def load_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator) -> tuple[int, int, float, list[float]]:
     try:
+        with safe_open(run_dir / RESUME_WEIGHTS, framework="pt") as f:
+            embedded = (f.metadata() or {}).get("resume")
         tensors = load_file(run_dir / RESUME_WEIGHTS)
-    except Exception as exc:  # safetensors raises several types for a damaged file
+    except Exception as exc:  # safetensors raises several types for a damaged or missing file
         raise CheckpointError(run_dir / RESUME_WEIGHTS, f"resume state is unreadable ({exc})") from exc
+    meta = json.loads(embedded) if embedded else read_json(run_dir / RESUME_META)
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, val in tensors.items():
@@ -145,7 +166,14 @@ def load_resume_state(run_dir: Path, model, optimizer, gen: torch.Generator) -> 
             state.setdefault(int(idx), {})[name] = val.reshape(()) if name == "step" else val
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     gen.set_state(tensors["rng.data"])
-    return int(meta["step"]), int(meta["tokens_seen"]), float(meta.get("elapsed_s", 0.0))
+    recent = [float(x) for x in meta.get("recent_losses", [])]
+    return int(meta["step"]), int(meta["tokens_seen"]), float(meta.get("elapsed_s", 0.0)), recent
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    # Atomic writes killed mid-way (SIGKILL skips their cleanup) leave hidden .tmp files behind.
+    for path in run_dir.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
 
 
 def _truncate_log(path: Path, max_step: int) -> None:
@@ -178,15 +206,17 @@ def train(
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     device = pick_device(cfg.device)
+    own_group = False
     if world > 1:
         import torch.distributed as dist
 
         if cfg.batch_size % world:
             raise ValueError(f"batch_size {cfg.batch_size} must be divisible by the {world} processes")
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            own_group = True
     is_main = rank == 0
 
     torch.manual_seed(cfg.seed)
@@ -194,9 +224,11 @@ def train(
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     step, tokens, elapsed_before = 0, 0, 0.0
-    if resume and (run_dir / RESUME_META).exists():
-        step, tokens, elapsed_before = load_resume_state(run_dir, model, optimizer, gen)
-    elif is_main and any(run_dir.glob("step_*.json")):
+    recent: list[float] = []
+    if resume and has_resume_state(run_dir):
+        step, tokens, elapsed_before, recent = load_resume_state(run_dir, model, optimizer, gen)
+    elif any(run_dir.glob("step_*.json")):
+        # Every rank checks, so no rank is left waiting in a collective for one that gave up.
         raise CheckpointError(run_dir, "run folder already has snapshots: resume it or choose a new run name")
 
     ddp_model = model
@@ -213,27 +245,29 @@ def train(
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temp_files(run_dir)
         _truncate_log(log_path, step)
         write_manifest(run_dir, cfg, _provenance(command, device, world, "running", elapsed_before, schedule))
     snapshot_dtype = torch.float16 if cfg.snapshot_dtype == "float16" else torch.float32
     start = time.time() - elapsed_before
-    recent: list[float] = []
     status = "finished"
     model.train()
 
     while True:
         if is_main and step in schedule and step not in done:
+            # Resume state first: a kill while the snapshot is written then resumes at this step and
+            # writes the snapshot again, instead of finding snapshots with no state to continue from.
+            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
             snap_metrics = evaluate(model, ev, cfg.compute_icl_score)
             snap_metrics["train_loss"] = float(np.mean(recent)) if recent else snap_metrics["heldout_loss"]
             write_snapshot(run_dir, model, step, tokens, snap_metrics, dtype=snapshot_dtype)
-            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
             done.add(step)
         if step >= cfg.total_steps:
             break
-        if should_stop is not None and should_stop():
+        if _stop_requested(should_stop, world, device):
             status = "cancelled"
             if is_main:
-                save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
+                save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
             break
 
         batch = data.sample_batch(train_data, cfg.batch_size, cfg.model.n_ctx, gen)
@@ -278,15 +312,38 @@ def train(
                     }
                 )
         if is_main and step % cfg.resume_every == 0 and step not in schedule:
-            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start)
+            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
 
     if is_main:
         write_manifest(run_dir, cfg, _provenance(command, device, world, status, time.time() - start, schedule))
     if world > 1:
+        import gc
+
         import torch.distributed as dist
 
         dist.barrier()
+        # DDP's reducer holds the process group and gloo work objects; left to interpreter shutdown,
+        # gloo's threads can outlive Python and abort the process (SIGABRT) after a good run.
+        del ddp_model
+        gc.collect()
+        if own_group:
+            dist.destroy_process_group()
     return status
+
+
+def _stop_requested(should_stop: Callable[[], bool] | None, world: int, device: torch.device) -> bool:
+    """Rank 0's answer, shared with every rank: ranks that stopped at different steps would deadlock."""
+    if should_stop is None:
+        return False
+    if world == 1:
+        return bool(should_stop())
+    import torch.distributed as dist
+
+    flag = torch.zeros(1, dtype=torch.int32, device=device)
+    if dist.get_rank() == 0:
+        flag += int(bool(should_stop()))
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def _provenance(

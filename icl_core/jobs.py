@@ -1,0 +1,513 @@
+"""Training jobs: each one a separate process, all of its state in a folder on disk.
+
+    <data_dir>/jobs/<job_id>/job.json     fixed facts: run name, run folder, processes, creation time
+    <data_dir>/jobs/<job_id>/config.json  the TrainConfig
+    <data_dir>/jobs/<job_id>/status.json  state, step, tokens, loss, ETA, heartbeat (atomic writes)
+    <data_dir>/jobs/<job_id>/pid.json     the launched process (pid and kernel start time)
+    <data_dir>/jobs/<job_id>/log.txt      the worker's stdout and stderr
+    <data_dir>/jobs/<job_id>/cancel       present once a cancel was asked for
+
+Nothing lives in the app's memory, so jobs outlive Streamlit reruns and server restarts, and every
+browser session sees the same list. The run itself is written to user_runs_dir()/<run_name>, where
+discover_runs() finds it while it trains. Before the worker starts, the server writes status.json;
+afterwards only the worker does, except to record that a dead worker failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from icl_core.config import TrainConfig, train_config_from_dict
+from icl_core.errors import ConfigError, ICLError
+from icl_core.runs import REPO_ROOT, SHIPPED_DIR, data_dir, user_runs_dir
+from icl_core.snapshots import atomic_write_json
+
+JOB_FILE = "job.json"
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+PID_FILE = "pid.json"
+LOG_FILE = "log.txt"
+CANCEL_FILE = "cancel"
+
+QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
+ACTIVE_STATES = (QUEUED, RUNNING)
+RESUMABLE_STATES = (CANCELLED, FAILED)
+
+# A worker that never recorded its pid (the server died between spawning it and writing pid.json)
+# is taken for dead after this long without a heartbeat.
+ORPHAN_TIMEOUT_S = 120.0
+
+# Popen objects of workers this process started, so their exit is reaped (no zombies that look alive).
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
+class JobError(ICLError):
+    """A job cannot be found or cannot do what was asked (e.g. resume a finished job)."""
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job_id: str
+    run_name: str
+    state: str  # queued, running, finished, cancelled or failed (a crashed worker is "failed")
+    step: int
+    total_steps: int
+    tokens: int
+    loss: float | None
+    eta_s: float | None
+    snapshots: int
+    pid: int | None
+    heartbeat: float | None  # time.time() of the worker's last status write
+    created: float
+    started: float | None
+    ended: float | None
+    device: str | None
+    nproc: int
+    attempts: int  # 1 + number of resumes
+    error: str | None
+    cancel_requested: bool
+    job_dir: Path
+    run_dir: Path
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def resumable(self) -> bool:
+        return self.state in RESUMABLE_STATES
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, max(0.0, self.step / self.total_steps)) if self.total_steps else 0.0
+
+
+def jobs_dir() -> Path:
+    return data_dir() / "jobs"
+
+
+# ---------------------------------------------------------------- public API
+
+
+def submit_job(cfg: TrainConfig | dict[str, Any], nproc: int = 1) -> JobInfo:
+    """Validate `cfg` and start training it in a new process; nproc > 1 runs DDP under torchrun.
+
+    Raises ConfigError, before any process starts, for an invalid config or a run name in use.
+    """
+    cfg = _validated(cfg)
+    _check_runnable(cfg, nproc)
+    root = jobs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with _jobs_lock():
+        if _run_name_in_use(cfg.run_name):
+            raise ConfigError(
+                f"run name {cfg.run_name!r} is already used by a run or a job; choose another "
+                f"(e.g. {suggest_run_name(cfg.run_name)!r})"
+            )
+        job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        job_dir = root / job_id
+        job_dir.mkdir()
+        now = time.time()
+        atomic_write_json(
+            job_dir / JOB_FILE,
+            {
+                "job_id": job_id,
+                "run_name": cfg.run_name,
+                "run_dir": str((user_runs_dir() / cfg.run_name).resolve()),
+                "nproc": nproc,
+                "created": now,
+            },
+        )
+        atomic_write_json(job_dir / CONFIG_FILE, cfg.to_dict())
+        atomic_write_json(job_dir / STATUS_FILE, _initial_status(cfg, now))
+        _spawn(job_dir, nproc)
+    return read_status(job_id)
+
+
+def list_jobs() -> list[JobInfo]:
+    """Every job on disk, newest first; crashed workers are detected and marked failed."""
+    root = jobs_dir()
+    if not root.is_dir():
+        return []
+    infos = []
+    for child in root.iterdir():
+        if child.is_dir() and (child / JOB_FILE).is_file():
+            try:
+                infos.append(read_status(child.name))
+            except JobError:
+                continue  # a folder being created or removed right now
+    return sorted(infos, key=lambda j: (j.created, j.job_id), reverse=True)
+
+
+def read_status(job_id: str) -> JobInfo:
+    """The job's current state. A job whose worker is gone but whose status says active becomes failed."""
+    job_dir = _job_dir(job_id)
+    status = _read_status_dict(job_dir)
+    if status.get("state") in ACTIVE_STATES and not _worker_alive(job_dir, status):
+        status = _read_status_dict(job_dir)  # the worker may have written its last status and exited
+        if status.get("state") in ACTIVE_STATES:
+            if (job_dir / CANCEL_FILE).exists():  # it was asked to stop and is gone: that is a cancel
+                status.update(state=CANCELLED, ended=time.time(), error=None)
+            else:
+                status.update(state=FAILED, ended=time.time(), error=_crash_message(job_dir))
+            atomic_write_json(job_dir / STATUS_FILE, status)
+    return _to_info(job_dir, status)
+
+
+def cancel_job(job_id: str, force: bool = False) -> JobInfo:
+    """Ask the worker to stop; it saves a resume state at its next step. force=True kills it now
+    (it then resumes from its last saved state). Cancelling an ended job changes nothing."""
+    info = read_status(job_id)
+    if not info.active:
+        return info
+    (info.job_dir / CANCEL_FILE).touch()
+    if force:
+        for pid, ticks in _processes(info.job_dir, _read_status_dict(info.job_dir)):
+            if _pid_alive(pid, ticks):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # each runs in a session of its own
+        _wait_dead(info.job_dir, timeout=5.0)
+        status = _read_status_dict(info.job_dir)
+        if status.get("state") in ACTIVE_STATES:
+            status.update(state=CANCELLED, ended=time.time(), error=None)
+            atomic_write_json(info.job_dir / STATUS_FILE, status)
+    return read_status(job_id)
+
+
+def resume_job(job_id: str) -> JobInfo:
+    """Start a cancelled or failed job again; training continues from the run's last resume state."""
+    with _jobs_lock():
+        info = read_status(job_id)
+        if not info.resumable:
+            raise JobError(f"job {job_id} is {info.state}; only cancelled or failed jobs can be resumed")
+        job_dir = info.job_dir
+        (job_dir / CANCEL_FILE).unlink(missing_ok=True)
+        # The old pid must not judge the new worker: until _spawn writes the new one, the fresh
+        # heartbeat below keeps the queued job alive for readers in other sessions.
+        (job_dir / PID_FILE).unlink(missing_ok=True)
+        for tmp in job_dir.glob(".*.tmp"):  # left by a status write that was killed half-way
+            tmp.unlink(missing_ok=True)
+        status = _read_status_dict(job_dir)
+        attempts = int(status.get("attempts") or 1) + 1
+        status.update(state=QUEUED, error=None, ended=None, eta_s=None, heartbeat=time.time(), attempts=attempts)
+        status.update(pid=None, pid_start_ticks=None)
+        atomic_write_json(job_dir / STATUS_FILE, status)
+        with (job_dir / LOG_FILE).open("a") as log:
+            log.write(f"--- resume requested at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
+        _spawn(job_dir, int(_read_json(job_dir / JOB_FILE).get("nproc", 1)))
+    return read_status(job_id)
+
+
+def delete_job(job_id: str) -> None:
+    """Forget an ended job (its folder under jobs/); the run it trained is kept."""
+    import shutil
+
+    info = read_status(job_id)
+    if info.active:
+        raise JobError(f"job {job_id} is {info.state}; cancel it before removing it")
+    shutil.rmtree(info.job_dir)
+
+
+def tail_log(job_id: str, n: int = 40) -> str:
+    """The last n lines of the job's log."""
+    path = _job_dir(job_id) / LOG_FILE
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 200 * max(n, 1) - 4096))  # logs lines are short; no need to read it all
+        text = f.read().decode("utf-8", errors="replace")
+    return "\n".join(text.splitlines()[-n:]) if n > 0 else ""
+
+
+def read_job_config(job_id: str) -> TrainConfig:
+    job_dir = _job_dir(job_id)
+    return train_config_from_dict(_read_json(job_dir / CONFIG_FILE), where=str(job_dir / CONFIG_FILE))
+
+
+def suggest_run_name(base: str) -> str:
+    """`base`, or base-2, base-3, ... : the first name no run or job uses."""
+    if not _run_name_in_use(base):
+        return base
+    i = 2
+    while _run_name_in_use(f"{base}-{i}"):
+        i += 1
+    return f"{base}-{i}"
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _validated(cfg: TrainConfig | dict[str, Any]) -> TrainConfig:
+    if isinstance(cfg, TrainConfig):
+        # Round-trip through the strict loader: it also catches wrong nested types a dataclass allows.
+        return train_config_from_dict(json.loads(json.dumps(cfg.to_dict())))
+    if isinstance(cfg, dict):
+        return train_config_from_dict(cfg)
+    raise ConfigError(f"expected a TrainConfig or a mapping, got {type(cfg).__name__}")
+
+
+def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
+    """What TrainConfig.validate cannot know: the machine, the process count, the probe lengths."""
+    import torch
+
+    from icl_core.train import EvalData
+
+    if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
+        raise ConfigError(f"number of processes must be a positive integer, got {nproc!r}")
+    if cfg.batch_size % nproc:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({nproc})")
+    cuda = torch.cuda.is_available()
+    if cfg.device == "cuda" and not cuda:
+        raise ConfigError("device 'cuda' was asked for but this machine has no CUDA GPU; use 'auto' or 'cpu'")
+    if cfg.device != "cpu" and cuda and nproc > torch.cuda.device_count():
+        raise ConfigError(f"{nproc} processes asked for but only {torch.cuda.device_count()} GPU(s) are present")
+    # Whatever the evaluation feeds the model must fit its context, or the job would die at step 0.
+    try:
+        ev = EvalData.for_config(cfg)
+    except Exception as exc:  # noqa: BLE001 - any failure here would kill the job at step 0
+        raise ConfigError(f"this config cannot be evaluated (model.n_ctx={cfg.model.n_ctx}?): {exc}") from exc
+    probe_len = max(t.shape[-1] for t in vars(ev).values() if isinstance(t, torch.Tensor))
+    if cfg.model.n_ctx < probe_len:
+        raise ConfigError(
+            f"model.n_ctx must be at least {probe_len}: the evaluation probes use sequences "
+            f"of {probe_len} tokens; got {cfg.model.n_ctx}"
+        )
+
+
+def _run_name_in_use(run_name: str) -> bool:
+    # A shipped run of the same name would make two runs with one label in the run picker.
+    if (user_runs_dir() / run_name).exists() or (SHIPPED_DIR / run_name).exists():
+        return True
+    root = jobs_dir()
+    if root.is_dir():
+        for child in root.iterdir():
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                if json.loads((child / JOB_FILE).read_text()).get("run_name") == run_name:
+                    return True
+    return False
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _spawn(job_dir: Path, nproc: int) -> None:
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        cmd += ["-m", "icl_core.jobs_worker", str(job_dir)]
+    else:
+        cmd = [sys.executable, "-m", "icl_core.jobs_worker", str(job_dir)]
+    env = dict(os.environ)
+    # The worker must import icl_core whatever folder the app was started from.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    try:
+        with (job_dir / LOG_FILE).open("ab") as log:
+            # A new session: the job survives the server's Ctrl-C and can be killed as a group.
+            proc = subprocess.Popen(
+                cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+    except OSError as exc:
+        status = _read_status_dict(job_dir)
+        status.update(state=FAILED, ended=time.time(), error=f"could not start the worker: {exc}")
+        atomic_write_json(job_dir / STATUS_FILE, status)
+        raise JobError(f"could not start the training process: {exc}") from exc
+    _CHILDREN[proc.pid] = proc
+    atomic_write_json(job_dir / PID_FILE, {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid)})
+
+
+def _start_ticks(pid: int) -> int | None:
+    """Kernel start time of pid (Linux), to tell our worker from a later process given the same pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])  # field 22 of /proc/<pid>/stat, counted after the command name
+
+
+def _launched_pid(job_dir: Path) -> int | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads((job_dir / PID_FILE).read_text())["pid"])
+    return None
+
+
+def _pid_alive(pid: int, start_ticks: int | None) -> bool:
+    proc = _CHILDREN.get(pid)
+    if proc is not None:
+        if proc.poll() is not None:
+            return False
+    else:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child (e.g. after a module reload)
+            if done == pid:
+                return False
+        except ChildProcessError:
+            pass
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass  # exists, owned by someone else: judged by its start time below
+    if start_ticks is not None:
+        ticks = _start_ticks(pid)
+        if ticks is not None and ticks != start_ticks:
+            return False
+        with contextlib.suppress(OSError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            if stat[stat.rindex(")") + 2] == "Z":
+                return False
+    return True
+
+
+def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | None]]:
+    """(pid, start ticks) of the launched process and of the rank-0 worker (the same without torchrun;
+    torchrun starts its ranks in sessions of their own, which outlive a killed launcher)."""
+    procs: list[tuple[int, int | None]] = []
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        launched = json.loads((job_dir / PID_FILE).read_text())
+        if isinstance(launched.get("pid"), int):
+            procs.append((launched["pid"], launched.get("start_ticks")))
+    worker = status.get("pid")
+    if isinstance(worker, int) and worker not in [pid for pid, _ in procs]:
+        procs.append((worker, status.get("pid_start_ticks")))
+    return procs
+
+
+def _worker_alive(job_dir: Path, status: dict[str, Any]) -> bool:
+    if (job_dir / PID_FILE).exists() or status.get("pid"):
+        return any(_pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
+    last_sign = status.get("heartbeat") or status.get("created") or 0.0
+    return time.time() - float(last_sign) < ORPHAN_TIMEOUT_S
+
+
+def _wait_dead(job_dir: Path, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and _worker_alive(job_dir, _read_status_dict(job_dir)):
+        time.sleep(0.05)
+
+
+def _crash_message(job_dir: Path) -> str:
+    pid = _launched_pid(job_dir)
+    proc = _CHILDREN.get(pid) if pid is not None else None
+    how = "exited unexpectedly"
+    if proc is not None:
+        # It may have been seen as a zombie an instant before it could be reaped.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=2)
+        code = proc.returncode
+        if code is not None:
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    last = [ln for ln in tail_log(job_dir.name, 5).splitlines() if ln.strip()]
+    hint = f"; last log line: {last[-1]}" if last else ""
+    return f"the training process (pid {pid}) {how}; resume the job to continue from its last saved state{hint}"
+
+
+# ---------------------------------------------------------------- files
+
+
+@contextlib.contextmanager
+def _jobs_lock() -> Iterator[None]:
+    """Serialises submits and resumes across sessions and processes (two tabs racing for one name)."""
+    root = jobs_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    with (root / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _job_dir(job_id: str) -> Path:
+    if not job_id or "/" in job_id or "\\" in job_id or job_id.startswith("."):
+        raise JobError(f"invalid job id {job_id!r}")
+    path = jobs_dir() / job_id
+    if not (path / JOB_FILE).is_file():
+        raise JobError(f"no job {job_id!r} under {jobs_dir()}")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise JobError(f"{path}: unreadable ({exc})") from exc
+    if not isinstance(value, dict):
+        raise JobError(f"{path}: expected a JSON object")
+    return value
+
+
+def _read_status_dict(job_dir: Path) -> dict[str, Any]:
+    return _read_json(job_dir / STATUS_FILE)
+
+
+def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
+    return {
+        "state": QUEUED,
+        "step": 0,
+        "total_steps": cfg.total_steps,
+        "tokens": 0,
+        "loss": None,
+        "eta_s": None,
+        "snapshots": 0,
+        "pid": None,  # the rank-0 worker's, written by the worker
+        "pid_start_ticks": None,
+        "heartbeat": None,
+        "created": now,
+        "started": None,
+        "ended": None,
+        "device": None,
+        "attempts": 1,
+        "error": None,
+    }
+
+
+def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
+    job = _read_json(job_dir / JOB_FILE)
+
+    def opt_float(key: str) -> float | None:
+        value = status.get(key)
+        return float(value) if isinstance(value, (int, float)) else None
+
+    return JobInfo(
+        job_id=job_dir.name,
+        run_name=str(job.get("run_name", "")),
+        state=str(status.get("state", FAILED)),
+        step=int(status.get("step") or 0),
+        total_steps=int(status.get("total_steps") or 0),
+        tokens=int(status.get("tokens") or 0),
+        loss=opt_float("loss"),
+        eta_s=opt_float("eta_s"),
+        snapshots=int(status.get("snapshots") or 0),
+        pid=_launched_pid(job_dir),
+        heartbeat=opt_float("heartbeat"),
+        created=float(job.get("created", status.get("created") or 0.0)),
+        started=opt_float("started"),
+        ended=opt_float("ended"),
+        device=status.get("device"),
+        nproc=int(job.get("nproc", 1)),
+        attempts=int(status.get("attempts") or 1),
+        error=status.get("error"),
+        cancel_requested=(job_dir / CANCEL_FILE).exists(),
+        job_dir=job_dir,
+        run_dir=Path(job.get("run_dir", user_runs_dir() / str(job.get("run_name", "")))),
+    )

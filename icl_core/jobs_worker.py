@@ -1,0 +1,128 @@
+"""The process a training job runs in (started by icl_core.jobs; `python -m icl_core.jobs_worker JOB_DIR`).
+
+Under torchrun every rank runs this; rank 0 alone writes status.json, and train() shares rank 0's
+reading of the cancel marker with the other ranks.
+
+ICL_JOB_STEP_DELAY_S (seconds, default 0) slows every step down: tests and demos use it to have a
+tiny job still running when they cancel or kill it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from icl_core.config import load_train_config
+from icl_core.errors import ICLError
+from icl_core.jobs import (
+    CANCEL_FILE,
+    CANCELLED,
+    CONFIG_FILE,
+    FAILED,
+    JOB_FILE,
+    RUNNING,
+    STATUS_FILE,
+    _read_json,
+    _start_ticks,
+)
+from icl_core.snapshots import atomic_write_json, read_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m icl_core.jobs_worker JOB_DIR", file=sys.stderr)
+        return 2
+    job_dir = Path(args[0]).resolve()
+    is_main = int(os.environ.get("RANK", 0)) == 0
+    stop = {"signal": False}
+
+    def on_term(signum: int, frame: Any) -> None:
+        # A polite kill (SIGTERM, e.g. from a container stop) saves a resume state like a cancel does.
+        stop["signal"] = True
+
+    signal.signal(signal.SIGTERM, on_term)
+
+    status = _read_json(job_dir / STATUS_FILE)
+
+    def write(**changes: Any) -> None:
+        if is_main:
+            status.update(changes, heartbeat=time.time())
+            atomic_write_json(job_dir / STATUS_FILE, status)
+
+    def say(line: str) -> None:
+        if is_main:
+            print(line, flush=True)
+
+    try:
+        import torch
+
+        from icl_core.train import RESUME_META, has_resume_state, pick_device, train
+
+        cfg = load_train_config(job_dir / CONFIG_FILE)
+        run_dir = Path(_read_json(job_dir / JOB_FILE)["run_dir"])
+        device = pick_device(cfg.device)
+        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+            # Leave a core to the app: on a small CPU, oversubscribed threads make every op crawl.
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+        resumed_at = int(read_json(run_dir / RESUME_META)["step"]) if has_resume_state(run_dir) else 0
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        write(
+            state=RUNNING,
+            pid=os.getpid(),
+            pid_start_ticks=_start_ticks(os.getpid()),
+            started=status.get("started") or time.time(),
+            device=f"{device.type} x{world}",
+            step=resumed_at,
+            error=None,
+        )
+        say(f"job {job_dir.name}: training {cfg.run_name} on {device} x{world} from step {resumed_at}")
+        delay = float(os.environ.get("ICL_JOB_STEP_DELAY_S", "0") or 0)
+
+        def should_stop() -> bool:
+            if delay:
+                time.sleep(delay)
+            return stop["signal"] or (job_dir / CANCEL_FILE).exists()
+
+        def progress(p: dict[str, Any]) -> None:
+            write(
+                step=p["step"],
+                tokens=p["tokens"],
+                loss=p["loss"],
+                eta_s=p["eta_s"],
+                snapshots=p["snapshots"],
+            )
+            say(f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f} tokens {p['tokens']} eta {p['eta_s']:.0f}s")
+
+        result = train(
+            cfg,
+            run_dir,
+            resume=True,
+            progress=progress,
+            should_stop=should_stop,
+            command=f"{sys.executable} -m icl_core.jobs_worker {job_dir}",
+        )
+        meta = read_json(run_dir / RESUME_META)
+        write(
+            state=result,
+            step=int(meta["step"]),
+            tokens=int(meta["tokens_seen"]),
+            eta_s=0.0 if result != CANCELLED else None,
+            ended=time.time(),
+        )
+        say(f"job {job_dir.name}: {result} at step {meta['step']}")
+        return 0
+    except BaseException as exc:  # noqa: BLE001 - whatever went wrong must reach status.json
+        traceback.print_exc()
+        message = str(exc) if isinstance(exc, ICLError) else f"{type(exc).__name__}: {exc}"
+        write(state=FAILED, error=message, ended=time.time())
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

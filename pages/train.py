@@ -1,0 +1,231 @@
+"""Train page: start, watch, cancel and resume training jobs. All logic lives in icl_core.jobs."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from icl_core import jobs
+from icl_core.config import TrainConfig, load_train_config
+from icl_core.errors import ICLError
+from icl_core.runs import REPO_ROOT
+
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULTS_PRESET = "(defaults)"
+MAX_ENDED_JOBS_SHOWN = 15
+
+# widget key -> path inside the config dict; the preset fills them, the form reads them back.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "train_n_layers": ("model", "n_layers"),
+    "train_n_heads": ("model", "n_heads"),
+    "train_d_model": ("model", "d_model"),
+    "train_d_head": ("model", "d_head"),
+    "train_n_ctx": ("model", "n_ctx"),
+    "train_smeared_keys": ("model", "smeared_keys"),
+    "train_batch_size": ("batch_size",),
+    "train_total_steps": ("total_steps",),
+    "train_lr": ("lr",),
+    "train_seed": ("seed",),
+    "train_n_snapshots": ("n_snapshots",),
+    "train_eval_examples": ("eval_examples",),
+    "train_compute_icl_score": ("compute_icl_score",),
+    "train_device": ("device",),
+    "train_warmup_steps": ("warmup_steps",),
+    "train_weight_decay": ("weight_decay",),
+    "train_grad_clip": ("grad_clip",),
+    "train_log_every": ("log_every",),
+    "train_resume_every": ("resume_every",),
+    "train_snapshot_dtype": ("snapshot_dtype",),
+}
+FLOAT_KEYS = {"train_lr", "train_weight_decay", "train_grad_clip"}
+
+
+def load_presets() -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every configs/*.json as a full config dict (name -> dict), and the files that failed to load."""
+    presets: dict[str, dict[str, Any]] = {}
+    problems = []
+    for path in sorted(Path(CONFIG_DIR).glob("*.json")):
+        try:
+            presets[path.stem] = load_train_config(path).to_dict()
+        except ICLError as exc:
+            problems.append(str(exc))
+    presets[DEFAULTS_PRESET] = TrainConfig().to_dict()
+    return presets, problems
+
+
+def apply_preset(presets: dict[str, dict[str, Any]]) -> None:
+    cfg = presets[st.session_state.train_preset]
+    for key, path in FIELDS.items():
+        value: Any = cfg
+        for part in path:
+            value = value[part]
+        # number_input refuses an int value next to float bounds ("grad_clip": 1 in a JSON file).
+        st.session_state[key] = float(value) if key in FLOAT_KEYS else value
+    st.session_state.train_run_name = jobs.suggest_run_name(cfg["run_name"])
+    st.session_state.train_nproc = 1
+
+
+def config_from_widgets(presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    # Start from the preset so fields without a widget keep the preset's value.
+    cfg = copy.deepcopy(presets[st.session_state.train_preset])
+    cfg["run_name"] = st.session_state.train_run_name.strip()
+    for key, path in FIELDS.items():
+        target = cfg
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = st.session_state[key]
+    return cfg
+
+
+def submit(presets: dict[str, dict[str, Any]]) -> None:
+    # A callback, so the suggested next run name can be set before the widgets are drawn again.
+    try:
+        info = jobs.submit_job(config_from_widgets(presets), nproc=int(st.session_state.train_nproc))
+    except ICLError as exc:
+        st.session_state.train_flash = ("error", str(exc))
+        return
+    st.session_state.train_flash = ("success", f"Started job {info.job_id}: training run '{info.run_name}'.")
+    st.session_state.train_run_name = jobs.suggest_run_name(info.run_name)
+
+
+def config_form(presets: dict[str, dict[str, Any]]) -> None:
+    with st.form("train_form"):
+        st.text_input("Run name", key="train_run_name", help="The run's folder name; must not be in use.")
+        st.markdown("**Model** (attention-only transformer)")
+        c = st.columns(5)
+        c[0].number_input("Layers", min_value=1, step=1, key="train_n_layers")
+        c[1].number_input("Heads", min_value=1, step=1, key="train_n_heads")
+        c[2].number_input("d_model", min_value=1, step=8, key="train_d_model")
+        c[3].number_input("d_head", min_value=1, step=4, key="train_d_head")
+        c[4].number_input("Context (n_ctx)", min_value=1, step=64, key="train_n_ctx")
+        st.checkbox("Smeared keys", key="train_smeared_keys", help="Olsson et al.'s smeared-key architecture.")
+        st.markdown("**Training**")
+        c = st.columns(4)
+        c[0].number_input("Batch size", min_value=1, step=1, key="train_batch_size")
+        c[1].number_input("Steps", min_value=1, step=100, key="train_total_steps")
+        c[2].number_input("Learning rate", min_value=0.0, step=1e-4, format="%.5f", key="train_lr")
+        c[3].number_input("Seed", step=1, key="train_seed")
+        c = st.columns(4)
+        c[0].number_input("Snapshots", min_value=2, step=1, key="train_n_snapshots", help="Log-spaced in steps.")
+        c[1].number_input("Eval examples", min_value=1, step=8, key="train_eval_examples")
+        c[2].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device", help="auto: a GPU when present.")
+        c[3].number_input(
+            "Processes (DDP)", min_value=1, max_value=16, step=1, key="train_nproc", help="More than 1 runs torchrun."
+        )
+        st.checkbox("Compute the ICL score (needs n_ctx > 500)", key="train_compute_icl_score")
+        with st.expander("Advanced"):
+            c = st.columns(3)
+            c[0].number_input("Warmup steps", min_value=0, step=10, key="train_warmup_steps")
+            c[1].number_input("Weight decay", min_value=0.0, step=0.01, key="train_weight_decay")
+            c[2].number_input("Gradient clip (0: off)", min_value=0.0, step=0.1, key="train_grad_clip")
+            c = st.columns(3)
+            c[0].number_input("Log every (steps)", min_value=1, step=1, key="train_log_every")
+            c[1].number_input("Resume state every (steps)", min_value=1, step=50, key="train_resume_every")
+            c[2].selectbox("Snapshot dtype", ["float32", "float16"], key="train_snapshot_dtype")
+        st.form_submit_button("Start training", key="train_submit", type="primary", on_click=submit, args=(presets,))
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
+
+
+def kill_job(job_id: str) -> None:
+    jobs.cancel_job(job_id, force=True)
+
+
+def job_action(action: Callable[[str], Any], job_id: str) -> None:
+    # Callbacks run before the (fragment) rerun, so the card drawn next already shows the new state.
+    try:
+        action(job_id)
+    except ICLError as exc:
+        st.session_state[f"train_job_error_{job_id}"] = str(exc)
+
+
+def job_card(job: jobs.JobInfo) -> None:
+    with st.container(border=True):
+        state = job.state + (" (cancelling…)" if job.cancel_requested and job.active else "")
+        st.markdown(f"**{job.run_name}** · {state}")
+        st.caption(
+            f"job {job.job_id} · {job.device or 'device pending'}"
+            + (f" · attempt {job.attempts}" if job.attempts > 1 else "")
+            + (f" · last update {time.time() - job.heartbeat:.0f}s ago" if job.active and job.heartbeat else "")
+        )
+        loss = f"{job.loss:.3f}" if job.loss is not None else "–"
+        eta = f" · ETA {_duration(job.eta_s)}" if job.state == jobs.RUNNING else ""
+        st.progress(
+            job.fraction,
+            text=f"step {job.step}/{job.total_steps} · loss {loss} · {job.tokens:,} tokens · "
+            f"{job.snapshots} snapshots{eta}",
+        )
+        if job.error:
+            st.error(job.error)
+        cols = st.columns(4)
+        if job.active:
+            cols[0].button(
+                "Cancel", key=f"cancel_{job.job_id}", disabled=job.cancel_requested,
+                on_click=job_action, args=(jobs.cancel_job, job.job_id),
+            )  # fmt: skip
+            if job.cancel_requested:
+                cols[1].button(
+                    "Kill now", key=f"kill_{job.job_id}", help="Stop now; a resume starts from the last saved state.",
+                    on_click=job_action, args=(kill_job, job.job_id),
+                )  # fmt: skip
+        else:
+            if job.resumable:
+                cols[0].button(
+                    "Resume", key=f"resume_{job.job_id}", on_click=job_action, args=(jobs.resume_job, job.job_id)
+                )
+            cols[1].button(
+                "Remove from list", key=f"delete_{job.job_id}", on_click=job_action, args=(jobs.delete_job, job.job_id)
+            )
+        problem = st.session_state.pop(f"train_job_error_{job.job_id}", None)
+        if problem:
+            st.error(problem)
+        with st.expander("Log"):
+            st.code(jobs.tail_log(job.job_id, 30) or "(empty)", language=None)
+
+
+@st.fragment(run_every=2)
+def jobs_panel() -> None:
+    all_jobs = jobs.list_jobs()
+    if not all_jobs:
+        st.info("No training jobs yet.")
+        return
+    active = [j for j in all_jobs if j.active]
+    ended = [j for j in all_jobs if not j.active]
+    for job in active + ended[:MAX_ENDED_JOBS_SHOWN]:
+        job_card(job)
+    if len(ended) > MAX_ENDED_JOBS_SHOWN:
+        st.caption(f"{len(ended) - MAX_ENDED_JOBS_SHOWN} older jobs not shown.")
+
+
+st.title("Train")
+st.caption(
+    "Train an attention-only transformer in a background process (on a GPU when one is present). "
+    "Its log-spaced snapshots appear among the runs while it trains; jobs keep running when you leave the page."
+)
+presets, problems = load_presets()
+for problem in problems:
+    st.warning(f"Preset skipped: {problem}")
+names = list(presets)
+if st.session_state.get("train_preset") not in presets:
+    st.session_state.train_preset = names[0]
+    apply_preset(presets)
+st.selectbox("Preset", names, key="train_preset", on_change=apply_preset, args=(presets,))
+config_form(presets)
+flash = st.session_state.pop("train_flash", None)
+if flash is not None:
+    kind, message = flash
+    (st.error if kind == "error" else st.success)(message)
+st.subheader("Jobs")
+jobs_panel()

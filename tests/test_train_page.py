@@ -1,0 +1,100 @@
+"""The Train page on its own (AppTest): renders, refuses bad configs with a message, starts jobs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from icl_core import jobs
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("ICL_JOB_STEP_DELAY_S", "0.05")  # still running when the test cancels it
+    yield tmp_path
+    for job in jobs.list_jobs():
+        if job.active and job.pid:
+            try:
+                os.killpg(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc = jobs._CHILDREN.pop(job.pid, None) if job.pid else None
+        if proc is not None:
+            proc.wait(timeout=10)
+
+
+def page() -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def set_tiny(at: AppTest) -> None:
+    for key, value in {
+        "train_n_layers": 1,
+        "train_n_heads": 2,
+        "train_d_model": 16,
+        "train_d_head": 8,
+        "train_n_ctx": 128,
+        "train_batch_size": 4,
+        "train_total_steps": 400,
+        "train_n_snapshots": 4,
+        "train_eval_examples": 4,
+    }.items():
+        at.number_input(key=key).set_value(value)
+    at.checkbox(key="train_compute_icl_score").uncheck()
+
+
+def test_page_renders_presets_and_an_empty_job_list(data_dir: Path) -> None:
+    at = page()
+    presets = at.selectbox(key="train_preset").options
+    shipped = {p.stem for p in (Path(PAGE).parent.parent / "configs").glob("*.json")}
+    assert shipped and shipped <= set(presets)
+    assert at.text_input(key="train_run_name").value
+    assert any("No training jobs yet" in i.value for i in at.info)
+
+
+def test_invalid_config_shows_an_error_and_starts_nothing(data_dir: Path) -> None:
+    at = page()
+    set_tiny(at)
+    at.checkbox(key="train_compute_icl_score").check()  # needs n_ctx > 500
+    at.button(key="train_submit").click().run()
+    assert not at.exception
+    assert any("n_ctx must be at least 501" in e.value for e in at.error)
+    at.checkbox(key="train_compute_icl_score").uncheck()
+    at.text_input(key="train_run_name").set_value("bad name!")
+    at.button(key="train_submit").click().run()
+    assert any("run_name must" in e.value for e in at.error)
+    assert jobs.list_jobs() == []
+
+
+def test_valid_config_starts_a_job_that_can_be_cancelled(data_dir: Path) -> None:
+    at = page()
+    set_tiny(at)
+    at.text_input(key="train_run_name").set_value("from-page")
+    at.button(key="train_submit").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert any("from-page" in s.value for s in at.success)
+    assert at.text_input(key="train_run_name").value == "from-page-2"  # the next free name
+    [job] = jobs.list_jobs()
+    assert job.run_name == "from-page" and job.active
+    assert len(at.get("progress")) == 1
+
+    at.button(key=f"cancel_{job.job_id}").click().run()
+    assert not at.exception
+    assert jobs.read_status(job.job_id).cancel_requested
+    deadline = time.time() + 60
+    while jobs.read_status(job.job_id).active and time.time() < deadline:
+        time.sleep(0.1)
+    at.run()
+    assert jobs.read_status(job.job_id).state == jobs.CANCELLED
+    assert at.button(key=f"resume_{job.job_id}")  # offered once it has stopped
