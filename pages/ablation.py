@@ -86,23 +86,18 @@ with top[1]:
 found = explore.induction_heads(pm, threshold) if isinstance(pm, list) else []
 
 st.subheader("Heads (on = ablated)")
+st.caption("Next to each head: its prefix-matching (induction) score at this step.")
 for layer in range(cfg.n_layers):
-    cols = st.columns(cfg.n_heads + 1)
-    cols[0].markdown(f"**Layer {layer}**")
+    row = st.container(horizontal=True, vertical_alignment="center", gap="medium")
+    row.markdown(f"**Layer {layer}**", width=70)
     for head in range(cfg.n_heads):
         h = (layer, head)
-        score = f" · PM {pm[layer][head]:.2f}" if isinstance(pm, list) else ""
-        with cols[head + 1]:
-            st.toggle(
-                f"{explore.head_name(h)}{score}",
-                key=toggle_key(h),
-                persist_state="session",
-                help="PM = prefix-matching (induction) score at this step",
-            )
+        score = f" · {pm[layer][head]:.2f}" if isinstance(pm, list) else ""
+        row.toggle(f"{explore.head_name(h)}{score}", key=toggle_key(h), persist_state="session")
 chosen = [h for h in heads_all if st.session_state.get(toggle_key(h))]
 
-b1, b2, b3, b4 = st.columns([1, 1, 1, 2])
-b1.button(
+buttons = st.container(horizontal=True, vertical_alignment="center")
+buttons.button(
     "Ablate induction heads",
     on_click=_ablate_induction,
     args=(found, heads_all),
@@ -111,20 +106,17 @@ b1.button(
     disabled=not found,
     help="Heads whose prefix-matching score is above the threshold." if found else "No head is above the threshold.",
 )
-b2.button(
+buttons.button(
     "Ablate a random other head",
     on_click=_ablate_random,
     args=(found, cfg.n_layers, cfg.n_heads, heads_all),
     key="btn_ablate_random",
 )
-b3.button("Clear all", on_click=_set_heads, args=([], heads_all), key="btn_clear")
-with b4:
-    if found:
-        st.caption(f"Induction heads at this step: {', '.join(explore.head_name(h) for h in found)}.")
-    else:
-        st.caption(
-            "No induction head at this step (none above the threshold): try a later step, or lower the threshold."
-        )
+buttons.button("Clear all", on_click=_set_heads, args=([], heads_all), key="btn_clear")
+if found:
+    buttons.caption(f"Induction heads at this step: {', '.join(explore.head_name(h) for h in found)}.")
+else:
+    buttons.caption("No induction head at this step (none above the threshold): try a later step or a lower threshold.")
 
 try:
     clean = compute.ablation_effect(info, [], mode)
@@ -154,16 +146,18 @@ m2.metric(
     delta_color="inverse",
 )
 m3.metric(
-    "In-context gain (first − second copy)",
+    "Gain from the repeat",
     f"{ablated.first_half_loss - ablated.second_half_loss:.3f}",
     _delta(ablated.first_half_loss - ablated.second_half_loss, clean.first_half_loss - clean.second_half_loss),
+    help="first-copy loss − second-copy loss: how much seeing the sequence once helps",
 )
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
 m4.metric(
-    "ICL score (small-batch estimate)",
+    "ICL score (estimate)",
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
     delta_color="inverse",
+    help="loss(≈500) − loss(≈50) on a small held-out batch: negative = in-context learning",
 )
 probes = compute.probes(cfg.n_ctx)
 st.caption(
@@ -202,7 +196,7 @@ with right:
             e = compute.ablation_effect(info, hs, mode)
             rows += [
                 {"scenario": name, "measure": "loss on second copy", "value": e.second_half_loss},
-                {"scenario": name, "measure": "in-context gain", "value": e.first_half_loss - e.second_half_loss},
+                {"scenario": name, "measure": "gain from the repeat", "value": e.first_half_loss - e.second_half_loss},
             ]
         st.altair_chart(charts.comparison_bars(pd.DataFrame(rows), f"Comparison ({mode} ablation)"))
     else:
