@@ -177,7 +177,10 @@ curve_df = pd.concat(
 )
 left, right = st.columns(2)
 with left:
-    st.altair_chart(charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)"))
+    st.altair_chart(
+        width="stretch",
+        altair_chart=charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)"),
+    )
 
 compare = st.session_state.get(COMPARE_KEY, {})
 scenarios: list[tuple[str, list[Head]]] = [("clean", [])]

@@ -195,7 +195,7 @@ st.caption(
     + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
 )
 
-st.altair_chart(charts.loss_along_sequence(an, query))
+st.altair_chart(width="stretch", altair_chart=charts.loss_along_sequence(an, query))
 st.caption(
     "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
     "After the phase change these bars drop on repeated text."

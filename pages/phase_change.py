@@ -92,14 +92,15 @@ if not selected_tokens:
 c1, c2 = st.columns(2)
 with c1:
     st.altair_chart(
-        charts.over_training(
+        width="stretch",
+        altair_chart=charts.over_training(
             summary,
             "icl_score",
             "ICL score (lower = more in-context learning)",
             "loss(500) − loss(50), nats",
             window_tokens,
             selected_tokens,
-        )
+        ),
     )
 with c2:
     heads = pd.DataFrame([r for s in snaps for r in explore.head_score_rows(s) if r["metric"] == "prefix_matching"])
@@ -107,7 +108,8 @@ with c2:
         st.info("This run did not record prefix-matching scores.")
     else:
         st.altair_chart(
-            charts.over_training(
+            width="stretch",
+            altair_chart=charts.over_training(
                 heads,
                 "value",
                 "Prefix-matching score per head",
@@ -116,7 +118,7 @@ with c2:
                 selected_tokens,
                 color="head",
                 points=False,
-            )
+            ),
         )
 
 c3, c4 = st.columns(2)
@@ -131,7 +133,8 @@ with c3:
             ),
         )
     st.altair_chart(
-        charts.over_training(
+        width="stretch",
+        altair_chart=charts.over_training(
             pd.concat(parts, ignore_index=True),
             "loss",
             "Training and held-out loss",
@@ -140,7 +143,7 @@ with c3:
             selected_tokens,
             color="series",
             points=False,
-        )
+        ),
     )
 with c4:
     last = snaps[-1]
@@ -158,7 +161,7 @@ with c4:
             [pd.DataFrame({"index": range(len(c["curve"])), "loss": c["curve"], "series": c["label"]}) for c in curves],
             ignore_index=True,
         )
-        st.altair_chart(charts.loss_curves(df, "Loss at each token index"))
+        st.altair_chart(width="stretch", altair_chart=charts.loss_curves(df, "Loss at each token index"))
     else:
         st.info("This run did not record loss curves.")
 
@@ -171,7 +174,7 @@ else:
     highlighted = explore.highlighted_pca_rows(table, sel.run.name, step)
     left, right = st.columns([3, 1])
     with left:
-        st.altair_chart(charts.pca_chart(table.rows, highlighted, table.explained))
+        st.altair_chart(width="stretch", altair_chart=charts.pca_chart(table.rows, highlighted, table.explained))
     with right:
         st.markdown(
             "Each point is one snapshot: its losses on a fixed set of held-out tokens (one per example, the "
