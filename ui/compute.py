@@ -90,7 +90,7 @@ def model_of(info: SnapshotInfo) -> LoadedModel:
     return _model(snapshot_key(info), info)
 
 
-@st.cache_data(max_entries=48, show_spinner=False)
+@st.cache_data(max_entries=16, show_spinner=False)  # a 512-token analysis holds ~8 MB of patterns
 def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[explore.TextInput, explore.TextAnalysis]:
     prepared = explore.prepare_text(text, _info.model_config.n_ctx)
     loaded = model_of(_info)
