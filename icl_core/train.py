@@ -75,13 +75,18 @@ def pick_device(choice: str) -> torch.device:
 class EvalData:
     heldout: torch.Tensor  # (eval_examples, n_ctx): ICL score, loss curve, PCA vector
     repeated: torch.Tensor  # repeated random tokens: prefix-matching score
+    repeat_len: int  # length of the random sequence that `repeated` repeats
     probe_text: torch.Tensor  # held-out text: previous-token score
 
     @classmethod
     def for_config(cls, cfg: TrainConfig) -> EvalData:
         n_ctx = cfg.model.n_ctx
         heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
-        return cls(heldout, data.repeated_random_tokens(), heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+        # The paper's probe (25 tokens x 4) needs 101 positions; shorter contexts get a shorter probe.
+        repeat_len = min(25, (n_ctx - 1) // 2)
+        n_repeats = min(4, (n_ctx - 1) // repeat_len)
+        repeated = data.repeated_random_tokens(seq_len=repeat_len, n_repeats=n_repeats)
+        return cls(heldout, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
 
 
 @torch.no_grad()
@@ -97,7 +102,9 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData, compute_icl: bool) -> dic
         "pca_losses": [
             round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))
         ],
-        "prefix_matching": metrics.prefix_matching_scores(model, ev.repeated.to(_device(model))).tolist(),
+        "prefix_matching": metrics.prefix_matching_scores(
+            model, ev.repeated.to(_device(model)), ev.repeat_len
+        ).tolist(),
         "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
         "copying": metrics.copying_scores(model).tolist(),
     }
