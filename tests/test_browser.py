@@ -1,0 +1,452 @@
+"""Every page of the explorer in a real browser: headless Debian chromium driven by playwright.
+
+One `streamlit run app.py` server (data dir in a temp folder, Hub offline) serves the whole session; one
+browser tab visits the pages by clicking the sidebar navigation, like a user. For each page it waits for
+the script to finish, checks there is no traceback and that the headings written in the page's source are
+on screen, does the page's key interaction where there is one, and saves a full-page screenshot to
+docs/screenshots/<page>.png.
+
+The page list is the literal PAGES list the app navigates (ui/nav.py; files that exist) and must match the
+sidebar; headings are read from each page's source, so pages can change without editing this file. Missing
+chromium or playwright is a failure, not a skip: ./test.sh installs both.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+VIEWPORT = {"width": 1400, "height": 900}
+MAX_SHOT_HEIGHT = 8000  # px: a full page taller than this is cut (the file would be huge)
+
+APP_IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+MAIN = "[data-testid='stMain']"
+NAV_LINK = "[data-testid='stSidebarNav'] a[data-testid='stSidebarNavLink']"
+EXCEPTION = "[data-testid='stException']"
+ERROR_ALERT = "[data-testid='stAlertContentError']"
+CHART = "[data-testid='stVegaLiteChart']"
+
+SERVER_START_S = 60  # until /_stcore/health answers "ok"
+FIRST_RUN_S = 60  # the first script run imports torch and loads a model
+RUN_S = 30  # any later script run
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the pages should show, read from the source
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    path: str  # "pages/attention.py"
+    title: str  # the sidebar label given in app.py
+
+    @property
+    def name(self) -> str:
+        return Path(self.path).stem
+
+
+def registered_pages() -> list[PageSpec]:
+    """The literal PAGES = [(file, title, icon), ...] list (app.py or ui/*.py), keeping files that exist, as the
+    app does before handing them to st.navigation."""
+    for source in [ROOT / "app.py", *sorted((ROOT / "ui").glob("*.py"))]:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else []
+            if any(isinstance(t, ast.Name) and t.id == "PAGES" for t in targets):
+                entries = ast.literal_eval(node.value)
+                return [PageSpec(path, title) for path, title, *_ in entries if (ROOT / path).is_file()]
+    raise AssertionError("no literal PAGES = [(file, title, icon), ...] list in app.py or ui/*.py")
+
+
+def _literal_text(node: ast.expr) -> str | None:
+    """A heading's text: a string constant, or an f-string's literal text up to its first placeholder."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        prefix = ""
+        for part in node.values:
+            if not (isinstance(part, ast.Constant) and isinstance(part.value, str)):
+                break
+            prefix += part.value
+        return prefix if len(prefix.strip()) >= 6 else None
+    return None
+
+
+def _always_run_calls(path: str) -> list[ast.Call]:
+    """`st.<name>(...)` calls that run on every visit: at module level or inside `with` blocks only (anything
+    under if/for/try/def may not run), in source order."""
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    calls: list[ast.Call] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, ast.With):
+                visit(stmt.body)
+            elif isinstance(stmt, ast.Expr) and isinstance(call := stmt.value, ast.Call):
+                func = call.func
+                if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "st":
+                    calls.append(call)
+
+    visit(tree.body)
+    return calls
+
+
+def page_headings(path: str) -> list[str]:
+    """Texts of the st.title/header/subheader calls that always run; the title (st.title) first."""
+    found = [
+        (0 if call.func.attr == "title" else 1, text)
+        for call in _always_run_calls(path)
+        if call.func.attr in ("title", "header", "subheader") and call.args and (text := _literal_text(call.args[0]))
+    ]
+    found.sort(key=lambda item: item[0])  # stable: the title first, then the headers in source order
+    return [text for _, text in found]
+
+
+def page_chart_count(path: str) -> int:
+    """How many Altair / Vega-Lite charts the page always draws."""
+    return sum(call.func.attr in ("altair_chart", "vega_lite_chart") for call in _always_run_calls(path))
+
+
+def normalize(text: str) -> str:
+    """Compare headings as a reader sees them: no markdown emphasis marks, one space between words."""
+    return " ".join(re.sub(r"[*_`]", "", text).split())
+
+
+PAGES = registered_pages()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The server and the browser
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """`streamlit run app.py` on a free port; yields (base URL, log file). Always killed at teardown."""
+    data = tmp_path_factory.mktemp("icl_data")  # user runs, jobs and the Hub cache go here, not into the repo
+    log_path = tmp_path_factory.mktemp("streamlit_log") / "streamlit.log"
+    port = _free_port()
+    exe = ROOT / ".venv" / "bin" / "streamlit"
+    cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "streamlit"]
+    cmd += [
+        "run",
+        "app.py",
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--global.developmentMode",
+        "false",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.fileWatcherType",
+        "none",
+    ]
+    env = {**os.environ, "ICL_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
+    env.pop("ICL_EXTRA_RUNS_DIRS", None)
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode} before serving:\n{_tail(log_path)}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url}/_stcore/health did not answer 'ok' within {SERVER_START_S}s:\n{_tail(log_path)}")
+            time.sleep(0.3)
+        yield url, log_path
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Browser:
+    page: Any  # playwright.sync_api.Page
+    url: str
+    log: Path
+    js_errors: list[str] = field(default_factory=list)
+
+    def wait_idle(self, timeout_s: float = RUN_S) -> None:
+        self.page.wait_for_selector(APP_IDLE, timeout=timeout_s * 1000)
+
+    def main_text(self) -> str:
+        return self.page.locator(MAIN).inner_text()
+
+    def headings(self) -> list[str]:
+        return [normalize(t) for t in self.page.locator(f"{MAIN} :is(h1, h2, h3)").all_inner_texts()]
+
+    def assert_healthy(self, context: str) -> None:
+        """No traceback on the page and no uncaught JavaScript error; st.error messages are reported."""
+        exceptions = self.page.locator(EXCEPTION).all_inner_texts()
+        assert not exceptions, f"{context}: the page shows an exception:\n" + "\n---\n".join(exceptions)
+        assert not self.js_errors, f"{context}: JavaScript errors in the page: {self.js_errors}"
+        errors = self.page.locator(ERROR_ALERT).all_inner_texts()
+        assert not errors, f"{context}: the page shows st.error messages: {errors}"
+
+    def describe(self) -> str:
+        """What is on screen, for a failure message: a screenshot next to the server log, and the text."""
+        shot = self.log.parent / f"failure-{time.monotonic_ns()}.png"
+        self.page.screenshot(path=str(shot))
+        text = " | ".join(self.main_text().split("\n"))[:1500]
+        return f"screenshot {shot}; server log {self.log}; page text: {text}"
+
+    def screenshot(self, name: str) -> Path:
+        """A full-page PNG. Streamlit scrolls inside its own container, so grow the viewport to fit it first."""
+        height = self.page.evaluate(
+            """() => Math.max(...["[data-testid='stMain']", "[data-testid='stAppViewContainer']",
+                                  "[data-testid='stAppScrollToBottomContainer']", "[data-testid='stSidebar']"]
+                .map(s => document.querySelector(s)).filter(Boolean).map(e => e.scrollHeight),
+                document.documentElement.scrollHeight)"""
+        )
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        out = SCREENSHOTS / f"{name}.png"
+        self.page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, 900), MAX_SHOT_HEIGHT)})
+        try:
+            self.page.wait_for_timeout(600)  # charts re-layout to the taller viewport
+            self.page.screenshot(path=str(out), full_page=True)
+        finally:
+            self.page.set_viewport_size(VIEWPORT)
+        return out
+
+
+@pytest.fixture(scope="session")
+def browser(server: tuple[str, Path]) -> Iterator[Browser]:
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (./test.sh does: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        pytest.fail(f"playwright is not installed ({exc}): pip install -r requirements-dev.txt (./test.sh does)")
+    url, log = server
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = chromium.new_context(viewport=VIEWPORT)
+            page = context.new_page()
+            page.set_default_timeout(RUN_S * 1000)
+            b = Browser(page, url, log)
+            page.on("pageerror", lambda exc: b.js_errors.append(str(exc)))
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector(NAV_LINK, timeout=FIRST_RUN_S * 1000)
+            b.wait_idle(FIRST_RUN_S)
+            yield b
+        finally:
+            chromium.close()
+
+
+def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.25)
+
+
+def open_page(b: Browser, spec: PageSpec) -> list[str]:
+    """Click the page's sidebar link, wait for its title and for the script to finish; return the headings."""
+    page = b.page
+    more = page.locator("[data-testid='stSidebarNavViewButton']")
+    if more.count() and "more" in more.first.inner_text().lower():
+        more.first.click()
+    link = page.locator(NAV_LINK).filter(has_text=spec.title)
+    assert link.count() == 1, f"sidebar has {link.count()} links labelled {spec.title!r}"
+    link.click()
+    expected = page_headings(spec.path)
+    if expected:
+        title = normalize(expected[0])
+        wait_until(lambda: any(title in h for h in b.headings()), RUN_S, f"heading {title!r} of {spec.path}")
+    b.wait_idle()
+    # Settle: a page may rerun once more right away (a callback, a fragment); wait for that run too.
+    page.wait_for_timeout(300)
+    b.wait_idle()
+    return expected
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Page-specific checks: run after the generic ones. Pages without an entry get only the generic checks.
+
+
+def check_charts(b: Browser, minimum: int = 1) -> None:
+    """At least `minimum` Vega-Lite charts, each drawn (a canvas or svg of a real size)."""
+    charts = b.page.locator(CHART)
+    wait_until(lambda: charts.count() >= minimum, RUN_S, f"{minimum} chart(s), found {charts.count()}")
+    for i in range(charts.count()):
+        drawn = charts.nth(i).locator(":is(canvas, svg)").first
+        drawn.wait_for(state="attached", timeout=RUN_S * 1000)
+        box = wait_until(
+            lambda d=drawn: (bb := d.bounding_box()) and bb["width"] > 50 and bb["height"] > 50 and bb,
+            RUN_S,
+            f"chart {i} to be drawn",
+        )
+        assert box, f"chart {i} not drawn"
+
+
+def check_phase_change(b: Browser) -> None:
+    check_charts(b, minimum=max(1, page_chart_count("pages/phase_change.py")))
+
+
+def check_attention(b: Browser) -> None:
+    check_charts(b, minimum=max(1, page_chart_count("pages/attention.py")))  # the heatmaps, the loss bars
+    page = b.page
+    box = page.locator(f"{MAIN} [data-testid='stTextArea'] textarea, {MAIN} [data-testid='stTextInput'] input").first
+    view = page.locator(f"{MAIN} h3").filter(has_text="Where each head looks")
+    before = view.first.inner_text() if view.count() else None
+    sequence = "Zebra quilts jump. Zebra quilts jump."
+    # Type it like a user (select all, type over). A text area applies on Ctrl+Enter (plain Enter types a
+    # newline), a text input on Enter. (fill() followed at once by Ctrl+Enter applies an empty text: too fast.)
+    box.click()
+    page.keyboard.press("Control+a")
+    page.keyboard.type(sequence)
+    page.keyboard.press("Control+Enter" if box.evaluate("e => e.tagName") == "TEXTAREA" else "Enter")
+    box.evaluate("e => e.blur()")  # no focus ring in the screenshot
+
+    def updated() -> bool:
+        # The per-token view spells out the text up to the destination token (one span per byte, spaces as ␣).
+        squashed = re.sub(r"\s", "", b.main_text())
+        return "Zebra" in squashed and "quilts" in squashed and page.locator(APP_IDLE).count() == 1
+
+    try:
+        wait_until(updated, RUN_S, "the attention view to show the typed sequence")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {b.describe()}") from None
+    b.wait_idle()
+    if before is not None:
+        after = view.first.inner_text()
+        assert after != before, f"the destination-token heading did not change: {after!r}"
+    check_charts(b)
+
+
+def check_ablation(b: Browser) -> None:
+    page = b.page
+    metrics = page.locator(f"{MAIN} [data-testid='stMetricValue']")
+    wait_until(lambda: metrics.count() > 0, RUN_S, "the loss metrics")
+    toggles = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"L\d+H\d+"))
+    labels = toggles.all_inner_texts()
+    assert labels, "no head toggles (L<layer>H<head>) on the ablation page"
+
+    def pm(label: str) -> float:
+        match = re.search(r"PM\s*([0-9.]+)", label)
+        return float(match.group(1)) if match else -1.0
+
+    # The head with the highest prefix-matching score: ablating it moves the losses the most.
+    index = max(range(len(labels)), key=lambda i: (pm(labels[i]), i))
+    head = re.search(r"L\d+H\d+", labels[index]).group(0)
+    toggle = toggles.nth(index)
+    assert not toggle.locator("input").is_checked(), f"{head} starts ablated"
+    before = metrics.all_inner_texts()
+    toggle.locator("label").first.click()
+
+    def changed() -> bool:
+        return page.locator(APP_IDLE).count() == 1 and metrics.all_inner_texts() != before
+
+    try:
+        wait_until(changed, RUN_S, f"a loss metric to change after ablating {head}")
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}: metrics stayed {before}; toggle checked={toggle.locator('input').is_checked()}; {b.describe()}"
+        ) from None
+    b.wait_idle()
+    assert toggle.locator("input").is_checked(), f"{head} toggle did not switch on"
+    assert any(head in h for h in b.headings()), f"no heading names the ablated head {head}: {b.headings()}"
+
+
+PAGE_CHECKS: dict[str, Callable[[Browser], None]] = {
+    "phase_change": check_phase_change,
+    "attention": check_attention,
+    "ablation": check_ablation,
+    # TODO(models): once pages/models.py settles, check its run table and the Hub download form (offline here).
+    # TODO(train): check the preset form renders; starting a job is covered by tests/test_train_page.py.
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Tests
+
+
+def test_sidebar_lists_every_page(browser: Browser) -> None:
+    labels = [normalize(t) for t in browser.page.locator(NAV_LINK).all_inner_texts()]
+    titles = [normalize(p.title) for p in PAGES]
+    # A link's text also holds its icon's ligature name (e.g. "school"), so match by containment, in order.
+    assert len(labels) == len(titles), f"sidebar links {labels} vs app.py pages {titles}"
+    for label, title in zip(labels, titles, strict=True):
+        assert title in label, f"sidebar link {label!r} should be {title!r}"
+    orphans = sorted({str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py")} - {p.path for p in PAGES})
+    assert not orphans, f"page files not in app.py's navigation: {orphans}"
+
+
+@pytest.mark.parametrize("spec", PAGES, ids=[p.name for p in PAGES])
+def test_page(browser: Browser, spec: PageSpec) -> None:
+    started = time.monotonic()
+    expected = open_page(browser, spec)
+    browser.assert_healthy(f"{spec.path} on load")
+    shown = browser.headings()
+    missing = [h for h in expected if not any(normalize(h) in s for s in shown)]
+    assert not missing, f"{spec.path}: headings from the source not on screen: {missing}; shown: {shown}"
+    if charts := page_chart_count(spec.path):
+        check_charts(browser, charts)
+    check = PAGE_CHECKS.get(spec.name)
+    if check is not None:
+        check(browser)
+        browser.assert_healthy(f"{spec.path} after interacting")
+    shot = browser.screenshot(spec.name)
+    assert shot.stat().st_size > 10_000, f"{shot} looks empty"
+    print(f"{spec.path}: {time.monotonic() - started:.1f}s, screenshot {shot.relative_to(ROOT)}")
