@@ -129,6 +129,12 @@ def page_headings(path: str) -> list[str]:
     return [text for _, text in found]
 
 
+def page_title(path: str) -> str | None:
+    """The text of the page's st.title call, if it always runs."""
+    calls = [c for c in _always_run_calls(path) if c.func.attr == "title" and c.args]
+    return _literal_text(calls[0].args[0]) if calls else None
+
+
 def page_chart_count(path: str) -> int:
     """How many Altair / Vega-Lite charts the page always draws."""
     return sum(call.func.attr in ("altair_chart", "vega_lite_chart") for call in _always_run_calls(path))
@@ -182,6 +188,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         "false",
         "--server.fileWatcherType",
         "none",
+        "--client.toolbarMode",
+        "viewer",  # as on the Space (Dockerfile): no Deploy button in the screenshots
     ]
     env = {**os.environ, "ICL_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1"}
     env.pop("ICL_EXTRA_RUNS_DIRS", None)
@@ -232,7 +240,7 @@ class Browser:
         return [normalize(t) for t in self.page.locator(f"{MAIN} :is(h1, h2, h3)").all_inner_texts()]
 
     def assert_healthy(self, context: str) -> None:
-        """No traceback on the page and no uncaught JavaScript error; st.error messages are reported."""
+        """No traceback, no uncaught JavaScript error and no st.error message on the page."""
         exceptions = self.page.locator(EXCEPTION).all_inner_texts()
         assert not exceptions, f"{context}: the page shows an exception:\n" + "\n---\n".join(exceptions)
         assert not self.js_errors, f"{context}: JavaScript errors in the page: {self.js_errors}"
@@ -309,11 +317,20 @@ def open_page(b: Browser, spec: PageSpec) -> list[str]:
         more.first.click()
     link = page.locator(NAV_LINK).filter(has_text=spec.title)
     assert link.count() == 1, f"sidebar has {link.count()} links labelled {spec.title!r}"
+    href = link.get_attribute("href")
     link.click()
+    if href:
+        page.wait_for_url(href)
     expected = page_headings(spec.path)
-    if expected:
-        title = normalize(expected[0])
-        wait_until(lambda: any(title in h for h in b.headings()), RUN_S, f"heading {title!r} of {spec.path}")
+    if (title := page_title(spec.path)) is not None:
+        # The new page's title (h1) replaces the old one's once its script has run that far.
+        title = normalize(title)
+        titles = page.locator(f"{MAIN} h1")
+        wait_until(
+            lambda: any(normalize(h).startswith(title) for h in titles.all_inner_texts()),
+            RUN_S,
+            f"title {title!r} of {spec.path}",
+        )
     b.wait_idle()
     # Settle: a page may rerun once more right away (a callback, a fragment); wait for that run too.
     page.wait_for_timeout(300)
