@@ -114,5 +114,6 @@ if submitted:
     else:
         bar.empty()
         state.request_run(path)
-        st.session_state[FLASH_KEY] = f"Downloaded {repo.strip()} and selected it in the sidebar."
+        label = hub.parse_repo_id(repo) + (f"@{revision.strip()}" if revision.strip() else "")
+        st.session_state[FLASH_KEY] = f"Downloaded {label} and selected it in the sidebar."
         st.rerun()

@@ -5,6 +5,8 @@ Set USE_SHIPPED = True to run them against the shipped runs in checkpoints/ inst
 the induction head's ablation must raise the second-copy loss, the 1-layer run has no phase change).
 """
 
+# ruff: noqa: F811  (the fixtures imported from fake_hub are test arguments of the same name)
+
 from __future__ import annotations
 
 import json
@@ -14,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import streamlit as st
+from fake_hub import FakeHub, fake_hub, no_internet, tiny_run_dir  # noqa: F401
 from streamlit.testing.v1 import AppTest
 
 from icl_core import explore
@@ -199,10 +202,25 @@ def test_models_page_lists_runs_and_reports_hub_errors() -> None:
     at = open_page("pages/models.py")
     table = at.dataframe[0].value
     assert {MAIN_RUN, "empty-run", "corrupt-run"} <= set(table["run"])
-    at.text_input(key="hub_repo").set_value("not a repo id!").run()
+    at.text_input(key="hub_repo").set_value("not a repo id!")
     at.button[-1].click().run()
     assert not at.exception
     assert any("not a valid Hub repo id" in e.value for e in at.error)
     at.selectbox(key="models_pick").set_value("corrupt-run")
     at.button(key="models_open").click().run()
     assert at.session_state["run"] == "corrupt-run"
+
+
+def test_a_run_downloaded_from_the_hub_is_selected_and_explorable(fake_hub: FakeHub, tiny_run_dir: Path) -> None:
+    fake_hub.add_run("alice/tiny-run", tiny_run_dir)
+    at = open_page("pages/models.py")
+    at.text_input(key="hub_repo").set_value("https://huggingface.co/alice/tiny-run")
+    at.button[-1].click().run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    assert any("Downloaded alice/tiny-run" in s.value for s in at.success)
+    assert at.session_state["run"] == "alice/tiny-run"
+    # A 1-layer, 128-token run without ICL scores: every page must still render.
+    for page in ("pages/attention.py", "pages/phase_change.py", "pages/ablation.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
