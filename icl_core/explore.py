@@ -21,17 +21,17 @@ import torch
 from icl_core import data, metrics
 from icl_core.ablation import ABLATION_MODES, Head, head_output_means, mean_ablation_hooks, zero_ablation_hooks
 from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.errors import InputTextError
+from icl_core.errors import ICLError, InputTextError
 from icl_core.hooks import HookFn, HookPoint
 from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
 from icl_core.pca import PCAResult, joint_pca
 from icl_core.phase import PhaseWindow, detect_phase_change
 from icl_core.runs import RunRef
-from icl_core.snapshots import MANIFEST, SnapshotInfo
+from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots, read_manifest, read_run_config
 from icl_core.tokenizer import BOS, encode, token_labels
+from icl_core.train import TRAIN_LOG
 
 EXTRA_RUNS_ENV = "ICL_EXTRA_RUNS_DIRS"
-TRAIN_LOG = "train_log.jsonl"
 
 # ---------------------------------------------------------------------------------------------
 # Runs and snapshots
@@ -618,9 +618,6 @@ def prediction_rows(
 
 def run_overview(ref: RunRef, snaps: Sequence[SnapshotInfo] | None = None) -> dict[str, Any]:
     """One row describing a run: config, progress and final metrics; an 'error' entry if it cannot be read."""
-    from icl_core.errors import ICLError
-    from icl_core.snapshots import list_snapshots, read_manifest, read_run_config
-
     row: dict[str, Any] = {"run": ref.name, "source": ref.source, "path": str(ref.path), "error": ""}
     try:
         manifest = read_manifest(ref.path)
