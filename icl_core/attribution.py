@@ -111,6 +111,7 @@ def head_ablation_losses(
     last = model.cfg.n_layers - 1
     later_layers = list(range(1, model.cfg.n_layers))
     n = tokens.shape[0]
+    preserving = mode == "pattern-preserving"
     clean_out = torch.zeros(positions.shape)
     out = {h: torch.zeros(positions.shape) for h in heads}
     # Examples sorted by the last position they need, so each chunk is cut as short as possible.
@@ -120,7 +121,6 @@ def head_ablation_losses(
         pos = positions[idx].to(device)
         length = int(pos.max()) + 2
         part = tokens[idx, :length].to(device)
-        preserving = mode == "pattern-preserving"
         names = {result_name(layer) for layer in range(model.cfg.n_layers)} if preserving else {result_name(last)}
         if preserving:
             names |= {pattern_name(layer) for layer in later_layers}
@@ -432,7 +432,8 @@ def attribution_over_training(
     n_total = len(stored_loss_vector(ends.end))
     end_model = load_model(ends.end)
     flagged = induction_flags(_stored_prefix_matching(ends.end, end_model).tolist(), induction_threshold)
-    wanted = [s for s in snaps if steps is None or s.step in set(steps)]
+    chosen = set(steps) if steps is not None else None
+    wanted = [s for s in snaps if chosen is None or s.step in chosen]
     rows: list[dict[str, object]] = []
     for i, snap in enumerate(wanted):
         model = end_model if snap.step == ends.end.step else load_model(snap)

@@ -102,7 +102,8 @@ def test_copying_scores_identity_and_negated_heads():
     assert empirical_copying_scores(copier)[0, 1] == pytest.approx(-1.0)
     rows = copying_table(copier)
     assert [r["head"] for r in rows] == ["L0H0", "L0H1"]
-    assert rows[0]["empirical"] > 0.9 and rows[0]["eigenvalue"] > 0.9
+    assert rows[0]["empirical"] > 0.9 and rows[0]["eigenvalue"] > 0.9 and rows[0]["own_top1"] == 1.0
+    assert copying_table(anti)[0]["own_top1"] == 0.0
 
 
 def test_empirical_copying_score_of_a_partial_copier():
