@@ -144,6 +144,26 @@ def phase_window(snaps: Sequence[SnapshotInfo]) -> PhaseWindow | None:
     return detect_phase_change([p[0] for p in pairs], [p[1] for p in pairs])
 
 
+INDUCTION_ONSET_SCORE = 0.3
+
+
+def induction_onset(snaps: Sequence[SnapshotInfo], threshold: float = INDUCTION_ONSET_SCORE) -> tuple[int, Head] | None:
+    """First snapshot from which some head (layer >= 1 in deep models) keeps a prefix-matching score above threshold.
+
+    A second witness of the phase change besides the ICL score: "induction heads form". Requiring the
+    score to stay above the threshold at the next snapshot too ignores single-snapshot blips.
+    """
+    above: list[Head | None] = []
+    for s in snaps:
+        pm = s.metrics.get("prefix_matching")
+        heads = induction_heads(pm, threshold) if isinstance(pm, list) and pm else []
+        above.append(heads[0] if heads else None)
+    for i, head in enumerate(above):
+        if head is not None and (i + 1 == len(above) or above[i + 1] is not None):
+            return snaps[i].step, head
+    return None
+
+
 def nearest_step(steps: Sequence[int], wanted: int) -> int:
     """The available step closest to `wanted` (steps must be non-empty)."""
     return min(steps, key=lambda s: (abs(s - wanted), s))

@@ -62,6 +62,20 @@ else:
         f"The selected step is **{explore.phase_status(window, step)}**. Shaded orange on the charts."
     )
 
+onset = explore.induction_onset(snaps)
+onset_tokens = (tokens_at[onset[0]] or None) if onset else None
+if onset:
+    st.markdown(
+        f":violet[**Induction heads form**] at step {onset[0]:,} ({state.fmt_tokens(tokens_at[onset[0]])} tokens): "
+        f"{explore.head_name(onset[1])}'s prefix-matching score passes {explore.INDUCTION_ONSET_SCORE} and stays "
+        "above it (dashed violet line on the charts)."
+    )
+else:
+    st.markdown(
+        f"No candidate head ever reaches a prefix-matching score of {explore.INDUCTION_ONSET_SCORE}: "
+        "no induction head has formed in this run (yet)."
+    )
+
 rows = explore.summary_rows(snaps)
 summary = pd.DataFrame(rows)
 current = next(r for r in rows if r["step"] == step)
@@ -100,6 +114,7 @@ with c1:
             "loss(500) − loss(50), nats",
             window_tokens,
             selected_tokens,
+            onset_tokens=onset_tokens,
         ),
     )
 with c2:
@@ -116,6 +131,7 @@ with c2:
                 "prefix-matching score",
                 window_tokens,
                 selected_tokens,
+                onset_tokens=onset_tokens,
                 color="head",
                 points=False,
             ),
@@ -141,6 +157,7 @@ with c3:
             "loss (nats)",
             window_tokens,
             selected_tokens,
+            onset_tokens=onset_tokens,
             color="series",
             points=False,
         ),

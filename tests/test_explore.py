@@ -138,3 +138,13 @@ def test_extra_run_refs_accepts_runs_and_folders_of_runs(tmp_path: Path) -> None
     (tmp_path / "many" / "not-a-run").mkdir()
     refs = explore.extra_run_refs(f"{tmp_path / 'many'}:{tmp_path / 'single'}:{tmp_path / 'missing'}")
     assert [r.name for r in refs] == ["r1", "r2", "single"] and {r.source for r in refs} == {"extra"}
+
+
+def test_induction_onset_needs_two_snapshots_above_threshold() -> None:
+    def snap(step: int, pm: list[list[float]]) -> SnapshotInfo:
+        return SnapshotInfo(Path("/nowhere"), step, step, ModelConfig(), {"prefix_matching": pm})
+
+    blip = [snap(0, [[0.9, 0], [0.1, 0]]), snap(1, [[0, 0], [0.5, 0]]), snap(2, [[0, 0], [0.1, 0]])]
+    assert explore.induction_onset(blip) is None  # layer 0 never counts; one snapshot above is a blip
+    grows = [*blip, snap(3, [[0, 0], [0.1, 0.4]]), snap(4, [[0, 0], [0.1, 0.8]])]
+    assert explore.induction_onset(grows) == (3, (1, 1))

@@ -188,6 +188,20 @@ def _window_layer(window_tokens: tuple[int, int] | None) -> list[alt.Chart]:
     ]
 
 
+ONSET_COLOR = "#7b3294"
+
+
+def _onset_layer(onset_tokens: int | None) -> list[alt.Chart]:
+    if not onset_tokens:
+        return []
+    df = pd.DataFrame({"tokens": [onset_tokens], "label": ["induction heads form"]})
+    return [
+        alt.Chart(df)
+        .mark_rule(color=ONSET_COLOR, strokeDash=[6, 4], strokeWidth=1.5)
+        .encode(x="tokens:Q", tooltip=[alt.Tooltip("label:N", title="")])
+    ]
+
+
 def _rule_layer(selected_tokens: int | None) -> list[alt.Chart]:
     if not selected_tokens:
         return []
@@ -208,8 +222,9 @@ def over_training(
     color: str | None = None,
     points: bool = True,
     height: int = 230,
+    onset_tokens: int | None = None,
 ) -> alt.LayerChart:
-    """A metric against tokens seen (log x), with the phase-change window shaded and the selected step ruled."""
+    """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled."""
     data = df[(df["tokens"] > 0) & df[y].notna()]  # log axis: step 0 (no tokens yet) cannot be placed
     x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log scale)")
     enc: dict[str, Any] = {"x": x, "y": alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False))}
@@ -218,7 +233,7 @@ def over_training(
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=None)
     line = alt.Chart(data).mark_line(point=points, strokeWidth=1.8).encode(**enc)
-    layers = [*_window_layer(window_tokens), line, *_rule_layer(selected_tokens)]
+    layers = [*_window_layer(window_tokens), *_onset_layer(onset_tokens), line, *_rule_layer(selected_tokens)]
     return alt.layer(*layers).properties(title=title, height=height)
 
 
