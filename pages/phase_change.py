@@ -99,6 +99,7 @@ m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f
 m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
 m4.metric("Tokens seen", state.fmt_tokens(tokens_at[step]))
 
+st.write("")  # breathing room: the first chart titles otherwise touch the metrics' delta badges
 selected_tokens = tokens_at[step] or None
 if not selected_tokens:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
