@@ -25,7 +25,7 @@ from icl_core.errors import ICLError, InputTextError
 from icl_core.hooks import HookFn, HookPoint
 from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
 from icl_core.pca import PCAResult, joint_pca
-from icl_core.phase import PhaseWindow, detect_phase_change
+from icl_core.phase import PhaseWindow, detect_run_phase_change
 from icl_core.runs import RunRef
 from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots, read_manifest, read_run_config
 from icl_core.tokenizer import BOS, encode, token_labels
@@ -136,12 +136,15 @@ def head_score_rows(snap: SnapshotInfo) -> list[dict[str, Any]]:
 
 
 def phase_window(snaps: Sequence[SnapshotInfo]) -> PhaseWindow | None:
-    """The phase change located from the stored ICL scores, or None (also when scores are missing)."""
-    pairs = [(s.step, _finite(s.metrics.get("icl_score"))) for s in snaps]
-    pairs = [(step, v) for step, v in pairs if v is not None]
-    if len(pairs) < 3:
+    """The phase change located from the stored head scores (or ICL scores when those are missing), or None."""
+    usable = [s for s in snaps if _finite(s.metrics.get("icl_score")) is not None or s.metrics.get("prefix_matching")]
+    if len(usable) < 3:
         return None
-    return detect_phase_change([p[0] for p in pairs], [p[1] for p in pairs])
+    return detect_run_phase_change(
+        [s.step for s in usable],
+        [_finite(s.metrics.get("icl_score")) for s in usable],
+        [s.metrics.get("prefix_matching") for s in usable],
+    )
 
 
 INDUCTION_ONSET_SCORE = 0.3
