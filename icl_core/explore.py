@@ -25,7 +25,7 @@ from icl_core.errors import ICLError, InputTextError
 from icl_core.hooks import HookFn, HookPoint
 from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
 from icl_core.pca import PCAResult, joint_pca
-from icl_core.phase import PhaseWindow, detect_run_phase_change
+from icl_core.phase import MIN_DROP_NATS, MIN_INDUCTION_RISE, PhaseWindow, detect_run_phase_change
 from icl_core.runs import RunRef
 from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots, read_manifest, read_run_config
 from icl_core.tokenizer import BOS, encode, token_labels
@@ -48,6 +48,14 @@ def extra_run_refs(env_value: str | None = None) -> list[RunRef]:
         elif root.is_dir():
             refs.extend(RunRef(c.name, c, "extra") for c in sorted(root.iterdir()) if (c / MANIFEST).is_file())
     return refs
+
+
+def fmt_tokens(n: int) -> str:
+    """Token counts as a teacher reads them: 8.54M, 655k."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
 
 
 def head_name(head: Head) -> str:
@@ -144,6 +152,31 @@ def phase_window(snaps: Sequence[SnapshotInfo]) -> PhaseWindow | None:
         [s.step for s in usable],
         [_finite(s.metrics.get("icl_score")) for s in usable],
         [s.metrics.get("prefix_matching") for s in usable],
+    )
+
+
+def describe_phase_change(window: PhaseWindow | None, snaps: Sequence[SnapshotInfo]) -> str:
+    """One sentence on the run's phase change (or its absence) that says which signal located it."""
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    fmt = fmt_tokens
+    if window is None:
+        if any(s.metrics.get("prefix_matching") for s in snaps):
+            return (
+                f"no phase change detected: no head's induction (prefix-matching) score ever rises by "
+                f"{MIN_INDUCTION_RISE} or more, so no induction head forms"
+            )
+        if any(_finite(s.metrics.get("icl_score")) is not None for s in snaps):
+            return f"no phase change detected: the ICL score never falls by {MIN_DROP_NATS} nats or more"
+        return "no phase change detected: this run recorded neither head scores nor ICL scores"
+    if window.signal == "prefix_matching":
+        what = f"the best induction (prefix-matching) score rises by {window.drop:.2f}"
+    else:
+        what = f"the ICL score falls by {window.drop:.2f} nats"
+    icl = f"; the ICL score changes by {window.icl_change:+.2f} nats across it" if window.icl_change is not None else ""
+    return (
+        f"phase change between step {window.start_step:,} and step {window.end_step:,} "
+        f"({fmt(tokens.get(window.start_step, 0))} to {fmt(tokens.get(window.end_step, 0))} tokens seen), "
+        f"steepest at step {window.center_step:,}: {what}{icl}"
     )
 
 

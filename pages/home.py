@@ -6,6 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from icl_core import explore
 from icl_core.errors import ICLError
 from ui import compute, state
 
@@ -129,14 +130,6 @@ else:
     kind = f"{cfg.n_layers}-layer attention-only, {cfg.n_heads} heads per layer" + (
         ", smeared keys" if cfg.smeared_keys else ""
     )
-    if window is None:
-        when = "no phase change detected (the ICL score never drops sharply)"
-    else:
-        tokens = {s.step: s.tokens_seen for s in sel.snapshots}
-        when = (
-            f"phase change between step {window.start_step:,} and {window.end_step:,} "
-            f"({state.fmt_tokens(tokens.get(window.start_step, 0))}–{state.fmt_tokens(tokens.get(window.end_step, 0))} "
-            f"tokens seen), ICL score falling by {window.drop:.2f} nats"
-        )
+    when = explore.describe_phase_change(window, sel.snapshots)
     st.markdown(f"Selected in the sidebar: **{sel.run.name}**: {kind}; {len(sel.snapshots)} snapshots; {when}.")
     st.caption("The sidebar's run and training step are shared by every page.")

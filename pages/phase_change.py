@@ -42,24 +42,18 @@ except ICLError as exc:
     st.error(str(exc))
     window = None
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
+sentence = explore.describe_phase_change(window, snaps)
 if window is None:
     cfg = sel.snapshot.model_config
     one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
-    has_icl = any(isinstance(s.metrics.get("icl_score"), (int, float)) for s in snaps)
-    if has_icl:
-        st.info(
-            f"**No phase change detected** in {sel.run.name}: its ICL score never falls by "
-            "0.15 nats or more from its early level."
-            + (" As expected: a one-layer attention-only model cannot form induction heads." if one_layer else "")
-        )
-    else:
-        st.info("**No phase change detected**: this run did not record ICL scores.")
+    st.info(
+        f"**{sel.run.name}**: {sentence}."
+        + (" As expected: a one-layer attention-only model cannot form induction heads." if one_layer else "")
+    )
 else:
     st.success(
-        f"**Phase change** between step {window.start_step:,} and step {window.end_step:,} "
-        f"({state.fmt_tokens(window_tokens[0])} to {state.fmt_tokens(window_tokens[1])} tokens seen), "
-        f"steepest at step {window.center_step:,}: the ICL score fell by {window.drop:.2f} nats. "
-        f"The selected step is **{explore.phase_status(window, step)}**. Shaded orange on the charts."
+        f"**{sel.run.name}**: {sentence}. The selected step is **{explore.phase_status(window, step)}**. "
+        "Shaded orange on the charts."
     )
 
 onset = explore.induction_onset(snaps)

@@ -91,11 +91,7 @@ def _remember_step() -> None:
     st.session_state[STEP_VALUE] = st.session_state[STEP_KEY]
 
 
-def _fmt_tokens(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.3g}{unit}"
-    return str(n)
+_fmt_tokens = explore.fmt_tokens
 
 
 def sidebar_picker() -> Selection | None:
@@ -201,5 +197,4 @@ def require_selection() -> Selection:
     return sel
 
 
-def fmt_tokens(n: int) -> str:
-    return _fmt_tokens(n)
+fmt_tokens = explore.fmt_tokens
