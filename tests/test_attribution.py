@@ -4,6 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from icl_core import data
 from icl_core.ablation import head_output_means, run_ablated
 from icl_core.attribution import (
     ablation_change_vectors,
@@ -17,6 +18,7 @@ from icl_core.attribution import (
     phase_endpoints,
 )
 from icl_core.config import ModelConfig
+from icl_core.metrics import icl_score, loss_curve, per_token_losses
 from icl_core.model import AttnOnlyTransformer, per_token_loss
 from icl_core.pca import select_positions, token_positions
 from icl_core.snapshots import list_snapshots, load_model, write_snapshot
@@ -70,6 +72,13 @@ def test_ablation_table_shapes_flags_and_order():
         assert r.icl_score == pytest.approx(table.clean_icl + r.delta_icl, abs=1e-6)
     records = table.records()
     assert records[0]["head"] == table.rows[0].head and "delta_second_half" in records[0]
+
+
+def test_ablation_table_exact_icl_definition():
+    model = _model(n_ctx=512)
+    table = ablation_table(model, "zero", n_examples=3, n_repeated=2, repeat_len=10, icl_window=0)
+    examples = data.heldout_examples(3, 512)
+    assert table.clean_icl == pytest.approx(icl_score(loss_curve(per_token_losses(model, examples))), abs=1e-5)
 
 
 def test_ablation_table_without_icl_sorts_by_the_repeat_loss():
@@ -188,7 +197,7 @@ def _shipped_finished(name: str) -> bool:
 @pytest.mark.skipif(not _shipped_finished("attn2"), reason="checkpoints/attn2 is not a finished run")
 def test_shipped_induction_heads_carry_the_phase_change():
     snaps = list_snapshots(ROOT / "checkpoints" / "attn2")
-    result = phase_change_attribution(snaps, "pattern-preserving", n_examples=64)
+    result = phase_change_attribution(snaps, "pattern-preserving", n_examples=128)
     assert result is not None, "the shipped 2-layer run should show a phase change"
     layer1 = [r for r in result.rows if r.layer == 1]
     best = max(layer1, key=lambda r: r.prefix_matching)
