@@ -77,9 +77,15 @@ first = rows[0]
 m1, m2, m3, m4 = st.columns(4)
 
 
-def _delta(key: str) -> str | None:
-    a, b = current[key], first[key]
-    return f"{a - b:+.3f} since step 0" if a is not None and b is not None else None
+def _delta(key: str, ref: dict | None = None, label: str = "since step 0") -> str | None:
+    ref = first if ref is None else ref
+    a, b = current[key], ref[key]
+    return f"{a - b:+.3f} {label}" if a is not None and b is not None and ref is not current else None
+
+
+# An untrained model's ICL score is not 0 (position alone changes its loss), so compare with the start of
+# the phase change, where in-context learning has not begun yet, rather than with step 0.
+window_start = next((r for r in rows if window and r["step"] == window.start_step), None)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -87,7 +93,11 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 m1.metric(
-    "ICL score (loss₅₀₀ − loss₅₀)", _fmt(current["icl_score"], "+.3f"), _delta("icl_score"), delta_color="inverse"
+    "ICL score (loss₅₀₀ − loss₅₀)",
+    _fmt(current["icl_score"], "+.3f"),
+    _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
+    delta_color="inverse",
+    help="negative = later tokens are predicted better than early ones: in-context learning",
 )
 m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f"), _delta("max_prefix_matching"))
 m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
