@@ -24,7 +24,7 @@ from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from icl_core.errors import ICLError, InputTextError
 from icl_core.hooks import HookFn, HookPoint
 from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
-from icl_core.pca import PCAResult, joint_pca
+from icl_core.pca import PCA_MIN_STEP, PCAResult, joint_pca
 from icl_core.phase import MIN_DROP_NATS, MIN_INDUCTION_RISE, PhaseWindow, detect_run_phase_change
 from icl_core.runs import RunRef
 from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots, read_manifest, read_run_config
@@ -235,8 +235,10 @@ class PCATable:
     skipped: dict[str, str]  # run -> why it is not in the plane
 
 
-def pca_table(per_run: dict[str, Sequence[SnapshotInfo]], focus_run: str | None = None) -> PCATable | None:
-    """Joint PCA of the stored per-token-loss vectors of every compatible run.
+def pca_table(
+    per_run: dict[str, Sequence[SnapshotInfo]], focus_run: str | None = None, min_step: int = PCA_MIN_STEP
+) -> PCATable | None:
+    """Joint PCA of the stored per-token-loss vectors of every compatible run, snapshots from min_step on.
 
     Runs are compatible when they were evaluated on the same held-out examples and positions, i.e. the
     same number of examples and the same context; the group holding `focus_run` wins, else the largest.
@@ -248,6 +250,8 @@ def pca_table(per_run: dict[str, Sequence[SnapshotInfo]], focus_run: str | None 
     for name, snaps in per_run.items():
         vecs = []
         for s in snaps:
+            if s.step < min_step:
+                continue
             v = s.metrics.get("pca_losses")
             if isinstance(v, list) and v:
                 arr = np.asarray(v, dtype=np.float64)
