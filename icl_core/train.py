@@ -382,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    status = train(cfg, run_dir, resume=not args.no_resume, progress=report)
+    command = " ".join(
+        ["python -m icl_core.train", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]
+    )
+    status = train(cfg, run_dir, resume=not args.no_resume, progress=report, command=command)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"{status}: {run_dir}")
     return 0
