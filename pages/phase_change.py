@@ -103,7 +103,6 @@ m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f
 m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
 m4.metric("Tokens seen", state.fmt_tokens(tokens_at[step]))
 
-st.write("")  # breathing room: the first chart titles otherwise touch the metrics' delta badges
 selected_tokens = tokens_at[step] or None
 if not selected_tokens:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
@@ -115,8 +114,8 @@ with c1:
         altair_chart=charts.over_training(
             summary,
             "icl_score",
-            "ICL score (lower = more in-context learning)",
-            "loss(500) − loss(50), nats",
+            "ICL score: loss(500) − loss(50), lower = more in-context learning",
+            "nats",
             window_tokens,
             selected_tokens,
             onset_tokens=onset_tokens,
