@@ -301,21 +301,24 @@ def pca_table(
     return PCATable(rows, (float(ratio[0]), float(ratio[1]) if len(ratio) > 1 else 0.0), skipped)
 
 
-def highlighted_pca_rows(table: PCATable, focus_run: str, step: int) -> list[dict[str, Any]]:
-    """Per run, the point matching the selection: the focus run's own step, the others' nearest in tokens seen."""
+def highlighted_pca_rows(table: PCATable, focus_run: str, step: int, tokens: int | None = None) -> list[dict[str, Any]]:
+    """Per run, the point matching the selection: the focus run's own step, the others' nearest in tokens seen.
+
+    A step that is not in the plane (before the PCA's first step) is matched by `tokens` on every run,
+    the focus run included, so the rings still show roughly where the selection lies.
+    """
     by_run: dict[str, list[dict[str, Any]]] = {}
     for row in table.rows:
         by_run.setdefault(row["run"], []).append(row)
-    focus_rows = by_run.get(focus_run, [])
-    focus = next((r for r in focus_rows if r["step"] == step), None)
-    wanted_tokens = focus["tokens"] if focus else None
+    focus = next((r for r in by_run.get(focus_run, []) if r["step"] == step), None)
+    wanted_tokens = focus["tokens"] if focus else tokens
     out = []
     for name, rows in by_run.items():
-        if name == focus_run:
-            if focus:
-                out.append({**focus, "focus": True})
+        if focus is not None and name == focus_run:
+            out.append({**focus, "focus": True})
         elif wanted_tokens is not None:
-            out.append({**rows[nearest_by_tokens([r["tokens"] for r in rows], wanted_tokens)], "focus": False})
+            nearest = rows[nearest_by_tokens([r["tokens"] for r in rows], wanted_tokens)]
+            out.append({**nearest, "focus": name == focus_run})
     return out
 
 

@@ -192,7 +192,7 @@ table = compute.pca_of(runs, sel.run.name)
 if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
-    highlighted = explore.highlighted_pca_rows(table, sel.run.name, step)
+    highlighted = explore.highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
     left, right = st.columns([3, 1])
     with left:
         st.altair_chart(width="stretch", altair_chart=charts.pca_chart(table.rows, highlighted, table.explained))
@@ -202,6 +202,13 @@ else:
             "same for every model), projected on the two main directions of variation across **all** runs. "
             "Runs with a phase change **turn sharply** there; the 1-layer run does not."
         )
+        first_in_plane = min((r["step"] for r in table.rows if r["run"] == sel.run.name), default=None)
+        if first_in_plane is not None and step < first_in_plane:
+            st.caption(
+                f"Step {step:,} is not in the plane: it starts at step {first_in_plane:,}, because the first "
+                "few dozen steps (every model leaving uniform predictions) would swamp both components. "
+                "The rings mark the nearest snapshots."
+            )
         st.markdown(
             "\n".join(
                 f"- **{h['run']}**: step {h['step']:,} ({state.fmt_tokens(h['tokens'])} tokens)" for h in highlighted

@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from icl_core import explore
 from icl_core.config import train_config_from_dict
+from icl_core.pca import PCA_MIN_STEP
 from icl_core.runs import SHIPPED_DIR
 from icl_core.snapshots import list_snapshots, write_manifest
 from icl_core.train import train
@@ -46,8 +47,8 @@ def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "run_name": MAIN_RUN,
                 "model": {"n_layers": 2, "n_heads": 2, "d_model": 32, "d_head": 8, "n_ctx": 512},
                 "batch_size": 4,
-                "total_steps": 24,
-                "n_snapshots": 5,
+                "total_steps": 80,  # snapshots 40 and 80 reach the PCA plane (steps >= PCA_MIN_STEP)
+                "n_snapshots": 8,
                 "eval_examples": 8,
                 "log_every": 4,
             }
@@ -119,7 +120,8 @@ def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
     steps = [s.step for s in list_snapshots(Path(at.session_state["_selection"].run.path))]
     before = pca_highlight(at)
     assert before[before["focus"]]["step"].tolist() == [steps[-1]]
-    middle = steps[len(steps) // 2]  # early steps (< PCA_MIN_STEP) are not in the PCA fit
+    in_plane = [s for s in steps if s >= PCA_MIN_STEP]  # earlier steps are not in the PCA fit
+    middle = in_plane[(len(in_plane) - 1) // 2]  # not the last step, which is selected already
     at.select_slider(key="phase_step").set_value(middle).run()
     assert not at.exception, at.exception
     after = pca_highlight(at)

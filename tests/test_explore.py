@@ -111,11 +111,15 @@ def test_pca_table_groups_comparable_runs_and_highlights_by_tokens() -> None:
     a = [_snap(s, s * 100, rng.normal(size=6).tolist()) for s in (0, 10, 20, 40)]
     b = [_snap(s, s * 200, rng.normal(size=6).tolist()) for s in (0, 5, 10, 20)]
     odd = [_snap(s, s, rng.normal(size=4).tolist()) for s in (0, 1)]
-    table = explore.pca_table({"a": a, "b": b, "odd": odd}, focus_run="a")
+    table = explore.pca_table({"a": a, "b": b, "odd": odd}, focus_run="a", min_step=0)
     assert table is not None and {r["run"] for r in table.rows} == {"a", "b"}
     assert "odd" in table.skipped
     hl = explore.highlighted_pca_rows(table, "a", 20)  # 2000 tokens: b's nearest is its step 10
     assert {(h["run"], h["step"], h["focus"]) for h in hl} == {("a", 20, True), ("b", 10, False)}
+    assert explore.highlighted_pca_rows(table, "a", 15) == []  # a step not in the plane, no tokens given
+    late = explore.pca_table({"a": a, "b": b}, focus_run="a", min_step=10)
+    hl = explore.highlighted_pca_rows(late, "a", 0, tokens=0)  # step 0 is before the fit: nearest points
+    assert {(h["run"], h["step"], h["focus"]) for h in hl} == {("a", 10, True), ("b", 10, False)}
 
 
 def test_summary_rows_phase_window_and_nearest_step() -> None:

@@ -245,7 +245,7 @@ def pca_chart(
     hl = pd.DataFrame(highlighted) if highlighted else pd.DataFrame(columns=[*df.columns, "focus"])
     x = alt.X("pc1:Q", title=f"PC1 ({explained[0]:.0%} of variance)")
     y = alt.Y("pc2:Q", title=f"PC2 ({explained[1]:.0%} of variance)")
-    tips = ["run", "step", "tokens", alt.Tooltip("icl_score:Q", format="+.3f", title="ICL score")]
+    tips = ["run:N", "step:Q", "tokens:Q", alt.Tooltip("icl_score:Q", format="+.3f", title="ICL score")]
     color = alt.Color("run:N", title="run")
     paths = (
         alt.Chart(df)
