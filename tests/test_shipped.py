@@ -83,7 +83,7 @@ def test_phase_change_in_two_layer_run_and_none_in_one_layer_run(snaps, windows)
     assert windows["attn1"] is None
     w = windows["attn2"]
     assert w is not None
-    # narrow: the window covers a small part of the log-step axis (measured 662 -> 2218: 0.15)
+    # narrow: the window covers a small part of the log-step axis (measured 662 -> 2579: 0.17)
     assert math.log(w.end_step / w.start_step) / math.log(snaps["attn2"][-1].step) < 0.25
     assert w.icl_change < -0.1  # measured -0.18 across the window
     # and the 2-layer run ends with much more in-context learning (measured -0.23 vs -0.10)
@@ -143,5 +143,5 @@ def test_loss_pca_is_deterministic_and_turns_at_the_phase_change(snaps, windows)
         k = 2
         strongest = steps[k + int(np.argmax(turn_strengths(coords[name], k)))]
         w = windows[name]
-        # measured: attn2 turns hardest at step 1042 (window 662-2218), smeared at 268 (window 146-421)
+        # measured: attn2 turns hardest at step 1042 (window 662-2579), smeared at 268 (window 146-421)
         assert w.start_step <= strongest <= w.end_step, (name, strongest, w)
