@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 
 from icl_core.hooks import HookFn, HookPoint
-from icl_core.metrics import attention_patterns
 from icl_core.model import AttnOnlyTransformer, pattern_name, result_name
 
 Head = tuple[int, int]
@@ -57,16 +56,28 @@ def mean_ablation_hooks(heads: Iterable[Head], means: dict[int, torch.Tensor]) -
     return [(result_name(layer), _replace_heads(ids, means[layer])) for layer, ids in _by_layer(heads).items()]
 
 
-def pattern_freezing_hooks(clean_patterns: torch.Tensor) -> list[tuple[str, HookFn]]:
-    """Force each layer's patterns to the recorded ones: clean_patterns (batch, layer, head, q, k)."""
+@torch.no_grad()
+def record_patterns(
+    model: AttnOnlyTransformer, tokens: torch.Tensor, layers: Sequence[int], dtype: torch.dtype = torch.float32
+) -> dict[int, torch.Tensor]:
+    """Clean attention patterns of the given layers: layer -> (batch, head, q, k)."""
+    if tokens.dim() == 1:
+        tokens = tokens[None]
+    names = {pattern_name(layer) for layer in layers}
+    _, cache = model.run_with_cache(tokens, names=names.__contains__)
+    return {layer: cache[pattern_name(layer)].to(dtype) for layer in layers}
 
-    def make(layer: int) -> HookFn:
-        def fn(pattern: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-            return clean_patterns[:, layer].to(pattern.dtype)
+
+def pattern_freezing_hooks(patterns: dict[int, torch.Tensor]) -> list[tuple[str, HookFn]]:
+    """Force each given layer's patterns to the recorded ones: layer -> (batch, head, q, k)."""
+
+    def make(pattern: torch.Tensor) -> HookFn:
+        def fn(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+            return pattern.to(x.dtype)
 
         return fn
 
-    return [(pattern_name(layer), make(layer)) for layer in range(clean_patterns.shape[1])]
+    return [(pattern_name(layer), make(p)) for layer, p in patterns.items()]
 
 
 def ablation_hooks(
@@ -75,21 +86,31 @@ def ablation_hooks(
     heads: Iterable[Head],
     mode: str = "zero",
     means: dict[int, torch.Tensor] | None = None,
+    clean: dict[int, torch.Tensor] | None = None,
 ) -> list[tuple[str, HookFn]]:
-    """The hooks that ablate `heads` on input `tokens` in the given mode."""
-    heads = list(heads)
+    """The hooks that ablate `heads` on input `tokens` in the given mode.
+
+    For pattern-preserving ablation, `clean` may hold patterns already recorded on these tokens
+    (layer -> (batch, head, q, k)); otherwise they are recorded here.
+    """
+    heads = [(int(layer), int(head)) for layer, head in heads]
     if mode not in ABLATION_MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
     if not heads:
         return []
-    if mode == "zero":
-        return zero_ablation_hooks(heads)
     if mode == "mean":
         if means is None:
             raise ValueError("mean ablation needs head_output_means(model, reference)")
         return mean_ablation_hooks(heads, means)
-    _, clean = attention_patterns(model, tokens)
-    return pattern_freezing_hooks(clean) + zero_ablation_hooks(heads)
+    hooks = zero_ablation_hooks(heads)
+    if mode == "pattern-preserving":
+        # Layers up to the first ablated one read the clean residual stream, so their patterns cannot
+        # change: freezing only the later ones gives the same result for less work.
+        later = list(range(min(layer for layer, _ in heads) + 1, model.cfg.n_layers))
+        if later and not (clean is not None and all(layer in clean for layer in later)):
+            clean = record_patterns(model, tokens, later)
+        hooks = pattern_freezing_hooks({layer: clean[layer] for layer in later}) + hooks
+    return hooks
 
 
 @torch.no_grad()

@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from icl_core import data, metrics
-from icl_core.ablation import ABLATION_MODES, Head, head_output_means
+from icl_core.ablation import ABLATION_MODES, Head, ablation_hooks, head_output_means
 from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.explore import ablation_hooks_fast, all_heads, head_name, induction_heads, mean_reference, phase_window
+from icl_core.explore import all_heads, head_name, induction_heads, mean_reference, phase_window
 from icl_core.model import AttnOnlyTransformer, pattern_name, result_name
 from icl_core.pca import token_positions
 from icl_core.phase import PhaseWindow
@@ -140,7 +140,7 @@ def head_ablation_losses(
                 change = _propagate(model, cache, layer, removed, pos) @ model.W_U
                 out[head][idx] = _loss_at(gathered + change, part, pos).cpu()
                 continue
-            ablated = model.run_with_hooks(part, ablation_hooks_fast(model, part, [head], mode, means))
+            ablated = model.run_with_hooks(part, ablation_hooks(model, part, [head], mode, means))
             out[head][idx] = _loss_at(_at(ablated, pos), part, pos).cpu()
     return clean_out, out
 

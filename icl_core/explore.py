@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from icl_core import data, metrics
-from icl_core.ablation import ABLATION_MODES, Head, head_output_means, mean_ablation_hooks, zero_ablation_hooks
+from icl_core.ablation import Head, ablation_hooks, head_output_means, record_patterns
 from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from icl_core.errors import ICLError, InputTextError
-from icl_core.hooks import HookFn, HookPoint
-from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
+from icl_core.model import AttnOnlyTransformer, per_token_loss
 from icl_core.pca import PCA_MIN_STEP, PCAResult, joint_pca
 from icl_core.phase import MIN_DROP_NATS, MIN_INDUCTION_RISE, PhaseWindow, detect_run_phase_change
 from icl_core.runs import RunRef
@@ -488,61 +487,6 @@ def windowed_icl_score(curve: np.ndarray, half_window: int = ICL_WINDOW) -> floa
     return float(late.mean() - early.mean())
 
 
-def _freeze_layers(clean: dict[int, torch.Tensor]) -> list[tuple[str, HookFn]]:
-    def make(pattern: torch.Tensor) -> HookFn:
-        def fn(x: torch.Tensor, hook: HookPoint) -> torch.Tensor:
-            return pattern.to(x.dtype)
-
-        return fn
-
-    return [(pattern_name(layer), make(p)) for layer, p in clean.items()]
-
-
-def ablation_hooks_fast(
-    model: AttnOnlyTransformer,
-    tokens: torch.Tensor,
-    heads: Sequence[Head],
-    mode: str,
-    means: dict[int, torch.Tensor] | None = None,
-    clean: dict[int, torch.Tensor] | None = None,
-) -> list[tuple[str, HookFn]]:
-    """Like icl_core.ablation.ablation_hooks, but pattern-preserving only records and freezes later layers.
-
-    Layers up to the first ablated one see the clean residual stream anyway, so their patterns cannot
-    change; skipping them makes pattern-preserving ablation of last-layer heads as cheap as zero ablation.
-    `clean` may hold already recorded patterns (layer -> (batch, head, q, k)) for these tokens.
-    """
-    heads = [(int(a), int(b)) for a, b in heads]
-    if mode not in ABLATION_MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
-    if not heads:
-        return []
-    if mode == "mean":
-        if means is None:
-            raise ValueError("mean ablation needs head output means")
-        return mean_ablation_hooks(heads, means)
-    hooks = zero_ablation_hooks(heads)
-    if mode == "pattern-preserving":
-        later = [layer for layer in range(min(h[0] for h in heads) + 1, model.cfg.n_layers)]
-        if later and clean is not None and all(layer in clean for layer in later):
-            hooks = _freeze_layers({layer: clean[layer] for layer in later}) + hooks
-        elif later:
-            hooks = _freeze_layers(record_patterns(model, tokens, later)) + hooks
-    return hooks
-
-
-@torch.no_grad()
-def record_patterns(
-    model: AttnOnlyTransformer, tokens: torch.Tensor, layers: Sequence[int], dtype: torch.dtype = torch.float32
-) -> dict[int, torch.Tensor]:
-    """Clean attention patterns of the given layers: layer -> (batch, head, q, k)."""
-    if tokens.dim() == 1:
-        tokens = tokens[None]
-    names = {pattern_name(layer) for layer in layers}
-    _, cache = model.run_with_cache(tokens, names=names.__contains__)
-    return {layer: cache[pattern_name(layer)].to(dtype) for layer in layers}
-
-
 @dataclass(frozen=True)
 class CleanPatterns:
     """Patterns of layers >= 1 on the ablation probes, recorded once per snapshot (fp16 halves the memory)."""
@@ -580,7 +524,7 @@ def ablated_losses(
     for i in range(0, len(tokens), chunk):
         part = tokens[i : i + chunk]
         part_clean = {layer: p[i : i + chunk] for layer, p in clean.items()} if clean else None
-        logits = model.run_with_hooks(part, ablation_hooks_fast(model, part, heads, mode, means, part_clean))
+        logits = model.run_with_hooks(part, ablation_hooks(model, part, heads, mode, means, part_clean))
         out.append(per_token_loss(logits, part))
     return torch.cat(out)
 
@@ -595,7 +539,7 @@ def ablated_logits(
 ) -> torch.Tensor:
     if tokens.dim() == 1:
         tokens = tokens[None]
-    return model.run_with_hooks(tokens, ablation_hooks_fast(model, tokens, heads, mode, means))
+    return model.run_with_hooks(tokens, ablation_hooks(model, tokens, heads, mode, means))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from icl_core import explore
-from icl_core.ablation import head_output_means, run_ablated
+from icl_core.ablation import ablation_hooks, head_output_means, run_ablated
 from icl_core.config import ModelConfig, train_config_from_dict
 from icl_core.errors import InputTextError
 from icl_core.model import AttnOnlyTransformer
@@ -65,7 +65,7 @@ def test_fast_pattern_preserving_matches_the_reference(model: AttnOnlyTransforme
     torch.testing.assert_close(fast, ref)
     layers = list(range(1, model.cfg.n_layers))
     clean = explore.record_patterns(model, tokens, layers)
-    hooks = explore.ablation_hooks_fast(model, tokens, heads, "pattern-preserving", clean=clean)
+    hooks = ablation_hooks(model, tokens, heads, "pattern-preserving", clean=clean)
     torch.testing.assert_close(model.run_with_hooks(tokens, hooks), ref)
     means = head_output_means(model, tokens)
     torch.testing.assert_close(
