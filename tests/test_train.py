@@ -1,0 +1,42 @@
+import torch
+from safetensors.torch import load_file
+
+from icl_core.config import train_config_from_dict
+from icl_core.snapshots import list_snapshots
+from icl_core.train import snapshot_steps, train
+
+TINY = {
+    "model": {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 64, "smeared_keys": True},
+    "compute_icl_score": False,
+    "batch_size": 2,
+    "total_steps": 12,
+    "n_snapshots": 5,
+    "eval_examples": 4,
+    "log_every": 4,
+}
+
+
+def test_snapshot_steps_are_log_spaced_from_zero():
+    steps = snapshot_steps(3000, 48)
+    assert steps[0] == 0 and steps[-1] == 3000 and len(steps) >= 48
+    assert steps == sorted(set(steps))
+    late = torch.tensor(steps[20:], dtype=torch.float64)
+    ratios = late[1:] / late[:-1]
+    assert float(ratios.max() / ratios.min()) < 1.2, "a constant ratio between later snapshots"
+    assert snapshot_steps(3, 10) == [0, 1, 2, 3]
+
+
+def test_training_is_deterministic_given_the_seed(tmp_path):
+    cfg = train_config_from_dict({**TINY, "run_name": "a"})
+    assert train(cfg, tmp_path / "a") == "finished"
+    assert train(train_config_from_dict({**TINY, "run_name": "b"}), tmp_path / "b") == "finished"
+    assert train(train_config_from_dict({**TINY, "run_name": "c", "seed": 1}), tmp_path / "c") == "finished"
+    snaps = {name: list_snapshots(tmp_path / name) for name in "abc"}
+    assert [s.step for s in snaps["a"]] == snapshot_steps(12, 5)
+    last = {name: load_file(s[-1].weights_path) for name, s in snaps.items()}
+    assert all(torch.equal(last["a"][k], last["b"][k]) for k in last["a"])
+    assert not all(torch.equal(last["a"][k], last["c"][k]) for k in last["a"]), "another seed, another model"
+    metrics = snaps["a"][-1].metrics
+    assert {"train_loss", "heldout_loss", "loss_curve", "pca_losses", "prefix_matching", "smear"} <= set(metrics)
+    assert "icl_score" not in metrics  # not asked for: the context is too short
+    assert snaps["a"][-1].metrics["heldout_loss"] < snaps["a"][0].metrics["heldout_loss"], "it learns something"
