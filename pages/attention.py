@@ -15,6 +15,8 @@ CUSTOM = "Your own text"
 PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
 FIRST_PRESET = "Repeated random tokens"
+MAX_TEXT = 20_000
+URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
 
 def _fill_preset() -> None:
@@ -37,9 +39,29 @@ st.caption(
 sel = state.require_selection()
 info = sel.snapshot
 
+
+def _from_link(link: dict[str, str]) -> None:
+    """Open on the link's text (?text=...) or preset (?preset=...); a bad preset warns and keeps the default."""
+    text, preset = link.get("text"), link.get("preset")
+    if text is not None:
+        if len(text) > MAX_TEXT:
+            st.warning(f"The link's text is {len(text):,} characters long: only the first {MAX_TEXT:,} are used.")
+            text = text[:MAX_TEXT]
+        st.session_state[TEXT_KEY] = text
+        same = [p for p in explore.PRESETS if explore.preset_text(p) == text]
+        st.session_state[PRESET_KEY] = same[0] if same else CUSTOM
+    elif preset is not None:
+        if preset in explore.PRESETS:
+            st.session_state[PRESET_KEY] = preset
+            st.session_state[TEXT_KEY] = explore.preset_text(preset)
+        else:
+            st.warning(f"The link's preset **{preset!r}** is not one of: {', '.join(explore.PRESETS)}.")
+
+
 if TEXT_KEY not in st.session_state:
     st.session_state[PRESET_KEY] = FIRST_PRESET
     st.session_state[TEXT_KEY] = explore.preset_text(FIRST_PRESET)
+_from_link(state.link_params())
 
 c1, c2 = st.columns([1, 3])
 with c1:
@@ -51,8 +73,19 @@ with c2:
         height=90,
         on_change=_mark_custom,
         persist_state="session",
-        max_chars=20_000,
+        max_chars=MAX_TEXT,
     )
+
+# The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
+# the text itself when it is short enough.
+preset_now = st.session_state.get(PRESET_KEY)
+if preset_now in explore.PRESETS:
+    state.set_url_params(preset=preset_now, text=None)
+elif len(text) <= URL_TEXT_MAX:
+    state.set_url_params(text=text, preset=None)
+else:
+    state.set_url_params(text=None, preset=None)
+    st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
 try:
     prepared, an = compute.text_analysis(info, text)

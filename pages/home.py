@@ -132,4 +132,7 @@ else:
     )
     when = explore.describe_phase_change(window, sel.snapshots)
     st.markdown(f"Selected in the sidebar: **{sel.run.name}**: {kind}; {len(sel.snapshots)} snapshots; {when}.")
-    st.caption("The sidebar's run and training step are shared by every page.")
+    st.caption(
+        "The sidebar's run and training step are shared by every page, and kept in the page's address "
+        "(`?run=...&step=...`; the Attention page adds its text): copy it to share exactly this view."
+    )

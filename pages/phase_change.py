@@ -10,6 +10,7 @@ from icl_core.errors import ICLError
 from ui import charts, compute, state
 
 PHASE_STEP_KEY = "phase_step"
+PICK = "pick"  # the charts' click-selection parameter
 
 
 def _sync_step() -> None:
@@ -17,11 +18,24 @@ def _sync_step() -> None:
     state.set_step(st.session_state[PHASE_STEP_KEY])
 
 
+def pickable_chart(chart, base_key: str, run: str | None = None) -> None:
+    """Draw a chart whose clicked point becomes the shared run/step (`run`: the run the chart is about)."""
+    key = state.selection_key(base_key)
+    st.altair_chart(
+        chart,
+        width="stretch",
+        key=key,
+        on_select=lambda: state.apply_chart_pick(key, PICK, run),
+        selection_mode=PICK,
+    )
+
+
 state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("The phase change")
 st.caption(
     "Olsson et al.: at one point in training, induction heads form, the ICL score drops, the loss bumps and the "
-    "per-token-loss trajectory turns, all at once. Drag the step and watch the red rule and the rings move."
+    "per-token-loss trajectory turns, all at once. Drag the step, or click a point on the ICL-score, "
+    "prefix-matching or PCA chart, and watch the red rule and the rings move: every page follows."
 )
 sel = state.require_selection()
 snaps = list(sel.snapshots)
@@ -109,9 +123,8 @@ if not selected_tokens:
 
 c1, c2 = st.columns(2)
 with c1:
-    st.altair_chart(
-        width="stretch",
-        altair_chart=charts.over_training(
+    pickable_chart(
+        charts.over_training(
             summary,
             "icl_score",
             "ICL score: loss(500) − loss(50), lower = more in-context learning",
@@ -119,16 +132,17 @@ with c1:
             window_tokens,
             selected_tokens,
             onset_tokens=onset_tokens,
+            pick=PICK,
         ),
+        "pick_icl",
     )
 with c2:
     heads = pd.DataFrame([r for s in snaps for r in explore.head_score_rows(s) if r["metric"] == "prefix_matching"])
     if heads.empty:
         st.info("This run did not record prefix-matching scores.")
     else:
-        st.altair_chart(
-            width="stretch",
-            altair_chart=charts.over_training(
+        pickable_chart(
+            charts.over_training(
                 heads,
                 "value",
                 "Prefix-matching score per head",
@@ -138,7 +152,9 @@ with c2:
                 onset_tokens=onset_tokens,
                 color="head",
                 points=False,
+                pick=PICK,
             ),
+            "pick_heads",
         )
 
 c3, c4 = st.columns(2)
@@ -195,7 +211,7 @@ else:
     highlighted = explore.highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
     left, right = st.columns([3, 1])
     with left:
-        st.altair_chart(width="stretch", altair_chart=charts.pca_chart(table.rows, highlighted, table.explained))
+        pickable_chart(charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK), "pick_pca")
     with right:
         st.markdown(
             "Each point is one snapshot: its losses on a fixed set of held-out tokens (one per example, the "

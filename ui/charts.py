@@ -212,6 +212,11 @@ def _rule_layer(selected_tokens: int | None) -> list[alt.Chart]:
     ]
 
 
+def pick_param(name: str, fields: Sequence[str]) -> alt.Parameter:
+    """A click selection of the nearest point, reporting `fields` (Streamlit returns them: see state.chart_pick)."""
+    return alt.selection_point(name=name, fields=list(fields), on="click", nearest=True)
+
+
 def over_training(
     df: pd.DataFrame,
     y: str,
@@ -223,8 +228,13 @@ def over_training(
     points: bool = True,
     height: int = 230,
     onset_tokens: int | None = None,
+    pick: str | None = None,
 ) -> alt.LayerChart:
-    """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled."""
+    """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled.
+
+    With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
+    selection over the `step` field (the data needs a step column).
+    """
     data = df[(df["tokens"] > 0) & df[y].notna()]  # log axis: step 0 (no tokens yet) cannot be placed
     x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log scale)")
     enc: dict[str, Any] = {"x": x, "y": alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False))}
@@ -232,15 +242,29 @@ def over_training(
     enc["tooltip"] = [*tips, alt.Tooltip(f"{y}:Q", format=".3f")]
     if color:
         enc["color"] = alt.Color(f"{color}:N", title=None)
-    line = alt.Chart(data).mark_line(point=points, strokeWidth=1.8).encode(**enc)
-    layers = [*_window_layer(window_tokens), *_onset_layer(onset_tokens), line, *_rule_layer(selected_tokens)]
+    line = alt.Chart(data).mark_line(point=points and not pick, strokeWidth=1.8).encode(**enc)
+    marks: list[alt.Chart] = [line]
+    if pick:
+        # The points carry the selection (a line mark would report its first point); small ones when the
+        # line had none, so the chart reads the same and clicks still have something to land on.
+        size = 30 if points else 12
+        marks.append(
+            alt.Chart(data).mark_point(filled=True, size=size).encode(**enc).add_params(pick_param(pick, ["step"]))
+        )
+    layers = [*_window_layer(window_tokens), *_onset_layer(onset_tokens), *marks, *_rule_layer(selected_tokens)]
     return alt.layer(*layers).properties(title=title, height=height)
 
 
 def pca_chart(
-    rows: list[dict[str, Any]], highlighted: list[dict[str, Any]], explained: tuple[float, float]
+    rows: list[dict[str, Any]],
+    highlighted: list[dict[str, Any]],
+    explained: tuple[float, float],
+    pick: str | None = None,
 ) -> alt.LayerChart:
-    """Every run's trajectory in the PC1-PC2 plane; the selected snapshot ringed on each run."""
+    """Every run's trajectory in the PC1-PC2 plane; the selected snapshot ringed on each run.
+
+    With `pick` (a parameter name), clicking near a point selects it: a click selection over (run, step).
+    """
     df = pd.DataFrame(rows)
     hl = pd.DataFrame(highlighted) if highlighted else pd.DataFrame(columns=[*df.columns, "focus"])
     x = alt.X("pc1:Q", title=f"PC1 ({explained[0]:.0%} of variance)")
@@ -249,9 +273,17 @@ def pca_chart(
     color = alt.Color("run:N", title="run")
     paths = (
         alt.Chart(df)
-        .mark_line(point=alt.OverlayMarkDef(size=28), opacity=0.75)
+        .mark_line(point=False if pick else alt.OverlayMarkDef(size=28), opacity=0.75)
         .encode(x=x, y=y, color=color, order="order:Q", tooltip=tips)
     )
+    dots = []
+    if pick:
+        dots.append(
+            alt.Chart(df)
+            .mark_point(size=28, filled=True, opacity=0.75)
+            .encode(x=x, y=y, color=color, tooltip=tips)
+            .add_params(pick_param(pick, ["run", "step"]))
+        )
     starts = (
         alt.Chart(df)
         .transform_filter("datum.order == 0")
@@ -264,8 +296,11 @@ def pca_chart(
         .mark_text(dx=14, dy=-12, align="left", fontWeight="bold")
         .encode(x=x, y=y, text="run:N", color=color)
     )
-    return alt.layer(paths, starts, rings, names).properties(
-        title=alt.TitleParams(PCA_TITLE, subtitle="square: step 0 · ring: the selected step (nearest in tokens seen)"),
+    subtitle = "square: step 0 · ring: the selected step (nearest in tokens seen)"
+    if pick:
+        subtitle += " · click a point to select that run and step"
+    return alt.layer(paths, *dots, starts, rings, names).properties(
+        title=alt.TitleParams(PCA_TITLE, subtitle=subtitle),
         height=420,
     )
 

@@ -1,16 +1,26 @@
-"""The run + step picker in the sidebar, shared by every page through st.session_state.
+"""The run + step picker in the sidebar, shared by every page through st.session_state, and mirrored in the URL.
 
 app.py calls sidebar_picker() before running the page; pages call require_selection() to get the
 current run, its snapshots and the chosen step (or stop with a friendly message).
+
+Shareable links: the picker reads `?run=...&step=...` once per session, at its first render (invalid
+values give a warning, never a traceback), and from then on writes the selection back to st.query_params
+whenever it differs. Streamlit's widget-bound query params are not used: they reset the step on page
+switches. Page-owned params (the Attention page's `text` / `preset`) are kept for the page in
+link_params() and written with set_url_params().
+
+Linked views: a chart point selection (see chart_pick) sets the shared run/step through select(), from
+the chart's on_select callback, so the sidebar picker, which runs before the page, already shows it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
@@ -26,6 +36,14 @@ SELECTION_KEY = "_selection"
 RUN_VALUE = "_run_value"
 STEP_VALUE = "_step_value"
 PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download; applied before the picker renders
+
+# Query parameters of a shareable link.
+URL_RUN, URL_STEP = "run", "step"
+PAGE_URL_PARAMS = ("text", "preset")  # owned by the Attention page
+URL_READ = "_url_read"  # the link was read (once per session)
+URL_STEP_PENDING = "_url_step"  # the link's step, checked against the run's snapshots once they are known
+URL_WARNINGS = "_url_warnings"  # what was wrong with the link; shown until the selection changes
+URL_PAGE_VALUES = "_url_page_values"  # the link's page-owned params, until the page takes them
 
 
 @dataclass(frozen=True)
@@ -81,21 +99,138 @@ def _apply_pending(runs: list[RunRef]) -> None:
 def set_step(step: int) -> None:
     """Change the shared step (call from a widget callback: the sidebar slider follows on this rerun)."""
     st.session_state[STEP_VALUE] = int(step)
+    st.session_state.pop(URL_WARNINGS, None)
+
+
+def select(run: str | None, step: int) -> None:
+    """Change the shared run (None: keep it) and step, from a callback; every page then shows that snapshot."""
+    if run is not None:
+        st.session_state[RUN_VALUE] = run
+    set_step(step)
+
+
+def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | None, int] | None:
+    """(run, step) of the point a chart's selection parameter `param` picked, or None (nothing picked).
+
+    `state` is what st.altair_chart(..., on_select=..., key=k) keeps in st.session_state[k]:
+    {"selection": {param: [{"run": ..., "step": ...}, ...]}} for a point selection over those fields.
+    The chart's own `run` field wins over `run` (the run the chart is about); the last picked point wins.
+    """
+    if not isinstance(state, Mapping):
+        return None
+    selection = state.get("selection")
+    picked = selection.get(param) if isinstance(selection, Mapping) else None
+    if isinstance(picked, Mapping):  # a point selection without fields comes as a dict of lists
+        picked = [picked]
+    if not isinstance(picked, (list, tuple)) or not picked:
+        return None
+    point = picked[-1]
+    if not isinstance(point, Mapping):
+        return None
+    step = point.get("step")
+    if isinstance(step, (list, tuple)):
+        step = step[-1] if step else None
+    if isinstance(step, bool) or not isinstance(step, (int, float)) or step != step:  # NaN
+        return None
+    picked_run = point.get("run", run)
+    return (str(picked_run) if picked_run is not None else None), int(step)
+
+
+def apply_chart_pick(key: str, param: str, run: str | None = None) -> None:
+    """on_select callback of a chart drawn with `key`: its picked point becomes the shared run/step."""
+    picked = chart_pick(st.session_state.get(key), param, run)
+    if picked is not None:
+        select(*picked)
+
+
+def selection_key(base: str) -> str:
+    """A chart key that changes with the shared selection, so a picked point never stays selected in the browser.
+
+    (Picking the same point again after the slider moved would otherwise send no event.)
+    """
+    return f"{base}_{st.session_state.get(RUN_VALUE)}_{st.session_state.get(STEP_VALUE)}"
 
 
 def _remember_run() -> None:
     st.session_state[RUN_VALUE] = st.session_state[RUN_KEY]
+    st.session_state.pop(URL_WARNINGS, None)
 
 
 def _remember_step() -> None:
-    st.session_state[STEP_VALUE] = st.session_state[STEP_KEY]
+    set_step(st.session_state[STEP_KEY])
+
+
+def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
+    """Take the run, step and page params of the link the session was opened with (first render only)."""
+    if st.session_state.get(URL_READ):
+        return
+    st.session_state[URL_READ] = True
+    params = st.query_params.to_dict()
+    warnings: list[str] = []
+    run = params.get(URL_RUN)
+    if run is not None:
+        if run in by_name:
+            st.session_state[RUN_VALUE] = run
+            st.session_state.pop(STEP_VALUE, None)
+        else:
+            known = ", ".join(by_name)
+            warnings.append(f"The link asks for run **{run!r}**, which this app does not have ({known}).")
+    step = params.get(URL_STEP)
+    if step is not None:
+        try:
+            st.session_state[URL_STEP_PENDING] = int(step.strip().replace(",", "").replace("_", ""))
+        except ValueError:
+            warnings.append(f"The link's step **{step!r}** is not a number: showing the last snapshot instead.")
+    page_values = {k: params[k] for k in PAGE_URL_PARAMS if k in params}
+    if page_values:
+        st.session_state[URL_PAGE_VALUES] = page_values
+    if warnings:
+        st.session_state[URL_WARNINGS] = warnings
+
+
+def _apply_url_step(run: RunRef, steps: list[int]) -> None:
+    wanted = st.session_state.pop(URL_STEP_PENDING, None)
+    if wanted is None:
+        return
+    nearest = explore.nearest_step(steps, wanted)
+    if nearest != wanted:
+        st.session_state.setdefault(URL_WARNINGS, []).append(
+            f"Run **{run.name}** has no snapshot at step {wanted:,}: showing the nearest one, step {nearest:,}."
+        )
+    st.session_state[STEP_VALUE] = nearest
+
+
+def link_params() -> dict[str, str]:
+    """The page-owned params (text, preset) of the link the session was opened with; given out once."""
+    return st.session_state.pop(URL_PAGE_VALUES, None) or {}
+
+
+def set_url_params(**values: str | None) -> None:
+    """Put these values in the URL (None removes a key), sending nothing when the URL already says so."""
+    current = st.query_params.to_dict()
+    wanted = {k: v for k, v in {**current, **values}.items() if v is not None}
+    if wanted != current:
+        st.query_params.from_dict(wanted)
+
+
+def _show_url_warnings() -> None:
+    for text in st.session_state.get(URL_WARNINGS, []):
+        st.warning(text, icon=":material/link_off:")
 
 
 _fmt_tokens = explore.fmt_tokens
 
 
 def sidebar_picker() -> Selection | None:
-    """Draw the run and step widgets in the sidebar and store the Selection in session state."""
+    """Draw the run and step widgets in the sidebar, store the Selection in session state and mirror it in the URL."""
+    selection = _picker()
+    _show_url_warnings()
+    if selection is not None:
+        set_url_params(**{URL_RUN: selection.run.name, URL_STEP: str(selection.step)})
+    return selection
+
+
+def _picker() -> Selection | None:
     st.session_state[SELECTION_KEY] = None
     runs = list_runs()
     with st.sidebar:
@@ -104,6 +239,7 @@ def sidebar_picker() -> Selection | None:
             st.info("No runs found. Train one on the **Train** page or download one on the **Models** page.")
             return None
         by_name = {r.name: r for r in runs}
+        _read_url_once(by_name)
         _apply_pending(runs)
         # The canonical choice lives in plain session keys: widget state is dropped whenever a widget is
         # not drawn in a run, and other pages (the phase-change slider, the Models page) change it too.
@@ -129,6 +265,7 @@ def sidebar_picker() -> Selection | None:
             st.warning("This run has no snapshots yet (is it still starting?). Pick another run or wait.")
             return None
         steps = [s.step for s in snaps]
+        _apply_url_step(run, steps)
         wanted = st.session_state.get(STEP_VALUE)
         if wanted not in steps:
             # A new run, or a step this run lacks (other schedule, still training): keep the nearest one.

@@ -1,0 +1,162 @@
+"""Linked views and shareable links, under AppTest against the shipped runs (checkpoints/attn1, attn2).
+
+- `?run=...&step=...` (and `&text=...` / `&preset=...` for the Attention page) opens the app at that
+  snapshot; a bad link gives a warning (nearest snapshot for a step the run lacks), never a traceback;
+  the selection is written back to the URL and survives page switches.
+- Clicking a point on the phase-change charts sets the shared run/step. AppTest has no API for chart
+  selections, so one test sends the selection as the browser would (the chart's widget state, through
+  AppTest's private `_run`), and the selection -> (run, step) logic is tested as a pure function too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from streamlit.proto.WidgetStates_pb2 import WidgetState
+from streamlit.testing.v1 import AppTest
+
+from icl_core import explore
+from icl_core.runs import SHIPPED_DIR
+from icl_core.snapshots import list_snapshots
+from ui import state
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+TIMEOUT = 60
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # Only the shipped runs: no user-trained or downloaded ones.
+    monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv(explore.EXTRA_RUNS_ENV, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def steps_of(run: str) -> list[int]:
+    return [s.step for s in list_snapshots(SHIPPED_DIR / run)]
+
+
+def open_app(page: str | None = None, **params: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
+
+
+def shown(at: AppTest) -> tuple[str, int]:
+    """The run and step every page draws (the sidebar's Selection), checked against the sidebar widgets."""
+    sel = at.session_state["_selection"]
+    assert (at.session_state["run"], at.session_state["step"]) == (sel.run.name, sel.step)
+    return sel.run.name, sel.step
+
+
+def url(at: AppTest) -> tuple[str, int]:
+    return at.query_params["run"], int(at.query_params["step"])
+
+
+def test_link_opens_every_page_at_its_run_and_step_and_page_switches_keep_it() -> None:
+    step = steps_of("attn1")[len(steps_of("attn1")) // 2]
+    at = open_app(run="attn1", step=str(step))
+    assert not at.warning
+    assert shown(at) == ("attn1", step) == url(at)
+    for page in ("pages/phase_change.py", "pages/attention.py", "pages/ablation.py", "pages/home.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, at.exception)
+        assert shown(at) == ("attn1", step) == url(at), page
+    # A change made on one page is written to the URL and kept on the next page.
+    other = steps_of("attn1")[-2]
+    at.switch_page("pages/phase_change.py").run()
+    at.select_slider(key="phase_step").set_value(other).run()
+    assert shown(at) == ("attn1", other) == url(at)
+    at.switch_page("pages/attention.py").run()
+    assert shown(at) == ("attn1", other) == url(at)
+
+
+def test_link_with_text_opens_the_attention_page_on_that_sequence() -> None:
+    step = steps_of("attn2")[-3]
+    at = open_app("pages/attention.py", run="attn2", step=str(step), text="abcdefg abcdefg")
+    assert shown(at) == ("attn2", step)
+    assert at.text_area(key="attn_text").value == "abcdefg abcdefg"
+    assert at.selectbox(key="attn_preset").value == "Your own text"
+    assert at.query_params["text"] == "abcdefg abcdefg"
+    # Typing writes the text to the URL; picking a preset writes its name instead.
+    at.text_area(key="attn_text").set_value("xyz xyz").run()
+    assert at.query_params["text"] == "xyz xyz" and "preset" not in at.query_params
+    at.selectbox(key="attn_preset").set_value("Repeated English sentence").run()
+    assert at.query_params["preset"] == "Repeated English sentence" and "text" not in at.query_params
+    # ... and a link with that preset opens on it.
+    at = open_app("pages/attention.py", preset="Repeated English sentence")
+    assert at.text_area(key="attn_text").value == explore.preset_text("Repeated English sentence")
+    at = open_app("pages/attention.py", preset="no such preset")
+    assert any("no such preset" in w.value for w in at.warning)
+    assert at.selectbox(key="attn_preset").value == "Repeated random tokens"
+
+
+@pytest.mark.parametrize(
+    ("params", "expect_run", "expect_step", "message"),
+    [
+        ({"run": "no-such-run", "step": "0"}, "attn2", 0, "no-such-run"),
+        ({"run": "attn1", "step": "ten"}, "attn1", "last", "not a number"),
+        ({"run": "attn2", "step": "1043"}, "attn2", "nearest", "nearest one"),
+        ({"run": "attn2", "step": "-5"}, "attn2", 0, "nearest one"),
+    ],
+)
+def test_invalid_link_warns_and_falls_back(params: dict, expect_run: str, expect_step, message: str) -> None:
+    at = open_app(**params)
+    assert not at.error
+    assert any(message in w.value for w in at.warning), [w.value for w in at.warning]
+    steps = steps_of(expect_run)
+    if expect_step == "last":
+        expect_step = steps[-1]
+    elif expect_step == "nearest":
+        expect_step = explore.nearest_step(steps, int(params["step"]))
+        assert expect_step != int(params["step"])
+    assert shown(at) == (expect_run, expect_step) == url(at)  # the URL now says what is shown
+    # The warning is about the link: it goes once the selection changes.
+    at.select_slider(key="step").set_value(steps[1]).run()
+    assert not at.warning
+
+
+def test_chart_pick_reads_streamlit_point_selections() -> None:
+    pick = state.chart_pick
+    assert pick({"selection": {"pick": [{"run": "attn1", "step": 500}]}}, "pick") == ("attn1", 500)
+    # Charts about one run report only the step: the chart's run is used; the last point wins.
+    assert pick({"selection": {"pick": [{"step": 10}, {"step": 20.0}]}}, "pick", "attn2") == ("attn2", 20)
+    assert pick({"selection": {"pick": [{"step": 20}]}}, "pick") == (None, 20)
+    for empty in (None, {}, {"selection": {}}, {"selection": {"pick": []}}, {"selection": {"pick": {}}}):
+        assert pick(empty, "pick") is None
+    assert pick({"selection": {"pick": [{"step": "x"}]}}, "pick") is None
+    assert pick({"selection": {"other": [{"step": 3}]}}, "pick") is None
+
+
+def click_point(at: AppTest, key_part: str, point: dict) -> AppTest:
+    """Send a point selection on the chart whose key contains `key_part`, as the browser does on a click."""
+    chart = next(c for c in at.get("vega_lite_chart") if key_part in c.proto.id)
+    assert json.loads(chart.proto.spec)["params"][0]["name"] == "pick"
+    widgets = at._tree.get_widget_states()
+    value = json.dumps({"selection": {"pick": [point]}})
+    widgets.widgets.append(WidgetState(id=chart.proto.id, string_value=value))
+    at._run(widgets)
+    assert not at.exception, at.exception
+    return at
+
+
+def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
+    at = open_app("pages/phase_change.py", run="attn2")
+    step = steps_of("attn1")[-4]
+    click_point(at, "pick_pca", {"run": "attn1", "step": step})  # attn1's point on the PCA plane
+    assert shown(at) == ("attn1", step) == url(at)
+    assert at.select_slider(key="phase_step").value == step
+    other = steps_of("attn1")[-6]
+    click_point(at, "pick_icl", {"step": other})  # the ICL-score chart: same run, another step
+    assert shown(at) == ("attn1", other) == url(at)
+    at.switch_page("pages/ablation.py").run()
+    assert shown(at) == ("attn1", other)
+    assert at.session_state["_selection"].snapshot.step == other
