@@ -15,6 +15,8 @@ PAGES = [
     ("pages/attention.py", "Attention explorer", ":material/visibility:"),
     ("pages/phase_change.py", "Phase change", ":material/timeline:"),
     ("pages/ablation.py", "Ablation", ":material/content_cut:"),
+    ("pages/circuits.py", "Circuits", ":material/hub:"),
+    ("pages/analysis.py", "Head attribution", ":material/analytics:"),
     ("pages/models.py", "Models", ":material/inventory_2:"),
     ("pages/train.py", "Train", ":material/model_training:"),
 ]

@@ -1,0 +1,256 @@
+"""Head attribution: which heads carry in-context learning, which caused the phase change, and fuzzy copying."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from icl_core import explore, fuzzy
+from icl_core.ablation import ABLATION_MODES
+from icl_core.errors import ICLError
+from ui import charts, compute, research, state
+from ui.export import export_buttons
+
+MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
+ATTR_MODE_KEY, OVER_KEY, DONE_KEY = "attribution_mode", "btn_attr_over_training", "_attr_over_training_done"
+COMPARE_KEY = "compare_runs"
+MODE_LABEL = {"zero": "zero", "mean": "mean", "pattern-preserving": "pattern-preserving (the paper's)"}
+SORT_LABEL = {"delta_icl": "ICL score change", "delta_second_half": "Second-copy loss change"}
+FUZZY_LABEL = {"exact": "exact repeat", "case": "case flipped", "neighbour": "nearest neighbour"}
+
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+st.title("Head attribution")
+st.caption(
+    "Which heads does in-context learning depend on? Ablate every head alone and measure, attribute the phase "
+    "change to heads as Olsson et al. do, test whether induction heads also copy *fuzzy* repeats, and compare runs."
+)
+sel = state.require_selection()
+info = sel.snapshot
+cfg = info.model_config
+snaps = list(sel.snapshots)
+tokens_at = {s.step: s.tokens_seen for s in snaps}
+
+# --- Per-head ablation table ----------------------------------------------------------------------
+st.subheader(f"Ablating one head at a time · step {sel.step:,}")
+c1, c2 = st.columns([2, 1])
+mode = c1.radio(
+    "Ablation mode",
+    list(ABLATION_MODES),
+    key=MODE_KEY,
+    horizontal=True,
+    format_func=MODE_LABEL.get,
+    help="zero: the head's output is removed · mean: replaced by its mean over held-out text · pattern-preserving: "
+    "removed while every other head keeps its clean attention pattern.",
+)
+sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, format_func=SORT_LABEL.get)
+table = None
+try:
+    with st.spinner(f"Ablating each of the {cfg.n_layers * cfg.n_heads} heads ({mode})…"):
+        table = research.ablation_table_of(info, mode)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot ablate this snapshot's heads: {exc}")
+if table is not None:
+    df = pd.DataFrame(table.records())
+    key = sort_by if table.clean_icl is not None else "delta_second_half"
+    df = df.sort_values([key, "layer", "index"], ascending=[False, True, True], ignore_index=True)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Clean ICL score", f"{table.clean_icl:+.3f}" if table.clean_icl is not None else "n/a")
+    m2.metric("Clean second-copy loss", f"{table.clean_second_half:.3f}")
+    m3.metric("Induction heads (★)", ", ".join(df.loc[df["is_induction"], "head"]) or "none")
+    left, right = st.columns([3, 2])
+    with left:
+        shown = df.assign(head=[f"★ {h}" if i else h for h, i in zip(df["head"], df["is_induction"], strict=True)])
+        st.dataframe(
+            shown[
+                [
+                    "head",
+                    "is_induction",
+                    "prefix_matching",
+                    "delta_icl",
+                    "icl_score",
+                    "delta_second_half",
+                    "second_half_loss",
+                ]
+            ],
+            hide_index=True,
+            column_config={
+                "is_induction": st.column_config.CheckboxColumn("induction head"),
+                "prefix_matching": st.column_config.NumberColumn("prefix-matching", format="%.2f"),
+                "delta_icl": st.column_config.NumberColumn("Δ ICL score", format="%+.3f"),
+                "icl_score": st.column_config.NumberColumn("ICL score (ablated)", format="%+.3f"),
+                "delta_second_half": st.column_config.NumberColumn("Δ second-copy loss", format="%+.3f"),
+                "second_half_loss": st.column_config.NumberColumn("second-copy loss (ablated)", format="%.3f"),
+            },
+        )
+    with right:
+        chart = research.head_bars(
+            df,
+            key,
+            f"{SORT_LABEL[key]} ({mode} ablation)",
+            "Δ nats (ablated − clean)",
+        )
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, df, f"ablation_table_{mode}")
+    st.caption(
+        f"ICL score: loss(500) − loss(50) on {table.n_examples} held-out examples (averaged over ±10 token indices "
+        f"around each), **positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
+        f"{table.repeat_len} random tokens repeated twice; positive Δ = the head helped predict the repeat. "
+        "★ = induction head (stored prefix-matching score above 0.3, layers ≥ 1)."
+        + (" This model's context is too short for an ICL score." if table.clean_icl is None else "")
+    )
+
+# --- Attribution of the phase change ----------------------------------------------------------------
+st.subheader("Attribution of the phase change to heads")
+st.caption(
+    "Olsson et al.: take the change of every held-out token's loss across the phase change (the unit "
+    "*before-and-after vector*) and dot it with each head's ablation-change vector (loss ablated − clean) at the "
+    "end of the phase change. Heads whose removal undoes the phase change score strongly **negative**."
+)
+attr_mode = st.radio(
+    "Ablation used for the attribution",
+    list(ABLATION_MODES),
+    index=list(ABLATION_MODES).index("pattern-preserving"),
+    key=ATTR_MODE_KEY,
+    horizontal=True,
+    format_func=MODE_LABEL.get,
+)
+attr = None
+try:
+    with st.spinner("Attributing the phase change…"):
+        attr = research.phase_attribution_of(sel.run.path, snaps, attr_mode)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot attribute the phase change: {exc}")
+else:
+    if attr is None:
+        one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
+        st.info(
+            f"**{sel.run.name}** shows no phase change, so there is nothing to attribute."
+            + (" As expected of a one-layer attention-only model: it cannot form induction heads." if one_layer else "")
+        )
+if attr is not None:
+    adf = pd.DataFrame(attr.records())
+    left, right = st.columns(2)
+    with left:
+        chart = research.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
+        st.caption(
+            f"Window: step {attr.start_step:,} → {attr.end_step:,} ({state.fmt_tokens(tokens_at[attr.start_step])} → "
+            f"{state.fmt_tokens(tokens_at[attr.end_step])} tokens), {attr.n_examples} held-out tokens, {attr_mode} "
+            "ablation at the end of the window. Score = (unit before-and-after vector) · (ablation-change vector)."
+        )
+    with right:
+        run_id = (str(sel.run.path), len(snaps), attr_mode)
+        done = st.session_state.setdefault(DONE_KEY, set())
+        if run_id not in done:
+            # A callback, so the click's own rerun already draws the chart instead of the button.
+            st.button(
+                "Compute the attribution over training (about 15 s, once per run and mode)",
+                key=OVER_KEY,
+                on_click=done.add,
+                args=(run_id,),
+            )
+        if run_id in done:
+            try:
+                with st.spinner("Ablating every head at every snapshot…"):
+                    over = research.attribution_over_training_of(sel.run.path, snaps, attr_mode)
+            except research.ANALYSIS_ERRORS as exc:
+                st.error(f"Cannot compute the attribution over training: {exc}")
+                over = []
+            if over:
+                odf = pd.DataFrame(over)
+                window = attr.window
+                chart = charts.over_training(
+                    odf,
+                    "score",
+                    "Attribution per head over training",
+                    "attribution score",
+                    (tokens_at[window.start_step], tokens_at[window.end_step]),
+                    info.tokens_seen or None,
+                    color="head",
+                    points=False,
+                )
+                st.altair_chart(chart, width="stretch")
+                export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
+        else:
+            st.caption(
+                "Over training: every head's ablation-change vector at every snapshot, dotted with the same "
+                "before-and-after vector. Induction heads' scores fall as they form."
+            )
+
+# --- Fuzzy copying ---------------------------------------------------------------------------------
+st.subheader(f"Fuzzy copying · step {sel.step:,}")
+st.caption(
+    "Olsson et al. report induction heads that also complete [A*][B*] … [A] → [B] when A* only *resembles* A. Each "
+    "probe is random letters X shown twice, the first copy perturbed: exact, case flipped (a ↔ A), or every token "
+    "replaced by its nearest neighbour in the model's own embedding."
+)
+try:
+    results, examples = research.fuzzy_of(info)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot run the fuzzy copying probe: {exc}")
+else:
+    rows = fuzzy.fuzzy_rows(results)
+    left, right = st.columns([3, 2])
+    with left:
+        chart = research.fuzzy_prefix_bars(rows, FUZZY_LABEL)
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, rows, "fuzzy_prefix_matching")
+    with right:
+        ldf = pd.DataFrame(
+            [
+                {"repeat": FUZZY_LABEL[k], "measure": measure, "loss": round(value, 4)}
+                for k, r in results.items()
+                for measure, value in (
+                    ("true next token", r.second_half_loss),
+                    ("literal copy of the perturbed match", r.copied_loss),
+                )
+            ]
+        )
+        chart = research.fuzzy_loss_bars(ldf)
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, ldf, "fuzzy_second_copy_loss")
+    if examples:
+        st.caption(
+            "Nearest neighbours at this step: "
+            + ", ".join(f"`{a}`→`{b}`" for a, b in examples)
+            + ". The second copy is the true X: a head that matches fuzzily attends to the token after the "
+            "perturbed match, and the true next token's loss stays low."
+        )
+
+# --- Compare runs ----------------------------------------------------------------------------------
+st.subheader("Compare runs")
+runs = {r.name: r for r in state.list_runs()}
+if st.session_state.get(COMPARE_KEY) is None or not set(st.session_state[COMPARE_KEY]) <= set(runs):
+    st.session_state[COMPARE_KEY] = [n for n in st.session_state.get(COMPARE_KEY) or [sel.run.name] if n in runs]
+chosen = st.multiselect(
+    "Runs", list(runs), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
+)
+parts = []
+for name in chosen:
+    try:
+        parts.extend({**row, "series": name} for row in explore.summary_rows(compute.snapshots_of(runs[name].path)))
+    except ICLError as exc:
+        st.warning(f"{name}: cannot read this run ({exc}).")
+if not chosen:
+    st.info("Pick one or more runs to compare.")
+elif parts:
+    cdf = pd.DataFrame(parts)
+    left, right = st.columns(2)
+    for col, y, title, y_title, what in (
+        (
+            left,
+            "icl_score",
+            "ICL score (lower = more in-context learning)",
+            "loss(500) − loss(50), nats",
+            "ICL scores (they need a context over 500 tokens)",
+        ),
+        (right, "max_prefix_matching", "Best induction head score", "prefix-matching score", "prefix-matching scores"),
+    ):
+        with col:
+            if cdf[y].notna().any():
+                chart = charts.over_training(cdf, y, title, y_title, color="series", points=False)
+                st.altair_chart(chart, width="stretch")
+                export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")
+            else:
+                st.info(f"None of the chosen runs recorded {what}.")

@@ -1,0 +1,273 @@
+"""Circuits: composition and copying scores, and one head's full QK and OV circuits, read off the weights."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from icl_core import explore
+from icl_core.ablation import Head
+from ui import charts, compute, research, state
+from ui.export import export_buttons
+
+HEAD_KEY, PREV_KEY, NTOK_KEY = "circuits_head", "circuits_prev_head", "circuits_n_tokens"
+KIND_KEY, COPY_KEY = "circuits_kind_over_training", "circuits_copy_metric"
+
+
+def _pick(key: str, options: list[str], default: str) -> None:
+    # A run with other heads (or a first visit) resets the choice; set before the widget draws, never with index=.
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = default
+
+
+state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+st.title("Circuits: what the weights say")
+st.caption(
+    "Elhage et al. 2021 read a head's job straight off its weights. The model has no LayerNorm, so every number "
+    "here is an exact product of weight matrices: no data, no forward pass. An induction head **K-composes** "
+    "with a previous-token head (its keys read what that head wrote) and its OV circuit **copies**."
+)
+sel = state.require_selection()
+info = sel.snapshot
+cfg = info.model_config
+heads = explore.all_heads(cfg.n_layers, cfg.n_heads)
+names = [explore.head_name(h) for h in heads]
+by_name: dict[str, Head] = dict(zip(names, heads, strict=True))
+best = research.best_induction_head(info)
+st.markdown(
+    f"**{sel.run.name}** at step {sel.step:,} ({state.fmt_tokens(info.tokens_seen)} tokens): "
+    f"{cfg.n_layers} layer{'s' if cfg.n_layers > 1 else ''} × {cfg.n_heads} heads"
+    + (", smeared keys" if cfg.smeared_keys else "")
+    + "."
+)
+
+try:
+    compute.model_of(info)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot load this snapshot: {exc}")
+    st.stop()
+
+# --- Composition -------------------------------------------------------------------------------
+st.subheader("Composition between layers")
+comp = None
+if cfg.n_layers < 2:
+    st.info(
+        "This is a **1-layer** model: there is no earlier layer for a head to compose with, so layer-0 × layer-1 "
+        "composition scores do not apply. "
+        + (
+            "Its smeared keys do the previous-token step inside each head, which is how it can still form "
+            "induction heads."
+            if cfg.smeared_keys
+            else "Without smeared keys it cannot form induction heads at all (the paper's 1-layer control)."
+        )
+    )
+else:
+    try:
+        comp = research.composition_of(info)
+    except research.ANALYSIS_ERRORS as exc:
+        st.error(f"Cannot compute composition scores: {exc}")
+    if comp is not None:
+        chart = research.composition_heatmaps(comp)
+        st.altair_chart(chart, width="content")
+        export_buttons(chart, comp.records(), "composition_scores")
+        if best is not None and best[0] >= 1:
+            col = comp.cols.index(best)
+            k_col = comp.scores["K"][:, col]
+            partner = comp.rows[int(pd.Series(k_col).idxmax())]
+            prev_scores = info.metrics.get("previous_token")
+            prev_txt = ""
+            if isinstance(prev_scores, list) and len(prev_scores) > partner[0]:
+                prev_txt = f" (its previous-token score: {float(prev_scores[partner[0]][partner[1]]):.2f})"
+            st.markdown(
+                f"The best induction head at this step, **{explore.head_name(best)}**, K-composes most with "
+                f"**{explore.head_name(partner)}**{prev_txt}: score {float(k_col.max()):+.3f} above the baseline."
+            )
+        st.caption(
+            "K: the later head's keys read the earlier head's output; Q: its queries do; V: its values do. "
+            "Scores are ‖W_QK W_OVᵀ‖ / (‖W_QK‖ ‖W_OV‖) and the like (Elhage et al.), minus the mean score of "
+            "random matrices of the same shapes and rank, so 0 means 'no more aligned than chance'."
+        )
+
+# --- Copying -----------------------------------------------------------------------------------
+st.subheader("Copying scores")
+copy_rows = None
+try:
+    copy_rows = research.copying_of(info)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot compute copying scores: {exc}")
+if copy_rows:
+    left, right = st.columns([3, 2])
+    with left:
+        chart = research.copying_bars(copy_rows)
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, copy_rows, "copying_scores")
+    with right:
+        table = pd.DataFrame(copy_rows).drop(columns=["layer"])
+        st.dataframe(
+            table,
+            hide_index=True,
+            column_config={
+                "eigenvalue": st.column_config.NumberColumn("eigenvalue", format="%+.3f"),
+                "empirical": st.column_config.NumberColumn("empirical", format="%+.3f"),
+                "own_top1": st.column_config.NumberColumn("own token top-1", format="percent"),
+            },
+        )
+    st.caption(
+        "**Eigenvalue** (Elhage et al.): Re(Σλ)/Σ|λ| over the eigenvalues of the OV circuit W_U W_OV W_E; positive "
+        "= copying. **Empirical** (Olsson et al.): the share of the head's mean-subtracted, ReLU'd direct-path logit "
+        "increase that goes to the attended token, rescaled from 0…0.5 to −1…1; with 257 byte tokens even a clean "
+        "copier scores low on it, so **own token top-1** (how often the attended token is the head's largest logit) "
+        "is shown beside it."
+    )
+
+# --- One head's full circuits --------------------------------------------------------------------
+st.subheader("One head's full QK and OV circuits")
+default_head = explore.head_name(best) if best else names[-1]
+_pick(HEAD_KEY, names, default_head)
+c1, c2, c3 = st.columns([1, 1, 2])
+head_name = c1.selectbox("Head", names, key=HEAD_KEY, help="Default: the best induction head at this step.")
+head = by_name[head_name]
+n_tokens = c3.slider(
+    "Tokens shown",
+    10,
+    60,
+    30,
+    5,
+    key=NTOK_KEY,
+    help="The most frequent printable bytes of the training text, most frequent first (␣ is the space).",
+)
+earlier = [h for h in heads if h[0] < head[0]]
+prev: Head | None = None
+if earlier:
+    prev_names = [explore.head_name(h) for h in earlier]
+    default_prev = prev_names[0]
+    if comp is not None and head in comp.cols:
+        k_col = comp.scores["K"][:, comp.cols.index(head)]
+        ranked = [comp.rows[i] for i in k_col.argsort()[::-1] if comp.rows[i] in earlier]
+        default_prev = explore.head_name(ranked[0]) if ranked else default_prev
+    # The partner follows the head: a stale partner from another head is replaced by this head's best one.
+    if st.session_state.get("_circuits_prev_for") != head_name:
+        st.session_state[PREV_KEY] = default_prev
+        st.session_state["_circuits_prev_for"] = head_name
+    _pick(PREV_KEY, prev_names, default_prev)
+    prev_name = c2.selectbox(
+        "Earlier head (K-composition)",
+        prev_names,
+        key=PREV_KEY,
+        help="Default: the earlier head this head K-composes with most.",
+    )
+    prev = by_name[prev_name]
+
+try:
+    qk = research.circuit_of(info, "qk", head, n_tokens)
+    ov = research.circuit_of(info, "ov", head, n_tokens)
+    kqk = research.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot compute this head's circuits: {exc}")
+else:
+    left, right = st.columns(2)
+    with left:
+        chart = research.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
+        st.altair_chart(chart, width="content")
+        export_buttons(chart, qk.records(), f"qk_circuit_{head_name}")
+    with right:
+        if kqk is not None:
+            chart = research.circuit_heatmap(
+                kqk, f"keys carry what {explore.head_name(prev)} copied in: a bright diagonal = induction"
+            )
+            st.altair_chart(chart, width="content")
+            export_buttons(chart, kqk.records(), f"kcomp_qk_circuit_{head_name}_{explore.head_name(prev)}")
+        else:
+            st.info(
+                f"{head_name} is in layer 0: no earlier head writes into its keys, so it has no K-composition "
+                "circuit. Its QK circuit (left) sees token identities only (and positions, not shown)."
+            )
+    left, right = st.columns(2)
+    with left:
+        chart = research.circuit_heatmap(
+            ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
+        )
+        st.altair_chart(chart, width="content")
+        export_buttons(chart, ov.records(), f"ov_circuit_{head_name}")
+    with right:
+        st.markdown(
+            "**How to read these.** The QK circuit scores how much a query token wants to attend to a key token "
+            "(W_E W_Q W_Kᵀ W_Eᵀ/√d_head). An induction head's *direct* QK circuit is usually unremarkable: its "
+            "pattern comes through K-composition, where the key position carries the *previous* token written there "
+            "by an earlier head, so a bright **diagonal** means 'attend to where the current token came just "
+            "before'. The OV circuit (W_E W_OV W_U) says which logits the head raises when it attends to a token: a "
+            "bright **diagonal** means it copies that token."
+        )
+        if cfg.smeared_keys:
+            st.caption(
+                "This run has smeared keys: each key mixes positions j and j−1, which these weight-only "
+                "matrices leave out (they use the unsmeared W_QK)."
+            )
+
+# --- Over training -------------------------------------------------------------------------------
+st.subheader("Over training")
+try:
+    with st.spinner("Scoring every snapshot (once per run)…"):
+        comp_rows, copy_over = research.circuits_over_training(sel.run.path, sel.snapshots)
+except research.ANALYSIS_ERRORS as exc:
+    st.error(f"Cannot compute scores over training: {exc}")
+    st.stop()
+window = compute.phase_window_of(sel.run.path)
+tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
+window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
+selected_tokens = info.tokens_seen or None
+left, right = st.columns(2)
+with left:
+    if not comp_rows:
+        st.info("Composition over training needs at least two layers.")
+    else:
+        kind = st.radio(
+            "Composition",
+            ["K", "Q", "V"],
+            key=KIND_KEY,
+            horizontal=True,
+            format_func=research.KIND_LABEL.get,
+        )
+        df = pd.DataFrame(comp_rows)
+        mine = df[(df["kind"] == kind) & ((df["late"] == head_name) | (df["early"] == head_name))]
+        shown = mine if not mine.empty else df[df["kind"] == kind]
+        shown = shown.rename(columns={"pair": "series"})
+        chart = charts.over_training(
+            shown,
+            "score",
+            f"{research.KIND_LABEL[kind]} of the pairs with {head_name}"
+            if not mine.empty
+            else f"{research.KIND_LABEL[kind]}, every pair",
+            "score − baseline",
+            window_tokens,
+            selected_tokens,
+            color="series",
+            points=False,
+        )
+        st.altair_chart(chart, width="stretch")
+        export_buttons(chart, shown, "composition_over_training")
+with right:
+    metric = st.radio(
+        "Copying score",
+        ["eigenvalue", "empirical", "own_top1"],
+        key=COPY_KEY,
+        horizontal=True,
+        format_func=lambda m: {"own_top1": "own token top-1"}.get(m, m),
+    )
+    df = pd.DataFrame(copy_over)
+    chart = charts.over_training(
+        df,
+        metric,
+        f"Copying score ({metric.replace('_', ' ')}) per head",
+        "score",
+        window_tokens,
+        selected_tokens,
+        color="head",
+        points=False,
+    )
+    st.altair_chart(chart, width="stretch")
+    export_buttons(chart, df, "copying_over_training")
+st.caption(
+    "Against tokens seen (log scale; the step is in the tooltip). Shaded orange: the phase change; red rule: the "
+    "selected step. Computed from every snapshot's weights once per run, then cached."
+)

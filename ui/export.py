@@ -1,0 +1,116 @@
+"""Download buttons under a chart: PNG and SVG of the figure (vl-convert, icl_core.export) and CSV of its data.
+
+The bytes are built lazily: st.download_button takes a callable (checked on streamlit 1.67), which Streamlit runs on
+its own thread only when the button is clicked, so drawing a page renders no image. The builders below are
+plain functions (no st.* calls, safe on that thread) with a small LRU cache keyed on the chart's spec JSON,
+so clicking twice, or PNG after SVG of the same chart, does not convert again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from icl_core import export as core_export
+
+EXPORT_WIDTH = 640  # charts drawn with width="stretch" have no width of their own; give the file a sensible one
+
+Table = pd.DataFrame | Sequence[Mapping[str, Any]]
+Chartish = alt.TopLevelMixin | Mapping[str, Any]
+
+_lock = threading.Lock()  # vl-convert calls from several click threads: one conversion at a time on 2 cores
+
+
+def export_spec(chart: Chartish) -> dict[str, Any]:
+    """The chart's Vega-Lite spec with a fixed width where it has none (single or layered charts only)."""
+    spec = core_export.chart_spec(chart)
+    compound = any(k in spec for k in ("facet", "hconcat", "vconcat", "concat", "repeat"))
+    if not compound and "width" not in spec:
+        spec = {**spec, "width": EXPORT_WIDTH}
+    return spec
+
+
+def _spec_json(chart: Chartish) -> str:
+    return json.dumps(export_spec(chart), sort_keys=True, default=str)
+
+
+@lru_cache(maxsize=16)
+def _png(spec_json: str) -> bytes:
+    with _lock:
+        return core_export.chart_to_png(json.loads(spec_json))
+
+
+@lru_cache(maxsize=16)
+def _svg(spec_json: str) -> bytes:
+    with _lock:
+        return core_export.chart_to_svg(json.loads(spec_json)).encode("utf-8")
+
+
+def png_bytes(chart: Chartish) -> bytes:
+    """PNG image of the chart (scale 2)."""
+    return _png(_spec_json(chart))
+
+
+def svg_bytes(chart: Chartish) -> bytes:
+    """SVG of the chart, UTF-8; titles and labels stay text."""
+    return _svg(_spec_json(chart))
+
+
+def csv_bytes(data: Table) -> bytes:
+    """CSV of the chart's data (a DataFrame or a list of records)."""
+    return core_export.table_to_csv(data)
+
+
+def file_stem(name: str) -> str:
+    """A safe file name (and key part) from a chart name: 'K-composition (L1H0)' -> 'k-composition_l1h0'."""
+    stem = re.sub(r"[^a-z0-9._-]+", "_", name.strip().lower()).strip("_")
+    return stem or "chart"
+
+
+def export_buttons(chart: Chartish | None, data: Table | None, name: str, key_prefix: str = "export") -> None:
+    """PNG, SVG (when there is a chart) and CSV (when there is data) download buttons in one row.
+
+    `name` gives the file names and the widget keys, so it must be unique on the page.
+    """
+    stem = file_stem(name)
+    row = st.container(horizontal=True, gap="small")
+    if chart is not None:
+        row.download_button(
+            "PNG",
+            lambda: png_bytes(chart),
+            file_name=f"{stem}.png",
+            mime="image/png",
+            key=f"{key_prefix}_{stem}_png",
+            icon=":material/image:",
+            on_click="ignore",
+            help="The figure as a PNG image (2x resolution).",
+        )
+        row.download_button(
+            "SVG",
+            lambda: svg_bytes(chart),
+            file_name=f"{stem}.svg",
+            mime="image/svg+xml",
+            key=f"{key_prefix}_{stem}_svg",
+            icon=":material/draw:",
+            on_click="ignore",
+            help="The figure as an SVG (vector; titles and labels stay editable text).",
+        )
+    if data is not None:
+        row.download_button(
+            "CSV",
+            lambda: csv_bytes(data),
+            file_name=f"{stem}.csv",
+            mime="text/csv",
+            key=f"{key_prefix}_{stem}_csv",
+            icon=":material/table:",
+            on_click="ignore",
+            help="The numbers behind the figure as a CSV table.",
+        )
