@@ -10,6 +10,7 @@ from icl_core import explore
 from icl_core.ablation import ABLATION_MODES, Head
 from icl_core.errors import ICLError, InputTextError
 from ui import charts, compute, state
+from ui.export import export_buttons
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
 COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
@@ -177,10 +178,9 @@ curve_df = pd.concat(
 )
 left, right = st.columns(2)
 with left:
-    st.altair_chart(
-        width="stretch",
-        altair_chart=charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)"),
-    )
+    curve_chart = charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)")
+    st.altair_chart(curve_chart, width="stretch")
+    export_buttons(curve_chart, curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
 
 compare = st.session_state.get(COMPARE_KEY, {})
 scenarios: list[tuple[str, list[Head]]] = [("clean", [])]
@@ -201,7 +201,10 @@ with right:
                 {"scenario": name, "measure": "loss on second copy", "value": e.second_half_loss},
                 {"scenario": name, "measure": "gain from the repeat", "value": e.first_half_loss - e.second_half_loss},
             ]
-        st.altair_chart(charts.comparison_bars(pd.DataFrame(rows), f"Comparison ({mode} ablation)"))
+        bars_df = pd.DataFrame(rows)
+        bars = charts.comparison_bars(bars_df, f"Comparison ({mode} ablation)")
+        st.altair_chart(bars)
+        export_buttons(bars, bars_df, f"ablation comparison {sel.run.name} step {sel.step}")
     else:
         st.info("Press **Ablate induction heads**, then **Ablate a random other head**, to compare the two here.")
 

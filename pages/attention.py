@@ -10,6 +10,7 @@ from icl_core import explore
 from icl_core.errors import ICLError, InputTextError
 from icl_core.tokenizer import token_labels
 from ui import charts, compute, state
+from ui.export import export_buttons
 
 CUSTOM = "Your own text"
 PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
@@ -191,7 +192,10 @@ with hc3:
         start = 0
         st.caption(f"All {n} tokens shown.")
 shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-st.altair_chart(charts.attention_heatmaps(an, shown, start, start + window))
+heatmaps = charts.attention_heatmaps(an, shown, start, start + window)
+st.altair_chart(heatmaps)
+# The heads and tokens shown above; the CSV holds every cell drawn (weights under 0.01 are left blank).
+export_buttons(heatmaps, heatmaps.data, f"attention {sel.run.name} step {sel.step}")
 
 st.subheader("Per-head scores")
 stored = info.metrics
@@ -228,7 +232,9 @@ st.caption(
     + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
 )
 
-st.altair_chart(width="stretch", altair_chart=charts.loss_along_sequence(an, query))
+loss_chart = charts.loss_along_sequence(an, query)
+st.altair_chart(loss_chart, width="stretch")
+export_buttons(loss_chart, loss_chart.layer[0].data, f"per-token loss {sel.run.name} step {sel.step}")
 st.caption(
     "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
     "After the phase change these bars drop on repeated text."

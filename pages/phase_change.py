@@ -8,6 +8,7 @@ import streamlit as st
 from icl_core import explore
 from icl_core.errors import ICLError
 from ui import charts, compute, state
+from ui.export import export_buttons
 
 PHASE_STEP_KEY = "phase_step"
 PICK = "pick"  # the charts' click-selection parameter
@@ -28,6 +29,15 @@ def pickable_chart(chart, base_key: str, run: str | None = None) -> None:
         on_select=lambda: state.apply_chart_pick(key, PICK, run),
         selection_mode=PICK,
     )
+
+
+def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None = None) -> None:
+    """The chart (clickable when `pick_key` is given), then PNG / SVG / CSV buttons (built only when clicked)."""
+    if pick_key:
+        pickable_chart(chart, pick_key)
+    else:
+        st.altair_chart(chart, width="stretch")
+    export_buttons(chart, data, f"{sel.run.name} {name}")
 
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
@@ -123,7 +133,7 @@ if not selected_tokens:
 
 c1, c2 = st.columns(2)
 with c1:
-    pickable_chart(
+    chart_with_export(
         charts.over_training(
             summary,
             "icl_score",
@@ -134,6 +144,8 @@ with c1:
             onset_tokens=onset_tokens,
             pick=PICK,
         ),
+        summary,
+        "ICL score",
         "pick_icl",
     )
 with c2:
@@ -141,7 +153,7 @@ with c2:
     if heads.empty:
         st.info("This run did not record prefix-matching scores.")
     else:
-        pickable_chart(
+        chart_with_export(
             charts.over_training(
                 heads,
                 "value",
@@ -154,6 +166,8 @@ with c2:
                 points=False,
                 pick=PICK,
             ),
+            heads,
+            "prefix-matching",
             "pick_heads",
         )
 
@@ -168,10 +182,10 @@ with c3:
                 {"tokens": [r["tokens"] for r in log], "loss": [r["loss"] for r in log], "series": "training loss"}
             ),
         )
-    st.altair_chart(
-        width="stretch",
-        altair_chart=charts.over_training(
-            pd.concat(parts, ignore_index=True),
+    losses = pd.concat(parts, ignore_index=True)
+    chart_with_export(
+        charts.over_training(
+            losses,
             "loss",
             "Training and held-out loss",
             "loss (nats)",
@@ -181,6 +195,8 @@ with c3:
             color="series",
             points=False,
         ),
+        losses,
+        "loss",
     )
 with c4:
     last = snaps[-1]
@@ -198,7 +214,7 @@ with c4:
             [pd.DataFrame({"index": range(len(c["curve"])), "loss": c["curve"], "series": c["label"]}) for c in curves],
             ignore_index=True,
         )
-        st.altair_chart(width="stretch", altair_chart=charts.loss_curves(df, "Loss at each token index"))
+        chart_with_export(charts.loss_curves(df, "Loss at each token index"), df, "loss curves")
     else:
         st.info("This run did not record loss curves.")
 
@@ -211,7 +227,12 @@ else:
     highlighted = explore.highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
     left, right = st.columns([3, 1])
     with left:
-        pickable_chart(charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK), "pick_pca")
+        chart_with_export(
+            charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK),
+            pd.DataFrame(table.rows),
+            "loss PCA",
+            "pick_pca",
+        )
     with right:
         st.markdown(
             "Each point is one snapshot: its losses on a fixed set of held-out tokens (one per example, the "

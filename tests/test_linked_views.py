@@ -160,3 +160,15 @@ def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
     at.switch_page("pages/ablation.py").run()
     assert shown(at) == ("attn1", other)
     assert at.session_state["_selection"].snapshot.step == other
+
+
+def test_export_buttons_under_the_charts() -> None:
+    at = open_app("pages/phase_change.py", run="attn2")
+    keys = {b.proto.id for b in at.get("download_button")}
+    for chart in ("attn2_icl_score", "attn2_prefix-matching", "attn2_loss_pca"):
+        for kind in ("png", "svg", "csv"):
+            assert any(f"export_{chart}_{kind}" in k for k in keys), (chart, kind, keys)
+    at.switch_page("pages/attention.py").run()
+    assert any("export_attention_attn2" in b.proto.id for b in at.get("download_button"))
+    at.switch_page("pages/ablation.py").run()
+    assert any("export_ablation_loss_curve_attn2" in b.proto.id for b in at.get("download_button"))
