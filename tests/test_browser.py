@@ -320,7 +320,9 @@ def open_page(b: Browser, spec: PageSpec) -> list[str]:
     href = link.get_attribute("href")
     link.click()
     if href:
-        page.wait_for_url(href)
+        # The app writes the shared run/step into the query string: compare the path only.
+        target = href.split("?")[0]
+        page.wait_for_url(lambda url: url.split("?")[0] == target)
     expected = page_headings(spec.path)
     if (title := page_title(spec.path)) is not None:
         # The new page's title (h1) replaces the old one's once its script has run that far.
