@@ -529,19 +529,6 @@ def ablated_losses(
     return torch.cat(out)
 
 
-@torch.no_grad()
-def ablated_logits(
-    model: AttnOnlyTransformer,
-    tokens: torch.Tensor,
-    heads: Sequence[Head],
-    mode: str = "zero",
-    means: dict[int, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    if tokens.dim() == 1:
-        tokens = tokens[None]
-    return model.run_with_hooks(tokens, ablation_hooks(model, tokens, heads, mode, means))
-
-
 @dataclass(frozen=True)
 class AblationEffect:
     first_half_loss: float  # repeated random tokens, first copy (cannot be predicted from context)

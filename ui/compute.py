@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from icl_core import explore
-from icl_core.ablation import Head
+from icl_core.ablation import Head, run_ablated
 from icl_core.errors import ICLError
 from icl_core.model import AttnOnlyTransformer
 from icl_core.phase import PhaseWindow
@@ -151,7 +151,7 @@ def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode:
     means = head_means(_info) if mode == "mean" and heads else None
     with loaded.lock, torch.no_grad():
         clean = loaded.model(prepared.tokens[None])
-        ablated = explore.ablated_logits(loaded.model, prepared.tokens, list(heads), mode, means)
+        ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)
     return prepared, explore.prediction_rows(prepared.tokens, clean, ablated)
 
 
