@@ -305,7 +305,6 @@ def make_tiny_run(run_dir: Path) -> Path:
     from icl_core.config import ModelConfig, TrainConfig
     from icl_core.train import train
 
-    # n_ctx >= 101: the prefix-matching probe is a 101-token sequence.
     cfg = TrainConfig(
         run_name=run_dir.name,
         model=ModelConfig(n_layers=1, n_heads=1, d_model=16, d_head=8, n_ctx=128),

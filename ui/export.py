@@ -82,35 +82,44 @@ def export_buttons(chart: Chartish | None, data: Table | None, name: str, key_pr
     """
     stem = file_stem(name)
     row = st.container(horizontal=True, gap="small")
+    # (label, builder, mime, icon, help): bytes are built only when a button is clicked.
+    buttons = []
     if chart is not None:
-        row.download_button(
-            "PNG",
-            lambda: png_bytes(chart),
-            file_name=f"{stem}.png",
-            mime="image/png",
-            key=f"{key_prefix}_{stem}_png",
-            icon=":material/image:",
-            on_click="ignore",
-            help="The figure as a PNG image (2x resolution).",
-        )
-        row.download_button(
-            "SVG",
-            lambda: svg_bytes(chart),
-            file_name=f"{stem}.svg",
-            mime="image/svg+xml",
-            key=f"{key_prefix}_{stem}_svg",
-            icon=":material/draw:",
-            on_click="ignore",
-            help="The figure as an SVG (vector; titles and labels stay editable text).",
-        )
+        buttons += [
+            (
+                "PNG",
+                lambda: png_bytes(chart),
+                "image/png",
+                ":material/image:",
+                "The figure as a PNG image (2x resolution).",
+            ),
+            (
+                "SVG",
+                lambda: svg_bytes(chart),
+                "image/svg+xml",
+                ":material/draw:",
+                "The figure as an SVG (vector; titles and labels stay editable text).",
+            ),
+        ]
     if data is not None:
+        buttons.append(
+            (
+                "CSV",
+                lambda: csv_bytes(data),
+                "text/csv",
+                ":material/table:",
+                "The numbers behind the figure as a CSV table.",
+            )
+        )
+    for label, build, mime, icon, help_text in buttons:
+        ext = label.lower()
         row.download_button(
-            "CSV",
-            lambda: csv_bytes(data),
-            file_name=f"{stem}.csv",
-            mime="text/csv",
-            key=f"{key_prefix}_{stem}_csv",
-            icon=":material/table:",
+            label,
+            build,
+            file_name=f"{stem}.{ext}",
+            mime=mime,
+            key=f"{key_prefix}_{stem}_{ext}",
+            icon=icon,
             on_click="ignore",
-            help="The numbers behind the figure as a CSV table.",
+            help=help_text,
         )
