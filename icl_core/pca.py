@@ -79,11 +79,3 @@ def turn_strengths(trajectory: np.ndarray, k: int = 2) -> np.ndarray:
     nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
     cos = (before * after).sum(1) / np.maximum(nb * na, 1e-12)
     return np.arccos(np.clip(cos, -1.0, 1.0)) * np.minimum(nb, na)
-
-
-def turning_angles(trajectory: np.ndarray) -> np.ndarray:
-    """Angle (radians) between successive displacement vectors; entry i is the turn at point i+1."""
-    d = np.diff(trajectory, axis=0)
-    a, b = d[:-1], d[1:]
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return np.arccos(np.clip(cos, -1.0, 1.0))

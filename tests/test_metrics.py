@@ -5,7 +5,7 @@ import torch
 from icl_core import metrics
 from icl_core.config import ModelConfig
 from icl_core.model import AttnOnlyTransformer
-from icl_core.pca import joint_pca, turning_angles
+from icl_core.pca import joint_pca, turn_strengths
 from icl_core.phase import detect_phase_change
 
 
@@ -113,7 +113,7 @@ def test_joint_pca_is_deterministic_and_finds_the_turn():
     again = joint_pca({"one": other, "two": run})
     assert np.allclose(result.coords["two"], again.coords["two"])
     assert result.coords["two"].shape == (20, 2) and np.isfinite(result.coords["two"]).all()
-    angles = turning_angles(result.coords["two"])
-    assert int(np.argmax(angles)) + 1 == 9  # the trajectory bends at the 10th point
+    strengths = turn_strengths(result.coords["two"], k=2)
+    assert int(np.argmax(strengths)) + 2 == 9  # the trajectory bends at the 10th point
     with pytest.raises(ValueError, match="different lengths"):
         joint_pca({"a": [(0, np.zeros(3))], "b": [(0, np.zeros(4))]})
