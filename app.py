@@ -6,8 +6,9 @@ drawn here, before the page, so every page shares it.
 
 from __future__ import annotations
 
-from ui import nav, state
+from ui import cache, nav, state
 
+cache.limit_torch_threads()
 page = nav.navigation()
 with state.app_run():
     state.sidebar_picker()

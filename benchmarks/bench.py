@@ -16,11 +16,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from icl_core import data  # noqa: E402
-from icl_core.metrics import attention_patterns  # noqa: E402
-from icl_core.model import AttnOnlyTransformer, per_token_loss  # noqa: E402
-from icl_core.pca import joint_pca  # noqa: E402
-from icl_core.runs import discover_runs  # noqa: E402
-from icl_core.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
+from icl_core.analysis.metrics import attention_patterns  # noqa: E402
+from icl_core.analysis.pca import joint_pca  # noqa: E402
+from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss  # noqa: E402
+from icl_core.storage.runs import discover_runs  # noqa: E402
+from icl_core.storage.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list[float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icl_core.tokenizer import BOS
+from icl_core.model.tokenizer import BOS
 
 _SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
 HELD_OUT_FRACTION_PERCENT = 10
@@ -82,3 +82,33 @@ def repeated_random_tokens(n_sequences: int = 10, seq_len: int = 25, n_repeats: 
     idx = torch.randint(0, len(pool), (n_sequences, seq_len), generator=gen)
     seqs = pool[idx].repeat(1, n_repeats)
     return torch.cat([torch.full((n_sequences, 1), BOS, dtype=torch.long), seqs], dim=1)
+
+
+# The probe recipes: every caller that measures "the same probe" draws it here, with these seeds.
+PROBE_SEQ_LEN = 25  # Olsson et al.'s prefix-matching probe: 25 random tokens ...
+PROBE_REPEATS = 4  # ... repeated 4 times after a start token
+REPEAT_TWICE_SEED = 7  # random tokens then the same again: the ablation probes (page and table)
+MEAN_REFERENCE_SEED = 77  # held-out batch defining mean ablation (not a batch anything is measured on)
+LIVE_HELDOUT_SEED = 2024  # small held-out batch of the live ablation page
+
+
+def prefix_matching_probe(n_ctx: int) -> tuple[torch.Tensor, int]:
+    """The prefix-matching probe and the length of the sequence it repeats.
+
+    The paper's probe (25 tokens x 4) needs 101 positions; shorter contexts get a shorter probe.
+    """
+    seq_len = min(PROBE_SEQ_LEN, (n_ctx - 1) // 2)
+    n_repeats = min(PROBE_REPEATS, (n_ctx - 1) // seq_len)
+    return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats), seq_len
+
+
+def repeated_twice(n_ctx: int, n_sequences: int, half_len: int) -> tuple[torch.Tensor, int]:
+    """Random tokens followed by the same tokens again (half_len each, cut to fit n_ctx), and the half length."""
+    half = max(2, min(half_len, (n_ctx - 1) // 2))
+    tokens = repeated_random_tokens(n_sequences=n_sequences, seq_len=half, n_repeats=2, seed=REPEAT_TWICE_SEED)
+    return tokens, half
+
+
+def mean_reference(n_ctx: int, n_examples: int = 16) -> torch.Tensor:
+    """Held-out batch whose head outputs define mean ablation; not the batch we measure on."""
+    return heldout_examples(n_examples, n_ctx, seed=MEAN_REFERENCE_SEED)

@@ -6,10 +6,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from icl_core import explore
-from icl_core.ablation import ABLATION_MODES, Head
+from icl_core.analysis.ablation import ABLATION_MODES
+from icl_core.analysis.metrics import ICL_WINDOW
+from icl_core.analysis.text import preset_text
 from icl_core.errors import ICLError, InputTextError
-from ui import charts, compute, state
+from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from ui import cache, charts, state
 from ui.export import export_buttons
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
@@ -25,7 +28,7 @@ MODE_HELP = {
 
 
 def toggle_key(head: Head) -> str:
-    return f"ablate_{explore.head_name(head)}"
+    return f"ablate_{head_name(head)}"
 
 
 def _set_heads(heads: list[Head], all_heads: list[Head]) -> None:
@@ -41,7 +44,7 @@ def _ablate_induction(found: list[Head], all_heads: list[Head]) -> None:
 def _ablate_random(found: list[Head], n_layers: int, n_heads: int, all_heads: list[Head]) -> None:
     seed = st.session_state.get(SEED_KEY, 0) + 1
     st.session_state[SEED_KEY] = seed
-    other = explore.random_other_head(n_layers, n_heads, found, seed=seed)
+    other = random_other_head(n_layers, n_heads, found, seed=seed)
     _set_heads([other] if other else [], all_heads)
     st.session_state[COMPARE_KEY] = {
         **st.session_state.get(COMPARE_KEY, {}),
@@ -60,7 +63,7 @@ st.caption(
 sel = state.require_selection()
 info = sel.snapshot
 cfg = info.model_config
-heads_all = explore.all_heads(cfg.n_layers, cfg.n_heads)
+heads_all = all_heads(cfg.n_layers, cfg.n_heads)
 pm = info.metrics.get("prefix_matching")
 
 top = st.columns([2, 1])
@@ -78,13 +81,13 @@ with top[1]:
         "Induction head threshold (prefix-matching score)",
         0.0,
         0.95,
-        0.3,
+        INDUCTION_THRESHOLD,
         0.05,
         key=THRESHOLD_KEY,
         persist_state="session",
         help="Heads in layers ≥ 1 (any layer in a 1-layer model) scoring above this count as induction heads.",
     )
-found = explore.induction_heads(pm, threshold) if isinstance(pm, list) else []
+found = induction_heads(pm, threshold) if isinstance(pm, list) else []
 
 st.subheader("Heads (on = ablated)")
 st.caption("Next to each head: its prefix-matching (induction) score at this step.")
@@ -94,7 +97,7 @@ for layer in range(cfg.n_layers):
     for head in range(cfg.n_heads):
         h = (layer, head)
         score = f" · {pm[layer][head]:.2f}" if isinstance(pm, list) else ""
-        row.toggle(f"{explore.head_name(h)}{score}", key=toggle_key(h), persist_state="session")
+        row.toggle(f"{head_name(h)}{score}", key=toggle_key(h), persist_state="session")
 chosen = [h for h in heads_all if st.session_state.get(toggle_key(h))]
 
 buttons = st.container(horizontal=True, vertical_alignment="center")
@@ -115,13 +118,13 @@ buttons.button(
 )
 buttons.button("Clear all", on_click=_set_heads, args=([], heads_all), key="btn_clear")
 if found:
-    buttons.caption(f"Induction heads at this step: {', '.join(explore.head_name(h) for h in found)}.")
+    buttons.caption(f"Induction heads at this step: {', '.join(head_name(h) for h in found)}.")
 else:
     buttons.caption("No induction head at this step (none above the threshold): try a later step or a lower threshold.")
 
 try:
-    clean = compute.ablation_effect(info, [], mode)
-    ablated = compute.ablation_effect(info, chosen, mode)
+    clean = cache.ablation_effect(info, [], mode)
+    ablated = cache.ablation_effect(info, chosen, mode)
 except ICLError as exc:
     st.error(f"Cannot use this snapshot: {exc}")
     st.stop()
@@ -131,7 +134,7 @@ def _delta(a: float | None, b: float | None) -> str | None:
     return f"{a - b:+.3f} vs clean" if a is not None and b is not None and chosen else None
 
 
-label = ", ".join(explore.head_name(h) for h in chosen) or "nothing (clean model)"
+label = ", ".join(head_name(h) for h in chosen) or "nothing (clean model)"
 st.subheader(f"Ablated: {label}")
 m1, m2, m3, m4 = st.columns(4)
 m1.metric(
@@ -160,17 +163,19 @@ m4.metric(
     delta_color="inverse",
     help="loss(≈500) − loss(≈50) on a small held-out batch: negative = in-context learning",
 )
-probes = compute.probes(cfg.n_ctx)
+probes = cache.probes(cfg.n_ctx)
 st.caption(
     f"Measured on {len(probes.repeated)} sequences of {probes.half_len} random tokens shown twice, and on "
-    f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens 40–60 and "
-    "490–510 (loss(500) − loss(50), negative = in-context learning) to steady the small batch."
+    f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens "
+    f"{ICL_EARLY_TOKEN - ICL_WINDOW}–{ICL_EARLY_TOKEN + ICL_WINDOW} and "
+    f"{ICL_LATE_TOKEN - ICL_WINDOW}–{ICL_LATE_TOKEN + ICL_WINDOW} "
+    "(loss(500) − loss(50), negative = in-context learning) to steady the small batch."
     + (f" Stored ICL score of this snapshot: {info.metrics['icl_score']:+.3f}." if "icl_score" in info.metrics else "")
 )
 
 curve_df = pd.concat(
     [
-        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": compute.smooth(e.loss_curve), "series": name})
+        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": cache.smooth(e.loss_curve), "series": name})
         for name, e in (("clean", clean), (f"ablated: {label}", ablated))
         if chosen or name == "clean"
     ],
@@ -186,17 +191,17 @@ compare = st.session_state.get(COMPARE_KEY, {})
 scenarios: list[tuple[str, list[Head]]] = [("clean", [])]
 if compare.get("induction"):
     scenarios.append(
-        (f"induction heads ({', '.join(explore.head_name(h) for h in compare['induction'])})", compare["induction"])
+        (f"induction heads ({', '.join(head_name(h) for h in compare['induction'])})", compare["induction"])
     )
 if compare.get("random"):
-    scenarios.append((f"random other head ({explore.head_name(compare['random'][0])})", compare["random"]))
+    scenarios.append((f"random other head ({head_name(compare['random'][0])})", compare["random"]))
 if chosen and sorted(chosen) not in [sorted(h) for _, h in scenarios]:
     scenarios.append((f"your selection ({label})", chosen))
 with right:
     if len(scenarios) > 1:
         rows = []
         for name, hs in scenarios:
-            e = compute.ablation_effect(info, hs, mode)
+            e = cache.ablation_effect(info, hs, mode)
             rows += [
                 {"scenario": name, "measure": "loss on second copy", "value": e.second_half_loss},
                 {"scenario": name, "measure": "gain from the repeat", "value": e.first_half_loss - e.second_half_loss},
@@ -210,10 +215,10 @@ with right:
 
 st.subheader("Predictions on your text")
 if TEXT_KEY not in st.session_state:
-    st.session_state[TEXT_KEY] = explore.preset_text("Repeated English sentence")
+    st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
 text = st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=5000)
 try:
-    prepared, rows = compute.ablated_predictions(info, text, chosen, mode)
+    prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
 except InputTextError as exc:
     st.error(str(exc))
     st.stop()

@@ -5,10 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from icl_core import explore, fuzzy
-from icl_core.ablation import ABLATION_MODES
+from icl_core.analysis import fuzzy
+from icl_core.analysis.ablation import ABLATION_MODES
+from icl_core.analysis.metrics import ICL_WINDOW
+from icl_core.analysis.summary import summary_rows
 from icl_core.errors import ICLError
-from ui import charts, compute, research, state
+from icl_core.heads import INDUCTION_THRESHOLD
+from ui import cache, charts, state
 from ui.export import export_buttons
 
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
@@ -46,8 +49,8 @@ sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, f
 table = None
 try:
     with st.spinner(f"Ablating each of the {cfg.n_layers * cfg.n_heads} heads ({mode})…"):
-        table = research.ablation_table_of(info, mode)
-except research.ANALYSIS_ERRORS as exc:
+        table = cache.ablation_table_of(info, mode)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot ablate this snapshot's heads: {exc}")
 if table is not None:
     df = pd.DataFrame(table.records())
@@ -83,7 +86,7 @@ if table is not None:
             },
         )
     with right:
-        chart = research.head_bars(
+        chart = charts.head_bars(
             df,
             key,
             f"{SORT_LABEL[key]} ({mode} ablation)",
@@ -92,10 +95,11 @@ if table is not None:
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, df, f"ablation_table_{mode}")
     st.caption(
-        f"ICL score: loss(500) − loss(50) on {table.n_examples} held-out examples (averaged over ±10 token indices "
+        f"ICL score: loss(500) − loss(50) on {table.n_examples} held-out examples (averaged over ±{ICL_WINDOW} token "
+        "indices "
         f"around each), **positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
         f"{table.repeat_len} random tokens repeated twice; positive Δ = the head helped predict the repeat. "
-        "★ = induction head (stored prefix-matching score above 0.3, layers ≥ 1)."
+        f"★ = induction head (stored prefix-matching score above {INDUCTION_THRESHOLD}, layers ≥ 1)."
         + (" This model's context is too short for an ICL score." if table.clean_icl is None else "")
     )
 
@@ -117,8 +121,8 @@ attr_mode = st.radio(
 attr = None
 try:
     with st.spinner("Attributing the phase change…"):
-        attr = research.phase_attribution_of(sel.run.path, snaps, attr_mode)
-except research.ANALYSIS_ERRORS as exc:
+        attr = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot attribute the phase change: {exc}")
 else:
     if attr is None:
@@ -131,7 +135,7 @@ if attr is not None:
     adf = pd.DataFrame(attr.records())
     left, right = st.columns(2)
     with left:
-        chart = research.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
+        chart = charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
         st.caption(
@@ -153,8 +157,8 @@ if attr is not None:
         if run_id in done:
             try:
                 with st.spinner("Ablating every head at every snapshot…"):
-                    over = research.attribution_over_training_of(sel.run.path, snaps, attr_mode)
-            except research.ANALYSIS_ERRORS as exc:
+                    over = cache.attribution_over_training_of(sel.run.path, snaps, attr_mode)
+            except cache.ANALYSIS_ERRORS as exc:
                 st.error(f"Cannot compute the attribution over training: {exc}")
                 over = []
             if over:
@@ -186,14 +190,14 @@ st.caption(
     "replaced by its nearest neighbour in the model's own embedding."
 )
 try:
-    results, examples = research.fuzzy_of(info)
-except research.ANALYSIS_ERRORS as exc:
+    results, examples = cache.fuzzy_of(info)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot run the fuzzy copying probe: {exc}")
 else:
     rows = fuzzy.fuzzy_rows(results)
     left, right = st.columns([3, 2])
     with left:
-        chart = research.fuzzy_prefix_bars(rows, FUZZY_LABEL)
+        chart = charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, rows, "fuzzy_prefix_matching")
     with right:
@@ -207,7 +211,7 @@ else:
                 )
             ]
         )
-        chart = research.fuzzy_loss_bars(ldf)
+        chart = charts.fuzzy_loss_bars(ldf)
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, ldf, "fuzzy_second_copy_loss")
     if examples:
@@ -229,7 +233,7 @@ chosen = st.multiselect(
 parts = []
 for name in chosen:
     try:
-        parts.extend({**row, "series": name} for row in explore.summary_rows(compute.snapshots_of(runs[name].path)))
+        parts.extend({**row, "series": name} for row in summary_rows(cache.snapshots_of(runs[name].path)))
     except ICLError as exc:
         st.warning(f"{name}: cannot read this run ({exc}).")
 if not chosen:

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from icl_core import explore
+from icl_core.analysis.text import PRESETS, preset_text, top_attended
 from icl_core.errors import ICLError, InputTextError
-from icl_core.tokenizer import token_labels
-from ui import charts, compute, state
+from icl_core.heads import all_heads, head_name
+from icl_core.model.tokenizer import token_labels
+from ui import cache, charts, state
 from ui.export import export_buttons
 
 CUSTOM = "Your own text"
@@ -22,8 +23,8 @@ URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and serve
 
 def _fill_preset() -> None:
     name = st.session_state.get(PRESET_KEY)
-    if name in explore.PRESETS:
-        st.session_state[TEXT_KEY] = explore.preset_text(name)
+    if name in PRESETS:
+        st.session_state[TEXT_KEY] = preset_text(name)
 
 
 def _mark_custom() -> None:
@@ -49,24 +50,24 @@ def _from_link(link: dict[str, str]) -> None:
             st.warning(f"The link's text is {len(text):,} characters long: only the first {MAX_TEXT:,} are used.")
             text = text[:MAX_TEXT]
         st.session_state[TEXT_KEY] = text
-        same = [p for p in explore.PRESETS if explore.preset_text(p) == text]
+        same = [p for p in PRESETS if preset_text(p) == text]
         st.session_state[PRESET_KEY] = same[0] if same else CUSTOM
     elif preset is not None:
-        if preset in explore.PRESETS:
+        if preset in PRESETS:
             st.session_state[PRESET_KEY] = preset
-            st.session_state[TEXT_KEY] = explore.preset_text(preset)
+            st.session_state[TEXT_KEY] = preset_text(preset)
         else:
-            st.warning(f"The link's preset **{preset!r}** is not one of: {', '.join(explore.PRESETS)}.")
+            st.warning(f"The link's preset **{preset!r}** is not one of: {', '.join(PRESETS)}.")
 
 
 if TEXT_KEY not in st.session_state:
     st.session_state[PRESET_KEY] = FIRST_PRESET
-    st.session_state[TEXT_KEY] = explore.preset_text(FIRST_PRESET)
+    st.session_state[TEXT_KEY] = preset_text(FIRST_PRESET)
 _from_link(state.link_params())
 
 c1, c2 = st.columns([1, 3])
 with c1:
-    st.selectbox("Preset", [*explore.PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
+    st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
 with c2:
     text = st.text_area(
         "Text (read as UTF-8 bytes: one token per byte)",
@@ -80,7 +81,7 @@ with c2:
 # The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
 # the text itself when it is short enough.
 preset_now = st.session_state.get(PRESET_KEY)
-if preset_now in explore.PRESETS:
+if preset_now in PRESETS:
     state.set_url_params(preset=preset_now, text=None)
 elif len(text) <= URL_TEXT_MAX:
     state.set_url_params(text=text, preset=None)
@@ -89,7 +90,7 @@ else:
     st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
 try:
-    prepared, an = compute.text_analysis(info, text)
+    prepared, an = cache.text_analysis(info, text)
 except InputTextError as exc:
     st.error(str(exc))
     st.stop()
@@ -101,7 +102,7 @@ for note in prepared.notes:
 
 n = len(an.tokens)
 n_layers, n_heads = an.patterns.shape[:2]
-heads = explore.all_heads(n_layers, n_heads)
+heads = all_heads(n_layers, n_heads)
 if n < 2:
     st.info("Type at least one more character: with only the start token there is nothing to attend to.")
     st.stop()
@@ -159,7 +160,7 @@ with right:
                 "on previous token": r["on_previous_token"],
                 "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
             }
-            for r in explore.top_attended(an, query)
+            for r in top_attended(an, query)
         ]
     )
     st.dataframe(
@@ -202,7 +203,7 @@ stored = info.metrics
 smear = stored.get("smear")
 rows = []
 for layer, head in heads:
-    row = {"head": explore.head_name((layer, head))}
+    row = {"head": head_name((layer, head))}
     for key, label in (
         ("prefix_matching", "prefix-matching (probe)"),
         ("previous_token", "previous-token (probe)"),

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from icl_core import explore
-from icl_core.ablation import Head
-from ui import charts, compute, research, state
+from icl_core.heads import Head, all_heads, head_name
+from ui import cache, charts, state
 from ui.export import export_buttons
 
 HEAD_KEY, PREV_KEY, NTOK_KEY = "circuits_head", "circuits_prev_head", "circuits_n_tokens"
@@ -30,10 +29,10 @@ st.caption(
 sel = state.require_selection()
 info = sel.snapshot
 cfg = info.model_config
-heads = explore.all_heads(cfg.n_layers, cfg.n_heads)
-names = [explore.head_name(h) for h in heads]
+heads = all_heads(cfg.n_layers, cfg.n_heads)
+names = [head_name(h) for h in heads]
 by_name: dict[str, Head] = dict(zip(names, heads, strict=True))
-best = research.best_induction_head(info)
+best = cache.best_induction_head(info)
 st.markdown(
     f"**{sel.run.name}** at step {sel.step:,} ({state.fmt_tokens(info.tokens_seen)} tokens): "
     f"{cfg.n_layers} layer{'s' if cfg.n_layers > 1 else ''} × {cfg.n_heads} heads"
@@ -42,8 +41,8 @@ st.markdown(
 )
 
 try:
-    compute.model_of(info)
-except research.ANALYSIS_ERRORS as exc:
+    cache.model_of(info)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot load this snapshot: {exc}")
     st.stop()
 
@@ -63,11 +62,11 @@ if cfg.n_layers < 2:
     )
 else:
     try:
-        comp = research.composition_of(info)
-    except research.ANALYSIS_ERRORS as exc:
+        comp = cache.composition_of(info)
+    except cache.ANALYSIS_ERRORS as exc:
         st.error(f"Cannot compute composition scores: {exc}")
     if comp is not None:
-        chart = research.composition_heatmaps(comp)
+        chart = charts.composition_heatmaps(comp)
         st.altair_chart(chart, width="content")
         export_buttons(chart, comp.records(), "composition_scores")
         if best is not None and best[0] >= 1:
@@ -79,8 +78,8 @@ else:
             if isinstance(prev_scores, list) and len(prev_scores) > partner[0]:
                 prev_txt = f" (its previous-token score: {float(prev_scores[partner[0]][partner[1]]):.2f})"
             st.markdown(
-                f"The best induction head at this step, **{explore.head_name(best)}**, K-composes most with "
-                f"**{explore.head_name(partner)}**{prev_txt}: score {float(k_col.max()):+.3f} above the baseline."
+                f"The best induction head at this step, **{head_name(best)}**, K-composes most with "
+                f"**{head_name(partner)}**{prev_txt}: score {float(k_col.max()):+.3f} above the baseline."
             )
         st.caption(
             "K: the later head's keys read the earlier head's output; Q: its queries do; V: its values do. "
@@ -92,13 +91,13 @@ else:
 st.subheader("Copying scores")
 copy_rows = None
 try:
-    copy_rows = research.copying_of(info)
-except research.ANALYSIS_ERRORS as exc:
+    copy_rows = cache.copying_of(info)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute copying scores: {exc}")
 if copy_rows:
     left, right = st.columns([3, 2])
     with left:
-        chart = research.copying_bars(copy_rows)
+        chart = charts.copying_bars(copy_rows)
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, copy_rows, "copying_scores")
     with right:
@@ -122,11 +121,11 @@ if copy_rows:
 
 # --- One head's full circuits --------------------------------------------------------------------
 st.subheader("One head's full QK and OV circuits")
-default_head = explore.head_name(best) if best else names[-1]
+default_head = head_name(best) if best else names[-1]
 _pick(HEAD_KEY, names, default_head)
 c1, c2, c3 = st.columns([1, 1, 2])
-head_name = c1.selectbox("Head", names, key=HEAD_KEY, help="Default: the best induction head at this step.")
-head = by_name[head_name]
+head_label = c1.selectbox("Head", names, key=HEAD_KEY, help="Default: the best induction head at this step.")
+head = by_name[head_label]
 n_tokens = c3.slider(
     "Tokens shown",
     10,
@@ -139,16 +138,16 @@ n_tokens = c3.slider(
 earlier = [h for h in heads if h[0] < head[0]]
 prev: Head | None = None
 if earlier:
-    prev_names = [explore.head_name(h) for h in earlier]
+    prev_names = [head_name(h) for h in earlier]
     default_prev = prev_names[0]
     if comp is not None and head in comp.cols:
         k_col = comp.scores["K"][:, comp.cols.index(head)]
         ranked = [comp.rows[i] for i in k_col.argsort()[::-1] if comp.rows[i] in earlier]
-        default_prev = explore.head_name(ranked[0]) if ranked else default_prev
+        default_prev = head_name(ranked[0]) if ranked else default_prev
     # The partner follows the head: a stale partner from another head is replaced by this head's best one.
-    if st.session_state.get("_circuits_prev_for") != head_name:
+    if st.session_state.get("_circuits_prev_for") != head_label:
         st.session_state[PREV_KEY] = default_prev
-        st.session_state["_circuits_prev_for"] = head_name
+        st.session_state["_circuits_prev_for"] = head_label
     _pick(PREV_KEY, prev_names, default_prev)
     prev_name = c2.selectbox(
         "Earlier head (K-composition)",
@@ -159,36 +158,36 @@ if earlier:
     prev = by_name[prev_name]
 
 try:
-    qk = research.circuit_of(info, "qk", head, n_tokens)
-    ov = research.circuit_of(info, "ov", head, n_tokens)
-    kqk = research.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
-except research.ANALYSIS_ERRORS as exc:
+    qk = cache.circuit_of(info, "qk", head, n_tokens)
+    ov = cache.circuit_of(info, "ov", head, n_tokens)
+    kqk = cache.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute this head's circuits: {exc}")
 else:
     left, right = st.columns(2)
     with left:
-        chart = research.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
+        chart = charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
         st.altair_chart(chart, width="content")
-        export_buttons(chart, qk.records(), f"qk_circuit_{head_name}")
+        export_buttons(chart, qk.records(), f"qk_circuit_{head_label}")
     with right:
         if kqk is not None:
-            chart = research.circuit_heatmap(
-                kqk, f"keys carry what {explore.head_name(prev)} copied in: a bright diagonal = induction"
+            chart = charts.circuit_heatmap(
+                kqk, f"keys carry what {head_name(prev)} copied in: a bright diagonal = induction"
             )
             st.altair_chart(chart, width="content")
-            export_buttons(chart, kqk.records(), f"kcomp_qk_circuit_{head_name}_{explore.head_name(prev)}")
+            export_buttons(chart, kqk.records(), f"kcomp_qk_circuit_{head_label}_{head_name(prev)}")
         else:
             st.info(
-                f"{head_name} is in layer 0: no earlier head writes into its keys, so it has no K-composition "
+                f"{head_label} is in layer 0: no earlier head writes into its keys, so it has no K-composition "
                 "circuit. Its QK circuit (left) sees token identities only (and positions, not shown)."
             )
     left, right = st.columns(2)
     with left:
-        chart = research.circuit_heatmap(
+        chart = charts.circuit_heatmap(
             ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
         )
         st.altair_chart(chart, width="content")
-        export_buttons(chart, ov.records(), f"ov_circuit_{head_name}")
+        export_buttons(chart, ov.records(), f"ov_circuit_{head_label}")
     with right:
         st.markdown(
             "**How to read these.** The QK circuit scores how much a query token wants to attend to a key token "
@@ -208,11 +207,11 @@ else:
 st.subheader("Over training")
 try:
     with st.spinner("Scoring every snapshot (once per run)…"):
-        comp_rows, copy_over = research.circuits_over_training(sel.run.path, sel.snapshots)
-except research.ANALYSIS_ERRORS as exc:
+        comp_rows, copy_over = cache.circuits_over_training(sel.run.path, sel.snapshots)
+except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute scores over training: {exc}")
     st.stop()
-window = compute.phase_window_of(sel.run.path)
+window = cache.phase_window_of(sel.run.path)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
 selected_tokens = info.tokens_seen or None
@@ -226,18 +225,18 @@ with left:
             ["K", "Q", "V"],
             key=KIND_KEY,
             horizontal=True,
-            format_func=research.KIND_LABEL.get,
+            format_func=charts.KIND_LABEL.get,
         )
         df = pd.DataFrame(comp_rows)
-        mine = df[(df["kind"] == kind) & ((df["late"] == head_name) | (df["early"] == head_name))]
+        mine = df[(df["kind"] == kind) & ((df["late"] == head_label) | (df["early"] == head_label))]
         shown = mine if not mine.empty else df[df["kind"] == kind]
         shown = shown.rename(columns={"pair": "series"})
         chart = charts.over_training(
             shown,
             "score",
-            f"{research.KIND_LABEL[kind]} of the pairs with {head_name}"
+            f"{charts.KIND_LABEL[kind]} of the pairs with {head_label}"
             if not mine.empty
-            else f"{research.KIND_LABEL[kind]}, every pair",
+            else f"{charts.KIND_LABEL[kind]}, every pair",
             "score − baseline",
             window_tokens,
             selected_tokens,

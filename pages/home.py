@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from icl_core import explore
+from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
-from ui import compute, state
+from ui import cache, state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,8 +108,6 @@ steps = [
     ),
 ]
 for i, (path, title, text) in enumerate(steps, start=1):
-    if not (ROOT / path).is_file():
-        continue
     cols = st.columns([1, 4])
     with cols[0]:
         st.page_link(path, label=f"{i}. {title}", icon=":material/arrow_forward:")
@@ -122,7 +120,7 @@ if sel is None:
     st.info("No run is available yet: train one on the Train page or download one on the Models page.")
 else:
     try:
-        window = compute.phase_window_of(sel.run.path)
+        window = cache.phase_window_of(sel.run.path)
     except ICLError as exc:
         window = None
         st.error(str(exc))
@@ -130,7 +128,7 @@ else:
     kind = f"{cfg.n_layers}-layer attention-only, {cfg.n_heads} heads per layer" + (
         ", smeared keys" if cfg.smeared_keys else ""
     )
-    when = explore.describe_phase_change(window, sel.snapshots)
+    when = describe_phase_change(window, sel.snapshots)
     st.markdown(f"Selected in the sidebar: **{sel.run.name}**: {kind}; {len(sel.snapshots)} snapshots; {when}.")
     st.caption(
         "The sidebar's run and training step are shared by every page, and kept in the page's address "

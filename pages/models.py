@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from icl_core.errors import ICLError
-from ui import compute, state
+from ui import cache, state
 
 FLASH_KEY = "_models_flash"
 
@@ -36,7 +36,7 @@ current = state.current_selection()
 if not runs:
     st.info("No runs yet: train one on the Train page, or download one below.")
 else:
-    rows = [compute.run_overview(r) for r in runs]
+    rows = [cache.run_overview(r) for r in runs]
     df = pd.DataFrame(rows)
     columns = [
         "run",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from icl_core import explore
+from icl_core.analysis.pca import highlighted_pca_rows
+from icl_core.analysis.phase import induction_onset, phase_status
+from icl_core.analysis.summary import describe_phase_change, head_score_rows, summary_rows
 from icl_core.errors import ICLError
-from ui import charts, compute, state
+from icl_core.heads import INDUCTION_THRESHOLD, head_name
+from ui import cache, charts, state
 from ui.export import export_buttons
 
 PHASE_STEP_KEY = "phase_step"
@@ -61,12 +64,12 @@ step = st.select_slider(
 )
 
 try:
-    window = compute.phase_window_of(sel.run.path)
+    window = cache.phase_window_of(sel.run.path)
 except ICLError as exc:
     st.error(str(exc))
     window = None
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
-sentence = explore.describe_phase_change(window, snaps)
+sentence = describe_phase_change(window, snaps)
 if window is None:
     cfg = sel.snapshot.model_config
     one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
@@ -76,25 +79,25 @@ if window is None:
     )
 else:
     st.success(
-        f"**{sel.run.name}**: {sentence}. The selected step is **{explore.phase_status(window, step)}**. "
+        f"**{sel.run.name}**: {sentence}. The selected step is **{phase_status(window, step)}**. "
         "Shaded orange on the charts."
     )
 
-onset = explore.induction_onset(snaps)
+onset = induction_onset(snaps)
 onset_tokens = (tokens_at[onset[0]] or None) if onset else None
 if onset:
     st.markdown(
         f":violet[**Induction heads form**] at step {onset[0]:,} ({state.fmt_tokens(tokens_at[onset[0]])} tokens): "
-        f"{explore.head_name(onset[1])}'s prefix-matching score passes {explore.INDUCTION_ONSET_SCORE} and stays "
+        f"{head_name(onset[1])}'s prefix-matching score passes {INDUCTION_THRESHOLD} and stays "
         "above it (dashed violet line on the charts)."
     )
 else:
     st.markdown(
-        f"No candidate head ever reaches a prefix-matching score of {explore.INDUCTION_ONSET_SCORE}: "
+        f"No candidate head ever reaches a prefix-matching score of {INDUCTION_THRESHOLD}: "
         "no induction head has formed in this run (yet)."
     )
 
-rows = explore.summary_rows(snaps)
+rows = summary_rows(snaps)
 summary = pd.DataFrame(rows)
 current = next(r for r in rows if r["step"] == step)
 first = rows[0]
@@ -149,7 +152,7 @@ with c1:
         "pick_icl",
     )
 with c2:
-    heads = pd.DataFrame([r for s in snaps for r in explore.head_score_rows(s) if r["metric"] == "prefix_matching"])
+    heads = pd.DataFrame([r for s in snaps for r in head_score_rows(s) if r["metric"] == "prefix_matching"])
     if heads.empty:
         st.info("This run did not record prefix-matching scores.")
     else:
@@ -173,7 +176,7 @@ with c2:
 
 c3, c4 = st.columns(2)
 with c3:
-    log = compute.train_log_of(sel.run.path)
+    log = cache.train_log_of(sel.run.path)
     parts = [pd.DataFrame({"tokens": summary["tokens"], "loss": summary["heldout_loss"], "series": "held-out loss"})]
     if log:
         parts.insert(
@@ -220,11 +223,11 @@ with c4:
 
 st.subheader("Per-token-loss PCA")
 runs = {r.name: r.path for r in state.list_runs()}
-table = compute.pca_of(runs, sel.run.name)
+table = cache.pca_of(runs, sel.run.name)
 if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
-    highlighted = explore.highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
+    highlighted = highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
     left, right = st.columns([3, 1])
     with left:
         chart_with_export(

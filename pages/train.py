@@ -1,4 +1,4 @@
-"""Train page: start, watch, cancel and resume training jobs. All logic lives in icl_core.jobs."""
+"""Train page: start, watch, cancel and resume training jobs. All logic lives in icl_core.training.jobs."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import streamlit as st
 
-from icl_core import jobs
-from icl_core.config import TrainConfig, load_train_config
 from icl_core.errors import ICLError
-from icl_core.runs import REPO_ROOT
+from icl_core.model.config import TrainConfig, load_train_config
+from icl_core.storage.runs import REPO_ROOT
+from icl_core.training import jobs
 
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULTS_PRESET = "(defaults)"

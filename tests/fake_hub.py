@@ -1,7 +1,7 @@
 """A local stand-in for the Hugging Face Hub, enough for huggingface_hub 2.4's download and upload calls.
 
 Reusable fixtures (import them into a test module or conftest.py):
-    tiny_run_dir  (session) a 3-snapshot run trained with icl_core.train in a few seconds
+    tiny_run_dir  (session) a 3-snapshot run trained with icl_core.training.train in a few seconds
     fake_hub      (function) a running FakeHub; HF_ENDPOINT points at it, the HF cache and
                   ICL_DATA_DIR are per-test temporary folders, HF_TOKEN/HF_HUB_OFFLINE are unset
     no_internet   (function, used by fake_hub) refuses and reports any connection beyond 127.0.0.1
@@ -302,8 +302,8 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
 
 
 def make_tiny_run(run_dir: Path) -> Path:
-    from icl_core.config import ModelConfig, TrainConfig
-    from icl_core.train import train
+    from icl_core.model.config import ModelConfig, TrainConfig
+    from icl_core.training.train import train
 
     cfg = TrainConfig(
         run_name=run_dir.name,

@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from icl_core.ablation import head_output_means, run_ablated
-from icl_core.config import ModelConfig
-from icl_core.metrics import attention_patterns
-from icl_core.model import AttnOnlyTransformer
+from icl_core.analysis.ablation import head_output_means, run_ablated
+from icl_core.analysis.metrics import attention_patterns
+from icl_core.model.config import ModelConfig
+from icl_core.model.transformer import AttnOnlyTransformer
 
 
 @pytest.fixture

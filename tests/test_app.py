@@ -19,12 +19,11 @@ import streamlit as st
 from fake_hub import FakeHub, fake_hub, no_internet, tiny_run_dir  # noqa: F401
 from streamlit.testing.v1 import AppTest
 
-from icl_core import explore
-from icl_core.config import train_config_from_dict
-from icl_core.pca import PCA_MIN_STEP
-from icl_core.runs import SHIPPED_DIR
-from icl_core.snapshots import list_snapshots, write_manifest
-from icl_core.train import train
+from icl_core.analysis.pca import PCA_MIN_STEP
+from icl_core.model.config import train_config_from_dict
+from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
+from icl_core.storage.snapshots import list_snapshots, write_manifest
+from icl_core.training.train import train
 
 USE_SHIPPED = True  # the one-line switch: True = test against checkpoints/ (attn2, attn1)
 
@@ -71,7 +70,7 @@ def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(autouse=True)
 def env(run_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("ICL_DATA_DIR", str(run_dirs["data"]))
-    monkeypatch.setenv(explore.EXTRA_RUNS_ENV, str(run_dirs["extra"]))
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(run_dirs["extra"]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # Cached models and results outlive an AppTest: start every test from cold caches.
     st.cache_data.clear()

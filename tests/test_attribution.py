@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from icl_core import data
-from icl_core.ablation import head_output_means, run_ablated
-from icl_core.attribution import (
+from icl_core.analysis.ablation import head_output_means, run_ablated
+from icl_core.analysis.attribution import (
     ablation_change_vectors,
     ablation_table,
     attribution_over_training,
@@ -17,11 +17,11 @@ from icl_core.attribution import (
     phase_change_attribution,
     phase_endpoints,
 )
-from icl_core.config import ModelConfig
-from icl_core.metrics import icl_score, loss_curve, per_token_losses
-from icl_core.model import AttnOnlyTransformer, per_token_loss
-from icl_core.pca import select_positions, token_positions
-from icl_core.snapshots import list_snapshots, load_model, write_snapshot
+from icl_core.analysis.metrics import icl_score, loss_curve, per_token_losses
+from icl_core.analysis.pca import select_positions, token_positions
+from icl_core.model.config import ModelConfig
+from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
+from icl_core.storage.snapshots import list_snapshots, load_model, write_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,19 +4,21 @@ import numpy as np
 import pytest
 import torch
 
-from icl_core.circuits import (
+from icl_core.analysis.circuits import (
     composition_matrices,
+    composition_scores,
     copying_table,
     empirical_copying_scores,
     full_ov_circuit,
     full_qk_circuit,
     k_composition_qk_circuit,
     positional_qk_circuit,
+    random_composition_baseline,
     readable_tokens,
 )
-from icl_core.config import ModelConfig
-from icl_core.metrics import copying_scores
-from icl_core.model import AttnOnlyTransformer
+from icl_core.analysis.metrics import copying_scores
+from icl_core.model.config import ModelConfig
+from icl_core.model.transformer import AttnOnlyTransformer
 
 
 def _zeroed(cfg: ModelConfig) -> AttnOnlyTransformer:
@@ -58,6 +60,36 @@ def test_k_composition_of_a_hand_built_induction_pair():
     assert comp.scores["Q"][0, 0] == pytest.approx(-comp.baseline)
     kinds = {r["kind"] for r in comp.records()}
     assert kinds == {"K", "Q", "V"} and len(comp.records()) == 3 * 4
+
+
+def _random(d_model: int, d_head: int, seed: int) -> AttnOnlyTransformer:
+    torch.manual_seed(seed)
+    return AttnOnlyTransformer(ModelConfig(n_layers=2, n_heads=2, d_model=d_model, d_head=d_head, n_ctx=32))
+
+
+def test_k_composition_of_a_handbuilt_induction_circuit():
+    d, dh = 16, 4
+    model = _random(d, dh, seed=3)
+    with torch.no_grad():
+        b0, b1 = model.blocks
+        # head 0.0 writes into dims 8..11; head 1.0's key reads exactly those dims, its query and value others
+        b0.W_O[0] = torch.zeros(dh, d)
+        b0.W_O[0][:, 8:12] = torch.eye(dh)
+        b1.W_K[0] = torch.zeros(d, dh)
+        b1.W_K[0][8:12] = torch.eye(dh)
+        b1.W_Q[0] = torch.zeros(d, dh)
+        b1.W_Q[0][0:4] = torch.eye(dh)
+        b1.W_V[0] = torch.zeros(d, dh)
+        b1.W_V[0][0:4] = torch.eye(dh)
+    k, q, v = (composition_scores(model, kind) for kind in "KQV")
+    # perfectly aligned rank-4 maps score 1/sqrt(rank) = 0.5 at most (Frobenius norms)
+    assert k[0, 0] > 0.45
+    assert q[0, 0] < 0.05 and v[0, 0] < 0.05
+    baseline = random_composition_baseline(d, dh)
+    random_model = _random(d, dh, seed=4)
+    random_k = composition_scores(random_model, "K")
+    assert abs(float(random_k.mean()) - baseline) < 0.1, "random weights score near the random baseline"
+    assert k[0, 0] - baseline > 0.25
 
 
 def test_random_weights_compose_like_chance():

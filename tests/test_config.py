@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from icl_core.config import ModelConfig, TrainConfig, load_train_config, train_config_from_dict
 from icl_core.errors import ConfigError
+from icl_core.model.config import ModelConfig, TrainConfig, load_train_config, train_config_from_dict
 
 
 def test_round_trip_through_dict():

@@ -8,18 +8,24 @@ import numpy as np
 import pytest
 import torch
 
-from icl_core import explore
-from icl_core.ablation import (
+from icl_core.analysis import ablation, metrics
+from icl_core.analysis.ablation import (
     ablation_hooks,
     pattern_freezing_hooks,
     record_patterns,
     run_ablated,
     zero_ablation_hooks,
 )
-from icl_core.config import ModelConfig, train_config_from_dict
+from icl_core.analysis.pca import highlighted_pca_rows, pca_table
+from icl_core.analysis.phase import induction_onset, phase_status, phase_window
+from icl_core.analysis.summary import nearest_by_tokens, nearest_step, summary_rows
+from icl_core.analysis.text import PRESETS, analyze_tokens, prepare_text, preset_text
 from icl_core.errors import InputTextError
-from icl_core.model import AttnOnlyTransformer
-from icl_core.snapshots import SnapshotInfo, write_manifest
+from icl_core.heads import induction_heads, random_other_head
+from icl_core.model.config import ModelConfig, train_config_from_dict
+from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.runs import extra_run_refs
+from icl_core.storage.snapshots import SnapshotInfo, write_manifest
 
 
 @pytest.fixture(scope="module")
@@ -29,37 +35,37 @@ def model() -> AttnOnlyTransformer:
 
 
 def test_presets_repeat_and_fit_a_heatmap() -> None:
-    for name in explore.PRESETS:
-        text = explore.preset_text(name)
+    for name in PRESETS:
+        text = preset_text(name)
         assert 20 < len(text) < 100
-    rnd = explore.preset_text("Repeated random tokens")
+    rnd = preset_text("Repeated random tokens")
     assert rnd[:25] == rnd[25:] and rnd.isprintable()
-    fuzzy = explore.preset_text("Fuzzy repeat (case-flipped)")
+    fuzzy = preset_text("Fuzzy repeat (case-flipped)")
     half = len(fuzzy) // 2
     assert fuzzy[half:] == fuzzy[:half].swapcase()
     with pytest.raises(InputTextError):
-        explore.preset_text("nope")
+        preset_text("nope")
 
 
 def test_prepare_text_reports_empty_truncated_and_non_ascii() -> None:
     with pytest.raises(InputTextError):
-        explore.prepare_text("   ", 64)
-    prepared = explore.prepare_text("é" * 100, 64)
+        prepare_text("   ", 64)
+    prepared = prepare_text("é" * 100, 64)
     assert len(prepared.tokens) == 64
     assert any("only the first 64" in n for n in prepared.notes)
     assert any("non-ASCII" in n for n in prepared.notes)
-    assert explore.prepare_text("abc", 64).notes == ()
+    assert prepare_text("abc", 64).notes == ()
 
 
 def test_analyze_tokens_and_text_prefix_matching(model: AttnOnlyTransformer) -> None:
-    an = explore.analyze_tokens(model, explore.prepare_text("abcdabcd", 64).tokens)
+    an = analyze_tokens(model, prepare_text("abcdabcd", 64).tokens)
     n = 9
     assert an.patterns.shape == (3, 2, n, n) and an.losses.shape == (n - 1,)
     assert an.top_ids.shape == (n, 5) and np.all(np.diff(an.top_probs, axis=1) <= 1e-6)
     assert an.targets[5, 2] and not an.targets[4, 2]  # 'a' at 5 -> 'b' at 2 follows the earlier 'a'
     expected = (an.patterns[..., 5:, :] * an.targets[5:]).sum(-1).mean(-1)
     np.testing.assert_allclose(an.text_prefix_matching, expected, rtol=1e-5)
-    none = explore.analyze_tokens(model, explore.prepare_text("abcd", 64).tokens)
+    none = analyze_tokens(model, prepare_text("abcd", 64).tokens)
     assert np.isnan(none.text_prefix_matching).all()
 
 
@@ -75,31 +81,31 @@ def test_freezing_only_later_layers_matches_freezing_all(model: AttnOnlyTransfor
 
 
 def test_ablation_effect_reports_both_copies(model: AttnOnlyTransformer) -> None:
-    probes = explore.make_probes(model.cfg.n_ctx, n_repeated=2, half_len=20, n_heldout=2)
+    probes = ablation.make_probes(model.cfg.n_ctx, n_repeated=2, half_len=20, n_heldout=2)
     assert probes.repeated.shape == (2, 41)
-    clean = explore.ablation_effect(model, [], "zero", probes)
+    clean = ablation.ablation_effect(model, [], "zero", probes)
     assert clean.icl_score is None  # a 64-token context has no token 500
     assert len(clean.loss_curve) == model.cfg.n_ctx - 1
-    cached = explore.record_probe_patterns(model, probes)
-    a = explore.ablation_effect(model, [(0, 0)], "pattern-preserving", probes)
-    b = explore.ablation_effect(model, [(0, 0)], "pattern-preserving", probes, clean=cached)
+    cached = ablation.record_probe_patterns(model, probes)
+    a = ablation.ablation_effect(model, [(0, 0)], "pattern-preserving", probes)
+    b = ablation.ablation_effect(model, [(0, 0)], "pattern-preserving", probes, clean=cached)
     assert a.second_half_loss == pytest.approx(b.second_half_loss, abs=1e-3)  # cached patterns are fp16
 
 
 def test_windowed_icl_score() -> None:
     curve = np.ones(511)
     curve[490:511] = 0.5
-    assert explore.windowed_icl_score(curve) == pytest.approx(-0.5)
-    assert explore.windowed_icl_score(np.ones(100)) is None
+    assert metrics.windowed_icl_score(curve) == pytest.approx(-0.5)
+    assert metrics.windowed_icl_score(np.ones(100)) is None
 
 
 def test_induction_heads_and_random_other_head() -> None:
     pm = [[0.9, 0.1], [0.2, 0.6], [0.5, 0.05]]
-    assert explore.induction_heads(pm, 0.3) == [(1, 1), (2, 0)]  # layer 0 never counts in a deep model
-    assert explore.induction_heads([[0.1, 0.7]], 0.3) == [(0, 1)]  # ... but does in a 1-layer model
-    other = explore.random_other_head(3, 2, [(1, 1), (2, 0)], seed=3)
-    assert other not in {(1, 1), (2, 0)} and other == explore.random_other_head(3, 2, [(1, 1), (2, 0)], seed=3)
-    assert explore.random_other_head(1, 1, [(0, 0)]) is None
+    assert induction_heads(pm, 0.3) == [(1, 1), (2, 0)]  # layer 0 never counts in a deep model
+    assert induction_heads([[0.1, 0.7]], 0.3) == [(0, 1)]  # ... but does in a 1-layer model
+    other = random_other_head(3, 2, [(1, 1), (2, 0)], seed=3)
+    assert other not in {(1, 1), (2, 0)} and other == random_other_head(3, 2, [(1, 1), (2, 0)], seed=3)
+    assert random_other_head(1, 1, [(0, 0)]) is None
 
 
 def _snap(step: int, tokens: int, vec: list[float], n_ctx: int = 512, icl: float = -0.1) -> SnapshotInfo:
@@ -112,27 +118,27 @@ def test_pca_table_groups_comparable_runs_and_highlights_by_tokens() -> None:
     a = [_snap(s, s * 100, rng.normal(size=6).tolist()) for s in (0, 10, 20, 40)]
     b = [_snap(s, s * 200, rng.normal(size=6).tolist()) for s in (0, 5, 10, 20)]
     odd = [_snap(s, s, rng.normal(size=4).tolist()) for s in (0, 1)]
-    table = explore.pca_table({"a": a, "b": b, "odd": odd}, focus_run="a", min_step=0)
+    table = pca_table({"a": a, "b": b, "odd": odd}, focus_run="a", min_step=0)
     assert table is not None and {r["run"] for r in table.rows} == {"a", "b"}
     assert "odd" in table.skipped
-    hl = explore.highlighted_pca_rows(table, "a", 20)  # 2000 tokens: b's nearest is its step 10
+    hl = highlighted_pca_rows(table, "a", 20)  # 2000 tokens: b's nearest is its step 10
     assert {(h["run"], h["step"], h["focus"]) for h in hl} == {("a", 20, True), ("b", 10, False)}
-    assert explore.highlighted_pca_rows(table, "a", 15) == []  # a step not in the plane, no tokens given
-    late = explore.pca_table({"a": a, "b": b}, focus_run="a", min_step=10)
-    hl = explore.highlighted_pca_rows(late, "a", 0, tokens=0)  # step 0 is before the fit: nearest points
+    assert highlighted_pca_rows(table, "a", 15) == []  # a step not in the plane, no tokens given
+    late = pca_table({"a": a, "b": b}, focus_run="a", min_step=10)
+    hl = highlighted_pca_rows(late, "a", 0, tokens=0)  # step 0 is before the fit: nearest points
     assert {(h["run"], h["step"], h["focus"]) for h in hl} == {("a", 10, True), ("b", 10, False)}
 
 
 def test_summary_rows_phase_window_and_nearest_step() -> None:
     snaps = [_snap(s, s * 10, [0.0], icl=v) for s, v in enumerate([0, 0, 0, 0, -0.1, -0.4, -0.5, -0.5, -0.5, -0.5])]
-    rows = explore.summary_rows(snaps)
+    rows = summary_rows(snaps)
     assert rows[5]["icl_score"] == -0.4 and rows[0]["max_prefix_matching"] is None
-    window = explore.phase_window(snaps)
+    window = phase_window(snaps)
     assert window is not None and window.start_step <= 5 <= window.end_step
-    assert explore.phase_status(window, 0) == "before the phase change"
-    assert explore.phase_status(None, 3) == "no phase change"
-    assert explore.nearest_step([0, 10, 100], 60) == 100
-    assert explore.nearest_by_tokens([0, 100, 10_000], 900) == 1
+    assert phase_status(window, 0) == "before the phase change"
+    assert phase_status(None, 3) == "no phase change"
+    assert nearest_step([0, 10, 100], 60) == 100
+    assert nearest_by_tokens([0, 100, 10_000], 900) == 1
 
 
 def test_extra_run_refs_accepts_runs_and_folders_of_runs(tmp_path: Path) -> None:
@@ -141,7 +147,7 @@ def test_extra_run_refs_accepts_runs_and_folders_of_runs(tmp_path: Path) -> None
     write_manifest(tmp_path / "many" / "r2", cfg)
     write_manifest(tmp_path / "single", cfg)
     (tmp_path / "many" / "not-a-run").mkdir()
-    refs = explore.extra_run_refs(f"{tmp_path / 'many'}:{tmp_path / 'single'}:{tmp_path / 'missing'}")
+    refs = extra_run_refs(f"{tmp_path / 'many'}:{tmp_path / 'single'}:{tmp_path / 'missing'}")
     assert [r.name for r in refs] == ["r1", "r2", "single"] and {r.source for r in refs} == {"extra"}
 
 
@@ -150,6 +156,6 @@ def test_induction_onset_needs_two_snapshots_above_threshold() -> None:
         return SnapshotInfo(Path("/nowhere"), step, step, ModelConfig(), {"prefix_matching": pm})
 
     blip = [snap(0, [[0.9, 0], [0.1, 0]]), snap(1, [[0, 0], [0.5, 0]]), snap(2, [[0, 0], [0.1, 0]])]
-    assert explore.induction_onset(blip) is None  # layer 0 never counts; one snapshot above is a blip
+    assert induction_onset(blip) is None  # layer 0 never counts; one snapshot above is a blip
     grows = [*blip, snap(3, [[0, 0], [0.1, 0.4]]), snap(4, [[0, 0], [0.1, 0.8]])]
-    assert explore.induction_onset(grows) == (3, (1, 1))
+    assert induction_onset(grows) == (3, (1, 1))

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from icl_core.config import ModelConfig
-from icl_core.fuzzy import (
+from icl_core.analysis.fuzzy import (
     PERTURBATIONS,
     case_letter_pool,
     flip_case,
@@ -15,8 +14,9 @@ from icl_core.fuzzy import (
     fuzzy_targets,
     nearest_neighbours,
 )
-from icl_core.model import AttnOnlyTransformer
-from icl_core.tokenizer import BOS, decode
+from icl_core.model.config import ModelConfig
+from icl_core.model.tokenizer import BOS, decode
+from icl_core.model.transformer import AttnOnlyTransformer
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""icl_core.hub against a local fake Hub (tests/fake_hub.py): nothing here reaches huggingface.co."""
+"""icl_core.storage.hub against a local fake Hub (tests/fake_hub.py): nothing here reaches huggingface.co."""
 
 # ruff: noqa: F811  (the fixtures imported from fake_hub are test arguments of the same name)
 
@@ -13,10 +13,10 @@ import torch
 from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, fake_hub, no_internet, tiny_run_dir  # noqa: F401
 from safetensors.torch import load_file, save_file
 
-from icl_core import hub
 from icl_core.errors import HubError
-from icl_core.runs import discover_runs, hub_registry_path, hub_runs
-from icl_core.snapshots import list_snapshots, load_model, read_manifest
+from icl_core.storage import hub
+from icl_core.storage.runs import discover_runs, hub_registry_path, hub_runs
+from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
 
 REPO = "alice/tiny-run"
 

@@ -16,11 +16,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from icl_core import jobs
-from icl_core.config import ModelConfig, TrainConfig
 from icl_core.errors import ConfigError
-from icl_core.snapshots import list_snapshots, load_model, read_manifest
-from icl_core.train import RESUME_WEIGHTS, TRAIN_LOG, train
+from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
+from icl_core.training import jobs
+from icl_core.training.train import RESUME_WEIGHTS, TRAIN_LOG, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -177,7 +177,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(reference, data_dir: 
 
 
 def test_cancel_then_resume(reference, data_dir: Path, monkeypatch) -> None:
-    from icl_core.runs import discover_runs
+    from icl_core.storage.runs import discover_runs
 
     ref, _, _ = reference
     monkeypatch.setenv("ICL_JOB_STEP_DELAY_S", "0.05")
@@ -245,7 +245,7 @@ def test_torchrun_ddp_matches_single_process(tmp_path: Path) -> None:
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(
-        [*launcher, "--standalone", "--nproc_per_node=2", "-m", "icl_core.train", str(config_path)]
+        [*launcher, "--standalone", "--nproc_per_node=2", "-m", "icl_core.training.train", str(config_path)]
         + ["--out-dir", str(tmp_path / "ddp_runs")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -17,9 +17,10 @@ import pytest
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
-from icl_core import explore
-from icl_core.runs import SHIPPED_DIR
-from icl_core.snapshots import list_snapshots
+from icl_core.analysis.summary import nearest_step
+from icl_core.analysis.text import preset_text
+from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
+from icl_core.storage.snapshots import list_snapshots
 from ui import state
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -30,7 +31,7 @@ TIMEOUT = 60
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # Only the shipped runs: no user-trained or downloaded ones.
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv(explore.EXTRA_RUNS_ENV, raising=False)
+    monkeypatch.delenv(EXTRA_RUNS_ENV, raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
@@ -93,7 +94,7 @@ def test_link_with_text_opens_the_attention_page_on_that_sequence() -> None:
     assert at.query_params["preset"] == "Repeated English sentence" and "text" not in at.query_params
     # ... and a link with that preset opens on it.
     at = open_app("pages/attention.py", preset="Repeated English sentence")
-    assert at.text_area(key="attn_text").value == explore.preset_text("Repeated English sentence")
+    assert at.text_area(key="attn_text").value == preset_text("Repeated English sentence")
     at = open_app("pages/attention.py", preset="no such preset")
     assert any("no such preset" in w.value for w in at.warning)
     assert at.selectbox(key="attn_preset").value == "Repeated random tokens"
@@ -116,7 +117,7 @@ def test_invalid_link_warns_and_falls_back(params: dict, expect_run: str, expect
     if expect_step == "last":
         expect_step = steps[-1]
     elif expect_step == "nearest":
-        expect_step = explore.nearest_step(steps, int(params["step"]))
+        expect_step = nearest_step(steps, int(params["step"]))
         assert expect_step != int(params["step"])
     assert shown(at) == (expect_run, expect_step) == url(at)  # the URL now says what is shown
     # The warning is about the link: it goes once the selection changes.

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from icl_core.config import ModelConfig
-from icl_core.metrics import attention_patterns
-from icl_core.model import AttnOnlyTransformer, pattern_name
+from icl_core.analysis.metrics import attention_patterns
+from icl_core.model.config import ModelConfig
+from icl_core.model.transformer import AttnOnlyTransformer, pattern_name
 
 
 def tiny(**kw) -> AttnOnlyTransformer:

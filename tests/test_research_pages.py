@@ -15,8 +15,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from icl_core import explore
-from ui import export, research
+from icl_core.storage.runs import EXTRA_RUNS_ENV
+from ui import charts, export
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -28,7 +28,7 @@ CIRCUITS, ANALYSIS = "pages/circuits.py", "pages/analysis.py"
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ICL_DATA_DIR", str(tmp_path_factory.mktemp("research_data")))  # shipped runs only
-        mp.setenv(explore.EXTRA_RUNS_ENV, "")
+        mp.setenv(EXTRA_RUNS_ENV, "")
         mp.setenv("HF_HUB_OFFLINE", "1")
         st.cache_data.clear()
         st.cache_resource.clear()
@@ -109,7 +109,7 @@ def test_export_builders_make_png_svg_and_csv() -> None:
         {"head": "L0H0", "layer": 0, "eigenvalue": -0.5, "empirical": -0.9, "own_top1": 0.0},
         {"head": "L1H0", "layer": 1, "eigenvalue": 0.99, "empirical": -0.2, "own_top1": 0.7},
     ]
-    chart = research.copying_bars(rows)
+    chart = charts.copying_bars(rows)
     title = chart.to_dict()["title"]
     png = export.png_bytes(chart)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from icl_core import data, explore, metrics
-from icl_core.ablation import run_ablated
-from icl_core.model import per_token_loss
-from icl_core.pca import token_positions, turn_strengths
-from icl_core.phase import PhaseWindow
-from icl_core.runs import SHIPPED_DIR
-from icl_core.snapshots import list_snapshots, load_model, read_manifest
+from icl_core import data
+from icl_core.analysis import metrics
+from icl_core.analysis.ablation import run_ablated
+from icl_core.analysis.pca import pca_table, token_positions, turn_strengths
+from icl_core.analysis.phase import PhaseWindow, phase_window
+from icl_core.model.transformer import per_token_loss
+from icl_core.storage.runs import SHIPPED_DIR
+from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
 
 RUNS = ("attn1", "attn2", "attn2-smeared")
 
@@ -34,7 +35,7 @@ def final(snaps):
 
 @pytest.fixture(scope="module")
 def windows(snaps) -> dict[str, PhaseWindow | None]:
-    return {name: explore.phase_window(s) for name, s in snaps.items()}
+    return {name: phase_window(s) for name, s in snaps.items()}
 
 
 def test_shipped_runs_are_complete_log_spaced_and_small(snaps):
@@ -130,8 +131,8 @@ def test_ablating_the_induction_head_removes_in_context_learning(final):
 
 
 def test_loss_pca_is_deterministic_and_turns_at_the_phase_change(snaps, windows):
-    table = explore.pca_table(snaps)
-    again = explore.pca_table({name: snaps[name] for name in reversed(RUNS)})
+    table = pca_table(snaps)
+    again = pca_table({name: snaps[name] for name in reversed(RUNS)})
     assert table is not None and not table.skipped
     coords = {name: np.array([[r["pc1"], r["pc2"]] for r in table.rows if r["run"] == name]) for name in RUNS}
     coords_again = {name: np.array([[r["pc1"], r["pc2"]] for r in again.rows if r["run"] == name]) for name in RUNS}

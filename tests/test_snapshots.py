@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from icl_core.config import ModelConfig, TrainConfig
 from icl_core.errors import CheckpointError
-from icl_core.model import AttnOnlyTransformer
-from icl_core.snapshots import list_snapshots, load_model, read_run_config, write_manifest, write_snapshot
+from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.snapshots import list_snapshots, load_model, read_run_config, write_manifest, write_snapshot
 
 TINY = ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=32)
 

@@ -161,7 +161,7 @@ def test_dockerfile_runs_as_uid_1000_with_a_writable_data_dir() -> None:
 
 
 def test_app_honours_icl_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from icl_core import runs
+    from icl_core.storage import runs
 
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
     assert runs.data_dir() == tmp_path

@@ -1,9 +1,9 @@
 import torch
 from safetensors.torch import load_file
 
-from icl_core.config import train_config_from_dict
-from icl_core.snapshots import list_snapshots
-from icl_core.train import snapshot_steps, train
+from icl_core.model.config import train_config_from_dict
+from icl_core.storage.snapshots import list_snapshots
+from icl_core.training.train import snapshot_steps, train
 
 TINY = {
     "model": {"n_layers": 2, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 64, "smeared_keys": True},

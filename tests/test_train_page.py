@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from icl_core import jobs
+from icl_core.training import jobs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
-ROOT = Path(__file__).resolve().parent.parent
-
-# (file, title, icon); pages written by other parts of the project are listed only once they exist.
+# (file, title, icon)
 PAGES = [
     ("pages/home.py", "Start here: the tour", ":material/school:"),
     ("pages/attention.py", "Attention explorer", ":material/visibility:"),
@@ -27,7 +23,6 @@ def navigation() -> StreamlitPage:
     pages = [
         st.Page(path, title=title, icon=icon, default=(path == "pages/home.py"))
         for path, title, icon in PAGES
-        if (ROOT / path).is_file()
     ]
     page = st.navigation(pages)
     # After st.navigation: it sends the page's own title and icon, which would reset the layout.

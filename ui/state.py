@@ -24,11 +24,12 @@ from typing import Any
 
 import streamlit as st
 
-from icl_core import explore
+from icl_core.analysis.phase import phase_status
+from icl_core.analysis.summary import fmt_tokens, nearest_step
 from icl_core.errors import ICLError
-from icl_core.runs import RunRef, discover_runs
-from icl_core.snapshots import SnapshotInfo, read_run_config
-from ui import compute
+from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
+from icl_core.storage.snapshots import SnapshotInfo, read_run_config
+from ui import cache
 
 RUN_KEY = "run"
 STEP_KEY = "step"
@@ -67,7 +68,7 @@ class Selection:
 
 def list_runs() -> list[RunRef]:
     """Shipped, trained and downloaded runs, plus folders named in ICL_EXTRA_RUNS_DIRS."""
-    return discover_runs(extra=explore.extra_run_refs())
+    return discover_runs(extra=extra_run_refs())
 
 
 def _default_run(runs: list[RunRef]) -> RunRef:
@@ -192,7 +193,7 @@ def _apply_url_step(run: RunRef, steps: list[int]) -> None:
     wanted = st.session_state.pop(URL_STEP_PENDING, None)
     if wanted is None:
         return
-    nearest = explore.nearest_step(steps, wanted)
+    nearest = nearest_step(steps, wanted)
     if nearest != wanted:
         st.session_state.setdefault(URL_WARNINGS, []).append(
             f"Run **{run.name}** has no snapshot at step {wanted:,}: showing the nearest one, step {nearest:,}."
@@ -216,9 +217,6 @@ def set_url_params(**values: str | None) -> None:
 def _show_url_warnings() -> None:
     for text in st.session_state.get(URL_WARNINGS, []):
         st.warning(text, icon=":material/link_off:")
-
-
-_fmt_tokens = explore.fmt_tokens
 
 
 def sidebar_picker() -> Selection | None:
@@ -257,7 +255,7 @@ def _picker() -> Selection | None:
         )
         run = by_name[name]
         try:
-            snaps = compute.snapshots_of(run.path)
+            snaps = cache.snapshots_of(run.path)
         except ICLError as exc:
             st.error(f"Cannot read this run: {exc}")
             return None
@@ -269,7 +267,7 @@ def _picker() -> Selection | None:
         wanted = st.session_state.get(STEP_VALUE)
         if wanted not in steps:
             # A new run, or a step this run lacks (other schedule, still training): keep the nearest one.
-            wanted = explore.nearest_step(steps, wanted) if isinstance(wanted, int) else steps[-1]
+            wanted = nearest_step(steps, wanted) if isinstance(wanted, int) else steps[-1]
             st.session_state[STEP_VALUE] = wanted
         st.session_state[STEP_KEY] = wanted
         tokens = {s.step: s.tokens_seen for s in snaps}
@@ -282,12 +280,12 @@ def _picker() -> Selection | None:
             help="Snapshots are log-spaced: dense early, sparse late, like Olsson et al.",
         )
         selection = Selection(run, tuple(snaps), int(step))
-        window = compute.phase_window_of(run.path)
+        window = cache.phase_window_of(run.path)
         icl = selection.snapshot.metrics.get("icl_score")
         icl_txt = f" · ICL score {icl:+.3f}" if isinstance(icl, (int, float)) else ""
         st.caption(
-            f"Snapshot {selection.index + 1} of {len(steps)} · {_fmt_tokens(tokens[step])} tokens seen{icl_txt} · "
-            f"{explore.phase_status(window, selection.step)}"
+            f"Snapshot {selection.index + 1} of {len(steps)} · {fmt_tokens(tokens[step])} tokens seen{icl_txt} · "
+            f"{phase_status(window, selection.step)}"
         )
     st.session_state[SELECTION_KEY] = selection
     return selection
@@ -333,5 +331,3 @@ def require_selection() -> Selection:
         st.stop()
     return sel
 
-
-fmt_tokens = explore.fmt_tokens

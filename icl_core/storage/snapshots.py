@@ -22,13 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from icl_core.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from icl_core.errors import CheckpointError, ConfigError
-from icl_core.model import AttnOnlyTransformer
+from icl_core.model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
+from icl_core.model.transformer import AttnOnlyTransformer
 
 RUN_FORMAT = "icl-explorer-run"
 RUN_FORMAT_VERSION = 1
 MANIFEST = "run.json"
+TRAIN_LOG = "train_log.jsonl"  # one JSON line per logged training step, appended by the training loop
 _SNAPSHOT_RE = re.compile(r"^step_(\d{6,})\.json$")
 
 

@@ -1,6 +1,6 @@
 """Runs on the Hugging Face Hub: download (cached, usable offline) and publish.
 
-A Hub repo holds one run exactly as it lies on disk (see icl_core.snapshots): run.json, step_*.json,
+A Hub repo holds one run exactly as it lies on disk (see icl_core.storage.snapshots): run.json, step_*.json,
 step_*.safetensors, train_log.jsonl and a README.md model card. Nothing else is ever downloaded or
 uploaded: no pickles (.bin, .pt, .pkl), no resume state.
 
@@ -12,12 +12,12 @@ is fit to show as it is:
     download_run(repo_id: str, revision: str | None = None, token: str | None = None,
                  progress: Callable[[DownloadProgress], None] | None = None) -> Path
         Download (or take from the cache) and validate a run; returns its folder, which
-        icl_core.snapshots loads like a shipped run. `progress` is called in the caller's thread
+        icl_core.storage.snapshots loads like a shipped run. `progress` is called in the caller's thread
         (safe for st.* calls) with DownloadProgress(stage, files_done, files_total, bytes_done,
         bytes_total, message) and its .fraction in [0, 1]. The run then appears in
-        icl_core.runs.discover_runs() with source "hub".
+        icl_core.storage.runs.discover_runs() with source "hub".
     downloaded_runs() -> list[HubRun]
-        Runs downloaded before (icl_core.runs.HubRun: repo_id, revision, commit, path, run_name,
+        Runs downloaded before (icl_core.storage.runs.HubRun: repo_id, revision, commit, path, run_name,
         downloaded_at, label). forget_run(repo_id, revision="main") -> bool drops one from the list.
     publish_run(run_dir: str | Path, repo_id: str, token: str | None = None, private: bool = False) -> str
         Create the repo if needed and upload the run in one commit; returns the repo's URL.
@@ -29,9 +29,9 @@ token), HF_HUB_CACHE / HF_HOME (cache location; else ICL_DATA_DIR/hf_cache, sinc
 may write only below its own folders).
 
 CLI:
-    python -m icl_core.hub download OWNER/REPO [--revision R] [--token T]
-    python -m icl_core.hub publish RUN_DIR OWNER/REPO [--token T] [--private]
-    python -m icl_core.hub list
+    python -m icl_core.storage.hub download OWNER/REPO [--revision R] [--token T]
+    python -m icl_core.storage.hub publish RUN_DIR OWNER/REPO [--token T] [--private]
+    python -m icl_core.storage.hub list
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from icl_core.errors import CheckpointError, HubError
-from icl_core.runs import HubRun, data_dir, forget_hub_run, hub_runs, record_hub_run
-from icl_core.snapshots import MANIFEST, SnapshotInfo, list_snapshots, load_model, read_manifest
+from icl_core.storage.runs import HubRun, data_dir, forget_hub_run, hub_runs, record_hub_run
+from icl_core.storage.snapshots import MANIFEST, SnapshotInfo, list_snapshots, load_model, read_manifest
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Only our own formats: JSON and safetensors never execute code when loaded, pickles (.bin/.pt) can.
@@ -271,7 +271,7 @@ def download_run(
     if progress is not None:
         progress(DownloadProgress("verifying", message=f"Checking {label}"))
     manifest, snapshots = _validate_run(
-        path, f"'{label}'", " Only runs published with this app (python -m icl_core.hub publish) can be opened."
+        path, f"'{label}'", " Only runs published with this app (python -m icl_core.storage.hub publish) can be opened."
     )
     record_hub_run(
         HubRun(
@@ -500,7 +500,7 @@ def _publish_error(exc: Exception, repo_id: str, token: str | None, endpoint: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m icl_core.hub", description="Runs on the Hugging Face Hub.")
+    parser = argparse.ArgumentParser(prog="python -m icl_core.storage.hub", description="Runs on the Hugging Face Hub.")
     sub = parser.add_subparsers(dest="command", required=True)
     down = sub.add_parser("download", help="download a run into the local cache and check that it loads")
     down.add_argument("repo_id", help="OWNER/REPO")

@@ -8,10 +8,15 @@ window is located on it; runs without stored head scores fall back to the ICL sc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
+
+from icl_core.heads import INDUCTION_THRESHOLD, Head, induction_heads, min_induction_layer
+from icl_core.storage.snapshots import SnapshotInfo
 
 # A run whose ICL score never falls by this much (nats) from its early plateau has no phase change.
 MIN_DROP_NATS = 0.15
@@ -69,8 +74,7 @@ def best_induction_score(prefix_matching: Sequence[Sequence[float]]) -> float:
     smeared-key model can: so layer 0 counts only for 1-layer models.
     """
     layers = list(prefix_matching)
-    candidates = layers[1:] if len(layers) > 1 else layers
-    return max(float(v) for layer in candidates for v in layer)
+    return max(float(v) for layer in layers[min_induction_layer(len(layers)) :] for v in layer)
 
 
 def detect_run_phase_change(
@@ -95,3 +99,77 @@ def detect_run_phase_change(
         return float(icl[int(np.argmin(np.abs(icl_steps - step)))])
 
     return replace(window, icl_change=at(window.end_step) - at(window.start_step))
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's phase change, from its stored snapshot metrics
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A stored metric as a float, or None where it is missing or not a finite number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def stored_prefix_matching(snap: SnapshotInfo) -> list[list[float]] | None:
+    """The snapshot's stored prefix-matching scores (layer x head), or None if missing or of the wrong shape."""
+    pm = snap.metrics.get("prefix_matching")
+    cfg = snap.model_config
+    if (
+        isinstance(pm, list)
+        and len(pm) == cfg.n_layers
+        and all(isinstance(r, list) and len(r) == cfg.n_heads for r in pm)
+    ):
+        return [[float(v) for v in row] for row in pm]
+    return None
+
+
+def best_induction_head(snap: SnapshotInfo) -> Head | None:
+    """The head with the highest stored prefix-matching score in layers >= 1 (any layer of a 1-layer model)."""
+    pm = stored_prefix_matching(snap)
+    found = induction_heads(pm, threshold=-1.0) if pm else []
+    return found[0] if found else None
+
+
+def phase_window(snaps: Sequence[SnapshotInfo]) -> PhaseWindow | None:
+    """The phase change located from the stored head scores (or ICL scores when those are missing), or None."""
+    usable = [
+        s for s in snaps if finite_or_none(s.metrics.get("icl_score")) is not None or s.metrics.get("prefix_matching")
+    ]
+    if len(usable) < 3:
+        return None
+    return detect_run_phase_change(
+        [s.step for s in usable],
+        [finite_or_none(s.metrics.get("icl_score")) for s in usable],
+        [s.metrics.get("prefix_matching") for s in usable],
+    )
+
+
+def induction_onset(snaps: Sequence[SnapshotInfo], threshold: float = INDUCTION_THRESHOLD) -> tuple[int, Head] | None:
+    """First snapshot from which some head (layer >= 1 in deep models) keeps a prefix-matching score above threshold.
+
+    A second witness of the phase change besides the ICL score: "induction heads form". Requiring the
+    score to stay above the threshold at the next snapshot too ignores single-snapshot blips.
+    """
+    above: list[Head | None] = []
+    for s in snaps:
+        pm = s.metrics.get("prefix_matching")
+        heads = induction_heads(pm, threshold) if isinstance(pm, list) and pm else []
+        above.append(heads[0] if heads else None)
+    for i, head in enumerate(above):
+        if head is not None and (i + 1 == len(above) or above[i + 1] is not None):
+            return snaps[i].step, head
+    return None
+
+
+def phase_status(window: PhaseWindow | None, step: int) -> str:
+    if window is None:
+        return "no phase change"
+    if step < window.start_step:
+        return "before the phase change"
+    if step <= window.end_step:
+        return "during the phase change"
+    return "after the phase change"

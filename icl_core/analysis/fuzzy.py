@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icl_core import data, metrics
-from icl_core.explore import head_name
-from icl_core.model import AttnOnlyTransformer, per_token_loss
-from icl_core.tokenizer import BOS
+from icl_core import data
+from icl_core.analysis import metrics
+from icl_core.heads import head_name
+from icl_core.model.tokenizer import BOS
+from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
 
 PERTURBATIONS = ("exact", "case", "neighbour")
 

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icl_core.config import TrainConfig, train_config_from_dict
 from icl_core.errors import ConfigError, ICLError
-from icl_core.runs import REPO_ROOT, SHIPPED_DIR, data_dir, user_runs_dir
-from icl_core.snapshots import atomic_write_json
+from icl_core.model.config import TrainConfig, train_config_from_dict
+from icl_core.storage.runs import REPO_ROOT, SHIPPED_DIR, data_dir, user_runs_dir
+from icl_core.storage.snapshots import atomic_write_json
 
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
@@ -262,7 +262,7 @@ def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
     """What TrainConfig.validate cannot know: the machine, the process count, the probe lengths."""
     import torch
 
-    from icl_core.train import EvalData
+    from icl_core.training.train import EvalData
 
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ConfigError(f"number of processes must be a positive integer, got {nproc!r}")
@@ -305,9 +305,9 @@ def _run_name_in_use(run_name: str) -> bool:
 def _spawn(job_dir: Path, nproc: int) -> None:
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        cmd += ["-m", "icl_core.jobs_worker", str(job_dir)]
+        cmd += ["-m", "icl_core.training.jobs_worker", str(job_dir)]
     else:
-        cmd = [sys.executable, "-m", "icl_core.jobs_worker", str(job_dir)]
+        cmd = [sys.executable, "-m", "icl_core.training.jobs_worker", str(job_dir)]
     env = dict(os.environ)
     # The worker must import icl_core whatever folder the app was started from.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)

@@ -3,7 +3,7 @@
 The model has no LayerNorm and no biases, so every quantity here is an exact product of weights:
 nothing is approximated by folding or freezing a normalisation.
 
-Conventions (row vectors, as in icl_core.model): a residual vector x is read by a head as x W_Q, x W_K,
+Conventions (row vectors, as in icl_core.model.transformer): a residual vector x is read by a head as x W_Q, x W_K,
 x W_V; the head writes z W_O. So W_QK = W_Q W_K^T (query side on the left) and W_OV = W_V W_O.
 """
 
@@ -17,11 +17,10 @@ import numpy as np
 import torch
 
 from icl_core import data
-from icl_core.ablation import Head
-from icl_core.explore import head_name
-from icl_core.metrics import composition_scores, copying_scores, random_composition_baseline
-from icl_core.model import AttnOnlyTransformer
-from icl_core.tokenizer import VOCAB_SIZE, token_labels
+from icl_core.analysis.metrics import copying_scores
+from icl_core.heads import Head, head_name
+from icl_core.model.tokenizer import VOCAB_SIZE, token_labels
+from icl_core.model.transformer import AttnOnlyTransformer
 
 COMPOSITION_KINDS = ("K", "Q", "V")
 
@@ -71,12 +70,62 @@ class CompositionScores:
         return out
 
 
+def _qk(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
+    block = model.blocks[layer]
+    return block.W_Q[head] @ block.W_K[head].T  # (d_model, d_model): x_q W_QK x_k^T
+
+
+def _ov(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
+    block = model.blocks[layer]
+    return block.W_V[head] @ block.W_O[head]  # (d_model, d_model): x W_OV is the head's write
+
+
+def _composition(left: torch.Tensor, right: torch.Tensor) -> float:
+    return float((left @ right).norm() / (left.norm() * right.norm()).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def composition_scores(model: AttnOnlyTransformer, kind: str, early: int = 0, late: int = 1) -> torch.Tensor:
+    """Composition scores (early heads x late heads), kind in {'K', 'Q', 'V'} (Elhage et al. 2021).
+
+    Row-vector convention: the late head's key input gets x W_OV^early, so K-composition is
+    || W_OV^early W_QK^late^T || (the key side), Q-composition || W_OV^early W_QK^late ||, and
+    V-composition || W_OV^early W_OV^late ||, each divided by the product of the two norms.
+    """
+    if kind not in ("K", "Q", "V"):
+        raise ValueError(f"kind must be K, Q or V, got {kind!r}")
+    h = model.cfg.n_heads
+    out = torch.zeros(h, h)
+    for i in range(h):
+        ov1 = _ov(model, early, i)
+        for j in range(h):
+            if kind == "K":
+                right = _qk(model, late, j).T
+            elif kind == "Q":
+                right = _qk(model, late, j)
+            else:
+                right = _ov(model, late, j)
+            out[i, j] = _composition(ov1, right)
+    return out
+
+
+def random_composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0) -> float:
+    """Mean composition score of random low-rank matrices with the shapes of W_OV and W_QK."""
+    gen = torch.Generator().manual_seed(seed)
+    scores = []
+    for _ in range(n_samples):
+        a = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
+        b = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
+        scores.append(_composition(a, b))
+    return float(torch.tensor(scores).mean())
+
+
 @torch.no_grad()
 def composition_matrices(model: AttnOnlyTransformer, n_samples: int = 200, seed: int = 0) -> CompositionScores:
     """K-, Q- and V-composition of every earlier-layer head with every later-layer head, minus the random baseline.
 
     W_OV and W_QK are both d_model x d_model of rank d_head, so one baseline (random rank-d_head products of
-    those shapes, icl_core.metrics.random_composition_baseline) serves all three kinds. A score near 0 after
+    those shapes, random_composition_baseline) serves all three kinds. A score near 0 after
     subtraction means "no more aligned than chance"; an induction head K-composes with a previous-token head.
     """
     cfg = model.cfg
@@ -264,7 +313,14 @@ def full_qk_circuit(
     m = (e @ block.W_Q[head]) @ (e @ block.W_K[head]).T / math.sqrt(model.cfg.d_head)
     labels = _labels(toks, model)
     return CircuitMatrix(
-        m.float().numpy(), labels, labels, toks, toks, "query token", "key token", f"QK circuit of L{layer}H{head}"
+        m.float().numpy(),
+        labels,
+        labels,
+        toks,
+        toks,
+        "query token",
+        "key token",
+        f"QK circuit of {head_name((layer, head))}",
     )
 
 
@@ -299,7 +355,7 @@ def k_composition_qk_circuit(
         toks,
         "query token",
         f"token read by {head_name(prev_head)}",
-        f"K-composition QK circuit of L{layer}H{head} through {head_name(prev_head)}",
+        f"K-composition QK circuit of {head_name((layer, head))} through {head_name(prev_head)}",
     )
 
 
@@ -317,7 +373,7 @@ def positional_qk_circuit(model: AttnOnlyTransformer, layer: int, head: int, n_p
     idx = list(range(n))
     labels = [str(i) for i in idx]
     return CircuitMatrix(
-        m, labels, labels, idx, idx, "query position", "key position", f"positional QK of L{layer}H{head}"
+        m, labels, labels, idx, idx, "query position", "key position", f"positional QK of {head_name((layer, head))}"
     )
 
 
@@ -342,5 +398,5 @@ def full_ov_circuit(
     m = logits[:, torch.tensor(toks)].numpy()
     labels = _labels(toks, model)
     return CircuitMatrix(
-        m, labels, labels, toks, toks, "attended token", "output token", f"OV circuit of L{layer}H{head}"
+        m, labels, labels, toks, toks, "attended token", "output token", f"OV circuit of {head_name((layer, head))}"
     )

@@ -10,14 +10,23 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-from icl_core.hooks import HookFn, HookPoint
-from icl_core.model import AttnOnlyTransformer, pattern_name, result_name
+from icl_core import data
+from icl_core.analysis.metrics import windowed_icl_score
+from icl_core.heads import Head
+from icl_core.model.hooks import HookFn, HookPoint
+from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss, result_name
 
-Head = tuple[int, int]
 ABLATION_MODES = ("zero", "mean", "pattern-preserving")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in ABLATION_MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
 
 
 def _by_layer(heads: Iterable[Head]) -> dict[int, list[int]]:
@@ -94,8 +103,7 @@ def ablation_hooks(
     (layer -> (batch, head, q, k)); otherwise they are recorded here.
     """
     heads = [(int(layer), int(head)) for layer, head in heads]
-    if mode not in ABLATION_MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
+    check_mode(mode)
     if not heads:
         return []
     if mode == "mean":
@@ -120,8 +128,85 @@ def run_ablated(
     heads: Iterable[Head],
     mode: str = "zero",
     means: dict[int, torch.Tensor] | None = None,
+    clean: dict[int, torch.Tensor] | None = None,
+    chunk: int = 8,
 ) -> torch.Tensor:
-    """Logits of the model with `heads` ablated."""
+    """Logits of the model with `heads` ablated, `chunk` sequences at a time to bound pattern memory.
+
+    clean: patterns already recorded on these tokens for pattern-preserving ablation (layer -> (batch, ...)).
+    """
     if tokens.dim() == 1:
         tokens = tokens[None]
-    return model.run_with_hooks(tokens, ablation_hooks(model, tokens, heads, mode, means))
+    heads = list(heads)
+    out = []
+    for i in range(0, len(tokens), chunk):
+        part = tokens[i : i + chunk]
+        part_clean = {layer: p[i : i + chunk] for layer, p in clean.items()} if clean else None
+        out.append(model.run_with_hooks(part, ablation_hooks(model, part, heads, mode, means, part_clean)))
+    return torch.cat(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Live ablation on small fixed probes (the Ablation page)
+
+
+@dataclass(frozen=True)
+class AblationProbes:
+    repeated: torch.Tensor  # (n, 1 + 2 * half_len): random tokens, then the same tokens again
+    half_len: int
+    heldout: torch.Tensor  # (m, n_ctx): held-out text, for the in-context loss curve and ICL score
+
+
+def make_probes(n_ctx: int, n_repeated: int = 8, half_len: int = 100, n_heldout: int = 16) -> AblationProbes:
+    """Small fixed batches, so an ablation can be measured live (a fraction of a second on a CPU)."""
+    repeated, half = data.repeated_twice(n_ctx, n_repeated, half_len)
+    heldout = data.heldout_examples(n_heldout, n_ctx, seed=data.LIVE_HELDOUT_SEED)
+    return AblationProbes(repeated, half, heldout)
+
+
+@dataclass(frozen=True)
+class CleanPatterns:
+    """Patterns of layers >= 1 on the ablation probes, recorded once per snapshot (fp16 halves the memory)."""
+
+    repeated: dict[int, torch.Tensor]
+    heldout: dict[int, torch.Tensor]
+
+
+def record_probe_patterns(model: AttnOnlyTransformer, probes: AblationProbes, chunk: int = 8) -> CleanPatterns:
+    layers = list(range(1, model.cfg.n_layers))
+
+    def rec(tokens: torch.Tensor) -> dict[int, torch.Tensor]:
+        parts = [
+            record_patterns(model, tokens[i : i + chunk], layers, torch.float16) for i in range(0, len(tokens), chunk)
+        ]
+        return {layer: torch.cat([p[layer] for p in parts]) for layer in layers}
+
+    return CleanPatterns(rec(probes.repeated), rec(probes.heldout)) if layers else CleanPatterns({}, {})
+
+
+@dataclass(frozen=True)
+class AblationEffect:
+    first_half_loss: float  # repeated random tokens, first copy (cannot be predicted from context)
+    second_half_loss: float  # second copy: an induction head predicts it from the first
+    icl_score: float | None  # windowed estimate on the small held-out batch (metrics.windowed_icl_score)
+    loss_curve: np.ndarray  # mean loss at each context position on the held-out batch
+
+
+def ablation_effect(
+    model: AttnOnlyTransformer,
+    heads: Sequence[Head],
+    mode: str,
+    probes: AblationProbes,
+    means: dict[int, torch.Tensor] | None = None,
+    clean: CleanPatterns | None = None,
+) -> AblationEffect:
+    """Loss on repeated random tokens (first vs second copy) and on held-out text with `heads` ablated."""
+    logits = run_ablated(model, probes.repeated, heads, mode, means, clean.repeated if clean else None)
+    rep = per_token_loss(logits, probes.repeated)
+    h = probes.half_len
+    # Loss index t predicts token t + 1; index h predicts the first token of the copy, which no head can know.
+    first = float(rep[:, 1:h].mean())
+    second = float(rep[:, h + 1 :].mean())
+    logits = run_ablated(model, probes.heldout, heads, mode, means, clean.heldout if clean else None)
+    curve = per_token_loss(logits, probes.heldout).mean(0).numpy()
+    return AblationEffect(first, second, windowed_icl_score(curve), curve)

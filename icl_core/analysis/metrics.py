@@ -6,10 +6,11 @@ prediction made at position t (of token t+1), so the ICL score is curve[500] - c
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.model import AttnOnlyTransformer, pattern_name, per_token_loss
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss
 
 
 @torch.no_grad()
@@ -31,6 +32,22 @@ def loss_curve(losses: torch.Tensor) -> torch.Tensor:
 def icl_score(curve: torch.Tensor | list[float]) -> float:
     """loss(token 500) - loss(token 50); more negative means more in-context learning."""
     return float(curve[ICL_LATE_TOKEN]) - float(curve[ICL_EARLY_TOKEN])
+
+
+ICL_WINDOW = 10  # token indices either side of 50 and 500 averaged by the windowed ICL estimate
+
+
+def windowed_icl_score(curve: np.ndarray | torch.Tensor, half_window: int = ICL_WINDOW) -> float | None:
+    """loss(≈500) − loss(≈50), each a mean over ±half_window positions: a steadier estimate on a small batch.
+
+    None when the curve is too short to reach token 500. half_window=0 is icl_score itself.
+    """
+    curve = np.asarray(curve, dtype=np.float64)
+    if len(curve) <= ICL_LATE_TOKEN:
+        return None
+    late = curve[max(ICL_LATE_TOKEN - half_window, 0) : ICL_LATE_TOKEN + half_window + 1]
+    early = curve[max(ICL_EARLY_TOKEN - half_window, 0) : ICL_EARLY_TOKEN + half_window + 1]
+    return float(late.mean() - early.mean())
 
 
 @torch.no_grad()
@@ -104,53 +121,3 @@ def copying_scores(model: AttnOnlyTransformer) -> torch.Tensor:
             eig = torch.linalg.eigvals((b @ a).double())
             scores[layer, head] = float(eig.real.sum() / eig.abs().sum().clamp_min(1e-12))
     return scores
-
-
-def _qk(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
-    block = model.blocks[layer]
-    return block.W_Q[head] @ block.W_K[head].T  # (d_model, d_model): x_q W_QK x_k^T
-
-
-def _ov(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
-    block = model.blocks[layer]
-    return block.W_V[head] @ block.W_O[head]  # (d_model, d_model): x W_OV is the head's write
-
-
-def _composition(left: torch.Tensor, right: torch.Tensor) -> float:
-    return float((left @ right).norm() / (left.norm() * right.norm()).clamp_min(1e-12))
-
-
-@torch.no_grad()
-def composition_scores(model: AttnOnlyTransformer, kind: str, early: int = 0, late: int = 1) -> torch.Tensor:
-    """Composition scores (early heads x late heads), kind in {'K', 'Q', 'V'} (Elhage et al. 2021).
-
-    Row-vector convention: the late head's key input gets x W_OV^early, so K-composition is
-    || W_OV^early W_QK^late^T || (the key side), Q-composition || W_OV^early W_QK^late ||, and
-    V-composition || W_OV^early W_OV^late ||, each divided by the product of the two norms.
-    """
-    if kind not in ("K", "Q", "V"):
-        raise ValueError(f"kind must be K, Q or V, got {kind!r}")
-    h = model.cfg.n_heads
-    out = torch.zeros(h, h)
-    for i in range(h):
-        ov1 = _ov(model, early, i)
-        for j in range(h):
-            if kind == "K":
-                right = _qk(model, late, j).T
-            elif kind == "Q":
-                right = _qk(model, late, j)
-            else:
-                right = _ov(model, late, j)
-            out[i, j] = _composition(ov1, right)
-    return out
-
-
-def random_composition_baseline(d_model: int, d_head: int, n_samples: int = 200, seed: int = 0) -> float:
-    """Mean composition score of random low-rank matrices with the shapes of W_OV and W_QK."""
-    gen = torch.Generator().manual_seed(seed)
-    scores = []
-    for _ in range(n_samples):
-        a = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
-        b = torch.randn(d_model, d_head, generator=gen) @ torch.randn(d_head, d_model, generator=gen)
-        scores.append(_composition(a, b))
-    return float(torch.tensor(scores).mean())

@@ -1,4 +1,6 @@
-"""The process a training job runs in (started by icl_core.jobs; `python -m icl_core.jobs_worker JOB_DIR`).
+"""The process a training job runs in (started by icl_core.training.jobs).
+
+Usage: `python -m icl_core.training.jobs_worker JOB_DIR`.
 
 Under torchrun every rank runs this; rank 0 alone writes status.json, and train() shares rank 0's
 reading of the cancel marker with the other ranks.
@@ -17,9 +19,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from icl_core.config import load_train_config
 from icl_core.errors import ICLError
-from icl_core.jobs import (
+from icl_core.model.config import load_train_config
+from icl_core.storage.snapshots import atomic_write_json, read_json
+from icl_core.training.jobs import (
     CANCEL_FILE,
     CANCELLED,
     CONFIG_FILE,
@@ -30,13 +33,12 @@ from icl_core.jobs import (
     _read_json,
     _start_ticks,
 )
-from icl_core.snapshots import atomic_write_json, read_json
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m icl_core.jobs_worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m icl_core.training.jobs_worker JOB_DIR", file=sys.stderr)
         return 2
     job_dir = Path(args[0]).resolve()
     is_main = int(os.environ.get("RANK", 0)) == 0
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from icl_core.train import RESUME_META, has_resume_state, pick_device, train
+        from icl_core.training.train import RESUME_META, has_resume_state, pick_device, train
 
         cfg = load_train_config(job_dir / CONFIG_FILE)
         run_dir = Path(_read_json(job_dir / JOB_FILE)["run_dir"])
@@ -105,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             resume=True,
             progress=progress,
             should_stop=should_stop,
-            command=f"{sys.executable} -m icl_core.jobs_worker {job_dir}",
+            command=f"{sys.executable} -m icl_core.training.jobs_worker {job_dir}",
         )
         meta = read_json(run_dir / RESUME_META)
         write(

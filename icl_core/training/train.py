@@ -1,8 +1,8 @@
 """Training loop (nanoGPT-plain): AdamW, warmup + cosine LR, log-spaced snapshots, resumable, DDP-ready.
 
 Usage:
-    python -m icl_core.train configs/attn2.json --out-dir runs
-    torchrun --standalone --nproc_per_node=2 -m icl_core.train configs/attn2.json --out-dir runs
+    python -m icl_core.training.train configs/attn2.json --out-dir runs
+    torchrun --standalone --nproc_per_node=2 -m icl_core.training.train configs/attn2.json --out-dir runs
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from icl_core import data, metrics, pca
-from icl_core.config import TrainConfig, load_train_config
+from icl_core import data
+from icl_core.analysis import metrics, pca
 from icl_core.errors import CheckpointError
-from icl_core.model import AttnOnlyTransformer, per_token_loss
-from icl_core.snapshots import (
+from icl_core.model.config import TrainConfig, load_train_config
+from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
+from icl_core.storage.snapshots import (
+    TRAIN_LOG,
     atomic_save_tensors,
     atomic_write_json,
     list_snapshots,
@@ -40,7 +42,6 @@ from icl_core.snapshots import (
 
 RESUME_WEIGHTS = "resume.safetensors"
 RESUME_META = "resume.json"
-TRAIN_LOG = "train_log.jsonl"
 PROBE_TEXT_EXAMPLES = 16
 
 
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     command = " ".join(
-        ["python -m icl_core.train", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]
+        ["python -m icl_core.training.train", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]
     )
     status = train(cfg, run_dir, resume=not args.no_resume, progress=report, command=command)
     if int(os.environ.get("RANK", 0)) == 0:

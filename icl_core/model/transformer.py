@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from icl_core.config import ModelConfig
-from icl_core.hooks import HookedModule, HookPoint
+from icl_core.model.config import ModelConfig
+from icl_core.model.hooks import HookedModule, HookPoint
 
 
 class Attention(nn.Module):

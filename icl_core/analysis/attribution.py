@@ -23,28 +23,22 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
-from icl_core import data, metrics
-from icl_core.ablation import ABLATION_MODES, Head, ablation_hooks, head_output_means
-from icl_core.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.explore import all_heads, head_name, induction_heads, mean_reference, phase_window
-from icl_core.model import AttnOnlyTransformer, pattern_name, result_name
-from icl_core.pca import token_positions
-from icl_core.phase import PhaseWindow
-from icl_core.snapshots import SnapshotInfo, load_model
-
-INDUCTION_THRESHOLD = 0.3  # prefix-matching score above which a head (layer >= 1) counts as an induction head
-REPEAT_SEED = 7  # the repeated-random-token batch of the ablation table (as the ablation page's probe)
-ICL_WINDOW = 10  # token indices either side of 50 and 500 averaged by the ablation table's ICL estimate
+from icl_core import data
+from icl_core.analysis import metrics
+from icl_core.analysis.ablation import ablation_hooks, check_mode, head_output_means
+from icl_core.analysis.metrics import ICL_WINDOW, windowed_icl_score
+from icl_core.analysis.pca import token_positions
+from icl_core.analysis.phase import PhaseWindow, phase_window, stored_prefix_matching
+from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, result_name
+from icl_core.storage.snapshots import SnapshotInfo, load_model
 
 # ---------------------------------------------------------------------------------------------
 # Losses at chosen positions with one head ablated at a time
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in ABLATION_MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
 
 
 def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -93,10 +87,10 @@ def head_ablation_losses(
     """Clean losses and, for each head ablated alone, losses at the given loss indices.
 
     tokens (n, T); positions (n, k) loss indices (index t = loss of predicting token t + 1), each < T - 1.
-    Returns clean (n, k) and {head: (n, k)}. `means` (icl_core.ablation.head_output_means) is needed for
-    mode "mean" and computed on explore.mean_reference when missing.
+    Returns clean (n, k) and {head: (n, k)}. `means` (icl_core.analysis.ablation.head_output_means) is needed for
+    mode "mean" and computed on data.mean_reference when missing.
     """
-    _check_mode(mode)
+    check_mode(mode)
     if positions.dim() == 1:
         positions = positions[:, None]
     if positions.shape[0] != tokens.shape[0]:
@@ -107,7 +101,7 @@ def head_ablation_losses(
         (int(a), int(b)) for a, b in (heads if heads is not None else all_heads(model.cfg.n_layers, model.cfg.n_heads))
     ]
     if mode == "mean" and means is None:
-        means = head_output_means(model, mean_reference(model.cfg.n_ctx))
+        means = head_output_means(model, data.mean_reference(model.cfg.n_ctx))
     device = next(model.parameters()).device
     last = model.cfg.n_layers - 1
     later_layers = list(range(1, model.cfg.n_layers))
@@ -177,18 +171,46 @@ class AblationTable:
 
 
 def _prefix_matching(model: AttnOnlyTransformer) -> torch.Tensor:
-    # The probe the training loop stores per snapshot (train.EvalData): 25 tokens x 4 where the context allows.
-    n_ctx = model.cfg.n_ctx
-    seq_len = min(25, (n_ctx - 1) // 2)
-    repeated = data.repeated_random_tokens(seq_len=seq_len, n_repeats=min(4, (n_ctx - 1) // seq_len))
+    # The probe the training loop stores per snapshot (train.EvalData).
+    repeated, seq_len = data.prefix_matching_probe(model.cfg.n_ctx)
     device = next(model.parameters()).device
     return metrics.prefix_matching_scores(model, repeated.to(device), seq_len).cpu()
 
 
 def induction_flags(prefix_matching: Sequence[Sequence[float]], threshold: float = INDUCTION_THRESHOLD) -> set[Head]:
     """Heads whose prefix-matching score exceeds threshold, in layers >= 1 (any layer of a 1-layer model,
-    which can only have induction heads through smeared keys) — as explore.induction_heads."""
+    which can only have induction heads through smeared keys) — as heads.induction_heads."""
     return set(induction_heads([[float(v) for v in row] for row in prefix_matching], threshold))
+
+
+def _windowed_icl_per_head(
+    model: AttnOnlyTransformer,
+    n_examples: int,
+    icl_window: int,
+    mode: str,
+    heads: Sequence[Head],
+    means: dict[int, torch.Tensor] | None,
+    chunk: int,
+) -> tuple[float, dict[Head, float]]:
+    """Windowed ICL score (metrics.windowed_icl_score) clean and with each head ablated, on held-out text.
+
+    Only the losses inside the two windows are computed; the in-context loss curve holds NaN elsewhere.
+    """
+    n_ctx = model.cfg.n_ctx
+    examples = data.heldout_examples(n_examples, n_ctx)
+    w = max(0, min(int(icl_window), ICL_EARLY_TOKEN, n_ctx - 2 - ICL_LATE_TOKEN))
+    offsets = torch.arange(-w, w + 1)
+    where = torch.cat([ICL_EARLY_TOKEN + offsets, ICL_LATE_TOKEN + offsets])
+    clean, ablated = head_ablation_losses(
+        model, examples, where[None].expand(len(examples), -1), mode, heads, means, chunk
+    )
+
+    def score(losses: torch.Tensor) -> float:
+        curve = np.full(n_ctx - 1, np.nan)
+        curve[where.numpy()] = losses.double().mean(0).numpy()
+        return windowed_icl_score(curve, w)
+
+    return score(clean), {h: score(v) for h, v in ablated.items()}
 
 
 def ablation_table(
@@ -215,13 +237,13 @@ def ablation_table(
     Rows are sorted by `sort_by` ("delta_icl" or "delta_second_half"), largest increase first; with no ICL
     score, by delta_second_half. prefix_matching (layer x head) may come from the snapshot's stored metrics.
     """
-    _check_mode(mode)
+    check_mode(mode)
     if sort_by not in ("delta_icl", "delta_second_half"):
         raise ValueError(f"sort_by must be 'delta_icl' or 'delta_second_half', got {sort_by!r}")
     cfg = model.cfg
     heads = all_heads(cfg.n_layers, cfg.n_heads)
     if mode == "mean" and means is None:
-        means = head_output_means(model, mean_reference(cfg.n_ctx))
+        means = head_output_means(model, data.mean_reference(cfg.n_ctx))
     pm = (
         torch.as_tensor(prefix_matching, dtype=torch.float32)
         if prefix_matching is not None
@@ -233,21 +255,9 @@ def ablation_table(
     icl_clean: float | None = None
     icl_ablated: dict[Head, float] = {}
     if has_icl:
-        examples = data.heldout_examples(n_examples, cfg.n_ctx)
-        w = max(0, min(int(icl_window), ICL_EARLY_TOKEN, cfg.n_ctx - 2 - ICL_LATE_TOKEN))
-        offsets = torch.arange(-w, w + 1)
-        pos = torch.cat([ICL_EARLY_TOKEN + offsets, ICL_LATE_TOKEN + offsets])[None].expand(len(examples), -1)
-        clean, ablated = head_ablation_losses(model, examples, pos, mode, heads, means, chunk)
-        k = len(offsets)
+        icl_clean, icl_ablated = _windowed_icl_per_head(model, n_examples, icl_window, mode, heads, means, chunk)
 
-        def icl(losses: torch.Tensor) -> float:
-            return float(losses[:, k:].mean() - losses[:, :k].mean())
-
-        icl_clean = icl(clean)
-        icl_ablated = {h: icl(v) for h, v in ablated.items()}
-
-    half = max(2, min(repeat_len, (cfg.n_ctx - 1) // 2))
-    repeated = data.repeated_random_tokens(n_sequences=n_repeated, seq_len=half, n_repeats=2, seed=REPEAT_SEED)
+    repeated, half = data.repeated_twice(cfg.n_ctx, n_repeated, repeat_len)
     pos = torch.arange(half + 1, 2 * half)[None].expand(len(repeated), -1)
     clean_rep, ablated_rep = head_ablation_losses(model, repeated, pos, mode, heads, means, chunk)
     second_clean = float(clean_rep.mean())
@@ -255,7 +265,7 @@ def ablation_table(
     rows = []
     for head in heads:
         second = float(ablated_rep[head].mean())
-        icl = icl_ablated.get(head)
+        icl_score = icl_ablated.get(head)
         rows.append(
             AblationRow(
                 head=head_name(head),
@@ -263,8 +273,8 @@ def ablation_table(
                 index=head[1],
                 prefix_matching=float(pm[head]),
                 is_induction=head in flagged,
-                icl_score=icl,
-                delta_icl=None if icl is None or icl_clean is None else icl - icl_clean,
+                icl_score=icl_score,
+                delta_icl=None if icl_score is None or icl_clean is None else icl_score - icl_clean,
                 second_half_loss=second,
                 delta_second_half=second - second_clean,
             )
@@ -353,7 +363,7 @@ class PhaseEndpoints:
 def phase_endpoints(snaps: Sequence[SnapshotInfo]) -> PhaseEndpoints | None:
     """The snapshots at the start and end of the run's phase-change window, or None.
 
-    The window is the app's own (explore.phase_window: located on the stored prefix-matching scores, the
+    The window is the app's own (phase.phase_window: located on the stored prefix-matching scores, the
     ICL score as fallback), so the attribution and the phase-change page talk about the same snapshots.
     """
     window = phase_window(snaps)
@@ -390,10 +400,8 @@ class PhaseAttribution:
 
 
 def _stored_prefix_matching(snap: SnapshotInfo, model: AttnOnlyTransformer) -> torch.Tensor:
-    pm = snap.metrics.get("prefix_matching")
-    if isinstance(pm, list) and len(pm) == model.cfg.n_layers:
-        return torch.tensor(pm, dtype=torch.float32)
-    return _prefix_matching(model)
+    pm = stored_prefix_matching(snap)
+    return torch.tensor(pm, dtype=torch.float32) if pm is not None else _prefix_matching(model)
 
 
 def phase_change_attribution(
@@ -408,7 +416,7 @@ def phase_change_attribution(
     n_examples: the first n of the stored examples (None: all, as stored: 512 in the shipped runs); both the
     before-and-after vector and the ablation vectors use the same subset, re-normalised on it.
     """
-    _check_mode(mode)
+    check_mode(mode)
     ends = phase_endpoints(snaps)
     if ends is None:
         return None
@@ -440,7 +448,7 @@ def attribution_over_training(
     prefix_matching is the snapshot's own. Empty if the run shows no phase change. progress(done, total) is
     called after each snapshot. Cost: one forward pass per non-last-layer head per snapshot.
     """
-    _check_mode(mode)
+    check_mode(mode)
     ends = phase_endpoints(snaps)
     if ends is None:
         return []

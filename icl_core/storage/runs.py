@@ -8,8 +8,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from icl_core.errors import CheckpointError
-from icl_core.snapshots import MANIFEST, atomic_write_json, read_manifest
+from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, atomic_write_json
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_DIR = REPO_ROOT / "checkpoints"
@@ -32,13 +31,42 @@ class RunRef:
 
 
 def _runs_under(root: Path, source: str) -> list[RunRef]:
+    """The runs in `root`: `root` itself if it is a run folder, else its child folders that are."""
+    if (root / MANIFEST).is_file():
+        return [RunRef(root.name, root, source)]
     if not root.is_dir():
         return []
-    refs = []
-    for child in sorted(root.iterdir()):
-        if (child / MANIFEST).is_file():
-            refs.append(RunRef(child.name, child, source))
+    return [RunRef(c.name, c, source) for c in sorted(root.iterdir()) if (c / MANIFEST).is_file()]
+
+
+EXTRA_RUNS_ENV = "ICL_EXTRA_RUNS_DIRS"
+
+
+def extra_run_refs(env_value: str | None = None) -> list[RunRef]:
+    """Runs named by ICL_EXTRA_RUNS_DIRS (os.pathsep-separated): each entry a run folder or a folder of runs."""
+    raw = os.environ.get(EXTRA_RUNS_ENV, "") if env_value is None else env_value
+    refs: list[RunRef] = []
+    for entry in (p for p in raw.split(os.pathsep) if p.strip()):
+        refs.extend(_runs_under(Path(entry.strip()).expanduser(), "extra"))
     return refs
+
+
+def read_train_log(run_dir: Path) -> list[dict[str, float]]:
+    """The run's training log (step, tokens, loss, ...); lines cut by a crash are skipped."""
+    path = Path(run_dir) / TRAIN_LOG
+    rows: list[dict[str, float]] = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return rows
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("step", "tokens", "loss")):
+            rows.append(entry)
+    return rows
 
 
 HUB_REGISTRY = "hub_runs.json"
@@ -134,11 +162,3 @@ def discover_runs(extra: list[RunRef] | None = None) -> list[RunRef]:
         seen.add(name)
         out.append(RunRef(name, ref.path, ref.source))
     return out
-
-
-def is_run_dir(path: Path) -> bool:
-    try:
-        read_manifest(path)
-    except CheckpointError:
-        return False
-    return True

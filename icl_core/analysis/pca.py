@@ -1,0 +1,173 @@
+"""Per-token-loss PCA (Olsson et al. 2022): one loss vector per snapshot, reduced jointly to 2-D."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+
+from icl_core.analysis.phase import finite_or_none
+from icl_core.analysis.summary import nearest_by_tokens
+from icl_core.storage.snapshots import SnapshotInfo
+
+PCA_POSITION_SEED = 4321
+# Snapshots before this step are left out of the fit by default: in the first few dozen steps every
+# model collapses from uniform predictions (loss 5.5 -> 3 nats), a change so large that it would
+# take both components and hide the later, smaller turn at the phase change.
+PCA_MIN_STEP = 30
+
+
+def token_positions(n_examples: int, n_ctx: int, seed: int = PCA_POSITION_SEED) -> torch.Tensor:
+    """One random loss position per example, the same for every model and snapshot."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, n_ctx - 1, (n_examples,), generator=gen)
+
+
+def select_positions(losses: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """From per-token losses (n_examples, n_ctx - 1), the loss at each example's chosen position."""
+    return losses.gather(1, positions[:, None]).squeeze(1)
+
+
+@dataclass
+class PCAResult:
+    coords: dict[str, np.ndarray]  # run name -> (n_snapshots, 2), in step order
+    steps: dict[str, list[int]]
+    explained_variance_ratio: np.ndarray
+    components: np.ndarray
+
+
+def joint_pca(vectors: dict[str, list[tuple[int, np.ndarray]]], n_components: int = 2) -> PCAResult:
+    """Fit one PCA on all snapshots of all runs; vectors: run -> [(step, loss vector)]."""
+    names = sorted(vectors)
+    lengths = {len(v) for name in names for _, v in vectors[name]}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"loss vectors have different lengths {sorted(lengths)}: runs were evaluated on different examples"
+        )
+    stacked = np.stack(
+        [np.asarray(v, dtype=np.float64) for name in names for _, v in sorted(vectors[name], key=lambda sv: sv[0])]
+    )
+    pca = PCA(n_components=n_components, svd_solver="full")
+    flat = pca.fit_transform(stacked)
+    # PCA's sign is arbitrary; fix it so the first snapshot of the first run has negative coordinates.
+    signs = np.where(flat[0] > 0, -1.0, 1.0)
+    flat = flat * signs
+    coords, steps, i = {}, {}, 0
+    for name in names:
+        ordered = sorted(vectors[name], key=lambda sv: sv[0])
+        coords[name] = flat[i : i + len(ordered)]
+        steps[name] = [s for s, _ in ordered]
+        i += len(ordered)
+    return PCAResult(coords, steps, pca.explained_variance_ratio_, pca.components_ * signs[:, None])
+
+
+def turn_strengths(trajectory: np.ndarray, k: int = 2) -> np.ndarray:
+    """How sharply the trajectory turns at each point i (k <= i < n - k), as angle x distance.
+
+    The angle is between the displacement over the k snapshots before i and over the k after;
+    weighting it by the shorter displacement keeps the jitter of a converged run (tiny moves in
+    random directions) from counting as a turn. Entry j belongs to point j + k.
+    """
+    before = trajectory[k:-k] - trajectory[: -2 * k]
+    after = trajectory[2 * k :] - trajectory[k:-k]
+    nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
+    cos = (before * after).sum(1) / np.maximum(nb * na, 1e-12)
+    return np.arccos(np.clip(cos, -1.0, 1.0)) * np.minimum(nb, na)
+
+
+@dataclass
+class PCATable:
+    rows: list[dict[str, Any]]  # run, step, tokens, pc1, pc2, order, icl_score
+    explained: tuple[float, float]
+    skipped: dict[str, str]  # run -> why it is not in the plane
+
+
+def pca_table(
+    per_run: dict[str, Sequence[SnapshotInfo]], focus_run: str | None = None, min_step: int = PCA_MIN_STEP
+) -> PCATable | None:
+    """Joint PCA of the stored per-token-loss vectors of every compatible run, snapshots from min_step on.
+
+    Runs are compatible when they were evaluated on the same held-out examples and positions, i.e. the
+    same number of examples and the same context; the group holding `focus_run` wins, else the largest.
+    """
+    groups: dict[tuple[int, int], dict[str, list[tuple[int, np.ndarray]]]] = {}
+    skipped: dict[str, str] = {}
+    tokens: dict[tuple[str, int], int] = {}
+    icl: dict[tuple[str, int], float | None] = {}
+    for name, snaps in per_run.items():
+        vecs = []
+        for s in snaps:
+            if s.step < min_step:
+                continue
+            v = s.metrics.get("pca_losses")
+            if isinstance(v, list) and v:
+                arr = np.asarray(v, dtype=np.float64)
+                if np.isfinite(arr).all():
+                    vecs.append((s.step, arr))
+                    tokens[(name, s.step)] = s.tokens_seen
+                    icl[(name, s.step)] = finite_or_none(s.metrics.get("icl_score"))
+        if len(vecs) < 1:
+            skipped[name] = "no per-token losses stored"
+            continue
+        lengths = {len(v) for _, v in vecs}
+        if len(lengths) != 1:
+            skipped[name] = "snapshots were evaluated on different examples"
+            continue
+        key = (lengths.pop(), snaps[0].model_config.n_ctx)
+        groups.setdefault(key, {})[name] = vecs
+    if not groups:
+        return None
+    focus_key = next((k for k, g in groups.items() if focus_run in g), None)
+    key = focus_key or max(groups, key=lambda k: (sum(len(v) for v in groups[k].values()), k))
+    for other, g in groups.items():
+        if other != key:
+            for name in g:
+                skipped[name] = (
+                    f"evaluated on {other[0]} held-out examples (context {other[1]}), "
+                    f"not {key[0]} (context {key[1]}): not comparable"
+                )
+    chosen = groups[key]
+    if sum(len(v) for v in chosen.values()) < 2:
+        return None
+    result: PCAResult = joint_pca(chosen)
+    rows = []
+    for name in sorted(result.coords):
+        for order, (step, xy) in enumerate(zip(result.steps[name], result.coords[name], strict=True)):
+            rows.append(
+                {
+                    "run": name,
+                    "step": int(step),
+                    "tokens": int(tokens[(name, step)]),
+                    "pc1": float(xy[0]),
+                    "pc2": float(xy[1]),
+                    "order": order,
+                    "icl_score": icl[(name, step)],
+                }
+            )
+    ratio = result.explained_variance_ratio
+    return PCATable(rows, (float(ratio[0]), float(ratio[1]) if len(ratio) > 1 else 0.0), skipped)
+
+
+def highlighted_pca_rows(table: PCATable, focus_run: str, step: int, tokens: int | None = None) -> list[dict[str, Any]]:
+    """Per run, the point matching the selection: the focus run's own step, the others' nearest in tokens seen.
+
+    A step that is not in the plane (before the PCA's first step) is matched by `tokens` on every run,
+    the focus run included, so the rings still show roughly where the selection lies.
+    """
+    by_run: dict[str, list[dict[str, Any]]] = {}
+    for row in table.rows:
+        by_run.setdefault(row["run"], []).append(row)
+    focus = next((r for r in by_run.get(focus_run, []) if r["step"] == step), None)
+    wanted_tokens = focus["tokens"] if focus else tokens
+    out = []
+    for name, rows in by_run.items():
+        if focus is not None and name == focus_run:
+            out.append({**focus, "focus": True})
+        elif wanted_tokens is not None:
+            nearest = rows[nearest_by_tokens([r["tokens"] for r in rows], wanted_tokens)]
+            out.append({**nearest, "focus": name == focus_run})
+    return out

@@ -1,0 +1,152 @@
+"""Run and snapshot summaries for people: tables over training, one-line run overviews, phase-change text."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from icl_core.analysis.phase import (
+    MIN_DROP_NATS,
+    MIN_INDUCTION_RISE,
+    PhaseWindow,
+    best_induction_score,
+    finite_or_none,
+    phase_window,
+)
+from icl_core.errors import ICLError
+from icl_core.heads import head_name
+from icl_core.storage.runs import RunRef
+from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, read_manifest, read_run_config
+
+
+def fmt_tokens(n: int) -> str:
+    """Token counts as a teacher reads them: 8.54M, 655k."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
+    """One row per snapshot: step, tokens seen, losses, ICL score, strongest induction (prefix-matching) score."""
+    rows = []
+    for s in snaps:
+        m = s.metrics
+        pm = m.get("prefix_matching")
+        best = best_induction_score(pm) if isinstance(pm, list) and pm else None
+        rows.append(
+            {
+                "step": s.step,
+                "tokens": s.tokens_seen,
+                "train_loss": finite_or_none(m.get("train_loss")),
+                "heldout_loss": finite_or_none(m.get("heldout_loss")),
+                "icl_score": finite_or_none(m.get("icl_score")),
+                "max_prefix_matching": best,
+            }
+        )
+    return rows
+
+
+def head_score_rows(snap: SnapshotInfo) -> list[dict[str, Any]]:
+    """Long table of stored per-head scores: head, layer, metric, value, tokens (for charts over training)."""
+    rows = []
+    for metric in ("prefix_matching", "previous_token", "copying"):
+        grid = snap.metrics.get(metric)
+        if not isinstance(grid, list):
+            continue
+        for layer, values in enumerate(grid):
+            for head, value in enumerate(values):
+                rows.append(
+                    {
+                        "head": head_name((layer, head)),
+                        "layer": layer,
+                        "metric": metric,
+                        "value": finite_or_none(value),
+                        "step": snap.step,
+                        "tokens": snap.tokens_seen,
+                    }
+                )
+    return rows
+
+
+def describe_phase_change(window: PhaseWindow | None, snaps: Sequence[SnapshotInfo]) -> str:
+    """One sentence on the run's phase change (or its absence) that says which signal located it."""
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    fmt = fmt_tokens
+    if window is None:
+        if any(s.metrics.get("prefix_matching") for s in snaps):
+            return (
+                f"no phase change detected: no head's induction (prefix-matching) score ever rises by "
+                f"{MIN_INDUCTION_RISE} or more, so no induction head forms"
+            )
+        if any(finite_or_none(s.metrics.get("icl_score")) is not None for s in snaps):
+            return f"no phase change detected: the ICL score never falls by {MIN_DROP_NATS} nats or more"
+        return "no phase change detected: this run recorded neither head scores nor ICL scores"
+    if window.signal == "prefix_matching":
+        what = f"the best induction (prefix-matching) score rises by {window.drop:.2f}"
+    else:
+        what = f"the ICL score falls by {window.drop:.2f} nats"
+    icl = f"; the ICL score changes by {window.icl_change:+.2f} nats across it" if window.icl_change is not None else ""
+    return (
+        f"phase change between step {window.start_step:,} and step {window.end_step:,} "
+        f"({fmt(tokens.get(window.start_step, 0))} to {fmt(tokens.get(window.end_step, 0))} tokens seen), "
+        f"steepest at step {window.center_step:,}: {what}{icl}"
+    )
+
+
+def nearest_step(steps: Sequence[int], wanted: int) -> int:
+    """The available step closest to `wanted` (steps must be non-empty)."""
+    return min(steps, key=lambda s: (abs(s - wanted), s))
+
+
+def nearest_by_tokens(tokens: Sequence[int], wanted: int) -> int:
+    """Index of the snapshot closest in log(tokens seen): runs with different schedules line up by training progress."""
+
+    def dist(t: int) -> float:
+        return abs(math.log1p(t) - math.log1p(max(wanted, 0)))
+
+    return min(range(len(tokens)), key=lambda i: dist(tokens[i]))
+
+
+def run_overview(ref: RunRef, snaps: Sequence[SnapshotInfo] | None = None) -> dict[str, Any]:
+    """One row describing a run: config, progress and final metrics; an 'error' entry if it cannot be read."""
+    row: dict[str, Any] = {"run": ref.name, "source": ref.source, "path": str(ref.path), "error": ""}
+    try:
+        manifest = read_manifest(ref.path)
+        cfg = read_run_config(ref.path)
+        snaps = list(snaps) if snaps is not None else list_snapshots(ref.path)
+    except ICLError as exc:
+        row["error"] = str(exc)
+        return row
+    m = cfg.model
+    row.update(
+        {
+            "layers": m.n_layers,
+            "heads": m.n_heads,
+            "d_model": m.d_model,
+            "context": m.n_ctx,
+            "smeared keys": m.smeared_keys,
+            "status": str(manifest.get("status", "")),
+            "snapshots": len(snaps),
+            "planned steps": cfg.total_steps,
+        }
+    )
+    if not snaps:
+        row["error"] = "no snapshots yet"
+        return row
+    last = summary_rows(snaps[-1:])[0]
+    window = phase_window(snaps)
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    row.update(
+        {
+            "last step": last["step"],
+            "tokens seen": last["tokens"],
+            "train loss": last["train_loss"],
+            "held-out loss": last["heldout_loss"],
+            "ICL score": last["icl_score"],
+            "best induction score": last["max_prefix_matching"],
+            "phase change at (tokens)": tokens[window.center_step] if window else None,
+        }
+    )
+    return row

@@ -1,0 +1,375 @@
+"""Every st.cache wrapper of the app: each page interaction recomputes only what its inputs changed.
+
+Models live in st.cache_resource (shared by all sessions, never mutated except for hooks, which are
+added and removed under the model's lock); results live in st.cache_data, keyed on file paths plus
+modification times so a run that is still training, or a re-downloaded one, is picked up. Per-run
+results are keyed on the run folder's signature plus its number of snapshots. Loops over a run's
+snapshots load their own model copies, so they never evict the pages' models from the small model cache.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from icl_core import data
+from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, summary, text
+from icl_core.analysis.ablation import run_ablated
+from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
+from icl_core.errors import ICLError
+from icl_core.heads import Head
+from icl_core.model.tokenizer import token_labels
+from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.runs import RunRef, read_train_log
+from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, list_snapshots, load_model
+
+# What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
+# the pages show these as st.error instead of a traceback.
+ANALYSIS_ERRORS = (ICLError, ValueError)
+
+
+def limit_torch_threads() -> None:
+    """Two cores shared by every visitor: one forward at a time per process uses them best (called by app.py)."""
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def run_signature(run_dir: Path) -> tuple[str, int, int]:
+    """Changes whenever a snapshot is added or replaced (the folder's mtime) or the manifest is rewritten."""
+    run_dir = Path(run_dir)
+    return (str(run_dir), _mtime(run_dir), _mtime(run_dir / MANIFEST))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _snapshots(signature: tuple[str, int, int]) -> list[SnapshotInfo]:
+    return list_snapshots(Path(signature[0]))
+
+
+def snapshots_of(run_dir: Path) -> list[SnapshotInfo]:
+    """The run's snapshots by step; raises CheckpointError (an ICLError) for unreadable metadata."""
+    return _snapshots(run_signature(run_dir))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _phase_window(signature: tuple[str, int, int]) -> PhaseWindow | None:
+    return phase.phase_window(_snapshots(signature))
+
+
+def phase_window_of(run_dir: Path) -> PhaseWindow | None:
+    return _phase_window(run_signature(run_dir))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _train_log(path: str, mtime: int) -> list[dict[str, float]]:
+    return read_train_log(Path(path))
+
+
+def train_log_of(run_dir: Path) -> list[dict[str, float]]:
+    return _train_log(str(run_dir), _mtime(Path(run_dir) / TRAIN_LOG))
+
+
+@dataclass
+class LoadedModel:
+    model: AttnOnlyTransformer
+    lock: threading.Lock  # hooks are registered on the shared model: one forward at a time
+
+
+def snapshot_key(info: SnapshotInfo) -> tuple[str, int]:
+    return (str(info.weights_path), _mtime(info.weights_path))
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _model(key: tuple[str, int], _info: SnapshotInfo) -> LoadedModel:
+    return LoadedModel(load_model(_info), threading.Lock())
+
+
+def model_of(info: SnapshotInfo) -> LoadedModel:
+    """The snapshot's model (raises CheckpointError for missing or corrupt weights)."""
+    return _model(snapshot_key(info), info)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)  # a 512-token analysis holds ~8 MB of patterns
+def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[text.TextInput, text.TextAnalysis]:
+    prepared = text.prepare_text(text, _info.model_config.n_ctx)
+    loaded = model_of(_info)
+    with loaded.lock:
+        return prepared, text.analyze_tokens(loaded.model, prepared.tokens)
+
+
+def text_analysis(info: SnapshotInfo, text: str) -> tuple[text.TextInput, text.TextAnalysis]:
+    """Encode the text and run one forward pass with attention capture (raises InputTextError, CheckpointError)."""
+    return _analysis(snapshot_key(info), text, info)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def probes(n_ctx: int) -> ablation.AblationProbes:
+    return ablation.make_probes(n_ctx)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _means(key: tuple[str, int], _info: SnapshotInfo) -> dict[int, torch.Tensor]:
+    loaded = model_of(_info)
+    with loaded.lock:
+        return ablation.head_output_means(loaded.model, data.mean_reference(_info.model_config.n_ctx))
+
+
+def head_means(info: SnapshotInfo) -> dict[int, torch.Tensor]:
+    return _means(snapshot_key(info), info)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> ablation.CleanPatterns:
+    loaded = model_of(_info)
+    with loaded.lock:
+        return ablation.record_probe_patterns(loaded.model, probes(_info.model_config.n_ctx))
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: SnapshotInfo) -> ablation.AblationEffect:
+    loaded = model_of(_info)
+    means = head_means(_info) if mode == "mean" and heads else None
+    # Recording clean patterns once per snapshot halves the cost of every pattern-preserving ablation after it.
+    needs_clean = mode == "pattern-preserving" and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
+    clean = _clean_patterns(snapshot_key(_info), _info) if needs_clean else None
+    pr = probes(_info.model_config.n_ctx)
+    with loaded.lock:
+        return ablation.ablation_effect(loaded.model, list(heads), mode, pr, means, clean)
+
+
+def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mode: str) -> ablation.AblationEffect:
+    """Measured on fixed small batches; the empty head set is the clean model, shared by every mode."""
+    heads_t = tuple(sorted((int(a), int(b)) for a, b in heads))
+    return _effect(snapshot_key(info), heads_t, mode if heads_t else "zero", info)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode: str, _info: SnapshotInfo):
+    prepared = text.prepare_text(text, _info.model_config.n_ctx)
+    loaded = model_of(_info)
+    means = head_means(_info) if mode == "mean" and heads else None
+    with loaded.lock, torch.no_grad():
+        clean = loaded.model(prepared.tokens[None])
+        ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)
+    return prepared, text.prediction_rows(prepared.tokens, clean, ablated)
+
+
+def ablated_predictions(info: SnapshotInfo, text: str, heads: list[Head], mode: str):
+    """(TextInput, rows) comparing clean and ablated next-token predictions on typed text."""
+    heads_t = tuple(sorted((int(a), int(b)) for a, b in heads))
+    return _predictions(snapshot_key(info), text, heads_t, mode, info)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pca(signatures: tuple[tuple[str, str, int, int], ...], focus: str) -> pca.PCATable | None:
+    per_run, broken = {}, {}
+    for name, path, m1, m2 in signatures:
+        try:
+            per_run[name] = _snapshots((path, m1, m2))
+        except ICLError as exc:
+            broken[name] = f"unreadable ({exc})"
+    table = pca.pca_table(per_run, focus)
+    if table is not None:
+        table.skipped.update(broken)
+    return table
+
+
+def pca_of(runs: dict[str, Path], focus: str) -> pca.PCATable | None:
+    """Joint PCA over all runs; recomputed only when a run's files change (paths + mtimes are the key)."""
+    sigs = tuple(sorted((name, *run_signature(path)) for name, path in runs.items()))
+    return _pca(sigs, focus)
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def _overview(signature: tuple[str, int, int], name: str, source: str) -> dict:
+    ref = RunRef(name, Path(signature[0]), source)
+    try:
+        snaps = _snapshots(signature)
+    except ICLError:
+        snaps = None  # run_overview reports the error in its row
+    return summary.run_overview(ref, snaps)
+
+
+def run_overview(ref: RunRef) -> dict:
+    return _overview(run_signature(ref.path), ref.name, ref.source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight-only analyses, on one torch thread
+
+
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 1
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run weight-only analyses (many tiny matrix products) on one torch thread.
+
+    Threads do not speed up 64 x 64 products, and on two cores shared with other work a second thread's
+    spin-waiting slowed the over-training loop from 3 s to minutes. Reference-counted, so overlapping
+    sessions restore the setting only when the last one leaves.
+    """
+    global _threads_users, _threads_saved
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
+
+
+def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, int, int], int]:
+    """Cache key of a run-level result: the run folder's signature and how many snapshots it has."""
+    return run_signature(Path(run_dir)), len(snaps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Circuits
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _composition(key: tuple[str, int], _info: SnapshotInfo) -> circuits.CompositionScores:
+    loaded = model_of(_info)
+    with loaded.lock, one_thread():
+        return circuits.composition_matrices(loaded.model)
+
+
+def composition_of(info: SnapshotInfo) -> circuits.CompositionScores:
+    """Baseline-subtracted K/Q/V composition (raises ValueError for a 1-layer model)."""
+    return _composition(snapshot_key(info), info)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _copying(key: tuple[str, int], _info: SnapshotInfo) -> list[dict[str, object]]:
+    loaded = model_of(_info)
+    with loaded.lock, one_thread():
+        return circuits.copying_table(loaded.model)
+
+
+def copying_of(info: SnapshotInfo) -> list[dict[str, object]]:
+    return _copying(snapshot_key(info), info)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _circuit(
+    key: tuple[str, int], kind: str, head: Head, prev: Head | None, n_tokens: int, _info: SnapshotInfo
+) -> circuits.CircuitMatrix:
+    loaded = model_of(_info)
+    tokens = circuits.readable_tokens(n_tokens)
+    with loaded.lock, one_thread():
+        if kind == "qk":
+            return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
+        if kind == "kqk":
+            return circuits.k_composition_qk_circuit(loaded.model, *head, prev_head=prev, tokens=tokens)
+        return circuits.full_ov_circuit(loaded.model, *head, tokens=tokens)
+
+
+def circuit_of(
+    info: SnapshotInfo, kind: str, head: Head, n_tokens: int, prev: Head | None = None
+) -> circuits.CircuitMatrix:
+    """kind: 'qk' (direct QK), 'kqk' (QK through K-composition with `prev`), 'ov' (OV)."""
+    return _circuit(snapshot_key(info), kind, tuple(head), tuple(prev) if prev else None, n_tokens, info)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _circuits_over_training(
+    key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    comp_rows: list[dict[str, Any]] = []
+    copy_rows: list[dict[str, Any]] = []
+    with one_thread():
+        for snap in _snaps:
+            _score_snapshot(snap, comp_rows, copy_rows)
+    return comp_rows, copy_rows
+
+
+def _score_snapshot(snap: SnapshotInfo, comp_rows: list[dict[str, Any]], copy_rows: list[dict[str, Any]]) -> None:
+    model = load_model(snap)  # a private copy: tiny, and it keeps the shared model cache for the pages
+    base = {"step": snap.step, "tokens": snap.tokens_seen}
+    if model.cfg.n_layers >= 2:
+        for r in circuits.composition_matrices(model).records():
+            comp_rows.append({**base, "kind": r["kind"], "pair": f"{r['early']} → {r['late']}", **r})
+    for r in circuits.copying_table(model):
+        copy_rows.append({**base, **r})
+
+
+def circuits_over_training(
+    run_dir: Path, snaps: Sequence[SnapshotInfo]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot."""
+    return _circuits_over_training(run_key(run_dir, snaps), tuple(snaps))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> attribution.AblationTable:
+    loaded = model_of(_info)
+    with loaded.lock:
+        return attribution.ablation_table(loaded.model, mode, prefix_matching=stored_prefix_matching(_info))
+
+
+def ablation_table_of(info: SnapshotInfo, mode: str) -> attribution.AblationTable:
+    return _ablation_table(snapshot_key(info), mode, info)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _phase_attribution(
+    key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
+) -> attribution.PhaseAttribution | None:
+    return attribution.phase_change_attribution(list(_snaps), mode)
+
+
+def phase_attribution_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str):
+    return _phase_attribution(run_key(run_dir, snaps), mode, tuple(snaps))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _attribution_over_training(
+    key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
+) -> list[dict[str, object]]:
+    return attribution.attribution_over_training(list(_snaps), mode)
+
+
+def attribution_over_training_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> list[dict[str, object]]:
+    return _attribution_over_training(run_key(run_dir, snaps), mode, tuple(snaps))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _fuzzy(key: tuple[str, int], _info: SnapshotInfo) -> tuple[dict[str, fuzzy.FuzzyResult], list[tuple[str, str]]]:
+    loaded = model_of(_info)
+    with loaded.lock:
+        results = fuzzy.fuzzy_probe(loaded.model)
+        examples: list[tuple[str, str]] = []
+        if loaded.model.cfg.d_vocab > 122:
+            nn = fuzzy.nearest_neighbours(loaded.model)
+            letters = [ord(c) for c in "aeinostAEINOST"]
+            examples = list(zip(token_labels(letters), token_labels([int(nn[t]) for t in letters]), strict=True))
+    return results, examples
+
+
+def fuzzy_of(info: SnapshotInfo) -> tuple[dict[str, fuzzy.FuzzyResult], list[tuple[str, str]]]:
+    """Fuzzy probe results per perturbation, and a few (letter, its nearest neighbour in W_E) examples."""
+    return _fuzzy(snapshot_key(info), info)
