@@ -175,7 +175,7 @@ st.caption(
 
 curve_df = pd.concat(
     [
-        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": cache.smooth(e.loss_curve), "series": name})
+        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": charts.smooth(e.loss_curve), "series": name})
         for name, e in (("clean", clean), (f"ablated: {label}", ablated))
         if chosen or name == "clean"
     ],

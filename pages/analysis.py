@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis import fuzzy
 from icl_core.analysis.ablation import ABLATION_MODES
 from icl_core.analysis.metrics import ICL_WINDOW
-from icl_core.analysis.summary import summary_rows
+from icl_core.analysis.summary import fmt_tokens, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from ui import cache, charts, state
@@ -139,8 +139,8 @@ if attr is not None:
         st.altair_chart(chart, width="stretch")
         export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
         st.caption(
-            f"Window: step {attr.start_step:,} → {attr.end_step:,} ({state.fmt_tokens(tokens_at[attr.start_step])} → "
-            f"{state.fmt_tokens(tokens_at[attr.end_step])} tokens), {attr.n_examples} held-out tokens, {attr_mode} "
+            f"Window: step {attr.start_step:,} → {attr.end_step:,} ({fmt_tokens(tokens_at[attr.start_step])} → "
+            f"{fmt_tokens(tokens_at[attr.end_step])} tokens), {attr.n_examples} held-out tokens, {attr_mode} "
             "ablation at the end of the window. Score = (unit before-and-after vector) · (ablation-change vector)."
         )
     with right:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from icl_core.analysis.phase import best_induction_head
+from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
 from ui import cache, charts, state
 from ui.export import export_buttons
@@ -32,9 +34,9 @@ cfg = info.model_config
 heads = all_heads(cfg.n_layers, cfg.n_heads)
 names = [head_name(h) for h in heads]
 by_name: dict[str, Head] = dict(zip(names, heads, strict=True))
-best = cache.best_induction_head(info)
+best = best_induction_head(info)
 st.markdown(
-    f"**{sel.run.name}** at step {sel.step:,} ({state.fmt_tokens(info.tokens_seen)} tokens): "
+    f"**{sel.run.name}** at step {sel.step:,} ({fmt_tokens(info.tokens_seen)} tokens): "
     f"{cfg.n_layers} layer{'s' if cfg.n_layers > 1 else ''} × {cfg.n_heads} heads"
     + (", smeared keys" if cfg.smeared_keys else "")
     + "."

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
 from ui import cache, state
-
-ROOT = Path(__file__).resolve().parent.parent
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("Induction heads and in-context learning")

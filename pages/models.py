@@ -92,7 +92,7 @@ with st.form("hub_download"):
 
 if submitted:
     try:
-        from icl_core import hub  # imported here: huggingface_hub is only needed when someone downloads
+        from icl_core.storage import hub  # imported here: huggingface_hub is only needed when someone downloads
     except ImportError as exc:
         st.error(f"Hub support is not available in this installation ({exc}).")
         st.stop()

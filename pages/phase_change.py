@@ -7,7 +7,7 @@ import streamlit as st
 
 from icl_core.analysis.pca import highlighted_pca_rows
 from icl_core.analysis.phase import induction_onset, phase_status
-from icl_core.analysis.summary import describe_phase_change, head_score_rows, summary_rows
+from icl_core.analysis.summary import describe_phase_change, fmt_tokens, head_score_rows, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from ui import cache, charts, state
@@ -15,11 +15,6 @@ from ui.export import export_buttons
 
 PHASE_STEP_KEY = "phase_step"
 PICK = "pick"  # the charts' click-selection parameter
-
-
-def _sync_step() -> None:
-    # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
-    state.set_step(st.session_state[PHASE_STEP_KEY])
 
 
 def pickable_chart(chart, base_key: str, run: str | None = None) -> None:
@@ -54,13 +49,12 @@ sel = state.require_selection()
 snaps = list(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in snaps}
 
-st.session_state[PHASE_STEP_KEY] = sel.step
-step = st.select_slider(
+# The page's own slider drives the shared step; the sidebar slider follows on this rerun.
+step = state.step_slider(
+    PHASE_STEP_KEY,
+    sel.steps,
     "Training step",
-    options=sel.steps,
-    key=PHASE_STEP_KEY,
-    on_change=_sync_step,
-    format_func=lambda s: f"step {s:,} · {state.fmt_tokens(tokens_at[s])} tokens",
+    format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
 )
 
 try:
@@ -87,7 +81,7 @@ onset = induction_onset(snaps)
 onset_tokens = (tokens_at[onset[0]] or None) if onset else None
 if onset:
     st.markdown(
-        f":violet[**Induction heads form**] at step {onset[0]:,} ({state.fmt_tokens(tokens_at[onset[0]])} tokens): "
+        f":violet[**Induction heads form**] at step {onset[0]:,} ({fmt_tokens(tokens_at[onset[0]])} tokens): "
         f"{head_name(onset[1])}'s prefix-matching score passes {INDUCTION_THRESHOLD} and stays "
         "above it (dashed violet line on the charts)."
     )
@@ -128,7 +122,7 @@ m1.metric(
 )
 m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f"), _delta("max_prefix_matching"))
 m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
-m4.metric("Tokens seen", state.fmt_tokens(tokens_at[step]))
+m4.metric("Tokens seen", fmt_tokens(tokens_at[step]))
 
 selected_tokens = tokens_at[step] or None
 if not selected_tokens:
@@ -251,7 +245,7 @@ else:
             )
         st.markdown(
             "\n".join(
-                f"- **{h['run']}**: step {h['step']:,} ({state.fmt_tokens(h['tokens'])} tokens)" for h in highlighted
+                f"- **{h['run']}**: step {h['step']:,} ({fmt_tokens(h['tokens'])} tokens)" for h in highlighted
             )
         )
         for name, why in sorted(table.skipped.items()):

@@ -1,11 +1,8 @@
 """The explorer's pages under Streamlit's AppTest: they render, react to their widgets, and never show a traceback.
 
-By default the tests use a tiny run trained by a fixture (seconds), so they pass on a fresh checkout.
-Set USE_SHIPPED = True to run them against the shipped runs in checkpoints/ instead (stronger checks:
-the induction head's ablation must raise the second-copy loss, the 1-layer run has no phase change).
+They run against the shipped runs in checkpoints/ (attn2, attn1), so the checks can be scientific ones:
+the induction head's ablation must raise the second-copy loss, the 1-layer run has no phase change.
 """
-
-# ruff: noqa: F811  (the fixtures imported from fake_hub are test arguments of the same name)
 
 from __future__ import annotations
 
@@ -16,44 +13,25 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import streamlit as st
-from fake_hub import FakeHub, fake_hub, no_internet, tiny_run_dir  # noqa: F401
+from conftest import open_page as open_app
+from fake_hub import FakeHub
 from streamlit.testing.v1 import AppTest
 
 from icl_core.analysis.pca import PCA_MIN_STEP
 from icl_core.model.config import train_config_from_dict
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, write_manifest
-from icl_core.training.train import train
+from ui import state
 
-USE_SHIPPED = True  # the one-line switch: True = test against checkpoints/ (attn2, attn1)
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-MAIN_RUN = "attn2" if USE_SHIPPED else "fixture2"
-ONE_LAYER_RUN = "attn1" if USE_SHIPPED else None
-TIMEOUT = 60
+MAIN_RUN = "attn2"
+ONE_LAYER_RUN = "attn1"
 
 
 @pytest.fixture(scope="module")
 def run_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Runs the app will find: the main run, plus a run with no snapshots and one with a corrupt checkpoint."""
     base = tmp_path_factory.mktemp("app_runs")
-    if USE_SHIPPED:
-        main = SHIPPED_DIR / MAIN_RUN
-    else:
-        cfg = train_config_from_dict(
-            {
-                "run_name": MAIN_RUN,
-                "model": {"n_layers": 2, "n_heads": 2, "d_model": 32, "d_head": 8, "n_ctx": 512},
-                "batch_size": 4,
-                "total_steps": 80,  # snapshots 40 and 80 reach the PCA plane (steps >= PCA_MIN_STEP)
-                "n_snapshots": 8,
-                "eval_examples": 8,
-                "log_every": 4,
-            }
-        )
-        main = base / "data" / "runs" / MAIN_RUN
-        train(cfg, main, command="tests/test_app.py fixture")
+    main = SHIPPED_DIR / MAIN_RUN
     extra = base / "extra"
     empty = extra / "empty-run"
     empty.mkdir(parents=True)
@@ -81,16 +59,7 @@ def env(run_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch):
 
 
 def open_page(page: str | None, run: str = MAIN_RUN, step: int | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["_run_value"] = run
-    if step is not None:
-        at.session_state["_step_value"] = step
-    at.run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(page).run()
-        assert not at.exception, at.exception
-    return at
+    return open_app(page, run=run, step=step)
 
 
 def pca_highlight(at: AppTest):
@@ -116,7 +85,7 @@ def test_page_renders_without_exception(page: str | None) -> None:
 
 def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
     at = open_page("pages/phase_change.py")
-    steps = [s.step for s in list_snapshots(Path(at.session_state["_selection"].run.path))]
+    steps = [s.step for s in list_snapshots(Path(at.session_state[state.SELECTION_KEY].run.path))]
     before = pca_highlight(at)
     assert before[before["focus"]]["step"].tolist() == [steps[-1]]
     in_plane = [s for s in steps if s >= PCA_MIN_STEP]  # earlier steps are not in the PCA fit
@@ -128,7 +97,6 @@ def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
     assert at.session_state["step"] == middle  # the sidebar follows the page's slider
 
 
-@pytest.mark.skipif(ONE_LAYER_RUN is None, reason="needs the shipped 1-layer run")
 def test_one_layer_run_has_no_phase_change() -> None:
     at = open_page("pages/phase_change.py", run=ONE_LAYER_RUN)
     assert any("no phase change detected" in i.value.lower() for i in at.info)
@@ -151,7 +119,7 @@ def test_attention_bad_text_gives_messages_not_tracebacks() -> None:
 
 def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
     at = open_page("pages/ablation.py")
-    snap = at.session_state["_selection"].snapshot
+    snap = at.session_state[state.SELECTION_KEY].snapshot
     layer, head = max(
         (
             (layer, head)
@@ -165,10 +133,7 @@ def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
     at.toggle(key=f"ablate_L{layer}H{head}").set_value(True).run()
     assert not at.exception, at.exception
     ablated = metric(at, "Loss on the second copy")
-    if USE_SHIPPED:
-        assert ablated > clean + 0.1
-    else:  # a 24-step model has no induction head yet: the number must still be live
-        assert ablated != clean
+    assert ablated > clean + 0.1
     for mode in ("mean", "pattern-preserving"):
         at.radio(key="ablation_mode").set_value(mode).run()
         assert not at.exception, at.exception
@@ -197,7 +162,7 @@ def test_runs_without_snapshots_or_with_corrupt_weights_show_messages() -> None:
 def test_step_out_of_range_snaps_to_the_nearest_snapshot() -> None:
     at = open_page("pages/attention.py", step=10**9)
     assert not at.exception
-    assert at.session_state["step"] == at.session_state["_selection"].steps[-1]
+    assert at.session_state["step"] == at.session_state[state.SELECTION_KEY].steps[-1]
 
 
 def test_models_page_lists_runs_and_reports_hub_errors() -> None:

@@ -1,6 +1,5 @@
 """icl_core.storage.hub against a local fake Hub (tests/fake_hub.py): nothing here reaches huggingface.co."""
 
-# ruff: noqa: F811  (the fixtures imported from fake_hub are test arguments of the same name)
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, fake_hub, no_internet, tiny_run_dir  # noqa: F401
+from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub
 from safetensors.torch import load_file, save_file
 
 from icl_core.errors import HubError

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import open_page
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -22,9 +23,6 @@ from icl_core.analysis.text import preset_text
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots
 from ui import state
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
-TIMEOUT = 60
 
 
 @pytest.fixture(autouse=True)
@@ -40,20 +38,12 @@ def steps_of(run: str) -> list[int]:
 
 
 def open_app(page: str | None = None, **params: str) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    if page:
-        at.switch_page(page).run()
-        assert not at.exception, at.exception
-    return at
+    return open_page(page, params=params)
 
 
 def shown(at: AppTest) -> tuple[str, int]:
     """The run and step every page draws (the sidebar's Selection), checked against the sidebar widgets."""
-    sel = at.session_state["_selection"]
+    sel = at.session_state[state.SELECTION_KEY]
     assert (at.session_state["run"], at.session_state["step"]) == (sel.run.name, sel.step)
     return sel.run.name, sel.step
 
@@ -160,7 +150,7 @@ def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
     assert shown(at) == ("attn1", other) == url(at)
     at.switch_page("pages/ablation.py").run()
     assert shown(at) == ("attn1", other)
-    assert at.session_state["_selection"].snapshot.step == other
+    assert at.session_state[state.SELECTION_KEY].snapshot.step == other
 
 
 def test_export_buttons_under_the_charts() -> None:

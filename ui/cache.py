@@ -20,9 +20,10 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, summary, text
+from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, summary
 from icl_core.analysis.ablation import run_ablated
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
+from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head
 from icl_core.model.tokenizer import token_labels
@@ -102,14 +103,14 @@ def model_of(info: SnapshotInfo) -> LoadedModel:
 
 
 @st.cache_data(max_entries=16, show_spinner=False)  # a 512-token analysis holds ~8 MB of patterns
-def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[text.TextInput, text.TextAnalysis]:
-    prepared = text.prepare_text(text, _info.model_config.n_ctx)
+def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[TextInput, TextAnalysis]:
+    prepared = prepare_text(text, _info.model_config.n_ctx)
     loaded = model_of(_info)
     with loaded.lock:
-        return prepared, text.analyze_tokens(loaded.model, prepared.tokens)
+        return prepared, analyze_tokens(loaded.model, prepared.tokens)
 
 
-def text_analysis(info: SnapshotInfo, text: str) -> tuple[text.TextInput, text.TextAnalysis]:
+def text_analysis(info: SnapshotInfo, text: str) -> tuple[TextInput, TextAnalysis]:
     """Encode the text and run one forward pass with attention capture (raises InputTextError, CheckpointError)."""
     return _analysis(snapshot_key(info), text, info)
 
@@ -157,13 +158,13 @@ def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mo
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode: str, _info: SnapshotInfo):
-    prepared = text.prepare_text(text, _info.model_config.n_ctx)
+    prepared = prepare_text(text, _info.model_config.n_ctx)
     loaded = model_of(_info)
     means = head_means(_info) if mode == "mean" and heads else None
     with loaded.lock, torch.no_grad():
         clean = loaded.model(prepared.tokens[None])
         ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)
-    return prepared, text.prediction_rows(prepared.tokens, clean, ablated)
+    return prepared, prediction_rows(prepared.tokens, clean, ablated)
 
 
 def ablated_predictions(info: SnapshotInfo, text: str, heads: list[Head], mode: str):

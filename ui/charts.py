@@ -34,17 +34,13 @@ def _label_expr(labels: Sequence[str], offset: int = 0) -> str:
     return f"{json.dumps(list(labels))}[datum.value - {offset}]"
 
 
-def attention_heatmaps(
-    analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float = 0.01
-) -> alt.FacetChart:
-    """One heatmap per head (destination token down, source token across) over positions [start, end)."""
-    pats = analysis.patterns
-    labels = analysis.labels
+def _attention_frame(analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float):
+    """Long table (head, q, k, attention, induction_target, to, from) of the cells worth drawing."""
     qs, ks = np.tril_indices(end - start)
     qs, ks = qs + start, ks + start
     frames = []
     for layer, head in heads:
-        w = pats[layer, head, qs, ks]
+        w = analysis.patterns[layer, head, qs, ks]
         tgt = analysis.targets[qs, ks]
         keep = (w >= min_weight) | tgt  # near-zero cells are blank anyway: skipping them keeps the chart light
         frames.append(
@@ -59,13 +55,32 @@ def attention_heatmaps(
             )
         )
     df = pd.concat(frames, ignore_index=True)
-    df["to"] = [labels[i] for i in df["q"]]
-    df["from"] = [labels[i] for i in df["k"]]
+    df["to"] = [analysis.labels[i] for i in df["q"]]
+    df["from"] = [analysis.labels[i] for i in df["k"]]
+    return df
+
+
+_ATTENTION_TOOLTIP = [
+    alt.Tooltip("head:N"),
+    alt.Tooltip("q:O", title="destination position"),
+    alt.Tooltip("to:N", title="destination token"),
+    alt.Tooltip("k:O", title="source position"),
+    alt.Tooltip("from:N", title="source token"),
+    alt.Tooltip("attention:Q", format=".3f"),
+    alt.Tooltip("induction_target:N", title="induction target"),
+]
+
+
+def attention_heatmaps(
+    analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float = 0.01
+) -> alt.FacetChart:
+    """One heatmap per head (destination token down, source token across) over positions [start, end)."""
+    df = _attention_frame(analysis, heads, start, end, min_weight)
     n = end - start
     cell = int(np.clip(520 / max(n, 1), 5, 16))
     font = int(np.clip(cell - 1, 6, 12))
     domain = list(range(start, end))
-    expr = _label_expr(labels[start:end], start)
+    expr = _label_expr(analysis.labels[start:end], start)
     x = alt.X(
         "k:O",
         title="source token (attended to)",
@@ -78,31 +93,20 @@ def attention_heatmaps(
         scale=alt.Scale(domain=domain),
         axis=alt.Axis(labelExpr=expr, labelFontSize=font, labelFont="monospace"),
     )
-    tooltip = [
-        alt.Tooltip("head:N"),
-        alt.Tooltip("q:O", title="destination position"),
-        alt.Tooltip("to:N", title="destination token"),
-        alt.Tooltip("k:O", title="source position"),
-        alt.Tooltip("from:N", title="source token"),
-        alt.Tooltip("attention:Q", format=".3f"),
-        alt.Tooltip("induction_target:N", title="induction target"),
-    ]
     base = alt.Chart().encode(x=x, y=y)
     rect = base.mark_rect().encode(
         color=alt.Color("attention:Q", scale=alt.Scale(domain=[0, 1], scheme=ATTN_SCHEME), title="attention"),
-        tooltip=tooltip,
+        tooltip=_ATTENTION_TOOLTIP,
     )
     outline = (
         base.transform_filter("datum.induction_target")
         .mark_rect(filled=False, stroke=TARGET_COLOR, strokeWidth=1.5)
-        .encode(tooltip=tooltip)
+        .encode(tooltip=_ATTENTION_TOOLTIP)
     )
-    columns = 4 if n <= 24 else 2
-    order = [head_name(h) for h in heads]
     return (
         alt.layer(rect, outline, data=df)
         .properties(width=cell * n, height=cell * n)
-        .facet(facet=alt.Facet("head:N", sort=order, title=None), columns=columns)
+        .facet(facet=alt.Facet("head:N", sort=[head_name(h) for h in heads], title=None), columns=4 if n <= 24 else 2)
         .properties(title="Attention patterns (orange outline: induction targets)")
     )
 

@@ -157,8 +157,21 @@ def _remember_run() -> None:
     st.session_state.pop(URL_WARNINGS, None)
 
 
-def _remember_step() -> None:
-    set_step(st.session_state[STEP_KEY])
+def step_slider(key: str, steps: list[int], label: str, format_func: Any, help: str | None = None) -> int:
+    """A slider over `steps` bound to the one shared step (STEP_VALUE): it shows it, and moving it changes it.
+
+    The sidebar's slider and any page's own step slider are drawn by this, so they can never disagree.
+    """
+    # Set even when equal: a widget drawn from another script (page) gets a new id and would reset.
+    st.session_state[key] = st.session_state[STEP_VALUE]
+    value = st.select_slider(
+        label, options=steps, key=key, on_change=_take_step, args=(key,), format_func=format_func, help=help
+    )
+    return int(value)
+
+
+def _take_step(key: str) -> None:
+    set_step(st.session_state[key])
 
 
 def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
@@ -269,13 +282,11 @@ def _picker() -> Selection | None:
             # A new run, or a step this run lacks (other schedule, still training): keep the nearest one.
             wanted = nearest_step(steps, wanted) if isinstance(wanted, int) else steps[-1]
             st.session_state[STEP_VALUE] = wanted
-        st.session_state[STEP_KEY] = wanted
         tokens = {s.step: s.tokens_seen for s in snaps}
-        step = st.select_slider(
+        step = step_slider(
+            STEP_KEY,
+            steps,
             "Training step",
-            options=steps,
-            key=STEP_KEY,
-            on_change=_remember_step,
             format_func=lambda s: f"{s:,}",
             help="Snapshots are log-spaced: dense early, sparse late, like Olsson et al.",
         )
@@ -330,4 +341,3 @@ def require_selection() -> Selection:
         st.info("Pick a run with at least one snapshot in the sidebar (or train / download one first).")
         st.stop()
     return sel
-

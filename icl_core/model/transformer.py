@@ -1,7 +1,8 @@
 """Attention-only transformer (no MLPs), nanoGPT-plain, with hook points for analysis.
 
-Residual stream: token embedding + learned positional embedding, then n_layers attention layers
-each adding the sum of its heads' outputs, then an unembedding. No LayerNorm and no biases, so the
+Residual stream: token embedding + positional embedding (fixed sinusoids, as in the shipped runs, or
+learned: ModelConfig.positional), then n_layers attention layers each adding the sum of its heads'
+outputs, then an unembedding. No LayerNorm and no biases, so the
 QK and OV circuits of every head are exact products of weight matrices (Elhage et al. 2021).
 """
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = REPO_ROOT / "checkpoints"
 
 

@@ -205,7 +205,7 @@ def resume_job(job_id: str) -> JobInfo:
         atomic_write_json(job_dir / STATUS_FILE, status)
         with (job_dir / LOG_FILE).open("a") as log:
             log.write(f"--- resume requested at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
-        _spawn(job_dir, int(_read_json(job_dir / JOB_FILE).get("nproc", 1)))
+        _spawn(job_dir, int(read_job_json(job_dir / JOB_FILE).get("nproc", 1)))
     return read_status(job_id)
 
 
@@ -229,11 +229,6 @@ def tail_log(job_id: str, n: int = 40) -> str:
         f.seek(max(0, f.tell() - 200 * max(n, 1) - 4096))  # logs lines are short; no need to read it all
         text = f.read().decode("utf-8", errors="replace")
     return "\n".join(text.splitlines()[-n:]) if n > 0 else ""
-
-
-def read_job_config(job_id: str) -> TrainConfig:
-    job_dir = _job_dir(job_id)
-    return train_config_from_dict(_read_json(job_dir / CONFIG_FILE), where=str(job_dir / CONFIG_FILE))
 
 
 def suggest_run_name(base: str) -> str:
@@ -325,10 +320,10 @@ def _spawn(job_dir: Path, nproc: int) -> None:
         atomic_write_json(job_dir / STATUS_FILE, status)
         raise JobError(f"could not start the training process: {exc}") from exc
     _CHILDREN[proc.pid] = proc
-    atomic_write_json(job_dir / PID_FILE, {"pid": proc.pid, "start_ticks": _start_ticks(proc.pid)})
+    atomic_write_json(job_dir / PID_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid)})
 
 
-def _start_ticks(pid: int) -> int | None:
+def process_start_ticks(pid: int) -> int | None:
     """Kernel start time of pid (Linux), to tell our worker from a later process given the same pid."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -363,7 +358,7 @@ def _pid_alive(pid: int, start_ticks: int | None) -> bool:
         except PermissionError:
             pass  # exists, owned by someone else: judged by its start time below
     if start_ticks is not None:
-        ticks = _start_ticks(pid)
+        ticks = process_start_ticks(pid)
         if ticks is not None and ticks != start_ticks:
             return False
         with contextlib.suppress(OSError, IndexError):
@@ -446,7 +441,7 @@ def _job_dir(job_id: str) -> Path:
     return path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_job_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -457,7 +452,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def _read_status_dict(job_dir: Path) -> dict[str, Any]:
-    return _read_json(job_dir / STATUS_FILE)
+    return read_job_json(job_dir / STATUS_FILE)
 
 
 def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
@@ -482,7 +477,7 @@ def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
 
 
 def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
-    job = _read_json(job_dir / JOB_FILE)
+    job = read_job_json(job_dir / JOB_FILE)
 
     def opt_float(key: str) -> float | None:
         value = status.get(key)

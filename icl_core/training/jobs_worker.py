@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,85 @@ from icl_core.training.jobs import (
     JOB_FILE,
     RUNNING,
     STATUS_FILE,
-    _read_json,
-    _start_ticks,
+    process_start_ticks,
+    read_job_json,
 )
+
+
+class _StatusWriter:
+    """status.json of the job, written by rank 0 only (every write refreshes the heartbeat)."""
+
+    def __init__(self, job_dir: Path, is_main: bool) -> None:
+        self.path = job_dir / STATUS_FILE
+        self.is_main = is_main
+        self.status = read_job_json(self.path)
+
+    def write(self, **changes: Any) -> None:
+        if self.is_main:
+            self.status.update(changes, heartbeat=time.time())
+            atomic_write_json(self.path, self.status)
+
+    def say(self, line: str) -> None:
+        if self.is_main:
+            print(line, flush=True)
+
+
+def _stop_check(job_dir: Path, stop: dict[str, bool]) -> Callable[[], bool]:
+    delay = float(os.environ.get("ICL_JOB_STEP_DELAY_S", "0") or 0)
+
+    def should_stop() -> bool:
+        if delay:
+            time.sleep(delay)
+        return stop["signal"] or (job_dir / CANCEL_FILE).exists()
+
+    return should_stop
+
+
+def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None:
+    import torch
+
+    from icl_core.training.train import RESUME_META, has_resume_state, pick_device, train
+
+    cfg = load_train_config(job_dir / CONFIG_FILE)
+    run_dir = Path(read_job_json(job_dir / JOB_FILE)["run_dir"])
+    device = pick_device(cfg.device)
+    if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        # Leave a core to the app: on a small CPU, oversubscribed threads make every op crawl.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
+    resumed_at = int(read_json(run_dir / RESUME_META)["step"]) if has_resume_state(run_dir) else 0
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    out.write(
+        state=RUNNING,
+        pid=os.getpid(),
+        pid_start_ticks=process_start_ticks(os.getpid()),
+        started=out.status.get("started") or time.time(),
+        device=f"{device.type} x{world}",
+        step=resumed_at,
+        error=None,
+    )
+    out.say(f"job {job_dir.name}: training {cfg.run_name} on {device} x{world} from step {resumed_at}")
+
+    def progress(p: dict[str, Any]) -> None:
+        out.write(step=p["step"], tokens=p["tokens"], loss=p["loss"], eta_s=p["eta_s"], snapshots=p["snapshots"])
+        out.say(f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f} tokens {p['tokens']} eta {p['eta_s']:.0f}s")
+
+    result = train(
+        cfg,
+        run_dir,
+        resume=True,
+        progress=progress,
+        should_stop=_stop_check(job_dir, stop),
+        command=f"{sys.executable} -m icl_core.training.jobs_worker {job_dir}",
+    )
+    meta = read_json(run_dir / RESUME_META)
+    out.write(
+        state=result,
+        step=int(meta["step"]),
+        tokens=int(meta["tokens_seen"]),
+        eta_s=0.0 if result != CANCELLED else None,
+        ended=time.time(),
+    )
+    out.say(f"job {job_dir.name}: {result} at step {meta['step']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m icl_core.training.jobs_worker JOB_DIR", file=sys.stderr)
         return 2
     job_dir = Path(args[0]).resolve()
-    is_main = int(os.environ.get("RANK", 0)) == 0
     stop = {"signal": False}
 
     def on_term(signum: int, frame: Any) -> None:
@@ -49,80 +125,14 @@ def main(argv: list[str] | None = None) -> int:
         stop["signal"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-
-    status = _read_json(job_dir / STATUS_FILE)
-
-    def write(**changes: Any) -> None:
-        if is_main:
-            status.update(changes, heartbeat=time.time())
-            atomic_write_json(job_dir / STATUS_FILE, status)
-
-    def say(line: str) -> None:
-        if is_main:
-            print(line, flush=True)
-
+    out = _StatusWriter(job_dir, is_main=int(os.environ.get("RANK", 0)) == 0)
     try:
-        import torch
-
-        from icl_core.training.train import RESUME_META, has_resume_state, pick_device, train
-
-        cfg = load_train_config(job_dir / CONFIG_FILE)
-        run_dir = Path(_read_json(job_dir / JOB_FILE)["run_dir"])
-        device = pick_device(cfg.device)
-        if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # Leave a core to the app: on a small CPU, oversubscribed threads make every op crawl.
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) - 1))
-        resumed_at = int(read_json(run_dir / RESUME_META)["step"]) if has_resume_state(run_dir) else 0
-        world = int(os.environ.get("WORLD_SIZE", 1))
-        write(
-            state=RUNNING,
-            pid=os.getpid(),
-            pid_start_ticks=_start_ticks(os.getpid()),
-            started=status.get("started") or time.time(),
-            device=f"{device.type} x{world}",
-            step=resumed_at,
-            error=None,
-        )
-        say(f"job {job_dir.name}: training {cfg.run_name} on {device} x{world} from step {resumed_at}")
-        delay = float(os.environ.get("ICL_JOB_STEP_DELAY_S", "0") or 0)
-
-        def should_stop() -> bool:
-            if delay:
-                time.sleep(delay)
-            return stop["signal"] or (job_dir / CANCEL_FILE).exists()
-
-        def progress(p: dict[str, Any]) -> None:
-            write(
-                step=p["step"],
-                tokens=p["tokens"],
-                loss=p["loss"],
-                eta_s=p["eta_s"],
-                snapshots=p["snapshots"],
-            )
-            say(f"step {p['step']}/{p['total_steps']} loss {p['loss']:.4f} tokens {p['tokens']} eta {p['eta_s']:.0f}s")
-
-        result = train(
-            cfg,
-            run_dir,
-            resume=True,
-            progress=progress,
-            should_stop=should_stop,
-            command=f"{sys.executable} -m icl_core.training.jobs_worker {job_dir}",
-        )
-        meta = read_json(run_dir / RESUME_META)
-        write(
-            state=result,
-            step=int(meta["step"]),
-            tokens=int(meta["tokens_seen"]),
-            eta_s=0.0 if result != CANCELLED else None,
-            ended=time.time(),
-        )
-        say(f"job {job_dir.name}: {result} at step {meta['step']}")
+        _train_job(job_dir, out, stop)
         return 0
     except BaseException as exc:  # noqa: BLE001 - whatever went wrong must reach status.json
         traceback.print_exc()
         message = str(exc) if isinstance(exc, ICLError) else f"{type(exc).__name__}: {exc}"
-        write(state=FAILED, error=message, ended=time.time())
+        out.write(state=FAILED, error=message, ended=time.time())
         return 1
 
 

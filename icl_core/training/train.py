@@ -16,7 +16,7 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -200,17 +200,44 @@ def _truncate_log(path: Path, max_step: int) -> None:
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
-def train(
-    cfg: TrainConfig,
-    run_dir: str | Path,
-    resume: bool = True,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
-    command: str | None = None,
-) -> str:
-    """Train (or resume) a run into run_dir. Returns 'finished' or 'cancelled'."""
-    cfg.validate()
-    run_dir = Path(run_dir)
+@dataclass
+class _Session:
+    """Everything one training process holds between steps."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    device: torch.device
+    world: int
+    rank: int
+    own_group: bool  # this call created the process group, so it destroys it
+    model: AttnOnlyTransformer
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    gen: torch.Generator  # data RNG: same on every rank, so every rank draws the same global batch
+    step: int = 0
+    tokens: int = 0
+    recent: list[float] = field(default_factory=list)  # the last log_every step losses
+    start: float = 0.0  # wall-clock origin, shifted back by the time spent before a resume
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def save_resume(self) -> None:
+        save_resume_state(
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            self.gen,
+            self.step,
+            self.tokens,
+            time.time() - self.start,
+            self.recent,
+        )
+
+
+def _setup(cfg: TrainConfig, run_dir: Path, resume: bool) -> _Session:
+    """Process group (under torchrun), model, optimizer and data RNG, restored from a resume state if any."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     rank = int(os.environ.get("RANK", 0))
     device = pick_device(cfg.device)
@@ -225,7 +252,6 @@ def train(
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
             own_group = True
-    is_main = rank == 0
 
     torch.manual_seed(cfg.seed)
     model = AttnOnlyTransformer(cfg.model).to(device)
@@ -239,103 +265,152 @@ def train(
         # Every rank checks, so no rank is left waiting in a collective for one that gave up.
         raise CheckpointError(run_dir, "run folder already has snapshots: resume it or choose a new run name")
 
-    ddp_model = model
+    ddp_model: torch.nn.Module = model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         ddp_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return _Session(
+        cfg,
+        run_dir,
+        device,
+        world,
+        rank,
+        own_group,
+        model,
+        ddp_model,
+        optimizer,
+        gen,
+        step,
+        tokens,
+        recent,
+        start=time.time() - elapsed_before,
+    )
 
+
+def _write_snapshot(ses: _Session, ev: EvalData, snapshot_dtype: torch.dtype) -> None:
+    # Resume state first: a kill while the snapshot is written then resumes at this step and
+    # writes the snapshot again, instead of finding snapshots with no state to continue from.
+    ses.save_resume()
+    snap_metrics = evaluate(ses.model, ev, ses.cfg.compute_icl_score)
+    snap_metrics["train_loss"] = float(np.mean(ses.recent)) if ses.recent else snap_metrics["heldout_loss"]
+    write_snapshot(ses.run_dir, ses.model, ses.step, ses.tokens, snap_metrics, dtype=snapshot_dtype)
+
+
+def _train_step(ses: _Session, train_data: np.ndarray) -> None:
+    cfg = ses.cfg
+    batch = data.sample_batch(train_data, cfg.batch_size, cfg.model.n_ctx, ses.gen)
+    local = batch[ses.rank :: ses.world].to(ses.device)  # every rank draws the same global batch, takes its share
+    for group in ses.optimizer.param_groups:
+        group["lr"] = lr_at(ses.step, cfg)
+    loss = per_token_loss(ses.ddp_model(local), local).mean()
+    ses.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(ses.model.parameters(), cfg.grad_clip)
+    ses.optimizer.step()
+    ses.step += 1
+    ses.tokens += batch.numel()
+    loss_value = loss.detach()
+    if ses.world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(loss_value)
+        loss_value /= ses.world
+    ses.recent = (ses.recent + [float(loss_value)])[-cfg.log_every :]
+
+
+def _log_step(ses: _Session, log_path: Path, n_snapshots: int, progress: ProgressFn | None) -> None:
+    cfg = ses.cfg
+    elapsed = time.time() - ses.start
+    entry = {
+        "step": ses.step,
+        "tokens": ses.tokens,
+        "loss": float(np.mean(ses.recent)),
+        "lr": lr_at(ses.step - 1, cfg),
+        "elapsed_s": round(elapsed, 2),
+    }
+    with log_path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    if progress is not None:
+        rate = ses.step / max(elapsed, 1e-9)
+        progress(
+            {
+                **entry,
+                "total_steps": cfg.total_steps,
+                "eta_s": (cfg.total_steps - ses.step) / max(rate, 1e-9),
+                "snapshots": n_snapshots,
+            }
+        )
+
+
+def _teardown(ses: _Session) -> None:
+    if ses.world == 1:
+        return
+    import gc
+
+    import torch.distributed as dist
+
+    dist.barrier()
+    # DDP's reducer holds the process group and gloo work objects; left to interpreter shutdown,
+    # gloo's threads can outlive Python and abort the process (SIGABRT) after a good run.
+    ses.ddp_model = ses.model
+    gc.collect()
+    if ses.own_group:
+        dist.destroy_process_group()
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    resume: bool = True,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    command: str | None = None,
+) -> str:
+    """Train (or resume) a run into run_dir. Returns 'finished' or 'cancelled'."""
+    cfg.validate()
+    run_dir = Path(run_dir)
+    ses = _setup(cfg, run_dir, resume)
     schedule = snapshot_steps(cfg.total_steps, cfg.n_snapshots)
     done = {s.step for s in list_snapshots(run_dir)} if run_dir.exists() else set()
     train_data = data.corpus("train")
-    ev = EvalData.for_config(cfg) if is_main else None
+    ev = EvalData.for_config(cfg) if ses.is_main else None
     log_path = run_dir / TRAIN_LOG
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
-    if is_main:
+    if ses.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         _remove_stale_temp_files(run_dir)
-        _truncate_log(log_path, step)
-        write_manifest(run_dir, cfg, _provenance(command, device, world, "running", elapsed_before, schedule))
+        _truncate_log(log_path, ses.step)
+        write_manifest(
+            run_dir, cfg, _provenance(command, ses.device, ses.world, "running", time.time() - ses.start, schedule)
+        )
     snapshot_dtype = torch.float16 if cfg.snapshot_dtype == "float16" else torch.float32
-    start = time.time() - elapsed_before
     status = "finished"
-    model.train()
+    ses.model.train()
 
     while True:
-        if is_main and step in schedule and step not in done:
-            # Resume state first: a kill while the snapshot is written then resumes at this step and
-            # writes the snapshot again, instead of finding snapshots with no state to continue from.
-            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
-            snap_metrics = evaluate(model, ev, cfg.compute_icl_score)
-            snap_metrics["train_loss"] = float(np.mean(recent)) if recent else snap_metrics["heldout_loss"]
-            write_snapshot(run_dir, model, step, tokens, snap_metrics, dtype=snapshot_dtype)
-            done.add(step)
-        if step >= cfg.total_steps:
+        if ses.is_main and ses.step in schedule and ses.step not in done:
+            _write_snapshot(ses, ev, snapshot_dtype)
+            done.add(ses.step)
+        if ses.step >= cfg.total_steps:
             break
-        if _stop_requested(should_stop, world, device):
+        if _stop_requested(should_stop, ses.world, ses.device):
             status = "cancelled"
-            if is_main:
-                save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
+            if ses.is_main:
+                ses.save_resume()
             break
+        _train_step(ses, train_data)
+        if ses.is_main and (ses.step % cfg.log_every == 0 or ses.step == cfg.total_steps):
+            _log_step(ses, log_path, len(done), progress)
+        if ses.is_main and ses.step % cfg.resume_every == 0 and ses.step not in schedule:
+            ses.save_resume()
 
-        batch = data.sample_batch(train_data, cfg.batch_size, cfg.model.n_ctx, gen)
-        local = batch[rank::world].to(device)  # every rank draws the same global batch, takes its share
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = per_token_loss(ddp_model(local), local).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        tokens += batch.numel()
-        loss_value = loss.detach()
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.all_reduce(loss_value)
-            loss_value /= world
-        recent = (recent + [float(loss_value)])[-cfg.log_every :]
-
-        if is_main and (step % cfg.log_every == 0 or step == cfg.total_steps):
-            elapsed = time.time() - start
-            entry = {
-                "step": step,
-                "tokens": tokens,
-                "loss": float(np.mean(recent)),
-                "lr": lr_at(step - 1, cfg),
-                "elapsed_s": round(elapsed, 2),
-            }
-            with log_path.open("a") as f:
-                f.write(json.dumps(entry) + "\n")
-            if progress is not None:
-                rate = (step - 0) / max(elapsed, 1e-9)
-                progress(
-                    {
-                        **entry,
-                        "total_steps": cfg.total_steps,
-                        "eta_s": (cfg.total_steps - step) / max(rate, 1e-9),
-                        "snapshots": len(done),
-                    }
-                )
-        if is_main and step % cfg.resume_every == 0 and step not in schedule:
-            save_resume_state(run_dir, model, optimizer, gen, step, tokens, time.time() - start, recent)
-
-    if is_main:
-        write_manifest(run_dir, cfg, _provenance(command, device, world, status, time.time() - start, schedule))
-    if world > 1:
-        import gc
-
-        import torch.distributed as dist
-
-        dist.barrier()
-        # DDP's reducer holds the process group and gloo work objects; left to interpreter shutdown,
-        # gloo's threads can outlive Python and abort the process (SIGABRT) after a good run.
-        del ddp_model
-        gc.collect()
-        if own_group:
-            dist.destroy_process_group()
+    if ses.is_main:
+        write_manifest(
+            run_dir, cfg, _provenance(command, ses.device, ses.world, status, time.time() - ses.start, schedule)
+        )
+    _teardown(ses)
     return status
 
 

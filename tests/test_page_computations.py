@@ -1,4 +1,4 @@
-"""icl_core.explore: the computations behind the explorer's pages, without Streamlit."""
+"""The computations behind the pages (text analysis, live ablation, summaries, PCA table), without Streamlit."""
 
 from __future__ import annotations
 

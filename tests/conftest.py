@@ -1,0 +1,43 @@
+"""Shared fixtures and page helpers.
+
+The fake Hub's fixtures (fake_hub, no_internet, tiny_run_dir) live in tests/fake_hub.py beside the server
+they drive; they are re-exported here so every test module can ask for them by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fake_hub import fake_hub, no_internet, tiny_run_dir
+from streamlit.testing.v1 import AppTest
+
+from ui import state
+
+__all__ = ["APP", "ROOT", "fake_hub", "no_internet", "open_page", "tiny_run_dir"]
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+
+
+def open_page(
+    page: str | None = None,
+    run: str | None = None,
+    step: int | None = None,
+    params: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> AppTest:
+    """Run app.py as a fresh session (optionally on `run` / `step`, or opened from a link with `params`),
+    then switch to `page`; fails on any exception on the way."""
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    if run is not None:
+        at.session_state[state.RUN_VALUE] = run
+    if step is not None:
+        at.session_state[state.STEP_VALUE] = step
+    for key, value in (params or {}).items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(page).run()
+        assert not at.exception, at.exception
+    return at
