@@ -92,13 +92,21 @@ MEAN_REFERENCE_SEED = 77  # held-out batch defining mean ablation (not a batch a
 LIVE_HELDOUT_SEED = 2024  # small held-out batch of the live ablation page
 
 
-def prefix_matching_probe(n_ctx: int) -> tuple[torch.Tensor, int]:
-    """The prefix-matching probe and the length of the sequence it repeats.
+def prefix_matching_probe_shape(n_ctx: int) -> tuple[int, int]:
+    """(sequence length, repeats) of the prefix-matching probe for a context of n_ctx tokens.
 
-    The paper's probe (25 tokens x 4) needs 101 positions; shorter contexts get a shorter probe.
+    The paper's probe (25 tokens x 4) needs 101 positions; shorter contexts get a shorter probe, down to
+    1 token repeated twice after the start token (n_ctx 3).
     """
+    if n_ctx < 3:
+        raise ValueError(f"a context of {n_ctx} tokens is too short for the prefix-matching probe (3 at least)")
     seq_len = min(PROBE_SEQ_LEN, (n_ctx - 1) // 2)
-    n_repeats = min(PROBE_REPEATS, (n_ctx - 1) // seq_len)
+    return seq_len, min(PROBE_REPEATS, (n_ctx - 1) // seq_len)
+
+
+def prefix_matching_probe(n_ctx: int) -> tuple[torch.Tensor, int]:
+    """The prefix-matching probe and the length of the sequence it repeats."""
+    seq_len, n_repeats = prefix_matching_probe_shape(n_ctx)
     return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats), seq_len
 
 

@@ -2,6 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def display_path(path: object) -> str:
+    """A path as a user may see it: relative to the data folder or the repository, never the server's layout."""
+    p = Path(str(path))
+    for root in (os.environ.get("ICL_DATA_DIR"), _REPO_ROOT):
+        if root:
+            try:
+                return p.resolve().relative_to(Path(root).resolve()).as_posix()
+            except (ValueError, OSError):
+                continue
+    return "/".join(p.parts[-2:]) if len(p.parts) > 1 else p.name
+
 
 class ICLError(Exception):
     """Base class: any error whose message is fit to show to a user as it is."""
@@ -17,7 +34,10 @@ class CheckpointError(ICLError):
     def __init__(self, path: object, problem: str) -> None:
         self.path = str(path)
         self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+        super().__init__(f"{display_path(path)}: {problem}")
+
+    def __reduce__(self):  # st.cache_data pickles results that hold these
+        return (type(self), (self.path, self.problem))
 
 
 class InputTextError(ICLError):

@@ -14,6 +14,7 @@ from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, indu
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.quote import user_text
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
 COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
@@ -126,7 +127,7 @@ try:
     clean = cache.ablation_effect(info, [], mode)
     ablated = cache.ablation_effect(info, chosen, mode)
 except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {exc}")
+    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
     st.stop()
 
 
@@ -220,10 +221,10 @@ text = st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=50
 try:
     prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
 except InputTextError as exc:
-    st.error(str(exc))
+    st.error(user_text(exc, 500))
     st.stop()
 except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {exc}")
+    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
     st.stop()
 for note in prepared.notes:
     st.warning(note)

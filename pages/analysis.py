@@ -13,6 +13,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.quote import user_text
 
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
 ATTR_MODE_KEY, OVER_KEY, DONE_KEY = "attribution_mode", "btn_attr_over_training", "_attr_over_training_done"
@@ -51,7 +52,7 @@ try:
     with st.spinner(f"Ablating each of the {cfg.n_layers * cfg.n_heads} heads ({mode})…"):
         table = cache.ablation_table_of(info, mode)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot ablate this snapshot's heads: {exc}")
+    st.error(f"Cannot ablate this snapshot's heads: {user_text(exc, 500)}")
 if table is not None:
     df = pd.DataFrame(table.records())
     key = sort_by if table.clean_icl is not None else "delta_second_half"
@@ -123,7 +124,7 @@ try:
     with st.spinner("Attributing the phase change…"):
         attr = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot attribute the phase change: {exc}")
+    st.error(f"Cannot attribute the phase change: {user_text(exc, 500)}")
 else:
     if attr is None:
         one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
@@ -159,7 +160,7 @@ if attr is not None:
                 with st.spinner("Ablating every head at every snapshot…"):
                     over = cache.attribution_over_training_of(sel.run.path, snaps, attr_mode)
             except cache.ANALYSIS_ERRORS as exc:
-                st.error(f"Cannot compute the attribution over training: {exc}")
+                st.error(f"Cannot compute the attribution over training: {user_text(exc, 500)}")
                 over = []
             if over:
                 odf = pd.DataFrame(over)
@@ -192,7 +193,7 @@ st.caption(
 try:
     results, examples = cache.fuzzy_of(info)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot run the fuzzy copying probe: {exc}")
+    st.error(f"Cannot run the fuzzy copying probe: {user_text(exc, 500)}")
 else:
     rows = fuzzy.fuzzy_rows(results)
     left, right = st.columns([3, 2])
@@ -235,7 +236,7 @@ for name in chosen:
     try:
         parts.extend({**row, "series": name} for row in summary_rows(cache.snapshots_of(runs[name].path)))
     except ICLError as exc:
-        st.warning(f"{name}: cannot read this run ({exc}).")
+        st.warning(f"{user_text(name)}: cannot read this run ({user_text(exc, 500)}).")
 if not chosen:
     st.info("Pick one or more runs to compare.")
 elif parts:

@@ -12,6 +12,7 @@ from icl_core.heads import all_heads, head_name
 from icl_core.model.tokenizer import token_labels
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.quote import user_text
 
 CUSTOM = "Your own text"
 PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
@@ -57,7 +58,7 @@ def _from_link(link: dict[str, str]) -> None:
             st.session_state[PRESET_KEY] = preset
             st.session_state[TEXT_KEY] = preset_text(preset)
         else:
-            st.warning(f"The link's preset **{preset!r}** is not one of: {', '.join(PRESETS)}.")
+            st.warning(f"The link's preset **{user_text(preset)}** is not one of: {', '.join(PRESETS)}.")
 
 
 if TEXT_KEY not in st.session_state:
@@ -92,10 +93,10 @@ else:
 try:
     prepared, an = cache.text_analysis(info, text)
 except InputTextError as exc:
-    st.error(str(exc))
+    st.error(user_text(exc, 500))
     st.stop()
 except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {exc}")
+    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
     st.stop()
 for note in prepared.notes:
     st.warning(note)

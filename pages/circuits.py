@@ -10,6 +10,7 @@ from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.quote import user_text
 
 HEAD_KEY, PREV_KEY, NTOK_KEY = "circuits_head", "circuits_prev_head", "circuits_n_tokens"
 KIND_KEY, COPY_KEY = "circuits_kind_over_training", "circuits_copy_metric"
@@ -45,7 +46,7 @@ st.markdown(
 try:
     cache.model_of(info)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot load this snapshot: {exc}")
+    st.error(f"Cannot load this snapshot: {user_text(exc, 500)}")
     st.stop()
 
 # --- Composition -------------------------------------------------------------------------------
@@ -66,7 +67,7 @@ else:
     try:
         comp = cache.composition_of(info)
     except cache.ANALYSIS_ERRORS as exc:
-        st.error(f"Cannot compute composition scores: {exc}")
+        st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
         chart = charts.composition_heatmaps(comp)
         st.altair_chart(chart, width="content")
@@ -95,7 +96,7 @@ copy_rows = None
 try:
     copy_rows = cache.copying_of(info)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot compute copying scores: {exc}")
+    st.error(f"Cannot compute copying scores: {user_text(exc, 500)}")
 if copy_rows:
     left, right = st.columns([3, 2])
     with left:
@@ -164,7 +165,7 @@ try:
     ov = cache.circuit_of(info, "ov", head, n_tokens)
     kqk = cache.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot compute this head's circuits: {exc}")
+    st.error(f"Cannot compute this head's circuits: {user_text(exc, 500)}")
 else:
     left, right = st.columns(2)
     with left:
@@ -211,7 +212,7 @@ try:
     with st.spinner("Scoring every snapshot (once per run)…"):
         comp_rows, copy_over = cache.circuits_over_training(sel.run.path, sel.snapshots)
 except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot compute scores over training: {exc}")
+    st.error(f"Cannot compute scores over training: {user_text(exc, 500)}")
     st.stop()
 window = cache.phase_window_of(sel.run.path)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}

@@ -7,6 +7,7 @@ import streamlit as st
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
 from ui import cache, state
+from ui.quote import user_text
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
 st.title("Induction heads and in-context learning")
@@ -119,7 +120,7 @@ else:
         window = cache.phase_window_of(sel.run.path)
     except ICLError as exc:
         window = None
-        st.error(str(exc))
+        st.error(user_text(exc, 500))
     cfg = sel.snapshot.model_config
     kind = f"{cfg.n_layers}-layer attention-only, {cfg.n_heads} heads per layer" + (
         ", smeared keys" if cfg.smeared_keys else ""

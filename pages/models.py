@@ -9,6 +9,7 @@ import streamlit as st
 
 from icl_core.errors import ICLError
 from ui import cache, state
+from ui.quote import user_text
 
 FLASH_KEY = "_models_flash"
 
@@ -94,7 +95,7 @@ if submitted:
     try:
         from icl_core.storage import hub  # imported here: huggingface_hub is only needed when someone downloads
     except ImportError as exc:
-        st.error(f"Hub support is not available in this installation ({exc}).")
+        st.error(f"Hub support is not available in this installation ({user_text(exc, 500)}).")
         st.stop()
     bar = st.progress(0.0, text="Starting…")
 
@@ -107,10 +108,10 @@ if submitted:
         path = hub.download_run(repo.strip(), revision=revision.strip() or None, token=token or None, progress=report)
     except ICLError as exc:
         bar.empty()
-        st.error(str(exc))
+        st.error(user_text(exc, 500))
     except Exception as exc:  # a network stack can fail in ways the hub module did not foresee
         bar.empty()
-        st.error(f"The download failed unexpectedly: {type(exc).__name__}: {exc}")
+        st.error(f"The download failed unexpectedly: {type(exc).__name__}: {user_text(exc, 500)}")
     else:
         bar.empty()
         state.request_run(path)

@@ -12,6 +12,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.quote import user_text
 
 PHASE_STEP_KEY = "phase_step"
 PICK = "pick"  # the charts' click-selection parameter
@@ -60,7 +61,7 @@ step = state.step_slider(
 try:
     window = cache.phase_window_of(sel.run.path)
 except ICLError as exc:
-    st.error(str(exc))
+    st.error(user_text(exc, 500))
     window = None
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
 sentence = describe_phase_change(window, snaps)

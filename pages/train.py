@@ -11,9 +11,10 @@ from typing import Any
 import streamlit as st
 
 from icl_core.errors import ICLError
-from icl_core.model.config import TrainConfig, load_train_config
+from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
 from icl_core.storage.runs import REPO_ROOT
 from icl_core.training import jobs
+from ui.quote import user_text
 
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULTS_PRESET = "(defaults)"
@@ -89,30 +90,46 @@ def submit(presets: dict[str, dict[str, Any]]) -> None:
     except ICLError as exc:
         st.session_state.train_flash = ("error", str(exc))
         return
+    except OSError as exc:  # a full disk or a read-only data folder: say so, never a traceback
+        st.session_state.train_flash = ("error", f"Could not create the job: {exc.strerror or exc}.")
+        return
     st.session_state.train_flash = ("success", f"Started job {info.job_id}: training run '{info.run_name}'.")
     st.session_state.train_run_name = jobs.suggest_run_name(info.run_name)
 
 
 def config_form(presets: dict[str, dict[str, Any]]) -> None:
     with st.form("train_form"):
-        st.text_input("Run name", key="train_run_name", help="The run's folder name; must not be in use.")
+        st.text_input(
+            "Run name", key="train_run_name", max_chars=MAX_RUN_NAME, help="The run's folder name; must not be in use."
+        )
+        st.caption(
+            f"Limits on this server: at most {LIMITS.max_parameters / 1e6:.0f}M parameters, about "
+            f"{LIMITS.max_memory_bytes / 2**30:.0f} GiB for one training step, {LIMITS.max_eval_tokens / 1e6:.0f}M "
+            f"evaluation tokens per snapshot (eval examples x context), {LIMITS.n_snapshots} snapshots."
+        )
         st.markdown("**Model** (attention-only transformer)")
         c = st.columns(5)
-        c[0].number_input("Layers", min_value=1, step=1, key="train_n_layers")
-        c[1].number_input("Heads", min_value=1, step=1, key="train_n_heads")
-        c[2].number_input("d_model", min_value=1, step=8, key="train_d_model")
-        c[3].number_input("d_head", min_value=1, step=4, key="train_d_head")
-        c[4].number_input("Context (n_ctx)", min_value=1, step=64, key="train_n_ctx")
+        c[0].number_input("Layers", min_value=1, max_value=LIMITS.n_layers, step=1, key="train_n_layers")
+        c[1].number_input("Heads", min_value=1, max_value=LIMITS.n_heads, step=1, key="train_n_heads")
+        c[2].number_input("d_model", min_value=1, max_value=LIMITS.d_model, step=8, key="train_d_model")
+        c[3].number_input("d_head", min_value=1, max_value=LIMITS.d_head, step=4, key="train_d_head")
+        c[4].number_input("Context (n_ctx)", min_value=3, max_value=LIMITS.n_ctx, step=64, key="train_n_ctx")
         st.checkbox("Smeared keys", key="train_smeared_keys", help="Olsson et al.'s smeared-key architecture.")
         st.markdown("**Training**")
         c = st.columns(4)
-        c[0].number_input("Batch size", min_value=1, step=1, key="train_batch_size")
-        c[1].number_input("Steps", min_value=1, step=100, key="train_total_steps")
+        c[0].number_input("Batch size", min_value=1, max_value=LIMITS.batch_size, step=1, key="train_batch_size")
+        c[1].number_input("Steps", min_value=1, max_value=LIMITS.total_steps, step=100, key="train_total_steps")
         c[2].number_input("Learning rate", min_value=0.0, step=1e-4, format="%.5f", key="train_lr")
-        c[3].number_input("Seed", step=1, key="train_seed")
+        # A browser number field holds integers up to 2^53 - 1 exactly.
+        c[3].number_input("Seed", min_value=0, max_value=min(MAX_SEED, 2**53 - 1), step=1, key="train_seed")
         c = st.columns(4)
-        c[0].number_input("Snapshots", min_value=2, step=1, key="train_n_snapshots", help="Log-spaced in steps.")
-        c[1].number_input("Eval examples", min_value=1, step=8, key="train_eval_examples")
+        c[0].number_input(
+            "Snapshots", min_value=2, max_value=LIMITS.n_snapshots, step=1, key="train_n_snapshots",
+            help="Log-spaced in steps.",
+        )  # fmt: skip
+        c[1].number_input(
+            "Eval examples", min_value=1, max_value=LIMITS.eval_examples, step=8, key="train_eval_examples"
+        )
         c[2].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device", help="auto: a GPU when present.")
         c[3].number_input(
             "Processes (DDP)", min_value=1, max_value=16, step=1, key="train_nproc", help="More than 1 runs torchrun."
@@ -168,7 +185,7 @@ def job_card(job: jobs.JobInfo) -> None:
             f"{job.snapshots} snapshots{eta}",
         )
         if job.error:
-            st.error(job.error)
+            st.error(user_text(job.error, 500))
         cols = st.columns(4)
         if job.active:
             cols[0].button(
@@ -190,7 +207,7 @@ def job_card(job: jobs.JobInfo) -> None:
             )
         problem = st.session_state.pop(f"train_job_error_{job.job_id}", None)
         if problem:
-            st.error(problem)
+            st.error(user_text(problem, 500))
         with st.expander("Log"):
             st.code(jobs.tail_log(job.job_id, 30) or "(empty)", language=None)
 
@@ -216,7 +233,7 @@ st.caption(
 )
 presets, problems = load_presets()
 for problem in problems:
-    st.warning(f"Preset skipped: {problem}")
+    st.warning(f"Preset skipped: {user_text(problem, 500)}")
 names = list(presets)
 if st.session_state.get("train_preset") not in presets:
     st.session_state.train_preset = names[0]
@@ -226,6 +243,6 @@ config_form(presets)
 flash = st.session_state.pop("train_flash", None)
 if flash is not None:
     kind, message = flash
-    (st.error if kind == "error" else st.success)(message)
+    (st.error if kind == "error" else st.success)(user_text(message, 500))
 st.subheader("Jobs")
 jobs_panel()

@@ -13,10 +13,17 @@ from streamlit.testing.v1 import AppTest
 
 from ui import state
 
-__all__ = ["APP", "ROOT", "fake_hub", "no_internet", "open_page", "tiny_run_dir"]
+__all__ = ["APP", "ROOT", "fake_hub", "mark_apptest_session", "no_internet", "open_page", "tiny_run_dir"]
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
+
+
+def mark_apptest_session(at: AppTest) -> AppTest:
+    """AppTest runs every page file alone (switch_page) by design, so the served app's one-off rerun of a
+    session's first page-alone run (state.ensure_sidebar) does not apply; the browser test covers that rerun."""
+    at.session_state[state.STANDALONE_RERUN] = True
+    return at
 
 
 def open_page(
@@ -29,6 +36,7 @@ def open_page(
     """Run app.py as a fresh session (optionally on `run` / `step`, or opened from a link with `params`),
     then switch to `page`; fails on any exception on the way."""
     at = AppTest.from_file(APP, default_timeout=timeout)
+    mark_apptest_session(at)
     if run is not None:
         at.session_state[state.RUN_VALUE] = run
     if step is not None:

@@ -441,6 +441,32 @@ PAGE_CHECKS: dict[str, Callable[[Browser], None]] = {
 # Tests
 
 
+def test_first_visit_on_a_deep_link_keeps_its_first_click(server: tuple[str, Path]) -> None:
+    """The server's very first session opens a page's link directly (Streamlit then runs the page file alone);
+    the visitor's first click on a head toggle must count. Must run first in this file: it needs a fresh server."""
+    from playwright.sync_api import sync_playwright
+
+    url, log = server
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = chromium.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(RUN_S * 1000)
+            page.goto(f"{url}/ablation?run=attn2&step=3000", wait_until="domcontentloaded")
+            toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L1H0"))
+            toggle.first.wait_for(timeout=FIRST_RUN_S * 1000)
+            page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
+            page.wait_for_timeout(2000)
+            assert not toggle.first.locator("input").is_checked()
+            toggle.first.locator("label").first.click()
+            wait_until(lambda: toggle.first.locator("input").is_checked(), RUN_S, "the first click to switch L1H0 on")
+            page.wait_for_selector(APP_IDLE)
+            page.wait_for_timeout(1000)  # a rerun that dropped the click would switch it back off
+            assert toggle.first.locator("input").is_checked(), f"the first click was lost; server log {log}"
+        finally:
+            chromium.close()
+
+
 def test_sidebar_lists_every_page(browser: Browser) -> None:
     labels = [normalize(t) for t in browser.page.locator(NAV_LINK).all_inner_texts()]
     titles = [normalize(p.title) for p in PAGES]

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import mark_apptest_session
 from streamlit.testing.v1 import AppTest
 
 from icl_core.training import jobs
@@ -33,7 +34,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def page() -> AppTest:
-    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    at = mark_apptest_session(AppTest.from_file(PAGE, default_timeout=60)).run()
     assert not at.exception, at.exception
     return at
 

@@ -29,7 +29,7 @@ from icl_core.heads import Head
 from icl_core.model.tokenizer import token_labels
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.runs import RunRef, read_train_log
-from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, list_snapshots, load_model
+from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
 
 # What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
 # the pages show these as st.error instead of a traceback.
@@ -55,13 +55,22 @@ def run_signature(run_dir: Path) -> tuple[str, int, int]:
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
+def _scan(signature: tuple[str, int, int]) -> SnapshotScan:
+    return scan_snapshots(Path(signature[0]))
+
+
 def _snapshots(signature: tuple[str, int, int]) -> list[SnapshotInfo]:
-    return list_snapshots(Path(signature[0]))
+    return _scan(signature).snapshots
 
 
 def snapshots_of(run_dir: Path) -> list[SnapshotInfo]:
-    """The run's snapshots by step; raises CheckpointError (an ICLError) for unreadable metadata."""
+    """The run's usable snapshots by step (a snapshot with unreadable or malformed metadata is left out)."""
     return _snapshots(run_signature(run_dir))
+
+
+def skipped_snapshots_of(run_dir: Path) -> list[str]:
+    """Why each left-out snapshot of the run was left out, one line each."""
+    return _scan(run_signature(run_dir)).skipped
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

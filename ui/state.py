@@ -15,6 +15,7 @@ the chart's on_select callback, so the sidebar picker, which runs before the pag
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,12 +31,14 @@ from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
 from ui import cache
+from ui.quote import user_text
 
 RUN_KEY = "run"
 STEP_KEY = "step"
 SELECTION_KEY = "_selection"
 RUN_VALUE = "_run_value"
 STEP_VALUE = "_step_value"
+STANDALONE_RERUN = "_standalone_rerun"  # the session's first page-alone run reran through app.py
 PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download; applied before the picker renders
 
 # Query parameters of a shareable link.
@@ -187,14 +190,17 @@ def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
             st.session_state[RUN_VALUE] = run
             st.session_state.pop(STEP_VALUE, None)
         else:
-            known = ", ".join(by_name)
-            warnings.append(f"The link asks for run **{run!r}**, which this app does not have ({known}).")
+            known = ", ".join(user_text(name) for name in by_name)
+            warnings.append(f"The link asks for run **{user_text(run)}**, which this app does not have ({known}).")
     step = params.get(URL_STEP)
     if step is not None:
-        try:
-            st.session_state[URL_STEP_PENDING] = int(step.strip().replace(",", "").replace("_", ""))
-        except ValueError:
-            warnings.append(f"The link's step **{step!r}** is not a number: showing the last snapshot instead.")
+        digits = step.strip().replace(",", "").replace("_", "")
+        if re.fullmatch(r"-?[0-9]+", digits):  # ASCII only: int() would also read "٣" as 3
+            st.session_state[URL_STEP_PENDING] = int(digits)
+        else:
+            warnings.append(
+                f"The link's step **{user_text(step)}** is not a number: showing the last snapshot instead."
+            )
     page_values = {k: params[k] for k in PAGE_URL_PARAMS if k in params}
     if page_values:
         st.session_state[URL_PAGE_VALUES] = page_values
@@ -270,8 +276,15 @@ def _picker() -> Selection | None:
         try:
             snaps = cache.snapshots_of(run.path)
         except ICLError as exc:
-            st.error(f"Cannot read this run: {exc}")
+            st.error(f"Cannot read this run: {user_text(exc, 500)}")
             return None
+        skipped = cache.skipped_snapshots_of(run.path)
+        if skipped:
+            st.warning(
+                f"{len(skipped)} snapshot(s) of this run are left out: "
+                + "; ".join(user_text(line, 200) for line in skipped[:3])
+                + (" …" if len(skipped) > 3 else "")
+            )
         if not snaps:
             st.warning("This run has no snapshots yet (is it still starting?). Pick another run or wait.")
             return None
@@ -321,11 +334,19 @@ def ensure_sidebar() -> None:
     Streamlit runs a file in pages/ on its own while it still believes the folder is a legacy
     auto-discovered pages folder: on a server's very first run when that is opened on a page's URL,
     and in AppTest's switch_page. Registering our navigation switches it to app.py for later runs.
+
+    On that first run the page's widgets get ids of the page-alone script; the next run (through app.py)
+    gives them other ids, so the visitor's first click on any of them would be dropped. So the first
+    page-alone run of a session reruns at once, before drawing a widget: every widget the visitor sees
+    then belongs to an app.py run.
     """
     if not getattr(_local, "active", False):
         from ui import nav
 
         nav.navigation()
+        if not st.session_state.get(STANDALONE_RERUN):
+            st.session_state[STANDALONE_RERUN] = True
+            st.rerun()
         sidebar_picker()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,39 @@ from icl_core.errors import ConfigError
 # Token index pair used by the ICL score (Olsson et al. 2022): loss(500) - loss(50).
 ICL_LATE_TOKEN = 500
 ICL_EARLY_TOKEN = 50
+
+BYTE_VOCAB = 257  # 256 bytes + a start-of-sequence token: the smallest vocabulary our tokenizer needs
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
+MAX_RUN_NAME = 64  # characters: a run name is a folder name and a label in the run picker
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one training job may ask for: sized for a shared 2-vCPU, 16 GB Space (one place, shown in the form).
+
+    The memory estimate (estimate_memory_bytes) covers weights, gradients, AdamW moments and the activations of
+    one training step; the real peak is within a small factor of it.
+    """
+
+    n_layers: int = 12
+    n_heads: int = 32
+    d_model: int = 1024
+    d_head: int = 256
+    n_ctx: int = 2048
+    d_vocab: int = 65536
+    batch_size: int = 512
+    total_steps: int = 1_000_000
+    n_snapshots: int = 400
+    eval_examples: int = 20_000
+    log_every: int = 100_000
+    resume_every: int = 1_000_000
+    warmup_steps: int = 1_000_000
+    max_parameters: int = 50_000_000
+    max_memory_bytes: int = 6 * 2**30
+    max_eval_tokens: int = 20_000_000  # eval_examples x n_ctx: what each snapshot's evaluation reads
+
+
+LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -30,9 +64,11 @@ class ModelConfig:
 
     def validate(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
+            _check_int(f"model.{name}", getattr(self, name), 1, getattr(LIMITS, name))
+        if self.d_vocab < BYTE_VOCAB:
+            raise ConfigError(
+                f"model.d_vocab must be at least {BYTE_VOCAB} (256 bytes + a start token), got {self.d_vocab}"
+            )
         if self.positional not in ("learned", "sinusoidal"):
             raise ConfigError(f"model.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
         if not isinstance(self.smeared_keys, bool):
@@ -62,24 +98,27 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.model.validate()
-        if not self.run_name or not all(c.isalnum() or c in "-_." for c in self.run_name):
+        if (
+            not isinstance(self.run_name, str)
+            or not 0 < len(self.run_name) <= MAX_RUN_NAME
+            or not all(c.isascii() and (c.isalnum() or c in "-_.") for c in self.run_name)
+            or self.run_name.startswith(".")
+        ):
+            shown = repr(self.run_name)[:40] + ("…" if len(repr(self.run_name)) > 40 else "")
             raise ConfigError(
-                f"run_name must be non-empty and use only letters, digits, '-', '_', '.': {self.run_name!r}"
+                f"run_name must be non-empty, at most {MAX_RUN_NAME} characters, and use only ASCII letters, "
+                f"digits, '-', '_', '.' (not starting with '.'): {shown}"
             )
         for name in ("batch_size", "total_steps", "n_snapshots", "eval_examples", "log_every", "resume_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+            _check_int(name, getattr(self, name), 1, getattr(LIMITS, name))
+        _check_int("warmup_steps", self.warmup_steps, 0, LIMITS.warmup_steps)
+        _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{name} must be a non-negative number, got {value!r}")
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative number (finite), got {value!r}")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
-        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be a non-negative integer, got {self.warmup_steps!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.snapshot_dtype not in ("float32", "float16"):
@@ -92,9 +131,51 @@ class TrainConfig:
                 f"(loss at token {ICL_LATE_TOKEN}); got {self.model.n_ctx}. "
                 "Raise n_ctx or set compute_icl_score to false."
             )
+        self.check_size()
+
+    def check_size(self) -> None:
+        """Refuse configs too big for the server (LIMITS), before anything is built."""
+        n_params = parameter_count(self.model)
+        if n_params > LIMITS.max_parameters:
+            raise ConfigError(f"the model has {n_params:,} parameters; the limit is {LIMITS.max_parameters:,}")
+        memory = estimate_memory_bytes(self)
+        if memory > LIMITS.max_memory_bytes:
+            raise ConfigError(
+                f"one training step needs about {memory / 2**30:.1f} GiB; the limit is "
+                f"{LIMITS.max_memory_bytes / 2**30:.0f} GiB: lower batch_size, n_ctx or the model size"
+            )
+        eval_tokens = self.eval_examples * self.model.n_ctx
+        if eval_tokens > LIMITS.max_eval_tokens:
+            raise ConfigError(
+                f"each snapshot would evaluate {eval_tokens:,} tokens (eval_examples x n_ctx); "
+                f"the limit is {LIMITS.max_eval_tokens:,}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def parameter_count(m: ModelConfig) -> int:
+    per_layer = 4 * m.n_heads * m.d_model * m.d_head + (m.n_heads if m.smeared_keys else 0)
+    learned_pos = m.n_ctx * m.d_model if m.positional == "learned" else 0
+    return 2 * m.d_vocab * m.d_model + learned_pos + m.n_layers * per_layer
+
+
+def estimate_memory_bytes(cfg: TrainConfig) -> int:
+    """Rough float32 peak of one training step: weights, grads and AdamW moments, plus what backward keeps."""
+    m = cfg.model
+    tokens = cfg.batch_size * m.n_ctx
+    per_layer = tokens * (4 * m.n_heads * m.d_head + m.n_heads * m.d_model + 2 * m.d_model)  # q k v z, results, resid
+    logits = 3 * tokens * m.d_vocab  # logits, log-softmax and its gradient
+    # Evaluation reads attention patterns in batches of up to 64 sequences (pattern-capturing probes).
+    patterns = min(64, cfg.eval_examples) * m.n_layers * m.n_heads * min(m.n_ctx, 128) ** 2
+    return 4 * (4 * parameter_count(m) + 2 * m.n_layers * per_layer + logits + patterns)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        kind = "positive" if low == 1 else "non-negative" if low == 0 else f"at least {low:,}, an"
+        raise ConfigError(f"{name} must be a {kind} integer of at most {high:,}, got {repr(value)[:40]}")
 
 
 def _strict_fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:

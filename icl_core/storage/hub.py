@@ -57,6 +57,9 @@ from icl_core.storage.snapshots import MANIFEST, SnapshotInfo, list_snapshots, l
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # Only our own formats: JSON and safetensors never execute code when loaded, pickles (.bin/.pt) can.
 RUN_FILE_PATTERNS = ["run.json", "step_*.json", "step_*.safetensors", "train_log.jsonl", "README.md"]
+# Size caps checked against the repo's file listing before anything is downloaded (MB, from the environment).
+MAX_FILE_MB_ENV, MAX_TOTAL_MB_ENV = "ICL_HUB_MAX_FILE_MB", "ICL_HUB_MAX_TOTAL_MB"
+DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TOTAL_MB = 200, 2000
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _REPO_ID_RE = re.compile(rf"^{_REPO_PART}/{_REPO_PART}$")
 _REVISION_RE = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._/-]{0,254}$")
@@ -192,6 +195,59 @@ class _SilentBar:
     def set_postfix_str(self, *args: Any, **kwargs: Any) -> None: ...
 
 
+def _cap_mb(env: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(env, default)))
+    except ValueError:
+        return default
+
+
+def select_run_files(listing: dict[str, int]) -> list[str]:
+    """The files of a repo listing (path -> size in bytes) that a run download fetches.
+
+    Top-level names only (a pattern must never reach into a sub-folder), our file patterns only, and a
+    snapshot's weights only together with its JSON. HubError if a file or the total
+    is over the caps (ICL_HUB_MAX_FILE_MB, ICL_HUB_MAX_TOTAL_MB).
+    """
+    top = {
+        p: n
+        for p, n in listing.items()
+        if "/" not in p and any(fnmatch.fnmatchcase(p, pat) for pat in RUN_FILE_PATTERNS)
+    }
+    # Weights without their snapshot JSON are nobody's: never fetched (a JSON without weights is, and fails the check).
+    chosen = sorted(p for p in top if not p.endswith(".safetensors") or p.removesuffix(".safetensors") + ".json" in top)
+    max_file, max_total = _cap_mb(MAX_FILE_MB_ENV, DEFAULT_MAX_FILE_MB), _cap_mb(MAX_TOTAL_MB_ENV, DEFAULT_MAX_TOTAL_MB)
+    for p in chosen:
+        if top[p] > max_file * 1e6:
+            raise HubError(f"{p} is {_mb(top[p])}, over the {max_file} MB limit for one file ({MAX_FILE_MB_ENV}).")
+    total = sum(top[p] for p in chosen)
+    if total > max_total * 1e6:
+        raise HubError(f"the run is {_mb(total)}, over the {max_total} MB limit for a download ({MAX_TOTAL_MB_ENV}).")
+    return chosen
+
+
+def _hub_did_not_answer(exc: Exception) -> bool:
+    """No connection, a timeout, or an HTTP error that is not about the repo or the token: a run downloaded
+    before may still come from the cache (and if not, the error says the Hub did not answer)."""
+    import httpx2
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(exc, GatedRepoError | RepositoryNotFoundError | RevisionNotFoundError):
+        return False
+    if isinstance(exc, HfHubHTTPError):
+        return _status(exc) not in (401, 403)
+    return isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError)
+
+
+def _listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> dict[str, int]:
+    """The repo's files at `revision`, with their sizes in bytes."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    entries = HfApi(endpoint=endpoint, token=token or None).list_repo_tree(repo_id, revision=revision, recursive=True)
+    return {e.path: int(e.size or 0) for e in entries if isinstance(e, RepoFile)}
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -249,17 +305,32 @@ def download_run(
     tally = _Tally()
 
     def fetch() -> str:
-        return snapshot_download(
-            repo_id,
-            revision=revision,
-            token=token or None,
-            endpoint=endpoint,
-            cache_dir=cache,
-            local_files_only=offline,
-            allow_patterns=RUN_FILE_PATTERNS,
-            tqdm_class=tally.bar_class(),
-            max_workers=4,
-        )
+        # Online, the listing decides exactly which files come (and refuses oversized ones) before any download.
+        # Offline, or when the Hub does not answer, the cache serves what such a download fetched and checked.
+        wanted, unanswered = RUN_FILE_PATTERNS, None
+        if not offline:
+            try:
+                wanted = select_run_files(_listing(repo_id, revision, token, endpoint))
+            except Exception as exc:
+                if not _hub_did_not_answer(exc):
+                    raise
+                unanswered = exc
+        try:
+            return snapshot_download(
+                repo_id,
+                revision=revision,
+                token=token or None,
+                endpoint=endpoint,
+                cache_dir=cache,
+                local_files_only=offline or unanswered is not None,
+                allow_patterns=wanted,
+                tqdm_class=tally.bar_class(),
+                max_workers=4,
+            )
+        except Exception as exc:
+            if unanswered is not None:
+                raise exc from unanswered  # the message says why the Hub could not be asked
+            raise
 
     try:
         path = Path(_run_reporting(fetch, tally, progress, label))

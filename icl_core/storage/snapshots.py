@@ -145,13 +145,34 @@ def read_run_config(run_dir: Path) -> TrainConfig:
 
 
 def list_snapshots(run_dir: Path) -> list[SnapshotInfo]:
-    """Every complete snapshot of a run, by step. Raises CheckpointError for unreadable metadata."""
+    """Every complete snapshot of a run, by step. Raises CheckpointError for the first unusable one."""
+    scan = scan_snapshots(run_dir)
+    if scan.errors:
+        raise scan.errors[0]
+    return scan.snapshots
+
+
+@dataclass(frozen=True)
+class SnapshotScan:
+    snapshots: list[SnapshotInfo]  # the usable ones, by step
+    errors: list[CheckpointError]  # one per snapshot left out, naming its file and why
+
+    @property
+    def skipped(self) -> list[str]:
+        return [str(e) for e in self.errors]
+
+
+def scan_snapshots(run_dir: Path) -> SnapshotScan:
+    """The run's usable snapshots, and why each other one was left out (the app shows a run with bad steps)."""
     run_dir = Path(run_dir)
-    infos = []
-    for path in run_dir.iterdir() if run_dir.is_dir() else []:
+    infos, errors = [], []
+    for path in sorted(run_dir.iterdir()) if run_dir.is_dir() else []:
         if _SNAPSHOT_RE.match(path.name):
-            infos.append(read_snapshot_info(path))
-    return sorted(infos, key=lambda s: s.step)
+            try:
+                infos.append(read_snapshot_info(path))
+            except CheckpointError as exc:
+                errors.append(exc)
+    return SnapshotScan(sorted(infos, key=lambda s: s.step), errors)
 
 
 def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
@@ -165,7 +186,60 @@ def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
         cfg = model_config_from_dict(meta["model"], where="model")
     except ConfigError as exc:
         raise CheckpointError(meta_path, str(exc)) from exc
-    return SnapshotInfo(meta_path.parent, int(meta["step"]), int(meta["tokens_seen"]), cfg, meta.get("metrics", {}))
+    step, tokens = meta["step"], meta["tokens_seen"]
+    for name, value in (("step", step), ("tokens_seen", tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(meta_path, f"{name} must be a non-negative integer, got {_short(value)}")
+    if f"step_{step:06d}.json" != meta_path.name:
+        raise CheckpointError(meta_path, f"step {step} does not match the file name")
+    metrics = meta.get("metrics", {})
+    problem = metrics_problem(metrics, cfg)
+    if problem:
+        raise CheckpointError(meta_path, problem)
+    return SnapshotInfo(meta_path.parent, step, tokens, cfg, metrics)
+
+
+GRID_METRICS = ("prefix_matching", "previous_token", "copying")  # one number per head: layer x head
+SCALAR_METRICS = ("heldout_loss", "train_loss", "icl_score")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(value: Any, length: int | None = None) -> bool:
+    return isinstance(value, list) and (length is None or len(value) == length) and all(map(_is_number, value))
+
+
+def metrics_problem(metrics: Any, cfg: ModelConfig) -> str | None:
+    """Why a snapshot's stored metrics cannot be used with its model config, or None if they can.
+
+    Every metric is optional (a run may not record the ICL score, say), but one that is there has the shape the
+    pages index it with: per-head grids are n_layers x n_heads numbers, the loss curve n_ctx - 1 numbers.
+    """
+    if not isinstance(metrics, dict):
+        return "metrics must be a JSON object"
+    for name in SCALAR_METRICS:
+        if name in metrics and metrics[name] is not None and not _is_number(metrics[name]):
+            return f"metrics.{name} must be a number, got {_short(metrics[name])}"
+    for name in GRID_METRICS + ("smear",):
+        grid = metrics.get(name)
+        if grid is None:
+            continue
+        if not (isinstance(grid, list) and len(grid) == cfg.n_layers and all(_numbers(r, cfg.n_heads) for r in grid)):
+            return f"metrics.{name} must be {cfg.n_layers} x {cfg.n_heads} numbers (layers x heads), got {_short(grid)}"
+    curve = metrics.get("loss_curve")
+    if curve is not None and not _numbers(curve, cfg.n_ctx - 1):
+        return f"metrics.loss_curve must be {cfg.n_ctx - 1} numbers (one per context position), got {_short(curve)}"
+    pca = metrics.get("pca_losses")
+    if pca is not None and not (_numbers(pca) and pca):
+        return f"metrics.pca_losses must be a non-empty list of numbers, got {_short(pca)}"
+    return None
 
 
 def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOnlyTransformer:

@@ -107,6 +107,13 @@ def submit_job(cfg: TrainConfig | dict[str, Any], nproc: int = 1) -> JobInfo:
     """
     cfg = _validated(cfg)
     _check_runnable(cfg, nproc)
+    try:
+        return _create_job(cfg, nproc)
+    except OSError as exc:  # a full disk, a read-only data folder: one sentence, no server paths
+        raise JobError(f"could not create the job: {exc.strerror or exc}") from exc
+
+
+def _create_job(cfg: TrainConfig, nproc: int) -> JobInfo:
     root = jobs_dir()
     root.mkdir(parents=True, exist_ok=True)
     with _jobs_lock():
@@ -257,7 +264,7 @@ def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
     """What TrainConfig.validate cannot know: the machine, the process count, the probe lengths."""
     import torch
 
-    from icl_core.training.train import EvalData
+    from icl_core import data
 
     if not isinstance(nproc, int) or isinstance(nproc, bool) or nproc < 1:
         raise ConfigError(f"number of processes must be a positive integer, got {nproc!r}")
@@ -268,17 +275,12 @@ def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
         raise ConfigError("device 'cuda' was asked for but this machine has no CUDA GPU; use 'auto' or 'cpu'")
     if cfg.device != "cpu" and cuda and nproc > torch.cuda.device_count():
         raise ConfigError(f"{nproc} processes asked for but only {torch.cuda.device_count()} GPU(s) are present")
-    # Whatever the evaluation feeds the model must fit its context, or the job would die at step 0.
+    # The evaluation's probes must fit the context, or the job would die at step 0. Checked from the config
+    # alone: building the evaluation data here would hold it in the server's memory.
     try:
-        ev = EvalData.for_config(cfg)
-    except Exception as exc:  # noqa: BLE001 - any failure here would kill the job at step 0
-        raise ConfigError(f"this config cannot be evaluated (model.n_ctx={cfg.model.n_ctx}?): {exc}") from exc
-    probe_len = max(t.shape[-1] for t in vars(ev).values() if isinstance(t, torch.Tensor))
-    if cfg.model.n_ctx < probe_len:
-        raise ConfigError(
-            f"model.n_ctx must be at least {probe_len}: the evaluation probes use sequences "
-            f"of {probe_len} tokens; got {cfg.model.n_ctx}"
-        )
+        data.prefix_matching_probe_shape(cfg.model.n_ctx)
+    except ValueError as exc:
+        raise ConfigError(f"model.n_ctx: {exc}") from exc
 
 
 def _run_name_in_use(run_name: str) -> bool:

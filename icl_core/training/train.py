@@ -8,6 +8,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -27,9 +28,10 @@ from safetensors.torch import load_file
 
 from icl_core import data
 from icl_core.analysis import metrics, pca
-from icl_core.errors import CheckpointError
+from icl_core.errors import CheckpointError, ICLError
 from icl_core.model.config import TrainConfig, load_train_config
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
+from icl_core.storage.lock import run_writer_lock
 from icl_core.storage.snapshots import (
     TRAIN_LOG,
     atomic_save_tensors,
@@ -83,10 +85,7 @@ class EvalData:
     def for_config(cls, cfg: TrainConfig) -> EvalData:
         n_ctx = cfg.model.n_ctx
         heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
-        # The paper's probe (25 tokens x 4) needs 101 positions; shorter contexts get a shorter probe.
-        repeat_len = min(25, (n_ctx - 1) // 2)
-        n_repeats = min(4, (n_ctx - 1) // repeat_len)
-        repeated = data.repeated_random_tokens(seq_len=repeat_len, n_repeats=n_repeats)
+        repeated, repeat_len = data.prefix_matching_probe(n_ctx)
         return cls(heldout, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
 
 
@@ -371,6 +370,20 @@ def train(
     """Train (or resume) a run into run_dir. Returns 'finished' or 'cancelled'."""
     cfg.validate()
     run_dir = Path(run_dir)
+    # Only rank 0 writes, so only it holds the run folder's writer lock.
+    lock = run_writer_lock(run_dir) if int(os.environ.get("RANK", 0)) == 0 else contextlib.nullcontext()
+    with lock:
+        return _train(cfg, run_dir, resume, progress, should_stop, command)
+
+
+def _train(
+    cfg: TrainConfig,
+    run_dir: Path,
+    resume: bool,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    command: str | None,
+) -> str:
     ses = _setup(cfg, run_dir, resume)
     schedule = snapshot_steps(cfg.total_steps, cfg.n_snapshots)
     done = {s.step for s in list_snapshots(run_dir)} if run_dir.exists() else set()
@@ -449,7 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default="runs", help="parent folder; the run goes to OUT_DIR/<run_name>")
     parser.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run")
     args = parser.parse_args(argv)
-    cfg = load_train_config(args.config)
+    try:
+        cfg = load_train_config(args.config)
+    except ICLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     run_dir = Path(args.out_dir) / cfg.run_name
 
     def report(p: dict[str, Any]) -> None:
@@ -461,7 +478,11 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(
         ["python -m icl_core.training.train", *(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))]
     )
-    status = train(cfg, run_dir, resume=not args.no_resume, progress=report, command=command)
+    try:
+        status = train(cfg, run_dir, resume=not args.no_resume, progress=report, command=command)
+    except ICLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"{status}: {run_dir}")
     return 0
