@@ -1,0 +1,219 @@
+"""Load test: N browser sessions on one app server, each doing the Attention and Ablation interactions at once.
+
+Starts `streamlit run app.py` (data folder in a temp dir, Hub offline) and N headless Debian-chromium sessions,
+one thread each. Every session, for --seconds: types a new text on the Attention page, then on the Ablation
+page switches the induction head L1H0 of attn2 (step 3000) on and off, reading the second-copy loss each
+time. Timed: from the action to the script state returning to idle. Prints p50/p95 per interaction and the
+server's peak RSS (the whole process tree); with --check, also checks that every session read exactly the
+numbers a solo session reads first (no leak between sessions), exiting 1 if not.
+
+Run: .venv/bin/python benchmarks/load.py --sessions 5 --seconds 60
+     (tests/test_load.py runs it with --sessions 2 --seconds 10 --check)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
+MAIN = "[data-testid='stMain']"
+HEAD = "L1H0"  # attn2's induction head
+METRIC = "Loss on the second copy"
+
+
+@dataclass
+class SessionLog:
+    times: dict[str, list[float]] = field(default_factory=dict)  # interaction -> seconds
+    readings: list[tuple[str, str]] = field(default_factory=list)  # (state, metric value)
+    error: str | None = None
+
+    def add(self, what: str, seconds: float) -> None:
+        self.times.setdefault(what, []).append(seconds)
+
+
+def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [str(ROOT / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--global.developmentMode", "false",
+           "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
+    env = {**os.environ, "ICL_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1"}
+    env.pop("ICL_EXTRA_RUNS_DIRS", None)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise SystemExit("the app server did not start within 90 s")
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of pid and its children (MB), from /proc."""
+    total = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        ppid = re.search(r"^PPid:\s+(\d+)", text, re.M)
+        own = status.parent.name == str(pid)
+        if own or (ppid and ppid.group(1) == str(pid)):
+            rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+            total += int(rss.group(1)) if rss else 0
+    return total / 1024
+
+
+def timed_action(page, action) -> float:
+    """Seconds from the action until the app is idle again (it may go busy too briefly to see)."""
+    start = time.perf_counter()
+    action()
+    try:
+        page.wait_for_selector(RUNNING, timeout=1500)
+    except Exception:  # noqa: BLE001 - a fast rerun can finish before the check
+        pass
+    page.wait_for_selector(IDLE, timeout=120_000)
+    return time.perf_counter() - start
+
+
+def type_into(box, text: str) -> None:
+    box.fill(text)
+    box.press("Control+Enter")  # a text area applies its value on Ctrl+Enter (or on leaving it)
+
+
+def metric_value(page) -> str:
+    box = page.locator(f"{MAIN} [data-testid='stMetric']").filter(has_text=METRIC).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def run_session(url: str, seconds: float, log: SessionLog, index: int) -> None:
+    from playwright.sync_api import sync_playwright
+
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            page.set_default_timeout(120_000)
+            t = time.perf_counter()
+            page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
+            page.wait_for_selector("textarea")
+            page.wait_for_selector(IDLE)
+            log.add("first page", time.perf_counter() - t)
+            deadline = time.monotonic() + seconds
+            round_ = 0
+            while True:
+                round_ += 1
+                box = page.locator("textarea").first
+                text = f"session {index} round {round_}: abc def abc def " * 3
+
+                log.add("attention: new text", timed_action(page, lambda b=box, t=text: type_into(b, t)))
+                page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Ablation").first.click()
+                page.wait_for_url(re.compile(r"/ablation"))
+                page.wait_for_selector(f"{MAIN} [data-testid='stMetric']")
+                page.wait_for_selector(IDLE)
+                toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(f"^{HEAD}"))
+                log.readings.append(("clean", metric_value(page)))
+                for state in ("ablated", "clean"):
+                    log.add(
+                        "ablation: toggle", timed_action(page, lambda t=toggle: t.first.locator("label").first.click())
+                    )
+                    log.readings.append((state, metric_value(page)))
+                if time.monotonic() > deadline:
+                    break
+                page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Attention").first.click()
+                page.wait_for_url(re.compile(r"/attention"))
+                page.wait_for_selector("textarea")
+                page.wait_for_selector(IDLE)
+            browser.close()
+    except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        log.error = f"session {index}: {type(exc).__name__}: {exc}"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--check", action="store_true", help="compare every session's numbers with a solo session")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as data_dir:
+        proc, url = start_server(data_dir)
+        peak = [0.0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+                stop.wait(0.5)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            solo = SessionLog()
+            run_session(url, 0, solo, 0)  # one round alone: the reference numbers (and warm caches)
+            logs = [SessionLog() for _ in range(args.sessions)]
+            threads = [
+                threading.Thread(target=run_session, args=(url, args.seconds, lg, i + 1)) for i, lg in enumerate(logs)
+            ]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        finally:
+            stop.set()
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+    failures = [lg.error for lg in [solo, *logs] if lg.error]
+    print(f"{args.sessions} concurrent sessions for {args.seconds:.0f} s on {os.cpu_count()} CPUs; "
+          f"server peak RSS {peak[0]:.0f} MB")  # fmt: skip
+    print(f"{'interaction':<22} {'n':>4} {'p50 ms':>8} {'p95 ms':>8}   solo p50 ms")
+    for what in sorted({w for lg in logs for w in lg.times}):
+        values = [v for lg in logs for v in lg.times.get(what, [])]
+        solo_values = solo.times.get(what, [])
+        solo_txt = f"{1000 * statistics.median(solo_values):.0f}" if solo_values else "-"
+        print(f"{what:<22} {len(values):>4} {1000 * statistics.median(values):>8.0f} "
+              f"{1000 * percentile(values, 0.95):>8.0f}   {solo_txt}")  # fmt: skip
+    if args.check:
+        reference = dict(solo.readings)
+        for i, lg in enumerate(logs, start=1):
+            for state, value in lg.readings:
+                if value != reference.get(state):
+                    failures.append(f"session {i} read {METRIC} = {value} ({state}); solo read {reference.get(state)}")
+            if not lg.readings:
+                failures.append(f"session {i} read nothing")
+    for failure in failures:
+        print("FAIL:", failure)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
