@@ -14,11 +14,15 @@ from ui.quote import user_text
 FLASH_KEY = "_models_flash"
 
 
+PICK_KEY, PICK_FOR_KEY, GO_KEY = "models_pick", "_models_pick_for", "_models_go"
+
+
 def _open(paths: dict[str, str]) -> None:
     # Read the pick here, not at render time: the selectbox may have changed in this same rerun.
-    pick = st.session_state.get("models_pick")
+    pick = st.session_state.get(PICK_KEY)
     if pick in paths:
         state.request_run(Path(paths[pick]))
+        st.session_state[GO_KEY] = True
 
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
@@ -75,12 +79,18 @@ else:
     )
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     names = {r["run"]: r["path"] for r in rows}
+    # The pick starts at (and follows) the sidebar's run, until the visitor picks another one here.
+    if current is not None and st.session_state.get(PICK_FOR_KEY) != current.run.name:
+        st.session_state[PICK_KEY] = current.run.name
+        st.session_state[PICK_FOR_KEY] = current.run.name
     with c1:
-        st.selectbox("Explore a run", list(names), key="models_pick")
+        st.selectbox("Explore a run", list(names), key=PICK_KEY)
     with c2:
         st.button("Open in the explorer", on_click=_open, args=(names,), key="models_open", type="primary")
     if current is not None:
-        st.caption(f"Selected now: **{current.run.name}** ({current.run.path}).")
+        st.caption(f"Selected now: **{current.run.name}**.")
+    if st.session_state.pop(GO_KEY, False):
+        st.switch_page("pages/attention.py")
 
 st.subheader("Download a run from the Hugging Face Hub")
 with st.form("hub_download"):

@@ -131,21 +131,27 @@ if not selected_tokens:
 
 c1, c2 = st.columns(2)
 with c1:
-    chart_with_export(
-        charts.over_training(
+    if summary["icl_score"].notna().sum() == 0:
+        st.info(
+            "This run recorded no ICL score: it needs a context over 500 tokens (the score is loss(500) − loss(50)), "
+            "so its in-context learning shows only in the prefix-matching scores."
+        )
+    else:
+        chart_with_export(
+            charts.over_training(
+                summary,
+                "icl_score",
+                "ICL score: loss(500) − loss(50), lower = more in-context learning",
+                "nats",
+                window_tokens,
+                selected_tokens,
+                onset_tokens=onset_tokens,
+                pick=PICK,
+            ),
             summary,
-            "icl_score",
-            "ICL score: loss(500) − loss(50), lower = more in-context learning",
-            "nats",
-            window_tokens,
-            selected_tokens,
-            onset_tokens=onset_tokens,
-            pick=PICK,
-        ),
-        summary,
-        "ICL score",
-        "pick_icl",
-    )
+            "ICL score",
+            "pick_icl",
+        )
 with c2:
     heads = pd.DataFrame([r for s in snaps for r in head_score_rows(s) if r["metric"] == "prefix_matching"])
     if heads.empty:
@@ -245,9 +251,7 @@ else:
                 "The rings mark the nearest snapshots."
             )
         st.markdown(
-            "\n".join(
-                f"- **{h['run']}**: step {h['step']:,} ({fmt_tokens(h['tokens'])} tokens)" for h in highlighted
-            )
+            "\n".join(f"- **{h['run']}**: step {h['step']:,} ({fmt_tokens(h['tokens'])} tokens)" for h in highlighted)
         )
         for name, why in sorted(table.skipped.items()):
             st.caption(f"Not shown: {name}: {why}.")

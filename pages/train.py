@@ -14,6 +14,7 @@ from icl_core.errors import ICLError
 from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
 from icl_core.storage.runs import REPO_ROOT
 from icl_core.training import jobs
+from ui import state
 from ui.quote import user_text
 
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -212,8 +213,15 @@ def job_card(job: jobs.JobInfo) -> None:
             st.code(jobs.tail_log(job.job_id, 30) or "(empty)", language=None)
 
 
+RUNS_SEEN_KEY = "_train_runs_seen"  # the runs the sidebar listed at the last full run of this page
+
+
 @st.fragment(run_every=2)
 def jobs_panel() -> None:
+    # The sidebar is drawn by full runs only: when a job's run appears (or goes), rerun the whole app so the
+    # run picker lists it without a reload.
+    if tuple(r.name for r in state.list_runs()) != st.session_state.get(RUNS_SEEN_KEY):
+        st.rerun(scope="app")
     all_jobs = jobs.list_jobs()
     if not all_jobs:
         st.info("No training jobs yet.")
@@ -243,6 +251,12 @@ config_form(presets)
 flash = st.session_state.pop("train_flash", None)
 if flash is not None:
     kind, message = flash
-    (st.error if kind == "error" else st.success)(user_text(message, 500))
+    if kind == "error":
+        st.error(user_text(message, 500))
+    else:
+        # A toast, not a message: the jobs panel below reruns on its own, so a message above it would stay
+        # on screen after the job it announces was cancelled.
+        st.toast(user_text(message, 500), icon=":material/play_arrow:")
 st.subheader("Jobs")
+st.session_state[RUNS_SEEN_KEY] = tuple(r.name for r in state.list_runs())
 jobs_panel()

@@ -84,7 +84,7 @@ def test_valid_config_starts_a_job_that_can_be_cancelled(data_dir: Path) -> None
     at.text_input(key="train_run_name").set_value("from-page")
     at.button(key="train_submit").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
-    assert any("from-page" in s.value for s in at.success)
+    assert any("from-page" in t.value for t in at.toast)
     assert at.text_input(key="train_run_name").value == "from-page-2"  # the next free name
     [job] = jobs.list_jobs()
     assert job.run_name == "from-page" and job.active

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from icl_core.analysis import circuits, fuzzy
+from icl_core.analysis.pca import PCA_MIN_STEP
 from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
 
@@ -304,7 +305,10 @@ def pca_chart(
         .mark_text(dx=14, dy=-12, align="left", fontWeight="bold")
         .encode(x=x, y=y, text="run:N", color=color)
     )
-    subtitle = "square: step 0 · ring: the selected step (nearest in tokens seen)"
+    subtitle = (
+        f"square: each run's first snapshot in the plane (step ≥ {PCA_MIN_STEP}) · "
+        "ring: the selected step (nearest in tokens seen)"
+    )
     if pick:
         subtitle += " · click a point to select that run and step"
     return alt.layer(paths, *dots, starts, rings, names).properties(
@@ -340,9 +344,15 @@ def comparison_bars(df: pd.DataFrame, title: str) -> alt.Chart:
         alt.Chart(df)
         .mark_bar()
         .encode(
-            x=alt.X("scenario:N", title=None, axis=alt.Axis(labelAngle=0, labelLimit=220), sort=None),
+            # Scenario names go in the legend: as x labels, Vega drops the ones that would overlap.
+            x=alt.X("scenario:N", title=None, axis=alt.Axis(labels=False, ticks=False), sort=None),
             y=alt.Y("value:Q", title="nats"),
-            color=alt.Color("scenario:N", legend=None, sort=None),
+            color=alt.Color(
+                "scenario:N",
+                sort=None,
+                title=None,
+                legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400),
+            ),
             column=alt.Column("measure:N", title=None, sort=None),
             tooltip=["scenario", "measure", alt.Tooltip("value:Q", format=".3f")],
         )

@@ -106,6 +106,7 @@ def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None
         state=result,
         step=int(meta["step"]),
         tokens=int(meta["tokens_seen"]),
+        snapshots=len(list(run_dir.glob("step_*.json"))),  # progress last counted before the final snapshot
         eta_s=0.0 if result != CANCELLED else None,
         ended=time.time(),
     )
