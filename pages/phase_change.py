@@ -49,6 +49,9 @@ st.caption(
 sel = state.require_selection()
 snaps = list(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in snaps}
+# Every chart over training shares this x-range, so the phase window and the selected step line up across them.
+seen = [t for t in tokens_at.values() if t > 0]
+x_domain = (min(seen), max(seen)) if seen else None
 
 # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
 step = state.step_slider(
@@ -146,6 +149,7 @@ with c1:
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
+                x_domain=x_domain,
                 pick=PICK,
             ),
             summary,
@@ -166,6 +170,7 @@ with c2:
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
+                x_domain=x_domain,
                 color="head",
                 points=False,
                 pick=PICK,
@@ -196,6 +201,7 @@ with c3:
             window_tokens,
             selected_tokens,
             onset_tokens=onset_tokens,
+            x_domain=x_domain,
             color="series",
             points=False,
         ),
@@ -218,7 +224,11 @@ with c4:
             [pd.DataFrame({"index": range(len(c["curve"])), "loss": c["curve"], "series": c["label"]}) for c in curves],
             ignore_index=True,
         )
-        chart_with_export(charts.loss_curves(df, "Loss at each token index"), df, "loss curves")
+        chosen = [c["label"] for c in curves if c["step"] != snaps[0].step] or [curves[0]["label"]]
+        chart = charts.loss_curves(df, "Loss at each token index", on_top=f"step {step:,} (selected)", y_from=chosen)
+        chart_with_export(chart, df, "loss curves")
+        if len(chosen) < len(curves):
+            st.caption("The y-axis fits the selected and final steps; step 0's curve (about ln 257 nats) is cut.")
     else:
         st.info("This run did not record loss curves.")
 

@@ -27,6 +27,17 @@ DIVERGING = "blueorange"
 KIND_LABEL = {"K": "K-composition", "Q": "Q-composition", "V": "V-composition"}
 SELECT_COLOR = "#d62728"
 WINDOW_COLOR = "#f2a541"
+# One categorical palette for runs (Okabe-Ito: tells colours apart for colour-blind viewers, on light and
+# dark backgrounds) and one for heads, used by every chart.
+RUN_SCALE = alt.Scale(range=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"])
+HEAD_SCALE = alt.Scale(scheme="tableau20")
+
+
+def legend(columns: int = 4) -> alt.Legend:
+    """Every entry shown (Vega would cut a long legend short), under the chart where it has room."""
+    return alt.Legend(orient="bottom", columns=columns, symbolLimit=0, labelLimit=240)
+
+
 PCA_TITLE = "Per-token-loss PCA: every run's training trajectory"
 
 
@@ -238,6 +249,7 @@ def over_training(
     height: int = 230,
     onset_tokens: int | None = None,
     pick: str | None = None,
+    x_domain: tuple[int, int] | None = None,
 ) -> alt.LayerChart:
     """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled.
 
@@ -245,12 +257,15 @@ def over_training(
     selection over the `step` field (the data needs a step column).
     """
     data = df[(df["tokens"] > 0) & df[y].notna()]  # log axis: step 0 (no tokens yet) cannot be placed
-    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log scale)")
+    # Charts read together share x_domain (tokens seen): the phase window and the selected step line up.
+    x_scale = alt.Scale(type="log", domain=list(x_domain), nice=False) if x_domain else alt.Scale(type="log")
+    x = alt.X("tokens:Q", scale=x_scale, title="tokens seen (log scale)")
     enc: dict[str, Any] = {"x": x, "y": alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False))}
     tips = [c for c in ("step", "tokens", "head", "series") if c in data.columns]
     enc["tooltip"] = [*tips, alt.Tooltip(f"{y}:Q", format=".3f")]
     if color:
-        enc["color"] = alt.Color(f"{color}:N", title=None)
+        scale = HEAD_SCALE if color == "head" else RUN_SCALE
+        enc["color"] = alt.Color(f"{color}:N", title=None, scale=scale, legend=legend())
     line = alt.Chart(data).mark_line(point=points and not pick, strokeWidth=1.8).encode(**enc)
     marks: list[alt.Chart] = [line]
     if pick:
@@ -279,7 +294,7 @@ def pca_chart(
     x = alt.X("pc1:Q", title=f"PC1 ({explained[0]:.0%} of variance)")
     y = alt.Y("pc2:Q", title=f"PC2 ({explained[1]:.0%} of variance)")
     tips = ["run:N", "step:Q", "tokens:Q", alt.Tooltip("icl_score:Q", format="+.3f", title="ICL score")]
-    color = alt.Color("run:N", title="run")
+    color = alt.Color("run:N", title="run", scale=RUN_SCALE)
     paths = (
         alt.Chart(df)
         .mark_line(point=False if pick else alt.OverlayMarkDef(size=28), opacity=0.75)
@@ -317,25 +332,43 @@ def pca_chart(
     )
 
 
-def loss_curves(df: pd.DataFrame, title: str, color_title: str = "", height: int = 260) -> alt.LayerChart:
-    """Loss against token index (log x), one line per series, with the ICL score's tokens 50 and 500 marked."""
+def loss_curves(
+    df: pd.DataFrame,
+    title: str,
+    color_title: str = "",
+    height: int = 260,
+    on_top: str | None = None,
+    y_from: Sequence[str] | None = None,
+) -> alt.LayerChart:
+    """Loss against token index (log x), one line per series, with the ICL score's tokens 50 and 500 marked.
+
+    `on_top`: the series drawn last (over the others); `y_from`: the series that set the y-range (others are
+    clipped), so a much higher curve (step 0) does not flatten the in-context drop of the ones that matter.
+    """
     data = df[df["index"] >= 1]
-    line = (
-        alt.Chart(data)
-        .mark_line(strokeWidth=1.6)
-        .encode(
-            x=alt.X("index:Q", scale=alt.Scale(type="log"), title="token index in the context (log scale)"),
-            y=alt.Y("loss:Q", title="mean loss (nats)", scale=alt.Scale(zero=False)),
-            color=alt.Color("series:N", title=color_title or None, sort=list(dict.fromkeys(data["series"]))),
-            tooltip=["series", "index", alt.Tooltip("loss:Q", format=".3f")],
-        )
-    )
+    y_scale = alt.Scale(zero=False)
+    if y_from:
+        shown = data[data["series"].isin(list(y_from))]["loss"]
+        if len(shown):
+            pad = 0.05 * float(shown.max() - shown.min()) or 0.1
+            y_scale = alt.Scale(domain=[float(shown.min()) - pad, float(shown.max()) + pad], nice=False)
+    order = list(dict.fromkeys(data["series"]))
+    enc = {
+        "x": alt.X("index:Q", scale=alt.Scale(type="log"), title="token index in the context (log scale)"),
+        "y": alt.Y("loss:Q", title="mean loss (nats)", scale=y_scale),
+        "color": alt.Color("series:N", title=color_title or None, sort=order, scale=RUN_SCALE, legend=legend(1)),
+        "tooltip": ["series", "index", alt.Tooltip("loss:Q", format=".3f")],
+    }
+    below = data[data["series"] != on_top] if on_top else data
+    lines = [alt.Chart(below).mark_line(strokeWidth=1.6, clip=True).encode(**enc)]
+    if on_top:
+        lines.append(alt.Chart(data[data["series"] == on_top]).mark_line(strokeWidth=2.6, clip=True).encode(**enc))
     marks = (
         alt.Chart(pd.DataFrame({"index": [50, 500], "label": ["token 50", "token 500"]}))
         .mark_rule(color="#888", strokeDash=[3, 3])
         .encode(x="index:Q", tooltip=["label"])
     )
-    return alt.layer(marks, line).properties(title=title, height=height)
+    return alt.layer(marks, *lines).properties(title=title, height=height)
 
 
 def comparison_bars(df: pd.DataFrame, title: str) -> alt.Chart:
