@@ -33,9 +33,9 @@ RUN_SCALE = alt.Scale(range=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E
 HEAD_SCALE = alt.Scale(scheme="tableau20")
 
 
-def legend(columns: int = 4) -> alt.Legend:
-    """Every entry shown (Vega would cut a long legend short), under the chart where it has room."""
-    return alt.Legend(orient="bottom", columns=columns, symbolLimit=0, labelLimit=240)
+def legend(columns: int = 1) -> alt.Legend:
+    """Every entry shown: Vega cuts a legend that is taller than its chart, so long ones go in columns."""
+    return alt.Legend(columns=columns, symbolLimit=0, labelLimit=240)
 
 
 PCA_TITLE = "Per-token-loss PCA: every run's training trajectory"
@@ -265,7 +265,8 @@ def over_training(
     enc["tooltip"] = [*tips, alt.Tooltip(f"{y}:Q", format=".3f")]
     if color:
         scale = HEAD_SCALE if color == "head" else RUN_SCALE
-        enc["color"] = alt.Color(f"{color}:N", title=None, scale=scale, legend=legend())
+        n_entries = data[color].nunique()
+        enc["color"] = alt.Color(f"{color}:N", title=None, scale=scale, legend=legend(1 + (n_entries - 1) // 6))
     line = alt.Chart(data).mark_line(point=points and not pick, strokeWidth=1.8).encode(**enc)
     marks: list[alt.Chart] = [line]
     if pick:
@@ -356,7 +357,7 @@ def loss_curves(
     enc = {
         "x": alt.X("index:Q", scale=alt.Scale(type="log"), title="token index in the context (log scale)"),
         "y": alt.Y("loss:Q", title="mean loss (nats)", scale=y_scale),
-        "color": alt.Color("series:N", title=color_title or None, sort=order, scale=RUN_SCALE, legend=legend(1)),
+        "color": alt.Color("series:N", title=color_title or None, sort=order, scale=RUN_SCALE, legend=legend()),
         "tooltip": ["series", "index", alt.Tooltip("loss:Q", format=".3f")],
     }
     below = data[data["series"] != on_top] if on_top else data
