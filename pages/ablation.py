@@ -67,6 +67,25 @@ cfg = info.model_config
 heads_all = all_heads(cfg.n_layers, cfg.n_heads)
 pm = info.metrics.get("prefix_matching")
 
+link = state.link_params("heads", "mode")
+if "mode" in link:
+    if link["mode"] in ABLATION_MODES:
+        st.session_state[MODE_KEY] = link["mode"]
+    else:
+        st.warning(
+            f"The link's ablation mode **{user_text(link['mode'])}** is not one of: {', '.join(ABLATION_MODES)}."
+        )
+if "heads" in link:
+    by_name = {head_name(h): h for h in heads_all}
+    named = [x.strip() for x in link["heads"].split(",") if x.strip()]
+    _set_heads([by_name[x] for x in named if x in by_name], heads_all)
+    unknown = [x for x in named if x not in by_name]
+    if unknown:
+        st.warning(
+            f"The link names heads this model does not have: {user_text(', '.join(unknown))} "
+            f"(it has {head_name(heads_all[0])} to {head_name(heads_all[-1])})."
+        )
+
 top = st.columns([2, 1])
 with top[0]:
     mode = st.radio(
@@ -100,6 +119,8 @@ for layer in range(cfg.n_layers):
         score = f" · {pm[layer][head]:.2f}" if isinstance(pm, list) else ""
         row.toggle(f"{head_name(h)}{score}", key=toggle_key(h), persist_state="session")
 chosen = [h for h in heads_all if st.session_state.get(toggle_key(h))]
+# The ablated heads and the mode go into the page's link, so it opens on this very ablation.
+state.set_url_params(heads=",".join(head_name(h) for h in chosen) or None, mode=mode if chosen else None)
 
 buttons = st.container(horizontal=True, vertical_alignment="center")
 buttons.button(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -41,6 +43,14 @@ st.caption(
 )
 sel = state.require_selection()
 info = sel.snapshot
+play_col, step_col = st.columns([1, 11], vertical_alignment="center")
+with play_col:
+    state.play_button(sel.steps, key="attn_play")
+with step_col:
+    st.caption(
+        f"Step {sel.step:,} of {sel.steps[-1]:,}: press Play to watch the heads change over training "
+        "(the induction stripe appears at the phase change)."
+    )
 
 
 def _from_link(link: dict[str, str]) -> None:
@@ -64,7 +74,8 @@ def _from_link(link: dict[str, str]) -> None:
 if TEXT_KEY not in st.session_state:
     st.session_state[PRESET_KEY] = FIRST_PRESET
     st.session_state[TEXT_KEY] = preset_text(FIRST_PRESET)
-_from_link(state.link_params())
+link = state.link_params("text", "preset", "dest")
+_from_link(link)
 
 c1, c2 = st.columns([1, 3])
 with c1:
@@ -115,12 +126,19 @@ signature = (text, n)
 if st.session_state.get("_attn_sig") != signature or st.session_state.get(QUERY_KEY) not in range(n):
     st.session_state[QUERY_KEY] = default_query
     st.session_state["_attn_sig"] = signature
+if "dest" in link:  # the link's destination token, once the text (and so its length) is known
+    dest = link["dest"].strip()
+    if re.fullmatch(r"[0-9]+", dest) and int(dest) < n:
+        st.session_state[QUERY_KEY] = int(dest)
+    else:
+        st.warning(f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1}).")
 query = st.select_slider(
     "Destination token (the one whose attention you see)",
     options=list(range(n)),
     key=QUERY_KEY,
     format_func=lambda i: f"{i} · {an.labels[i]}",
 )
+state.set_url_params(dest=str(query))
 
 left, right = st.columns([3, 2], gap="large")
 with left:

@@ -54,12 +54,16 @@ seen = [t for t in tokens_at.values() if t > 0]
 x_domain = (min(seen), max(seen)) if seen else None
 
 # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
-step = state.step_slider(
-    PHASE_STEP_KEY,
-    sel.steps,
-    "Training step",
-    format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
-)
+slider_col, play_col = st.columns([12, 1], vertical_alignment="bottom")
+with play_col:
+    state.play_button(sel.steps, key="phase_play")
+with slider_col:
+    step = state.step_slider(
+        PHASE_STEP_KEY,
+        sel.steps,
+        "Training step",
+        format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
+    )
 
 try:
     window = cache.phase_window_of(sel.run.path)

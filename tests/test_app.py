@@ -97,6 +97,23 @@ def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
     assert at.session_state["step"] == middle  # the sidebar follows the page's slider
 
 
+@pytest.mark.parametrize(
+    ("page", "key"), [("pages/phase_change.py", "phase_play"), ("pages/attention.py", "attn_play")]
+)
+def test_play_advances_the_step_and_pause_stops_it(page: str, key: str) -> None:
+    steps = [s.step for s in list_snapshots(SHIPPED_DIR / MAIN_RUN)]
+    at = open_page(page, step=steps[-3])
+    at.button(key=key).click().run()
+    assert not at.exception, at.exception
+    assert at.session_state[state.SELECTION_KEY].step == steps[-2]  # Play moves on at once, then on a timer
+    assert at.session_state["step"] == steps[-2]  # the sidebar follows
+    assert "Pause" in at.button(key=key).label
+    at.button(key=key).click().run()
+    assert "Play" in at.button(key=key).label
+    at.run()
+    assert at.session_state[state.SELECTION_KEY].step == steps[-2]  # paused: no timer moves it
+
+
 def test_one_layer_run_has_no_phase_change() -> None:
     at = open_page("pages/phase_change.py", run=ONE_LAYER_RUN)
     assert any("no phase change detected" in i.value.lower() for i in at.info)

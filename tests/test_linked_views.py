@@ -163,3 +163,24 @@ def test_export_buttons_under_the_charts() -> None:
     assert any("export_attention_attn2" in b.proto.id for b in at.get("download_button"))
     at.switch_page("pages/ablation.py").run()
     assert any("export_ablation_loss_curve_attn2" in b.proto.id for b in at.get("download_button"))
+
+
+def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
+    at = open_app("pages/attention.py", run="attn2", step="3000", text="abcdefg abcdefg", dest="12")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.select_slider(key="attn_query").value == 12
+    assert at.query_params["dest"] == "12"
+    at.select_slider(key="attn_query").set_value(9).run()
+    assert at.query_params["dest"] == "9"  # the link follows the page
+
+    at = open_app("pages/ablation.py", run="attn2", step="3000", heads="L1H0,L0H3", mode="pattern-preserving")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.toggle(key="ablate_L1H0").value and at.toggle(key="ablate_L0H3").value
+    assert not at.toggle(key="ablate_L1H1").value
+    assert at.radio(key="ablation_mode").value == "pattern-preserving"
+    at.toggle(key="ablate_L0H3").set_value(False).run()
+    assert (at.query_params["heads"], at.query_params["mode"]) == ("L1H0", "pattern-preserving")
+
+    at = open_app("pages/ablation.py", run="attn2", heads="L9H9", mode="![x](http://h)")
+    warnings = " ".join(w.value for w in at.warning)
+    assert "L9H9" in warnings and "ablation mode" in warnings and "](" not in warnings

@@ -133,8 +133,10 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
         for k in range(start, query + 1):
             w = float(weights[k])
             alpha = w**0.6  # lift small weights so they stay visible; the tooltip has the exact value
+            # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
+            r, g, b = (round(255 + alpha * (c - 255)) for c in (31, 119, 180))
             fg = "#fff" if alpha > 0.55 else "#111"
-            style = [f"background:rgba(31,119,180,{alpha:.3f})", f"color:{fg}"]
+            style = [f"background:rgb({r},{g},{b})", f"color:{fg}"]
             if analysis.targets[query, k]:
                 style.append(f"box-shadow:inset 0 -3px 0 {TARGET_COLOR}")
             if k == query:
@@ -150,10 +152,10 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
     css = (
         "<style>.attn-view{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9}"
         ".attn-view .row{display:flex;gap:8px;align-items:flex-start;margin-bottom:4px}"
-        ".attn-view .head{min-width:3.6em;font-weight:600;color:#555}"
+        ".attn-view .head{min-width:3.6em;font-weight:600;opacity:.75}"
         ".attn-view .toks{display:flex;flex-wrap:wrap}"
         ".attn-view .tok{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre}"
-        ".attn-view .note{color:#777;font-size:12px}</style>"
+        ".attn-view .note{opacity:.7;font-size:12px}</style>"
     )
     return f"{css}<div class='attn-view'>{prefix}{''.join(rows)}</div>"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download
 
 # Query parameters of a shareable link.
 URL_RUN, URL_STEP = "run", "step"
-PAGE_URL_PARAMS = ("text", "preset")  # owned by the Attention page
+# Owned by pages: the Attention page's text, preset and destination token; the Ablation page's heads and mode.
+PAGE_URL_PARAMS = ("text", "preset", "dest", "heads", "mode")
 URL_READ = "_url_read"  # the link was read (once per session)
 URL_STEP_PENDING = "_url_step"  # the link's step, checked against the run's snapshots once they are known
 URL_WARNINGS = "_url_warnings"  # what was wrong with the link; shown until the selection changes
@@ -177,6 +179,57 @@ def _take_step(key: str) -> None:
     set_step(st.session_state[key])
 
 
+PLAY_KEY = "_playing"  # the step is animating through the snapshots
+LAST_ADVANCE_KEY = "_play_last_advance"
+PLAY_INTERVAL_S = 1.5  # seconds per snapshot: time for a teacher to say what changed
+
+
+def next_step(steps: list[int], step: int) -> int | None:
+    """The snapshot after `step`, or None at the last one."""
+    later = [s for s in steps if s > step]
+    return later[0] if later else None
+
+
+def _toggle_play(steps: list[int]) -> None:
+    playing = not st.session_state.get(PLAY_KEY, False)
+    st.session_state[PLAY_KEY] = playing
+    st.session_state.pop(LAST_ADVANCE_KEY, None)
+    if playing and next_step(steps, st.session_state.get(STEP_VALUE, steps[-1])) is None:
+        set_step(steps[0])  # at the end: play from the start
+
+
+def play_button(steps: list[int], key: str) -> None:
+    """▶ Play / ⏸ Pause: animates the shared step through the snapshots, every page's views following it."""
+    playing = bool(st.session_state.get(PLAY_KEY))
+    st.button(
+        "⏸ Pause" if playing else "▶ Play",
+        key=key,
+        on_click=_toggle_play,
+        args=(steps,),
+        help=f"Step through the snapshots, one every {PLAY_INTERVAL_S:g} s.",
+    )
+    if playing:
+        _advance(steps)
+
+
+@st.fragment(run_every=PLAY_INTERVAL_S)
+def _advance(steps: list[int]) -> None:
+    # Runs once inside every full run, then on its timer: only a timer run (or the first after Play) moves on.
+    if not st.session_state.get(PLAY_KEY):
+        return
+    last = st.session_state.get(LAST_ADVANCE_KEY)
+    now = time.monotonic()
+    if last is not None and now - last < PLAY_INTERVAL_S * 0.8:
+        return
+    st.session_state[LAST_ADVANCE_KEY] = now
+    nxt = next_step(steps, st.session_state.get(STEP_VALUE, steps[-1]))
+    if nxt is None:
+        st.session_state[PLAY_KEY] = False
+    else:
+        set_step(nxt)
+    st.rerun(scope="app")
+
+
 def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
     """Take the run, step and page params of the link the session was opened with (first render only)."""
     if st.session_state.get(URL_READ):
@@ -220,9 +273,10 @@ def _apply_url_step(run: RunRef, steps: list[int]) -> None:
     st.session_state[STEP_VALUE] = nearest
 
 
-def link_params() -> dict[str, str]:
-    """The page-owned params (text, preset) of the link the session was opened with; given out once."""
-    return st.session_state.pop(URL_PAGE_VALUES, None) or {}
+def link_params(*keys: str) -> dict[str, str]:
+    """The page-owned params `keys` of the link the session was opened with; each given out once."""
+    values = st.session_state.get(URL_PAGE_VALUES) or {}
+    return {k: values.pop(k) for k in keys if k in values}
 
 
 def set_url_params(**values: str | None) -> None:
