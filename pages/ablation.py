@@ -206,7 +206,7 @@ curve_df = pd.concat(
 left, right = st.columns(2)
 with left:
     curve_chart = charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)")
-    st.altair_chart(curve_chart, width="stretch")
+    state.show_chart(curve_chart, width="stretch")
     export_buttons(curve_chart, curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
 
 compare = st.session_state.get(COMPARE_KEY, {})
@@ -230,7 +230,7 @@ with right:
             ]
         bars_df = pd.DataFrame(rows)
         bars = charts.comparison_bars(bars_df, f"Comparison ({mode} ablation)")
-        st.altair_chart(bars)
+        state.show_chart(bars)
         export_buttons(bars, bars_df, f"ablation comparison {sel.run.name} step {sel.step}")
     else:
         st.info("Press **Ablate induction heads**, then **Ablate a random other head**, to compare the two here.")

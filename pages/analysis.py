@@ -93,7 +93,7 @@ if table is not None:
             f"{SORT_LABEL[key]} ({mode} ablation)",
             "Δ nats (ablated − clean)",
         )
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, df, f"ablation_table_{mode}")
     st.caption(
         f"ICL score: loss(500) − loss(50) on {table.n_examples} held-out examples (averaged over ±{ICL_WINDOW} token "
@@ -137,7 +137,7 @@ if attr is not None:
     left, right = st.columns(2)
     with left:
         chart = charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
         st.caption(
             f"Window: step {attr.start_step:,} → {attr.end_step:,} ({fmt_tokens(tokens_at[attr.start_step])} → "
@@ -175,7 +175,7 @@ if attr is not None:
                     color="head",
                     points=False,
                 )
-                st.altair_chart(chart, width="stretch")
+                state.show_chart(chart, width="stretch")
                 export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
         else:
             st.caption(
@@ -199,7 +199,7 @@ else:
     left, right = st.columns([3, 2])
     with left:
         chart = charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, rows, "fuzzy_prefix_matching")
     with right:
         ldf = pd.DataFrame(
@@ -213,7 +213,7 @@ else:
             ]
         )
         chart = charts.fuzzy_loss_bars(ldf)
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, ldf, "fuzzy_second_copy_loss")
     if examples:
         st.caption(
@@ -255,7 +255,7 @@ elif parts:
         with col:
             if cdf[y].notna().any():
                 chart = charts.over_training(cdf, y, title, y_title, color="series", points=False)
-                st.altair_chart(chart, width="stretch")
+                state.show_chart(chart, width="stretch")
                 export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")
             else:
                 st.info(f"None of the chosen runs recorded {what}.")

@@ -212,8 +212,8 @@ with hc3:
         start = 0
         st.caption(f"All {n} tokens shown.")
 shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-heatmaps = charts.attention_heatmaps(an, shown, start, start + window)
-st.altair_chart(heatmaps)
+heatmaps = charts.attention_heatmaps(an, shown, start, start + window, present=state.presenting())
+state.show_chart(heatmaps)
 # The heads and tokens shown above; the CSV holds every cell drawn (weights under 0.01 are left blank).
 export_buttons(heatmaps, heatmaps.data, f"attention {sel.run.name} step {sel.step}")
 
@@ -253,7 +253,7 @@ st.caption(
 )
 
 loss_chart = charts.loss_along_sequence(an, query)
-st.altair_chart(loss_chart, width="stretch")
+state.show_chart(loss_chart, width="stretch")
 export_buttons(loss_chart, loss_chart.layer[0].data, f"per-token loss {sel.run.name} step {sel.step}")
 st.caption(
     "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "

@@ -70,7 +70,7 @@ else:
         st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
         chart = charts.composition_heatmaps(comp)
-        st.altair_chart(chart, width="content")
+        state.show_chart(chart, width="content")
         export_buttons(chart, comp.records(), "composition_scores")
         if best is not None and best[0] >= 1:
             col = comp.cols.index(best)
@@ -101,7 +101,7 @@ if copy_rows:
     left, right = st.columns([3, 2])
     with left:
         chart = charts.copying_bars(copy_rows)
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, copy_rows, "copying_scores")
     with right:
         table = pd.DataFrame(copy_rows).drop(columns=["layer"])
@@ -170,14 +170,14 @@ else:
     left, right = st.columns(2)
     with left:
         chart = charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
-        st.altair_chart(chart, width="content")
+        state.show_chart(chart, width="content")
         export_buttons(chart, qk.records(), f"qk_circuit_{head_label}")
     with right:
         if kqk is not None:
             chart = charts.circuit_heatmap(
                 kqk, f"keys carry what {head_name(prev)} copied in: a bright diagonal = induction"
             )
-            st.altair_chart(chart, width="content")
+            state.show_chart(chart, width="content")
             export_buttons(chart, kqk.records(), f"kcomp_qk_circuit_{head_label}_{head_name(prev)}")
         else:
             st.info(
@@ -189,7 +189,7 @@ else:
         chart = charts.circuit_heatmap(
             ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
         )
-        st.altair_chart(chart, width="content")
+        state.show_chart(chart, width="content")
         export_buttons(chart, ov.records(), f"ov_circuit_{head_label}")
     with right:
         st.markdown(
@@ -246,7 +246,7 @@ with left:
             color="series",
             points=False,
         )
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
         export_buttons(chart, shown, "composition_over_training")
 with right:
     metric = st.radio(
@@ -267,7 +267,7 @@ with right:
         color="head",
         points=False,
     )
-    st.altair_chart(chart, width="stretch")
+    state.show_chart(chart, width="stretch")
     export_buttons(chart, df, "copying_over_training")
 st.caption(
     "Against tokens seen (log scale; the step is in the tooltip). Shaded orange: the phase change; red rule: the "

@@ -94,6 +94,20 @@ steps = [
         "an arbitrary head matters far less.",
     ),
     (
+        "pages/circuits.py",
+        "Circuits",
+        "Read the mechanism off the weights: the induction head K-composes with the previous-token head (its "
+        "keys read what that head wrote), its QK circuit through that head shows a bright diagonal, and its OV "
+        "circuit copies tokens. Slide the step across the phase change and watch the composition score rise.",
+    ),
+    (
+        "pages/analysis.py",
+        "Head attribution",
+        "Which heads carry the phase change? Ablate each head alone: removing the induction head costs the "
+        "most ICL. The attribution of the phase change to heads (Olsson et al.'s before-and-after vector) "
+        "points at the same head; the fuzzy probe shows it also copies near-matches.",
+    ),
+    (
         "pages/models.py",
         "Models",
         "See all runs side by side with their final scores, or download one from the Hugging Face Hub.",

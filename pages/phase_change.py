@@ -21,7 +21,7 @@ PICK = "pick"  # the charts' click-selection parameter
 def pickable_chart(chart, base_key: str, run: str | None = None) -> None:
     """Draw a chart whose clicked point becomes the shared run/step (`run`: the run the chart is about)."""
     key = state.selection_key(base_key)
-    st.altair_chart(
+    state.show_chart(
         chart,
         width="stretch",
         key=key,
@@ -35,7 +35,7 @@ def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None
     if pick_key:
         pickable_chart(chart, pick_key)
     else:
-        st.altair_chart(chart, width="stretch")
+        state.show_chart(chart, width="stretch")
     export_buttons(chart, data, f"{sel.run.name} {name}")
 
 

@@ -184,3 +184,18 @@ def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
     at = open_app("pages/ablation.py", run="attn2", heads="L9H9", mode="![x](http://h)")
     warnings = " ".join(w.value for w in at.warning)
     assert "L9H9" in warnings and "ablation mode" in warnings and "](" not in warnings
+
+
+def test_presenter_mode_from_the_link_and_the_toggle() -> None:
+    at = open_app("pages/attention.py", run="attn2", step="3000", present="1")
+    assert at.toggle(key=state.PRESENT_WIDGET).value and at.query_params["present"] == "1"
+    heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
+    assert heatmap["config"]["title"]["fontSize"] >= 20  # projector-sized type
+    assert heatmap["resolve"]["axis"] == {"x": "independent", "y": "independent"}  # labels on every heatmap
+    x_axis = heatmap["spec"]["layer"][0]["encoding"]["x"]["axis"]
+    assert x_axis["labelOverlap"] is False and x_axis["labelFontSize"] >= 12  # every token labelled, readable
+    assert any("stCaptionContainer" in h.proto.body for h in at.get("html"))  # long captions hidden
+    at.toggle(key=state.PRESENT_WIDGET).set_value(False).run()
+    assert "present" not in at.query_params
+    heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
+    assert "title" not in heatmap.get("config", {})

@@ -33,6 +33,16 @@ RUN_SCALE = alt.Scale(range=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E
 HEAD_SCALE = alt.Scale(scheme="tableau20")
 
 
+def for_presenter(chart: Any) -> Any:
+    """The chart with type sized for a projector (axis, legend, title and facet labels)."""
+    return (
+        chart.configure_axis(labelFontSize=16, titleFontSize=18, labelLimit=400)
+        .configure_legend(labelFontSize=16, titleFontSize=16, symbolSize=160)
+        .configure_title(fontSize=22, subtitleFontSize=16)
+        .configure_header(labelFontSize=18, titleFontSize=18)
+    )
+
+
 def legend(columns: int = 1) -> alt.Legend:
     """Every entry shown: Vega cuts a legend that is taller than its chart, so long ones go in columns."""
     return alt.Legend(columns=columns, symbolLimit=0, labelLimit=240)
@@ -84,26 +94,34 @@ _ATTENTION_TOOLTIP = [
 
 
 def attention_heatmaps(
-    analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float = 0.01
+    analysis: TextAnalysis,
+    heads: Sequence[Head],
+    start: int,
+    end: int,
+    min_weight: float = 0.01,
+    present: bool = False,
 ) -> alt.FacetChart:
-    """One heatmap per head (destination token down, source token across) over positions [start, end)."""
+    """One heatmap per head (destination token down, source token across) over positions [start, end).
+
+    Every row and column is labelled with its token, on every heatmap (`present`: larger cells and type).
+    """
     df = _attention_frame(analysis, heads, start, end, min_weight)
     n = end - start
-    cell = int(np.clip(520 / max(n, 1), 5, 16))
-    font = int(np.clip(cell - 1, 6, 12))
+    cell = int(np.clip((900 if present else 520) / max(n, 1), 16 if present else 9, 26 if present else 16))
+    font = int(np.clip(cell - 2, 12 if present else 8, 18 if present else 12))
     domain = list(range(start, end))
     expr = _label_expr(analysis.labels[start:end], start)
     x = alt.X(
         "k:O",
         title="source token (attended to)",
         scale=alt.Scale(domain=domain),
-        axis=alt.Axis(labelExpr=expr, labelAngle=0, labelFontSize=font, labelFont="monospace"),
+        axis=alt.Axis(labelExpr=expr, labelAngle=0, labelFontSize=font, labelFont="monospace", labelOverlap=False),
     )
     y = alt.Y(
         "q:O",
         title="destination token",
         scale=alt.Scale(domain=domain),
-        axis=alt.Axis(labelExpr=expr, labelFontSize=font, labelFont="monospace"),
+        axis=alt.Axis(labelExpr=expr, labelFontSize=font, labelFont="monospace", labelOverlap=False),
     )
     base = alt.Chart().encode(x=x, y=y)
     rect = base.mark_rect().encode(
@@ -118,7 +136,11 @@ def attention_heatmaps(
     return (
         alt.layer(rect, outline, data=df)
         .properties(width=cell * n, height=cell * n)
-        .facet(facet=alt.Facet("head:N", sort=[head_name(h) for h in heads], title=None), columns=4 if n <= 24 else 2)
+        .facet(
+            facet=alt.Facet("head:N", sort=[head_name(h) for h in heads], title=None),
+            columns=(2 if present else 4) if n <= 24 else (1 if present else 2),
+        )
+        .resolve_axis(x="independent", y="independent")  # token labels on every heatmap, not just the edges
         .properties(title="Attention patterns (orange outline: induction targets)")
     )
 

@@ -43,7 +43,8 @@ STANDALONE_RERUN = "_standalone_rerun"  # the session's first page-alone run rer
 PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download; applied before the picker renders
 
 # Query parameters of a shareable link.
-URL_RUN, URL_STEP = "run", "step"
+URL_RUN, URL_STEP, URL_PRESENT = "run", "step", "present"
+PRESENT_VALUE, PRESENT_WIDGET = "_presenting", "presenter_mode"
 # Owned by pages: the Attention page's text, preset and destination token; the Ablation page's heads and mode.
 PAGE_URL_PARAMS = ("text", "preset", "dest", "heads", "mode")
 URL_READ = "_url_read"  # the link was read (once per session)
@@ -245,6 +246,8 @@ def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
         else:
             known = ", ".join(user_text(name) for name in by_name)
             warnings.append(f"The link asks for run **{user_text(run)}**, which this app does not have ({known}).")
+    if params.get(URL_PRESENT, "").strip().lower() in ("1", "true", "yes", "on"):
+        st.session_state[PRESENT_VALUE] = True
     step = params.get(URL_STEP)
     if step is not None:
         digits = step.strip().replace(",", "").replace("_", "")
@@ -295,10 +298,47 @@ def _show_url_warnings() -> None:
 def sidebar_picker() -> Selection | None:
     """Draw the run and step widgets in the sidebar, store the Selection in session state and mirror it in the URL."""
     selection = _picker()
+    _presenter_toggle()
     _show_url_warnings()
     if selection is not None:
         set_url_params(**{URL_RUN: selection.run.name, URL_STEP: str(selection.step)})
+    set_url_params(**{URL_PRESENT: "1" if presenting() else None})
     return selection
+
+
+def presenting() -> bool:
+    """Presenter mode: large type, every token labelled, short captions (a toggle, or ?present=1 in the link)."""
+    return bool(st.session_state.get(PRESENT_VALUE))
+
+
+# Presenter mode's page style: everything larger for the back row, the explanatory captions hidden (the
+# presenter says them), the token strips and tables bigger.
+PRESENTER_CSS = """<style>
+[data-testid="stMain"] { font-size: 1.25rem; }
+[data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label { font-size: 1.25rem !important; }
+[data-testid="stMain"] [data-testid="stCaptionContainer"] { display: none; }
+[data-testid="stMain"] .attn-view { font-size: 22px !important; }
+[data-testid="stMetricValue"] { font-size: 3rem !important; }
+</style>"""
+
+
+def _presenter_toggle() -> None:
+    st.session_state[PRESENT_WIDGET] = presenting()
+    st.sidebar.toggle(
+        "Presenter mode",
+        key=PRESENT_WIDGET,
+        on_change=lambda: st.session_state.__setitem__(PRESENT_VALUE, st.session_state[PRESENT_WIDGET]),
+        help="Large type and labels for a projector; the link gets ?present=1.",
+    )
+    if presenting():
+        st.html(PRESENTER_CSS)
+
+
+def show_chart(chart: Any, **kwargs: Any) -> Any:
+    """st.altair_chart, with presenter mode's large type when it is on."""
+    from ui import charts
+
+    return st.altair_chart(charts.for_presenter(chart) if presenting() else chart, **kwargs)
 
 
 def _picker() -> Selection | None:
