@@ -18,6 +18,7 @@ from fake_hub import FakeHub
 from streamlit.testing.v1 import AppTest
 
 from icl_core.analysis.pca import PCA_MIN_STEP
+from icl_core.analysis.phase import phase_window
 from icl_core.model.config import train_config_from_dict
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, write_manifest
@@ -208,3 +209,24 @@ def test_a_run_downloaded_from_the_hub_is_selected_and_explorable(fake_hub: Fake
     for page in ("pages/attention.py", "pages/phase_change.py", "pages/ablation.py"):
         at.switch_page(page).run()
         assert not at.exception, (page, at.exception)
+
+
+def _pair_data(at: AppTest) -> list[bytes]:
+    """The data of the two one-head heatmaps (the charts after the all-heads one)."""
+    heatmaps = [c for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec]
+    assert len(heatmaps) == 3  # all heads, then the chosen head at the two steps
+    return [b"".join(d.data.data for d in c.proto.datasets) for c in heatmaps[1:]]
+
+
+def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
+    at = open_page("pages/attention.py")
+    window = phase_window(list_snapshots(SHIPPED_DIR / MAIN_RUN))
+    steps = (at.select_slider(key="attn_pair_a").value, at.select_slider(key="attn_pair_b").value)
+    assert steps == (window.start_step, window.end_step)
+    assert at.selectbox(key="attn_pair_head").value == "L1H0"  # the induction head
+    before, after = _pair_data(at)
+    assert before != after  # the head attends differently once induction heads have formed
+    at.select_slider(key="attn_pair_a").set_value(window.end_step).run()
+    assert not at.exception, at.exception
+    same_a, same_b = _pair_data(at)
+    assert same_a == same_b
