@@ -20,6 +20,7 @@ from ui.quote import user_text
 
 CUSTOM = "Your own text"
 PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
+TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
 FIRST_PRESET = "Repeated random tokens"
 MAX_TEXT = 20_000
@@ -141,6 +142,22 @@ query = st.select_slider(
     format_func=lambda i: f"{i} · {an.labels[i]}",
 )
 state.set_url_params(dest=str(query))
+
+
+def _pick_destination(key: str) -> None:
+    point = state.picked_point(st.session_state.get(key), TOKEN_PICK)
+    position = point.get("position") if point else None
+    if isinstance(position, (list, tuple)):
+        position = position[-1] if position else None
+    if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < n:
+        st.session_state[QUERY_KEY] = position
+
+
+# A key that changes with the destination: a picked token never stays selected in the browser (picking it
+# again after the slider moved would otherwise send nothing).
+picker_key = f"{TOKEN_PICK_KEY}_{query}"
+picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
+state.show_chart(picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK)
 
 left, right = st.columns([3, 2], gap="large")
 with left:

@@ -130,7 +130,8 @@ def test_chart_pick_reads_streamlit_point_selections() -> None:
 def click_point(at: AppTest, key_part: str, point: dict) -> AppTest:
     """Send a point selection on the chart whose key contains `key_part`, as the browser does on a click."""
     chart = next(c for c in at.get("vega_lite_chart") if key_part in c.proto.id)
-    assert json.loads(chart.proto.spec)["params"][0]["name"] == "pick"
+    spec = json.loads(chart.proto.spec)
+    assert "pick" in json.dumps(spec.get("params", [])) + json.dumps(spec.get("layer", ""))
     widgets = at._tree.get_widget_states()
     value = json.dumps({"selection": {"pick": [point]}})
     widgets.widgets.append(WidgetState(id=chart.proto.id, string_value=value))
@@ -199,3 +200,13 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     assert "present" not in at.query_params
     heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
     assert "title" not in heatmap.get("config", {})
+
+
+def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> None:
+    at = open_app("pages/attention.py", run="attn2", step="3000", text="abcdefg abcdefg")
+    assert at.select_slider(key="attn_query").value != 3
+    click_point(at, "attn_token_pick", {"position": 3})
+    assert at.select_slider(key="attn_query").value == 3
+    assert at.query_params["dest"] == "3"
+    click_point(at, "attn_token_pick", {"position": 99})  # not a position of this text: ignored
+    assert at.select_slider(key="attn_query").value == 3

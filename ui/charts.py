@@ -182,6 +182,53 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
     return f"{css}<div class='attn-view'>{prefix}{''.join(rows)}</div>"
 
 
+TOKENS_PER_ROW = 32
+
+
+def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool = False) -> alt.LayerChart:
+    """The text as a grid of tokens; clicking one selects it (a point selection over `position`).
+
+    The destination token is filled, its induction targets (tokens right after an earlier occurrence) tinted.
+    """
+    n = len(analysis.labels)
+    positions = np.arange(n)
+    kinds = np.where(positions == query, "destination", np.where(analysis.targets[query], "induction target", "token"))
+    df = pd.DataFrame(
+        {
+            "position": positions,
+            "token": analysis.labels,
+            "col": positions % TOKENS_PER_ROW,
+            "row": positions // TOKENS_PER_ROW,
+            "kind": kinds,
+        }
+    )
+    cell = 30 if present else 22
+    base = alt.Chart(df).encode(
+        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None), tooltip=["position", "token", "kind"]
+    )
+    boxes = (
+        base.mark_rect(stroke="#888", strokeWidth=0.5, cursor="pointer")
+        .encode(
+            color=alt.Color(
+                "kind:N",
+                scale=alt.Scale(
+                    domain=["token", "induction target", "destination"], range=["#f4f4f4", "#f7c6b0", "#1f4e79"]
+                ),
+                legend=alt.Legend(orient="bottom", title=None),
+            )
+        )
+        .add_params(pick_param(param, ["position"]))
+    )
+    text = base.mark_text(font="monospace", fontSize=18 if present else 13).encode(
+        text="token:N",
+        color=alt.condition("datum.kind == 'destination'", alt.value("#fff"), alt.value("#111")),
+    )
+    rows = int(positions[-1] // TOKENS_PER_ROW) + 1 if n else 1
+    return alt.layer(boxes, text).properties(
+        width=cell * min(n, TOKENS_PER_ROW), height=cell * rows, title="Click a token to make it the destination"
+    )
+
+
 def loss_along_sequence(analysis: TextAnalysis, query: int | None = None) -> alt.LayerChart:
     """Per-token loss at each position, coloured by whether the current token occurred earlier (induction can help)."""
     n = len(analysis.losses)

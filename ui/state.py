@@ -116,13 +116,8 @@ def select(run: str | None, step: int) -> None:
     set_step(step)
 
 
-def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | None, int] | None:
-    """(run, step) of the point a chart's selection parameter `param` picked, or None (nothing picked).
-
-    `state` is what st.altair_chart(..., on_select=..., key=k) keeps in st.session_state[k]:
-    {"selection": {param: [{"run": ..., "step": ...}, ...]}} for a point selection over those fields.
-    The chart's own `run` field wins over `run` (the run the chart is about); the last picked point wins.
-    """
+def picked_point(state: Any, param: str) -> Mapping[str, Any] | None:
+    """The last point a chart's selection parameter `param` picked (its fields), or None."""
     if not isinstance(state, Mapping):
         return None
     selection = state.get("selection")
@@ -132,7 +127,18 @@ def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | No
     if not isinstance(picked, (list, tuple)) or not picked:
         return None
     point = picked[-1]
-    if not isinstance(point, Mapping):
+    return point if isinstance(point, Mapping) else None
+
+
+def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | None, int] | None:
+    """(run, step) of the point a chart's selection parameter `param` picked, or None (nothing picked).
+
+    `state` is what st.altair_chart(..., on_select=..., key=k) keeps in st.session_state[k]:
+    {"selection": {param: [{"run": ..., "step": ...}, ...]}} for a point selection over those fields.
+    The chart's own `run` field wins over `run` (the run the chart is about); the last picked point wins.
+    """
+    point = picked_point(state, param)
+    if point is None:
         return None
     step = point.get("step")
     if isinstance(step, (list, tuple)):
