@@ -131,7 +131,8 @@ def click_point(at: AppTest, key_part: str, point: dict) -> AppTest:
     """Send a point selection on the chart whose key contains `key_part`, as the browser does on a click."""
     chart = next(c for c in at.get("vega_lite_chart") if key_part in c.proto.id)
     spec = json.loads(chart.proto.spec)
-    assert "pick" in json.dumps(spec.get("params", [])) + json.dumps(spec.get("layer", ""))
+    params = spec.get("params", []) + [p for layer in spec.get("layer", []) for p in layer.get("params", [])]
+    assert "pick" in [p["name"] for p in params]
     widgets = at._tree.get_widget_states()
     value = json.dumps({"selection": {"pick": [point]}})
     widgets.widgets.append(WidgetState(id=chart.proto.id, string_value=value))
