@@ -20,7 +20,7 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, summary
+from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, precompute, summary
 from icl_core.analysis.ablation import run_ablated
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
@@ -305,22 +305,11 @@ def circuit_of(
 def _circuits_over_training(
     key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    comp_rows: list[dict[str, Any]] = []
-    copy_rows: list[dict[str, Any]] = []
-    with one_thread():
-        for snap in _snaps:
-            _score_snapshot(snap, comp_rows, copy_rows)
-    return comp_rows, copy_rows
-
-
-def _score_snapshot(snap: SnapshotInfo, comp_rows: list[dict[str, Any]], copy_rows: list[dict[str, Any]]) -> None:
-    model = load_model(snap)  # a private copy: tiny, and it keeps the shared model cache for the pages
-    base = {"step": snap.step, "tokens": snap.tokens_seen}
-    if model.cfg.n_layers >= 2:
-        for r in circuits.composition_matrices(model).records():
-            comp_rows.append({**base, "kind": r["kind"], "pair": f"{r['early']} → {r['late']}", **r})
-    for r in circuits.copying_table(model):
-        copy_rows.append({**base, **r})
+    stored = precompute.load(Path(key[0][0]), precompute.CIRCUITS_OVER_TRAINING, _snaps)
+    if stored is not None:
+        return stored["composition"], stored["copying"]
+    with one_thread():  # loads its own model copies: they keep the shared model cache for the pages
+        return precompute.circuits_rows(_snaps)
 
 
 def circuits_over_training(
@@ -336,6 +325,9 @@ def circuits_over_training(
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def _ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> attribution.AblationTable:
+    stored = precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
+    if stored is not None:
+        return stored
     loaded = model_of(_info)
     with loaded.lock:
         return attribution.ablation_table(loaded.model, mode, prefix_matching=stored_prefix_matching(_info))
@@ -349,7 +341,8 @@ def ablation_table_of(info: SnapshotInfo, mode: str) -> attribution.AblationTabl
 def _phase_attribution(
     key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
 ) -> attribution.PhaseAttribution | None:
-    return attribution.phase_change_attribution(list(_snaps), mode)
+    stored, found = precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
+    return stored if found else attribution.phase_change_attribution(list(_snaps), mode)
 
 
 def phase_attribution_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str):
@@ -360,6 +353,9 @@ def phase_attribution_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str
 def _attribution_over_training(
     key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
 ) -> list[dict[str, object]]:
+    stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
+    if isinstance(stored, dict) and mode in stored:
+        return stored[mode]
     return attribution.attribution_over_training(list(_snaps), mode)
 
 

@@ -1,0 +1,107 @@
+"""Browser latency of the explorer's interactions on the shipped runs, as a visitor feels it.
+
+One `streamlit run app.py` server and one headless Debian-chromium session (as tests/test_browser.py). Timed
+from the action to the app's script state returning to idle (benchmarks/load.py's timed_action), warm caches
+after one round; cold first page after the server is ready. Prints p50/p95 per interaction against the targets
+(quiet 2-core machine, warm): p95 < 300 ms for slider, toggle and text; < 1 s for a run change; cold first page
+< 3 s.
+
+Run: .venv/bin/python benchmarks/latency.py --rounds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from load import CHROMIUM, CHROMIUM_ARGS, IDLE, MAIN, percentile, start_server, timed_action, type_into  # noqa: E402
+
+TARGETS_MS = {
+    "step slider (sidebar)": 300,
+    "head toggle (Ablation)": 300,
+    "new text (Attention)": 300,
+    "destination slider (Attention)": 300,
+    "run change (sidebar)": 1000,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    times: dict[str, list[float]] = {}
+
+    def record(what: str, seconds: float, warm: bool) -> None:
+        if warm:
+            times.setdefault(what, []).append(seconds)
+
+    with tempfile.TemporaryDirectory() as data_dir:
+        proc, url = start_server(data_dir)
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+                page.set_default_timeout(120_000)
+                t = time.perf_counter()
+                page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
+                page.wait_for_selector("textarea")
+                page.wait_for_selector(IDLE)
+                cold = time.perf_counter() - t
+                sidebar_step = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input").first
+                destination = page.locator(f"{MAIN} [data-testid='stSlider'] input").first
+                for round_ in range(args.rounds + 1):
+                    warm = round_ > 0  # the first round fills the caches
+                    box = page.locator("textarea").first
+                    text = f"round {round_}: the cat sat. the cat sat. " * 2
+                    record("new text (Attention)", timed_action(page, lambda b=box, t=text: type_into(b, t)), warm)
+                    key = "ArrowLeft" if round_ % 2 else "ArrowRight"
+                    record(
+                        "destination slider (Attention)", timed_action(page, lambda k=key: destination.press(k)), warm
+                    )
+                    record("step slider (sidebar)", timed_action(page, lambda k=key: sidebar_step.press(k)), warm)
+                    page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Ablation").first.click()
+                    page.wait_for_url(re.compile(r"/ablation"))
+                    page.wait_for_selector(f"{MAIN} [data-testid='stCheckbox']")
+                    page.wait_for_selector(IDLE)
+                    toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L0H0"))
+                    for _ in range(2):
+                        click = toggle.first.locator("label").first.click
+                        record("head toggle (Ablation)", timed_action(page, click), warm)
+                    other = "attn1" if round_ % 2 == 0 else "attn2"
+
+                    def change_run(name: str = other) -> None:
+                        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+                        page.locator("[role='option']").filter(has_text=re.compile(rf"^{name}\b")).first.click()
+
+                    record("run change (sidebar)", timed_action(page, change_run), warm)
+                    page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Attention").first.click()
+                    page.wait_for_url(re.compile(r"/attention"))
+                    page.wait_for_selector("textarea")
+                    page.wait_for_selector(IDLE)
+                browser.close()
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+    print(f"{args.rounds} warm rounds on {os.cpu_count()} CPUs; cold first page {1000 * cold:.0f} ms (target < 3000)")
+    print(f"{'interaction':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'target p95':>11}")
+    for what, target in TARGETS_MS.items():
+        values = times.get(what, [])
+        if values:
+            p50, p95 = 1000 * statistics.median(values), 1000 * percentile(values, 0.95)
+            print(f"{what:<32} {len(values):>4} {p50:>8.0f} {p95:>8.0f} {'< ' + str(target):>11}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Slow analyses stored beside a run's snapshots: they equal a live computation, go stale when the run changes,
+and the pages read them instead of computing (checked by making the live computations fail)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import open_page
+
+from icl_core.analysis import attribution, precompute
+from icl_core.analysis.phase import stored_prefix_matching
+from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
+from icl_core.storage.snapshots import list_snapshots, load_model
+from icl_core.training.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = TrainConfig(
+        run_name="pre",
+        model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=96),
+        compute_icl_score=False,
+        total_steps=4,
+        n_snapshots=3,
+        eval_examples=4,
+        batch_size=2,
+        log_every=2,
+        device="cpu",
+    )
+    run_dir = tmp_path_factory.mktemp("pre") / "pre"
+    train(cfg, run_dir)
+    precompute.precompute_run(run_dir, say=lambda _: None)
+    return run_dir
+
+
+def test_stored_tables_equal_a_live_computation(run: Path) -> None:
+    snaps = list_snapshots(run)
+    last = snaps[-1]
+    for mode in ("zero", "pattern-preserving"):
+        stored = precompute.stored_ablation_table(run, snaps, last.step, mode)
+        live = attribution.ablation_table(load_model(last), mode, prefix_matching=stored_prefix_matching(last))
+        assert stored is not None and stored.mode == mode
+        assert [r.head for r in stored.rows] == [r.head for r in live.rows]
+        for a, b in zip(stored.rows, live.rows, strict=True):
+            assert a.second_half_loss == pytest.approx(b.second_half_loss, abs=1e-5)
+    comp_copy = precompute.load(run, precompute.CIRCUITS_OVER_TRAINING, snaps)
+    assert {r["step"] for r in comp_copy["copying"]} == {s.step for s in snaps}
+
+
+def test_stored_analyses_go_stale_when_the_run_changes(run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "pre"
+    shutil.copytree(run, copy)
+    snaps = list_snapshots(copy)
+    assert precompute.load(copy, precompute.ABLATION_TABLES, snaps) is not None
+    # One snapshot fewer (a run's files replaced, or a different run under the same name): not these snapshots.
+    assert precompute.load(copy, precompute.ABLATION_TABLES, snaps[:-1]) is None
+    (copy / precompute.ANALYSIS_DIR / f"{precompute.ABLATION_TABLES}.json").write_text("{oops")
+    assert precompute.load(copy, precompute.ABLATION_TABLES, snaps) is None
+
+
+def test_pages_read_the_stored_analyses(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("computed live although the run's analyses are stored")
+
+    for name in ("ablation_table", "attribution_over_training", "phase_change_attribution"):
+        monkeypatch.setattr(attribution, name, fail)
+    monkeypatch.setattr(precompute, "circuits_rows", fail)
+    monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(run))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = open_page("pages/analysis.py", run="pre")
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.dataframe[0].value) == 4  # the stored ablation table: every head of the 2 x 2 model
+    at.switch_page("pages/circuits.py").run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+
+
+@pytest.mark.parametrize("name", ["attn1", "attn2", "attn2-smeared"])
+def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
+    run = SHIPPED_DIR / name
+    snaps = list_snapshots(run)
+    tables = precompute.load(run, precompute.ABLATION_TABLES, snaps)
+    assert tables is not None and set(tables) == {"zero", "mean", "pattern-preserving"}
+    assert all(len(t) == len(snaps) for t in tables.values())
+    last = snaps[-1]
+    stored = precompute.stored_ablation_table(run, snaps, last.step, "zero")
+    live = attribution.ablation_table(load_model(last), "zero", prefix_matching=stored_prefix_matching(last))
+    assert [r.head for r in stored.rows] == [r.head for r in live.rows]
+    for a, b in zip(stored.rows, live.rows, strict=True):
+        for field in ("delta_icl", "delta_second_half", "prefix_matching"):
+            assert getattr(a, field) == pytest.approx(getattr(b, field), abs=1e-4), (a.head, field)
