@@ -495,3 +495,49 @@ def test_page(browser: Browser, spec: PageSpec) -> None:
     shot = browser.screenshot(spec.name)
     assert shot.stat().st_size > 10_000, f"{shot} looks empty"
     print(f"{spec.path}: {time.monotonic() - started:.1f}s, screenshot {shot.relative_to(ROOT)}")
+
+
+# Elements whose right edge passes the viewport and that no scrolling box of the page clips: what makes a
+# phone's page scroll sideways.
+_OVERFLOW_JS = """() => {
+  const out = [];
+  for (const e of document.querySelectorAll('[data-testid=stMain] *')) {
+    const r = e.getBoundingClientRect();
+    if (r.width === 0 || r.right <= window.innerWidth + 1) continue;
+    let p = e.parentElement, clipped = false;
+    while (p) {
+      const s = getComputedStyle(p);
+      const scrolls = ['auto', 'scroll', 'hidden'].includes(s.overflowX);
+      if (scrolls && p.getBoundingClientRect().right <= window.innerWidth + 1) { clipped = true; break; }
+      p = p.parentElement;
+    }
+    if (!clipped) out.push((e.getAttribute('data-testid') || e.tagName) + ' ends at ' + Math.round(r.right) + 'px');
+  }
+  return out.slice(0, 10);
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
+    """At 400 px wide, in the OS's light and dark themes: no page scrolls sideways; token strips stay readable."""
+    context = browser.page.context.browser.new_context(viewport={"width": 400, "height": 900}, color_scheme=scheme)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(RUN_S * 1000)
+        for path in ("attention", "ablation", "phase_change"):
+            page.goto(f"{browser.url}/{path}?run=attn2&step=3000", wait_until="domcontentloaded")
+            page.wait_for_selector(f"{MAIN} h1", timeout=FIRST_RUN_S * 1000)
+            page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
+            page.wait_for_timeout(1500)  # charts lay out after the script is done
+            assert page.evaluate("() => document.documentElement.scrollWidth") <= 401, path
+            assert page.evaluate(_OVERFLOW_JS) == [], (scheme, path)
+            if path == "attention":
+                # Every token of the strips is drawn on an opaque background with dark or white text.
+                colors = page.evaluate(
+                    "() => [...document.querySelectorAll('.attn-view .tok')].slice(0, 60)"
+                    ".map(t => [getComputedStyle(t).backgroundColor, getComputedStyle(t).color])"
+                )
+                assert colors and all(bg.startswith("rgb(") and fg in ("rgb(17, 17, 17)", "rgb(255, 255, 255)")
+                                      for bg, fg in colors), colors[:5]  # fmt: skip
+    finally:
+        context.close()

@@ -200,7 +200,7 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     at.toggle(key=state.PRESENT_WIDGET).set_value(False).run()
     assert "present" not in at.query_params
     heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
-    assert "title" not in heatmap.get("config", {})
+    assert "fontSize" not in heatmap["config"]["title"]  # back to normal type (subtitles stay theme-neutral)
 
 
 def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> None:

@@ -33,12 +33,17 @@ RUN_SCALE = alt.Scale(range=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E
 HEAD_SCALE = alt.Scale(scheme="tableau20")
 
 
-def for_presenter(chart: Any) -> Any:
-    """The chart with type sized for a projector (axis, legend, title and facet labels)."""
+SUBTITLE_COLOR = "#8a8a8a"  # mid grey: readable on Streamlit's light and dark themes alike
+
+
+def finish(chart: Any, present: bool = False) -> Any:
+    """The chart as the app draws it: subtitles readable on both themes; `present`: type sized for a projector."""
+    if not present:
+        return chart.configure_title(subtitleColor=SUBTITLE_COLOR)
     return (
         chart.configure_axis(labelFontSize=16, titleFontSize=18, labelLimit=400)
         .configure_legend(labelFontSize=16, titleFontSize=16, symbolSize=160)
-        .configure_title(fontSize=22, subtitleFontSize=16)
+        .configure_title(fontSize=22, subtitleFontSize=16, subtitleColor=SUBTITLE_COLOR)
         .configure_header(labelFontSize=18, titleFontSize=18)
     )
 

@@ -341,10 +341,10 @@ def _presenter_toggle() -> None:
 
 
 def show_chart(chart: Any, **kwargs: Any) -> Any:
-    """st.altair_chart, with presenter mode's large type when it is on."""
+    """st.altair_chart, readable on light and dark themes, with presenter mode's large type when it is on."""
     from ui import charts
 
-    return st.altair_chart(charts.for_presenter(chart) if presenting() else chart, **kwargs)
+    return st.altair_chart(charts.finish(chart, presenting()), **kwargs)
 
 
 def _picker() -> Selection | None:
