@@ -17,6 +17,9 @@ from ui.quote import user_text
 
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
 ATTR_MODE_KEY, OVER_KEY, DONE_KEY = "attribution_mode", "btn_attr_over_training", "_attr_over_training_done"
+# Live attribution over training costs about this per snapshot on one core (attn2: 22-32 s for 48 snapshots in
+# each mode, measured by icl_core.analysis.precompute); runs that carry their stored analyses show it at once.
+SECONDS_PER_SNAPSHOT = 0.7
 COMPARE_KEY = "compare_runs"
 MODE_LABEL = {"zero": "zero", "mean": "mean", "pattern-preserving": "pattern-preserving (the paper's)"}
 SORT_LABEL = {"delta_icl": "ICL score change", "delta_second_half": "Second-copy loss change"}
@@ -147,10 +150,14 @@ if attr is not None:
     with right:
         run_id = (str(sel.run.path), len(snaps), attr_mode)
         done = st.session_state.setdefault(DONE_KEY, set())
+        if cache.stored_attribution_over_training(sel.run.path, snaps, attr_mode):
+            done.add(run_id)  # stored beside the run's snapshots: instant
         if run_id not in done:
             # A callback, so the click's own rerun already draws the chart instead of the button.
+            seconds = len(snaps) * SECONDS_PER_SNAPSHOT
+            cost = f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
             st.button(
-                "Compute the attribution over training (about 15 s, once per run and mode)",
+                f"Compute the attribution over training ({cost} on an idle CPU, once per run and mode)",
                 key=OVER_KEY,
                 on_click=done.add,
                 args=(run_id,),

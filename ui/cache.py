@@ -359,6 +359,12 @@ def _attribution_over_training(
     return attribution.attribution_over_training(list(_snaps), mode)
 
 
+def stored_attribution_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> bool:
+    """Whether the run carries its attribution over training for `mode` (then showing it is instant)."""
+    stored = precompute.load(Path(run_dir), precompute.ATTRIBUTION_OVER_TRAINING, snaps)
+    return isinstance(stored, dict) and mode in stored
+
+
 def attribution_over_training_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> list[dict[str, object]]:
     return _attribution_over_training(run_key(run_dir, snaps), mode, tuple(snaps))
 
