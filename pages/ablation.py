@@ -178,12 +178,19 @@ m3.metric(
     help="first-copy loss − second-copy loss: how much seeing the sequence once helps",
 )
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
+stored_icl = info.metrics.get("icl_score")
 m4.metric(
-    "ICL score (estimate)",
+    f"ICL score, windowed estimate ({len(cache.probes(cfg.n_ctx).heldout)} examples)",
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
     delta_color="inverse",
-    help="loss(≈500) − loss(≈50) on a small held-out batch: negative = in-context learning",
+    help="loss(≈500) − loss(≈50) on a small held-out batch, to compare ablations live: negative = in-context "
+    "learning. Not this snapshot's ICL score"
+    + (
+        f", which is {stored_icl:+.3f} (loss(500) − loss(50) exactly, on the run's held-out set)."
+        if isinstance(stored_icl, (int, float))
+        else "."
+    ),
 )
 probes = cache.probes(cfg.n_ctx)
 st.caption(
