@@ -18,12 +18,11 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from load import CHROMIUM, CHROMIUM_ARGS, IDLE, MAIN, percentile, start_server, timed_action, type_into  # noqa: E402
+from load import MAIN, navigate, open_first_page, percentile, start_server, timed_action, type_into  # noqa: E402
 
 TARGETS_MS = {
     "step slider (sidebar)": 300,
@@ -50,14 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         proc, url = start_server(data_dir)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-                page.set_default_timeout(120_000)
-                t = time.perf_counter()
-                page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
-                page.wait_for_selector("textarea")
-                page.wait_for_selector(IDLE)
-                cold = time.perf_counter() - t
+                browser, page, cold = open_first_page(pw, url)
                 sidebar_step = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input").first
                 destination = page.locator(f"{MAIN} [data-testid='stSlider'] input").first
                 for round_ in range(args.rounds + 1):
@@ -70,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                         "destination slider (Attention)", timed_action(page, lambda k=key: destination.press(k)), warm
                     )
                     record("step slider (sidebar)", timed_action(page, lambda k=key: sidebar_step.press(k)), warm)
-                    page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Ablation").first.click()
-                    page.wait_for_url(re.compile(r"/ablation"))
-                    page.wait_for_selector(f"{MAIN} [data-testid='stCheckbox']")
-                    page.wait_for_selector(IDLE)
+                    navigate(page, "Ablation", f"{MAIN} [data-testid='stCheckbox']")
                     toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L0H0"))
                     for _ in range(2):
                         click = toggle.first.locator("label").first.click
@@ -85,10 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                         page.locator("[role='option']").filter(has_text=re.compile(rf"^{name}\b")).first.click()
 
                     record("run change (sidebar)", timed_action(page, change_run), warm)
-                    page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Attention").first.click()
-                    page.wait_for_url(re.compile(r"/attention"))
-                    page.wait_for_selector("textarea")
-                    page.wait_for_selector(IDLE)
+                    navigate(page, "Attention", "textarea")
                 browser.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

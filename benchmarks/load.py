@@ -111,19 +111,33 @@ def metric_value(page) -> str:
     return box.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
+def open_first_page(pw, url: str):
+    """A fresh browser on the Attention page of attn2's last step: (browser, page, seconds until idle)."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+    page.set_default_timeout(120_000)
+    t = time.perf_counter()
+    page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
+    page.wait_for_selector("textarea")
+    page.wait_for_selector(IDLE)
+    return browser, page, time.perf_counter() - t
+
+
+def navigate(page, label: str, ready: str) -> None:
+    """Click the sidebar link `label` and wait until `ready` is drawn and the app is idle."""
+    page.locator("[data-testid='stSidebarNav'] a").filter(has_text=label).first.click()
+    page.wait_for_url(re.compile("/" + label.lower().split()[0]))
+    page.wait_for_selector(ready)
+    page.wait_for_selector(IDLE)
+
+
 def run_session(url: str, seconds: float, log: SessionLog, index: int) -> None:
     from playwright.sync_api import sync_playwright
 
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
-            page.set_default_timeout(120_000)
-            t = time.perf_counter()
-            page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
-            page.wait_for_selector("textarea")
-            page.wait_for_selector(IDLE)
-            log.add("first page", time.perf_counter() - t)
+            browser, page, first = open_first_page(pw, url)
+            log.add("first page", first)
             deadline = time.monotonic() + seconds
             round_ = 0
             while True:
@@ -132,10 +146,7 @@ def run_session(url: str, seconds: float, log: SessionLog, index: int) -> None:
                 text = f"session {index} round {round_}: abc def abc def " * 3
 
                 log.add("attention: new text", timed_action(page, lambda b=box, t=text: type_into(b, t)))
-                page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Ablation").first.click()
-                page.wait_for_url(re.compile(r"/ablation"))
-                page.wait_for_selector(f"{MAIN} [data-testid='stMetric']")
-                page.wait_for_selector(IDLE)
+                navigate(page, "Ablation", f"{MAIN} [data-testid='stMetric']")
                 toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(f"^{HEAD}"))
                 log.readings.append(("clean", metric_value(page)))
                 for state in ("ablated", "clean"):
@@ -145,10 +156,7 @@ def run_session(url: str, seconds: float, log: SessionLog, index: int) -> None:
                     log.readings.append((state, metric_value(page)))
                 if time.monotonic() > deadline:
                     break
-                page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Attention").first.click()
-                page.wait_for_url(re.compile(r"/attention"))
-                page.wait_for_selector("textarea")
-                page.wait_for_selector(IDLE)
+                navigate(page, "Attention", "textarea")
             browser.close()
     except Exception as exc:  # noqa: BLE001 - reported by the main thread
         log.error = f"session {index}: {type(exc).__name__}: {exc}"
