@@ -284,6 +284,42 @@ def _run_reporting(fn: Callable[[], Any], tally: _Tally, progress: ProgressFn | 
     return result["value"]
 
 
+def _fetch_run_files(
+    repo_id: str, revision: str, token: str | None, endpoint: str, cache: Path, offline: bool, tally: _Tally
+) -> str:
+    """The run's files into the HF cache; returns the snapshot folder.
+
+    Online, the repo listing decides exactly which files come (and refuses oversized ones) before any download.
+    Offline, or when the Hub does not answer, the cache serves what such a download fetched and checked.
+    """
+    from huggingface_hub import snapshot_download
+
+    wanted, unanswered = RUN_FILE_PATTERNS, None
+    if not offline:
+        try:
+            wanted = select_run_files(_listing(repo_id, revision, token, endpoint))
+        except Exception as exc:
+            if not _hub_did_not_answer(exc):
+                raise
+            unanswered = exc
+    try:
+        return snapshot_download(
+            repo_id,
+            revision=revision,
+            token=token or None,
+            endpoint=endpoint,
+            cache_dir=cache,
+            local_files_only=offline or unanswered is not None,
+            allow_patterns=wanted,
+            tqdm_class=tally.bar_class(),
+            max_workers=4,
+        )
+    except Exception as exc:
+        if unanswered is not None:
+            raise exc from unanswered  # the message says why the Hub could not be asked
+        raise
+
+
 def download_run(
     repo_id: str,
     revision: str | None = None,
@@ -297,40 +333,13 @@ def download_run(
     if progress is not None:
         progress(DownloadProgress("connecting", message=f"Looking up {label}"))
 
-    from huggingface_hub import snapshot_download
-
     offline = is_offline()
     endpoint = hub_endpoint()
     cache = hub_cache_dir()
     tally = _Tally()
 
     def fetch() -> str:
-        # Online, the listing decides exactly which files come (and refuses oversized ones) before any download.
-        # Offline, or when the Hub does not answer, the cache serves what such a download fetched and checked.
-        wanted, unanswered = RUN_FILE_PATTERNS, None
-        if not offline:
-            try:
-                wanted = select_run_files(_listing(repo_id, revision, token, endpoint))
-            except Exception as exc:
-                if not _hub_did_not_answer(exc):
-                    raise
-                unanswered = exc
-        try:
-            return snapshot_download(
-                repo_id,
-                revision=revision,
-                token=token or None,
-                endpoint=endpoint,
-                cache_dir=cache,
-                local_files_only=offline or unanswered is not None,
-                allow_patterns=wanted,
-                tqdm_class=tally.bar_class(),
-                max_workers=4,
-            )
-        except Exception as exc:
-            if unanswered is not None:
-                raise exc from unanswered  # the message says why the Hub could not be asked
-            raise
+        return _fetch_run_files(repo_id, revision, token, endpoint, cache, offline, tally)
 
     try:
         path = Path(_run_reporting(fetch, tally, progress, label))
