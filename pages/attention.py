@@ -135,13 +135,6 @@ if "dest" in link:  # the link's destination token, once the text (and so its le
         st.session_state[QUERY_KEY] = int(dest)
     else:
         st.warning(f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1}).")
-query = st.select_slider(
-    "Destination token (the one whose attention you see)",
-    options=list(range(n)),
-    key=QUERY_KEY,
-    format_func=lambda i: f"{i} · {an.labels[i]}",
-)
-state.set_url_params(dest=str(query))
 
 
 def _pick_destination(key: str) -> None:
@@ -153,62 +146,85 @@ def _pick_destination(key: str) -> None:
         st.session_state[QUERY_KEY] = position
 
 
-# A key that changes with the destination: a picked token never stays selected in the browser (picking it
-# again after the slider moved would otherwise send nothing).
-picker_key = f"{TOKEN_PICK_KEY}_{query}"
-picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
-state.show_chart(picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK)
+@st.fragment
+def destination_views() -> None:
+    """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
+    query = st.select_slider(
+        "Destination token (the one whose attention you see)",
+        options=list(range(n)),
+        key=QUERY_KEY,
+        format_func=lambda i: f"{i} · {an.labels[i]}",
+    )
+    state.set_url_params(dest=str(query))
 
-left, right = st.columns([3, 2], gap="large")
-with left:
-    st.subheader(f"Where each head looks from token {query} '{an.labels[query]}'")
-    st.caption(
-        "Blue shading = attention weight (darker = more). Orange underline = induction target. "
-        "Black outline = the destination token. Hover a token for the exact weight."
-    )
-    st.html(charts.token_attention_html(an, query, heads))
-with right:
-    st.subheader("Next-token prediction here")
-    actual = an.labels[query + 1] if query + 1 < n else None
-    guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
-    pred = pd.DataFrame(
-        {
-            "token": token_labels(an.top_ids[query].tolist()),
-            "probability": an.top_probs[query].astype(float),
-        }
-    )
-    pred["induction guess"] = pred["token"].isin(guesses)
-    pred["actual next"] = pred["token"] == actual
-    st.dataframe(
-        pred,
-        hide_index=True,
-        column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)},
-    )
-    if actual is not None:
-        st.caption(f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats.")
-    if guesses:
-        st.caption(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
-    else:
-        st.caption("This token has not occurred before: an induction head has nothing to copy here.")
-    summary = pd.DataFrame(
-        [
+    # A key that changes with the destination: a picked token never stays selected in the browser (picking it
+    # again after the slider moved would otherwise send nothing).
+    picker_key = f"{TOKEN_PICK_KEY}_{query}"
+    picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
+    state.show_chart(picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK)
+
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        st.subheader(f"Where each head looks from token {query} '{an.labels[query]}'")
+        st.caption(
+            "Blue shading = attention weight (darker = more). Orange underline = induction target. "
+            "Black outline = the destination token. Hover a token for the exact weight."
+        )
+        st.html(charts.token_attention_html(an, query, heads))
+    with right:
+        st.subheader("Next-token prediction here")
+        actual = an.labels[query + 1] if query + 1 < n else None
+        guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
+        pred = pd.DataFrame(
             {
-                "head": r["head"],
-                "on induction targets": r["on_induction_targets"],
-                "on previous token": r["on_previous_token"],
-                "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
+                "token": token_labels(an.top_ids[query].tolist()),
+                "probability": an.top_probs[query].astype(float),
             }
-            for r in top_attended(an, query)
-        ]
+        )
+        pred["induction guess"] = pred["token"].isin(guesses)
+        pred["actual next"] = pred["token"] == actual
+        st.dataframe(
+            pred,
+            hide_index=True,
+            column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)},
+        )
+        if actual is not None:
+            st.caption(f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats.")
+        if guesses:
+            st.caption(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
+        else:
+            st.caption("This token has not occurred before: an induction head has nothing to copy here.")
+        summary = pd.DataFrame(
+            [
+                {
+                    "head": r["head"],
+                    "on induction targets": r["on_induction_targets"],
+                    "on previous token": r["on_previous_token"],
+                    "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
+                }
+                for r in top_attended(an, query)
+            ]
+        )
+        st.dataframe(
+            summary,
+            hide_index=True,
+            column_config={
+                "on induction targets": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+                "on previous token": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
+            },
+        )
+
+    loss_chart = charts.loss_along_sequence(an, query)
+    state.show_chart(loss_chart, width="stretch")
+    export_buttons(loss_chart, loss_chart.layer[0].data, f"per-token loss {sel.run.name} step {sel.step}")
+    st.caption(
+        "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
+        "After the phase change these bars drop on repeated text."
     )
-    st.dataframe(
-        summary,
-        hide_index=True,
-        column_config={
-            "on induction targets": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-            "on previous token": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-        },
-    )
+
+
+destination_views()
+query = st.session_state[QUERY_KEY]  # the heatmaps below start at the destination of the last full run
 
 st.subheader("Attention heatmaps")
 hc1, hc2, hc3 = st.columns([2, 1, 2])
@@ -308,12 +324,4 @@ st.caption(
     "previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit (positive = copies). "
     "'On this text' averages attention on induction targets over the tokens above that have an earlier occurrence"
     + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
-)
-
-loss_chart = charts.loss_along_sequence(an, query)
-state.show_chart(loss_chart, width="stretch")
-export_buttons(loss_chart, loss_chart.layer[0].data, f"per-token loss {sel.run.name} step {sel.step}")
-st.caption(
-    "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
-    "After the phase change these bars drop on repeated text."
 )

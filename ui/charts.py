@@ -230,7 +230,11 @@ def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool =
     )
     rows = int(positions[-1] // TOKENS_PER_ROW) + 1 if n else 1
     return alt.layer(boxes, text).properties(
-        width=cell * min(n, TOKENS_PER_ROW), height=cell * rows, title="Click a token to make it the destination"
+        width=cell * min(n, TOKENS_PER_ROW),
+        height=cell * rows,
+        title="Click a token to make it the destination",
+        # The cells keep their size; title and legend are added around them (a plain chart would squeeze them in).
+        autosize=alt.AutoSizeParams(type="pad", contains="padding"),
     )
 
 
