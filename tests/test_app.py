@@ -230,3 +230,26 @@ def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
     assert not at.exception, at.exception
     same_a, same_b = _pair_data(at)
     assert same_a == same_b
+
+
+def test_every_head_has_a_legend_entry_and_charts_share_the_x_range() -> None:
+    at = open_page("pages/phase_change.py", run="attn2-smeared")
+    def title(c) -> str:
+        t = json.loads(c.proto.spec).get("title", "")
+        return str(t.get("text", "") if isinstance(t, dict) else t)
+
+    specs = {title(c): c for c in at.get("vega_lite_chart")}
+    chart = next(c for t, c in specs.items() if str(t).startswith("Prefix-matching score per head"))
+    spec = json.loads(chart.proto.spec)
+    color = next(layer["encoding"]["color"] for layer in spec["layer"] if "color" in layer.get("encoding", {}))
+    assert color["legend"]["symbolLimit"] == 0  # Vega draws every entry (it cut the list at L1H1 before)
+    tables = [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
+    heads = {v for t in tables if "head" in t.column_names for v in t.column("head").to_pylist()}
+    assert len(heads) == 8 and "L1H2" in heads  # the smeared run's induction head is among them
+    per_chart = {}
+    for name, c in specs.items():
+        if name.startswith(("ICL score", "Prefix-matching", "Training and held-out")):
+            xs = [ly["encoding"]["x"] for ly in json.loads(c.proto.spec)["layer"] if "x" in ly.get("encoding", {})]
+            per_chart[name] = {tuple(x["scale"]["domain"]) for x in xs if "domain" in x.get("scale", {})}
+    assert len(per_chart) == 3 and all(len(d) == 1 for d in per_chart.values()), per_chart
+    assert len(set().union(*per_chart.values())) == 1  # one x-range (tokens seen) on every chart over training
