@@ -57,10 +57,18 @@ def main(argv: list[str] | None = None) -> int:
                     box = page.locator("textarea").first
                     text = f"round {round_}: the cat sat. the cat sat. " * 2
                     record("new text (Attention)", timed_action(page, lambda b=box, t=text: type_into(b, t)), warm)
-                    key = "ArrowLeft" if round_ % 2 else "ArrowRight"
-                    record(
-                        "destination slider (Attention)", timed_action(page, lambda k=key: destination.press(k)), warm
-                    )
+                    key = "ArrowRight" if round_ % 2 else "ArrowLeft"  # both sliders start at their last value
+
+                    def heading_follows() -> bool:
+                        value = destination.input_value().split()[0]
+                        return f"from token {value} " in page.locator(f"{MAIN} h3").first.inner_text()
+
+                    track = page.locator(f"{MAIN} [data-testid='stSlider']").first.bounding_box()
+                    x = track["x"] + track["width"] * (0.3 if round_ % 2 else 0.7)  # a click moves it somewhere new
+                    y = track["y"] + track["height"] * 0.75
+
+                    moved = timed_action(page, lambda x=x, y=y: page.mouse.click(x, y), expect=heading_follows)
+                    record("destination slider (Attention)", moved, warm)
                     record("step slider (sidebar)", timed_action(page, lambda k=key: sidebar_step.press(k)), warm)
                     navigate(page, "Ablation", f"{MAIN} [data-testid='stCheckbox']")
                     toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L0H0"))

@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
-RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
 MAIN = "[data-testid='stMain']"
 HEAD = "L1H0"  # attn2's induction head
 METRIC = "Loss on the second copy"
@@ -89,16 +89,35 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
-def timed_action(page, action) -> float:
-    """Seconds from the action until the app is idle again (it may go busy too briefly to see)."""
-    start = time.perf_counter()
+# Records, in the page's own clock, the last change the action caused on screen: the app's script state and
+# every DOM change under the page's main area (a fragment rerun, e.g. the destination slider, changes the DOM
+# without touching the script state). A poll from Python would miss a rerun shorter than its round trip.
+_WATCH_JS = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (window.__watch) window.__watch.disconnect();
+  window.__lat = {start: performance.now(), last: null};
+  window.__watch = new MutationObserver(() => { window.__lat.last = performance.now(); });
+  window.__watch.observe(app, {attributes: true, childList: true, subtree: true, characterData: true});
+}"""
+QUIET_S = 0.8  # no change for this long, with the script idle: the action's effect is complete
+
+
+def timed_action(page, action, expect: Callable[[], bool] | None = None) -> float:
+    """Seconds from the action until the last change it caused on screen (`expect`: must hold by then)."""
+    page.evaluate(_WATCH_JS)
     action()
-    try:
-        page.wait_for_selector(RUNNING, timeout=1500)
-    except Exception:  # noqa: BLE001 - a fast rerun can finish before the check
-        pass
-    page.wait_for_selector(IDLE, timeout=120_000)
-    return time.perf_counter() - start
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        lat, now = page.evaluate("() => [window.__lat, performance.now()]")
+        idle = page.locator(IDLE).count() == 1 and (expect is None or expect())
+        if lat["last"] is None:
+            if now - lat["start"] > 3000:
+                raise RuntimeError("the action changed nothing on screen")
+            continue
+        if idle and now - lat["last"] > 1000 * QUIET_S:
+            return (lat["last"] - lat["start"]) / 1000
+    raise RuntimeError("the screen did not settle within 30 s")
 
 
 def type_into(box, text: str) -> None:

@@ -253,43 +253,47 @@ state.show_chart(heatmaps)
 export_buttons(heatmaps, heatmaps.data, f"attention {sel.run.name} step {sel.step}")
 
 st.subheader("One head at two steps")
-# Before vs after the phase change by default: the same head, the same text, two snapshots side by side.
-try:
-    window_pc = cache.phase_window_of(sel.run.path)
-except ICLError:
-    window_pc = None
-by_step = {s.step: s for s in sel.snapshots}
-default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
-best = best_induction_head(info)
-names = [head_name(h) for h in heads]
-# Defaults follow the run: a value the current run lacks (another run, another model) is reset.
-pair_defaults = {
-    "attn_pair_head": (head_name(best) if best else names[-1], names),
-    "attn_pair_a": (default_pair[0], sel.steps),
-    "attn_pair_b": (default_pair[1], sel.steps),
-}
-for key, (default, options) in pair_defaults.items():
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = default
-pick_cols = st.columns([1, 2, 2])
-head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
-step_a = pick_cols[1].select_slider("Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}")
-step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
-pair_head = heads[names.index(head_pick)]
-pair_cols = st.columns(2)
-for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
-    with col:
-        try:
-            _, other = cache.text_analysis(by_step[pair_step], text)
-        except ICLError as exc:
-            st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
-            continue
-        tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
-        st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
-            f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
-        ))  # fmt: skip
-        pair_chart = charts.attention_heatmaps(other, [pair_head], start, start + window, present=state.presenting())
-        state.show_chart(pair_chart, key=f"attn_pair_chart_{pair_step}")
+# Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
+if st.toggle("Compare one head at two training steps", key="attn_pair_on", help="Before vs after the phase change."):
+    # Before vs after the phase change by default: the same head, the same text, two snapshots side by side.
+    try:
+        window_pc = cache.phase_window_of(sel.run.path)
+    except ICLError:
+        window_pc = None
+    by_step = {s.step: s for s in sel.snapshots}
+    default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
+    best = best_induction_head(info)
+    names = [head_name(h) for h in heads]
+    # Defaults follow the run: a value the current run lacks (another run, another model) is reset.
+    pair_defaults = {
+        "attn_pair_head": (head_name(best) if best else names[-1], names),
+        "attn_pair_a": (default_pair[0], sel.steps),
+        "attn_pair_b": (default_pair[1], sel.steps),
+    }
+    for key, (default, options) in pair_defaults.items():
+        if st.session_state.get(key) not in options:
+            st.session_state[key] = default
+    pick_cols = st.columns([1, 2, 2])
+    head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
+    step_a = pick_cols[1].select_slider("Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}")
+    step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
+    pair_head = heads[names.index(head_pick)]
+    pair_cols = st.columns(2)
+    for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
+        with col:
+            try:
+                _, other = cache.text_analysis(by_step[pair_step], text)
+            except ICLError as exc:
+                st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
+                continue
+            tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
+            st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
+                f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
+            ))  # fmt: skip
+            pair_chart = charts.attention_heatmaps(
+                other, [pair_head], start, start + window, present=state.presenting()
+            )
+            state.show_chart(pair_chart, key=f"attn_pair_chart_{pair_step}")
 
 st.subheader("Per-head scores")
 stored = info.metrics

@@ -220,6 +220,8 @@ def _pair_data(at: AppTest) -> list[bytes]:
 
 def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
     at = open_page("pages/attention.py")
+    assert len([c for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec]) == 1  # off at first
+    at.toggle(key="attn_pair_on").set_value(True).run()
     window = phase_window(list_snapshots(SHIPPED_DIR / MAIN_RUN))
     steps = (at.select_slider(key="attn_pair_a").value, at.select_slider(key="attn_pair_b").value)
     assert steps == (window.start_step, window.end_step)
