@@ -31,7 +31,7 @@ from icl_core.analysis.summary import fmt_tokens, nearest_step
 from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache
+from ui import cache, charts
 from ui.quote import user_text
 
 RUN_KEY = "run"
@@ -328,12 +328,16 @@ PRESENTER_CSS = """<style>
 </style>"""
 
 
+def _take_presenter_toggle() -> None:
+    st.session_state[PRESENT_VALUE] = st.session_state[PRESENT_WIDGET]
+
+
 def _presenter_toggle() -> None:
     st.session_state[PRESENT_WIDGET] = presenting()
     st.sidebar.toggle(
         "Presenter mode",
         key=PRESENT_WIDGET,
-        on_change=lambda: st.session_state.__setitem__(PRESENT_VALUE, st.session_state[PRESENT_WIDGET]),
+        on_change=_take_presenter_toggle,
         help="Large type and labels for a projector; the link gets ?present=1.",
     )
     if presenting():
@@ -342,8 +346,6 @@ def _presenter_toggle() -> None:
 
 def show_chart(chart: Any, **kwargs: Any) -> Any:
     """st.altair_chart, readable on light and dark themes, with presenter mode's large type when it is on."""
-    from ui import charts
-
     return st.altair_chart(charts.finish(chart, presenting()), **kwargs)
 
 
