@@ -138,11 +138,8 @@ if "dest" in link:  # the link's destination token, once the text (and so its le
 
 
 def _pick_destination(key: str) -> None:
-    point = state.picked_point(st.session_state.get(key), TOKEN_PICK)
-    position = point.get("position") if point else None
-    if isinstance(position, (list, tuple)):
-        position = position[-1] if position else None
-    if isinstance(position, int) and not isinstance(position, bool) and 0 <= position < n:
+    position = state.picked_number(state.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
+    if isinstance(position, int) and 0 <= position < n:
         st.session_state[QUERY_KEY] = position
 
 

@@ -359,10 +359,20 @@ def _attribution_over_training(
     return attribution.attribution_over_training(list(_snaps), mode)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _stored_over_training_modes(
+    key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
+) -> tuple[str, ...]:
+    stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
+    return tuple(stored) if isinstance(stored, dict) else ()
+
+
 def stored_attribution_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> bool:
-    """Whether the run carries its attribution over training for `mode` (then showing it is instant)."""
-    stored = precompute.load(Path(run_dir), precompute.ATTRIBUTION_OVER_TRAINING, snaps)
-    return isinstance(stored, dict) and mode in stored
+    """Whether the run carries its attribution over training for `mode` (then showing it is instant).
+
+    Asked on every rerun of the Head attribution page: the stored file is read once per run version.
+    """
+    return mode in _stored_over_training_modes(run_key(run_dir, snaps), tuple(snaps))
 
 
 def attribution_over_training_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> list[dict[str, object]]:

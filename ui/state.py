@@ -130,6 +130,16 @@ def picked_point(state: Any, param: str) -> Mapping[str, Any] | None:
     return point if isinstance(point, Mapping) else None
 
 
+def picked_number(point: Mapping[str, Any] | None, field: str) -> int | float | None:
+    """The number a picked point carries in `field` (the last one, for a list), or None if it carries none."""
+    value = point.get(field) if point is not None else None
+    if isinstance(value, (list, tuple)):
+        value = value[-1] if value else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
+        return None
+    return value
+
+
 def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | None, int] | None:
     """(run, step) of the point a chart's selection parameter `param` picked, or None (nothing picked).
 
@@ -138,12 +148,8 @@ def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | No
     The chart's own `run` field wins over `run` (the run the chart is about); the last picked point wins.
     """
     point = picked_point(state, param)
-    if point is None:
-        return None
-    step = point.get("step")
-    if isinstance(step, (list, tuple)):
-        step = step[-1] if step else None
-    if isinstance(step, bool) or not isinstance(step, (int, float)) or step != step:  # NaN
+    step = picked_number(point, "step")
+    if step is None:
         return None
     picked_run = point.get("run", run)
     return (str(picked_run) if picked_run is not None else None), int(step)
