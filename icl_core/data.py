@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from icl_core import evalset
 from icl_core.model.tokenizer import BOS
 
 _SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -57,22 +58,43 @@ def sample_batch(data: np.ndarray, batch_size: int, n_ctx: int, generator: torch
     return torch.cat([torch.full((batch_size, 1), BOS, dtype=torch.long), batch], dim=1)
 
 
+DEFAULT_HELDOUT_SEED = 1234  # the standard held-out batch: the shipped set's first rows, in order
+
+
 @functools.lru_cache(maxsize=8)
-def heldout_examples(n_examples: int, n_ctx: int = 512, seed: int = 1234) -> torch.Tensor:
-    """Fixed held-out examples (BOS + n_ctx - 1 bytes): the same for every model and snapshot."""
-    gen = torch.Generator().manual_seed(seed)
-    return sample_batch(corpus("heldout"), n_examples, n_ctx, gen)
+def heldout_examples(n_examples: int, n_ctx: int = 512, seed: int = DEFAULT_HELDOUT_SEED) -> torch.Tensor:
+    """Fixed held-out examples (start token + n_ctx - 1 bytes): the same for every model, snapshot and machine.
 
-
-def probe_tokens(n_tokens: int = 60) -> list[int]:
-    """Tokens for random-repeat probes: drop the most and least common bytes of the training text.
-
-    Olsson et al. exclude the most and least common tokens; we keep the middle of the frequency ranking.
+    They come from the shipped evaluation set (icl_core/evalset.py): the default seed takes its first
+    n_examples rows, other seeds a seeded choice of rows. Only requests the set cannot serve (longer
+    contexts, more rows) sample this machine's stdlib held-out split instead.
     """
-    counts = np.bincount(corpus("train"), minlength=256)
-    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0]
-    skip_top = 5
-    return ranked[skip_top : skip_top + n_tokens]
+    ev = evalset.load()
+    n_rows, width = ev.examples.shape
+    if n_ctx - 1 > width or n_examples > n_rows:
+        gen = torch.Generator().manual_seed(seed)
+        return sample_batch(corpus("heldout"), n_examples, n_ctx, gen)
+    if seed == DEFAULT_HELDOUT_SEED:
+        rows = np.arange(n_examples)
+    else:
+        rows = np.sort(np.random.default_rng(seed).permutation(n_rows)[:n_examples])
+    body = torch.from_numpy(ev.examples[rows, : n_ctx - 1].astype(np.int64))
+    return torch.cat([torch.full((n_examples, 1), BOS, dtype=torch.long), body], dim=1)
+
+
+def probe_tokens() -> list[int]:
+    """Tokens for random-repeat probes: the middle of the byte frequency ranking (the shipped pool).
+
+    Olsson et al. exclude the most and least common tokens; evalset.build drew this pool from the
+    training text's byte ranks.
+    """
+    return evalset.load().probe_pool.tolist()
+
+
+@functools.lru_cache(maxsize=2)
+def corpus_sha256(split: str) -> str:
+    """Hash of a split's bytes: runs record the training text's, so the app can say when this machine's differs."""
+    return hashlib.sha256(corpus(split).tobytes()).hexdigest()
 
 
 def repeated_random_tokens(n_sequences: int = 10, seq_len: int = 25, n_repeats: int = 4, seed: int = 0) -> torch.Tensor:
@@ -120,3 +142,16 @@ def repeated_twice(n_ctx: int, n_sequences: int, half_len: int) -> tuple[torch.T
 def mean_reference(n_ctx: int, n_examples: int = 16) -> torch.Tensor:
     """Held-out batch whose head outputs define mean ablation; not the batch we measure on."""
     return heldout_examples(n_examples, n_ctx, seed=MEAN_REFERENCE_SEED)
+
+
+def provenance_notes(manifest: dict) -> list[str]:
+    """How a run's recorded data differs from this machine's: the evaluation set its stored metrics were computed
+    on, and the stdlib text it was trained on. Empty when both match (or the run recorded neither)."""
+    notes = []
+    recorded_eval = manifest.get("eval_set_sha256")
+    if recorded_eval and recorded_eval != evalset.load().sha256:
+        notes.append("stored metrics used another evaluation set than this app's: live numbers may differ from them")
+    recorded_train = manifest.get("train_corpus_sha256")
+    if recorded_train and recorded_train != corpus_sha256("train"):
+        notes.append("trained on another Python's standard library: retraining here will not reproduce it exactly")
+    return notes

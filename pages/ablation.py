@@ -8,6 +8,7 @@ import streamlit as st
 
 from icl_core.analysis.ablation import ABLATION_MODES
 from icl_core.analysis.metrics import ICL_WINDOW
+from icl_core.analysis.summary import fmt_icl
 from icl_core.analysis.text import preset_text
 from icl_core.errors import ICLError, InputTextError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
@@ -178,7 +179,7 @@ m3.metric(
     help="first-copy loss − second-copy loss: how much seeing the sequence once helps",
 )
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
-stored_icl = info.metrics.get("icl_score")
+stored_icl = fmt_icl(info.metrics)
 m4.metric(
     f"ICL score, windowed estimate ({len(cache.probes(cfg.n_ctx).heldout)} examples)",
     icl_value,
@@ -187,8 +188,9 @@ m4.metric(
     help="loss(≈500) − loss(≈50) on a small held-out batch, to compare ablations live: negative = in-context "
     "learning. Not this snapshot's ICL score"
     + (
-        f", which is {stored_icl:+.3f} (loss(500) − loss(50) exactly, on the run's held-out set)."
-        if isinstance(stored_icl, (int, float))
+        f", which is {stored_icl} (loss(500) − loss(50) exactly, on the run's held-out set; the windowed estimate "
+        "differs from it by the batch's noise and by the averaging over neighbouring tokens)."
+        if stored_icl
         else "."
     ),
 )
@@ -199,7 +201,7 @@ st.caption(
     f"{ICL_EARLY_TOKEN - ICL_WINDOW}–{ICL_EARLY_TOKEN + ICL_WINDOW} and "
     f"{ICL_LATE_TOKEN - ICL_WINDOW}–{ICL_LATE_TOKEN + ICL_WINDOW} "
     "(loss(500) − loss(50), negative = in-context learning) to steady the small batch."
-    + (f" Stored ICL score of this snapshot: {info.metrics['icl_score']:+.3f}." if "icl_score" in info.metrics else "")
+    + (f" This snapshot's ICL score (exact, stored): {stored_icl}." if stored_icl else "")
 )
 
 curve_df = pd.concat(

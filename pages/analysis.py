@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis import fuzzy
 from icl_core.analysis.ablation import ABLATION_MODES
 from icl_core.analysis.metrics import ICL_WINDOW
-from icl_core.analysis.summary import fmt_tokens, summary_rows
+from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from ui import cache, charts, state
@@ -61,7 +61,13 @@ if table is not None:
     key = sort_by if table.clean_icl is not None else "delta_second_half"
     df = df.sort_values([key, "layer", "index"], ascending=[False, True, True], ignore_index=True)
     m1, m2, m3 = st.columns(3)
-    m1.metric("Clean ICL score", f"{table.clean_icl:+.3f}" if table.clean_icl is not None else "n/a")
+    stored_icl = fmt_icl(info.metrics)
+    m1.metric(
+        f"Clean ICL score, windowed estimate ({table.n_examples} examples)",
+        f"{table.clean_icl:+.3f}" if table.clean_icl is not None else "n/a",
+        help="The same windowed estimate as the Ablation page, on the batch the Δ column is measured on. "
+        + (f"This snapshot's ICL score (exact, stored) is {stored_icl}." if stored_icl else ""),
+    )
     m2.metric("Clean second-copy loss", f"{table.clean_second_half:.3f}")
     m3.metric("Induction heads (★)", ", ".join(df.loc[df["is_induction"], "head"]) or "none")
     left, right = st.columns([3, 2])
@@ -83,8 +89,8 @@ if table is not None:
             column_config={
                 "is_induction": st.column_config.CheckboxColumn("induction head"),
                 "prefix_matching": st.column_config.NumberColumn("prefix-matching", format="%.2f"),
-                "delta_icl": st.column_config.NumberColumn("Δ ICL score", format="%+.3f"),
-                "icl_score": st.column_config.NumberColumn("ICL score (ablated)", format="%+.3f"),
+                "delta_icl": st.column_config.NumberColumn("Δ ICL score (windowed)", format="%+.3f"),
+                "icl_score": st.column_config.NumberColumn("ICL score (windowed, ablated)", format="%+.3f"),
                 "delta_second_half": st.column_config.NumberColumn("Δ second-copy loss", format="%+.3f"),
                 "second_half_loss": st.column_config.NumberColumn("second-copy loss (ablated)", format="%.3f"),
             },
@@ -99,9 +105,9 @@ if table is not None:
         state.show_chart(chart, width="stretch")
         export_buttons(chart, df, f"ablation_table_{mode}")
     st.caption(
-        f"ICL score: loss(500) − loss(50) on {table.n_examples} held-out examples (averaged over ±{ICL_WINDOW} token "
-        "indices "
-        f"around each), **positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
+        f"ICL score here: the windowed estimate, loss(500) − loss(50) on {table.n_examples} held-out examples "
+        f"averaged over ±{ICL_WINDOW} token indices around each (the Ablation page's estimate), "
+        "**positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
         f"{table.repeat_len} random tokens repeated twice; positive Δ = the head helped predict the repeat. "
         f"★ = induction head (stored prefix-matching score above {INDUCTION_THRESHOLD}, layers ≥ 1)."
         + (" This model's context is too short for an ICL score." if table.clean_icl is None else "")
@@ -253,7 +259,7 @@ elif parts:
         (
             left,
             "icl_score",
-            "ICL score (lower = more in-context learning)",
+            "ICL score (lower = more in-context learning; band: ±2 standard errors)",
             "loss(500) − loss(50), nats",
             "ICL scores (they need a context over 500 tokens)",
         ),
@@ -261,7 +267,8 @@ elif parts:
     ):
         with col:
             if cdf[y].notna().any():
-                chart = charts.over_training(cdf, y, title, y_title, color="series", points=False)
+                se = "icl_score_se" if y == "icl_score" else None
+                chart = charts.over_training(cdf, y, title, y_title, color="series", points=False, se=se)
                 state.show_chart(chart, width="stretch")
                 export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")
             else:

@@ -57,9 +57,11 @@ else:
         "train loss",
         "held-out loss",
         "ICL score",
+        "ICL score s.e.",
         "best induction score",
         "phase change at (tokens)",
         "status",
+        "data",
         "error",
     ]
     st.dataframe(
@@ -69,6 +71,12 @@ else:
             "train loss": st.column_config.NumberColumn(format="%.3f"),
             "held-out loss": st.column_config.NumberColumn(format="%.3f"),
             "ICL score": st.column_config.NumberColumn(format="%+.3f", help="loss(500) − loss(50): negative = ICL"),
+            "ICL score s.e.": st.column_config.NumberColumn(
+                format="%.3f", help="standard error of the ICL score over the held-out examples it was measured on"
+            ),
+            "data": st.column_config.TextColumn(
+                help="whether the run's evaluation set and training text match this machine's"
+            ),
             "best induction score": st.column_config.NumberColumn(
                 format="%.2f", help="highest prefix-matching score of a head in layer ≥ 1 at the last step"
             ),

@@ -7,7 +7,7 @@ import streamlit as st
 
 from icl_core.analysis.pca import highlighted_pca_rows
 from icl_core.analysis.phase import induction_onset, phase_status
-from icl_core.analysis.summary import describe_phase_change, fmt_tokens, head_score_rows, summary_rows
+from icl_core.analysis.summary import describe_phase_change, fmt_icl, fmt_tokens, head_score_rows, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from ui import cache, charts, state
@@ -112,8 +112,7 @@ def _delta(key: str, ref: dict | None = None, label: str = "since step 0") -> st
     return f"{a - b:+.3f} {label}" if a is not None and b is not None and ref is not current else None
 
 
-# An untrained model's ICL score is not 0 (position alone changes its loss), so compare with the start of
-# the phase change, where in-context learning has not begun yet, rather than with step 0.
+# Compare with the start of the phase change: what the window added, not what early training did.
 window_start = next((r for r in rows if window and r["step"] == window.start_step), None)
 
 
@@ -123,10 +122,11 @@ def _fmt(value: float | None, spec: str) -> str:
 
 m1.metric(
     "ICL score (loss₅₀₀ − loss₅₀)",
-    _fmt(current["icl_score"], "+.3f"),
+    fmt_icl(snaps[[s.step for s in snaps].index(step)].metrics) or "n/a",
     _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
     delta_color="inverse",
-    help="negative = later tokens are predicted better than early ones: in-context learning",
+    help="negative = later tokens are predicted better than early ones: in-context learning. ± one standard error "
+    "over the held-out examples it was measured on (stored with the snapshot).",
 )
 m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f"), _delta("max_prefix_matching"))
 m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
@@ -148,13 +148,14 @@ with c1:
             charts.over_training(
                 summary,
                 "icl_score",
-                "ICL score: loss(500) − loss(50), lower = more in-context learning",
+                "ICL score: loss(500) − loss(50), lower = more in-context learning (band: ±2 standard errors)",
                 "nats",
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
                 x_domain=x_domain,
                 pick=PICK,
+                se="icl_score_se",
             ),
             summary,
             "ICL score",

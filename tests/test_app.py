@@ -236,6 +236,7 @@ def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
 
 def test_every_head_has_a_legend_entry_and_charts_share_the_x_range() -> None:
     at = open_page("pages/phase_change.py", run="attn2-smeared")
+
     def title(c) -> str:
         t = json.loads(c.proto.spec).get("title", "")
         return str(t.get("text", "") if isinstance(t, dict) else t)

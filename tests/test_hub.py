@@ -1,6 +1,5 @@
 """icl_core.storage.hub against a local fake Hub (tests/fake_hub.py): nothing here reaches huggingface.co."""
 
-
 from __future__ import annotations
 
 import json

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from icl_core.analysis import metrics
-from icl_core.analysis.pca import joint_pca, turn_strengths
+from icl_core.analysis.pca import joint_pca, sharpest_turn, turn_strengths
 from icl_core.analysis.phase import detect_phase_change
 from icl_core.model.config import ModelConfig
 from icl_core.model.transformer import AttnOnlyTransformer
@@ -88,7 +88,40 @@ def test_joint_pca_is_deterministic_and_finds_the_turn():
     again = joint_pca({"one": other, "two": run})
     assert np.allclose(result.coords["two"], again.coords["two"])
     assert result.coords["two"].shape == (20, 2) and np.isfinite(result.coords["two"]).all()
-    strengths = turn_strengths(result.coords["two"], k=2)
-    assert int(np.argmax(strengths)) + 2 == 9  # the trajectory bends at the 10th point
+    tokens = [int(1000 * 1.25**i) for i in range(20)]  # log-spaced snapshots, 0.1 decades apart
+    strengths = turn_strengths(result.coords["two"], tokens)
+    assert int(np.nanargmax(strengths)) == 9  # the trajectory bends at the 10th point
+    assert sharpest_turn(result.coords["two"], tokens) == 9
+    assert np.isnan(strengths[:2]).all() and np.isnan(strengths[-2:]).all(), "no full span at the ends"
+
+
+def test_the_turn_statistic_does_not_depend_on_how_densely_snapshots_were_taken():
+    def path(log_tokens):  # straight, then a right-angle bend at 10^5 tokens, then straight again
+        u = np.asarray(log_tokens) - 5.0
+        return np.stack([np.minimum(u, 0), np.maximum(u, 0)], axis=1)
+
+    sparse = np.linspace(3, 7, 21)
+    dense = np.sort(np.concatenate([sparse, np.linspace(4.2, 4.9, 30)]))  # many snapshots just before the bend
+    for logs in (sparse, dense):
+        tokens = (10**logs).round().astype(int)
+        turn = sharpest_turn(path(logs), tokens)
+        assert abs(logs[turn] - 5.0) < 0.11, logs[turn]
     with pytest.raises(ValueError, match="different lengths"):
         joint_pca({"a": [(0, np.zeros(3))], "b": [(0, np.zeros(4))]})
+
+
+def test_exact_icl_score_is_the_mean_paired_difference_with_its_standard_error():
+    from icl_core import data
+
+    torch.manual_seed(3)
+    model = AttnOnlyTransformer(ModelConfig(n_layers=2, positional="sinusoidal"))
+    with torch.no_grad():
+        model.W_U.mul_(50)  # a non-trivial model: losses that differ between positions and examples
+    tokens = data.heldout_examples(96, 512)
+    losses = metrics.per_token_losses(model, tokens)
+    diff = (losses[:, 500] - losses[:, 50]).double()
+    got = metrics.exact_icl_score(model, tokens, batch_size=40)  # batches that do not divide the set
+    assert got.n_examples == 96
+    assert got.value == pytest.approx(metrics.icl_score(metrics.loss_curve(losses)), abs=1e-4)
+    assert got.se == pytest.approx(float(diff.std() / 96**0.5), rel=1e-3)
+    assert got.se > 0.01, "a real spread, so the check above can fail"

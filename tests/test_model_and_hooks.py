@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -58,3 +60,30 @@ def test_smeared_keys_mix_each_key_with_the_previous_one():
 def test_too_long_input_is_refused():
     with pytest.raises(ValueError, match="longer than the context"):
         tiny()(torch.zeros(1, 41, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("n_layers", "smeared"), [(1, False), (2, False), (3, True), (1, True)])
+def test_logits_at_a_few_positions_equal_the_full_forward(n_layers, smeared):
+    torch.manual_seed(n_layers)
+    model = AttnOnlyTransformer(ModelConfig(n_layers=n_layers, smeared_keys=smeared, positional="sinusoidal"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)  # trained-like weights: a wrong mask or offset shows
+    tokens = torch.randint(0, 257, (3, 501))
+    positions = torch.tensor([0, 50, 500])
+    full = model(tokens)[:, positions]
+    torch.testing.assert_close(model.logits_at(tokens, positions), full, rtol=1e-4, atol=1e-4 * full.abs().max().item())
+
+
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+def test_an_untrained_model_predicts_uniformly(n_layers):
+    """The small unembedding puts step 0 at ln(vocab) loss, so the ICL score starts at ~0 (Olsson et al.)."""
+    from icl_core import data
+    from icl_core.analysis import metrics
+
+    torch.manual_seed(0)
+    model = AttnOnlyTransformer(ModelConfig(n_layers=n_layers, positional="sinusoidal"))
+    losses = metrics.per_token_losses(model, data.heldout_examples(64, 512))
+    assert abs(float(losses.mean()) - math.log(257)) < 0.05
+    icl = metrics.exact_icl_score(model, data.heldout_examples(256, 512))
+    assert abs(icl.value) < 0.03

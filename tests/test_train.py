@@ -1,3 +1,4 @@
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -40,3 +41,47 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     assert {"train_loss", "heldout_loss", "loss_curve", "pca_losses", "prefix_matching", "smear"} <= set(metrics)
     assert "icl_score" not in metrics  # not asked for: the context is too short
     assert snaps["a"][-1].metrics["heldout_loss"] < snaps["a"][0].metrics["heldout_loss"], "it learns something"
+
+
+def test_dense_snapshots_are_added_between_the_two_steps():
+    base = snapshot_steps(12288, 52)
+    dense = snapshot_steps(12288, 52, (16, 1000, 4000))
+    added = sorted(set(dense) - set(base))
+    assert set(base) <= set(dense) and len(dense) == len(base) + 16
+    assert all(1000 <= s <= 4000 for s in added)
+
+
+def test_constant_schedule_holds_the_rate_after_warmup():
+    from icl_core.training.train import lr_at
+
+    cfg = train_config_from_dict({**TINY, "run_name": "s", "lr": 0.01, "warmup_steps": 4, "lr_schedule": "constant"})
+    assert lr_at(0, cfg) == pytest.approx(0.0025)
+    assert lr_at(4, cfg) == lr_at(11, cfg) == 0.01
+    cosine = train_config_from_dict({**TINY, "run_name": "c", "lr": 0.01, "warmup_steps": 4})
+    assert lr_at(11, cosine) < 0.005, "the default schedule still decays"
+
+
+def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp_path):
+    from icl_core import data, evalset
+    from icl_core.storage.snapshots import read_manifest
+
+    cfg = train_config_from_dict(
+        {
+            "run_name": "icl",
+            "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 512},
+            "batch_size": 2,
+            "total_steps": 2,
+            "n_snapshots": 2,
+            "eval_examples": 4,
+            "icl_examples": 40,
+        }
+    )
+    assert train(cfg, tmp_path / "icl") == "finished"
+    m = list_snapshots(tmp_path / "icl")[-1].metrics
+    assert m["icl_examples"] == 40 and m["icl_score_se"] > 0
+    manifest = read_manifest(tmp_path / "icl")
+    assert manifest["eval_set_sha256"] == evalset.load().sha256
+    assert manifest["train_corpus_sha256"] == data.corpus_sha256("train")
+    assert data.provenance_notes(manifest) == []
+    other = {**manifest, "eval_set_sha256": "0" * 64, "train_corpus_sha256": "1" * 64}
+    assert len(data.provenance_notes(other)) == 2

@@ -27,6 +27,7 @@ DIVERGING = "blueorange"
 KIND_LABEL = {"K": "K-composition", "Q": "Q-composition", "V": "V-composition"}
 SELECT_COLOR = "#d62728"
 WINDOW_COLOR = "#f2a541"
+SE_BAND_COLOR = "#0072B2"  # the ±2 standard error band around a single-run metric
 # One categorical palette for runs (Okabe-Ito: tells colours apart for colour-blind viewers, on light and
 # dark backgrounds) and one for heads, used by every chart.
 RUN_SCALE = alt.Scale(range=["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999"])
@@ -330,11 +331,13 @@ def over_training(
     onset_tokens: int | None = None,
     pick: str | None = None,
     x_domain: tuple[int, int] | None = None,
+    se: str | None = None,
 ) -> alt.LayerChart:
     """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled.
 
     With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
-    selection over the `step` field (the data needs a step column).
+    selection over the `step` field (the data needs a step column). With `se` (a column of standard errors),
+    a band of ±2 standard errors is drawn around the line.
     """
     data = df[(df["tokens"] > 0) & df[y].notna()]  # log axis: step 0 (no tokens yet) cannot be placed
     # Charts read together share x_domain (tokens seen): the phase window and the selected step line up.
@@ -349,6 +352,15 @@ def over_training(
         enc["color"] = alt.Color(f"{color}:N", title=None, scale=scale, legend=legend(1 + (n_entries - 1) // 6))
     line = alt.Chart(data).mark_line(point=points and not pick, strokeWidth=1.8).encode(**enc)
     marks: list[alt.Chart] = [line]
+    if se and se in data.columns and data[se].notna().any():
+        band = data.assign(_lo=data[y] - 2 * data[se], _hi=data[y] + 2 * data[se])
+        band_enc = {k: v for k, v in enc.items() if k in ("x", "color")}
+        marks.insert(
+            0,
+            alt.Chart(band)
+            .mark_area(opacity=0.25, color=None if color else SE_BAND_COLOR)
+            .encode(**band_enc, y=alt.Y("_lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="_hi:Q"),
+        )
     if pick:
         # The points carry the selection (a line mark would report its first point); small ones when the
         # line had none, so the chart reads the same and clicks still have something to land on.

@@ -20,10 +20,7 @@ PAGES = [
 
 def navigation() -> StreamlitPage:
     """Set the page layout, register the navigation menu and return the page the browser asked for."""
-    pages = [
-        st.Page(path, title=title, icon=icon, default=(path == "pages/home.py"))
-        for path, title, icon in PAGES
-    ]
+    pages = [st.Page(path, title=title, icon=icon, default=(path == "pages/home.py")) for path, title, icon in PAGES]
     page = st.navigation(pages)
     # After st.navigation: it sends the page's own title and icon, which would reset the layout.
     st.set_page_config(page_title="Induction heads explorer", page_icon="🔁", layout="wide")

@@ -27,7 +27,7 @@ from typing import Any
 import streamlit as st
 
 from icl_core.analysis.phase import phase_status
-from icl_core.analysis.summary import fmt_tokens, nearest_step
+from icl_core.analysis.summary import fmt_icl, fmt_tokens, nearest_step
 from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
@@ -413,8 +413,8 @@ def _picker() -> Selection | None:
         )
         selection = Selection(run, tuple(snaps), int(step))
         window = cache.phase_window_of(run.path)
-        icl = selection.snapshot.metrics.get("icl_score")
-        icl_txt = f" · ICL score {icl:+.3f}" if isinstance(icl, (int, float)) else ""
+        icl = fmt_icl(selection.snapshot.metrics)
+        icl_txt = f" · ICL score {icl}" if icl else ""
         st.caption(
             f"Snapshot {selection.index + 1} of {len(steps)} · {fmt_tokens(tokens[step])} tokens seen{icl_txt} · "
             f"{phase_status(window, selection.step)}"

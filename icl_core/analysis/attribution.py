@@ -107,6 +107,7 @@ def head_ablation_losses(
     later_layers = list(range(1, model.cfg.n_layers))
     n = tokens.shape[0]
     preserving = mode == "pattern-preserving"
+    linear = model.cfg.normalization == "none"
     clean_out = torch.zeros(positions.shape)
     out = {h: torch.zeros(positions.shape) for h in heads}
     # Examples sorted by the last position they need, so each chunk is cut as short as possible.
@@ -124,10 +125,11 @@ def head_ablation_losses(
         clean_out[idx] = _loss_at(gathered, part, pos).cpu()
         for head in heads:
             layer, h = head
-            if layer == last or preserving:
+            if linear and (layer == last or preserving):
                 # Removing (or replacing) a head's output changes the logits by a term that is linear in it
                 # when nothing downstream can re-route attention: always true of the last layer, and true of
                 # every layer under pattern-preserving ablation. So no second forward pass is needed.
+                # (LayerNorm makes the change non-linear: those models take the second pass.)
                 removed = cache[result_name(layer)][:, :, h]
                 if mode == "mean":
                     removed = removed - means[layer][:length, h].to(removed)[None]

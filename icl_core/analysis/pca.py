@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,18 +66,48 @@ def joint_pca(vectors: dict[str, list[tuple[int, np.ndarray]]], n_components: in
     return PCAResult(coords, steps, pca.explained_variance_ratio_, pca.components_ * signs[:, None])
 
 
-def turn_strengths(trajectory: np.ndarray, k: int = 2) -> np.ndarray:
-    """How sharply the trajectory turns at each point i (k <= i < n - k), as angle x distance.
+TURN_SPAN_DECADES = 0.25  # each side of a point, in log10(tokens seen): what "before" and "after" mean
 
-    The angle is between the displacement over the k snapshots before i and over the k after;
-    weighting it by the shorter displacement keeps the jitter of a converged run (tiny moves in
-    random directions) from counting as a turn. Entry j belongs to point j + k.
+
+def turn_strengths(
+    trajectory: np.ndarray, tokens: Sequence[int], span_decades: float = TURN_SPAN_DECADES
+) -> np.ndarray:
+    """How sharply a PCA trajectory turns at each snapshot: angle x distance, over fixed spans of log tokens.
+
+    At snapshot i, "before" is the move from the point span_decades earlier (in log10 tokens seen, the
+    trajectory interpolated linearly there) to i, "after" the move from i to span_decades later; the
+    strength is the angle between them times the shorter move. Spans of log tokens, not of snapshots,
+    make the statistic the same however densely a stretch of training was sampled; weighting by the
+    shorter move keeps the jitter of a converged run (tiny moves in random directions) from counting as
+    a turn. NaN where a full span does not fit on both sides (and at 0 tokens).
     """
-    before = trajectory[k:-k] - trajectory[: -2 * k]
-    after = trajectory[2 * k :] - trajectory[k:-k]
-    nb, na = np.linalg.norm(before, axis=1), np.linalg.norm(after, axis=1)
-    cos = (before * after).sum(1) / np.maximum(nb * na, 1e-12)
-    return np.arccos(np.clip(cos, -1.0, 1.0)) * np.minimum(nb, na)
+    x = np.asarray(trajectory, dtype=np.float64)
+    t = np.asarray(tokens, dtype=np.float64)
+    out = np.full(len(x), np.nan)
+    ok = t > 0
+    if ok.sum() < 3:
+        return out
+    lt, xs = np.log10(t[ok]), x[ok]
+
+    def at(u: float) -> np.ndarray:
+        return np.array([np.interp(u, lt, xs[:, d]) for d in range(xs.shape[1])])
+
+    idx = np.flatnonzero(ok)
+    for j, i in enumerate(idx):
+        if lt[j] - span_decades < lt[0] or lt[j] + span_decades > lt[-1]:
+            continue
+        before = xs[j] - at(lt[j] - span_decades)
+        after = at(lt[j] + span_decades) - xs[j]
+        nb, na = np.linalg.norm(before), np.linalg.norm(after)
+        cos = float(before @ after / max(nb * na, 1e-12))
+        out[i] = math.acos(min(1.0, max(-1.0, cos))) * min(nb, na)
+    return out
+
+
+def sharpest_turn(trajectory: np.ndarray, tokens: Sequence[int], span_decades: float = TURN_SPAN_DECADES) -> int | None:
+    """Index of the snapshot where turn_strengths is largest, or None when no snapshot has a full span."""
+    strengths = turn_strengths(trajectory, tokens, span_decades)
+    return None if np.isnan(strengths).all() else int(np.nanargmax(strengths))
 
 
 @dataclass

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from icl_core import data
 from icl_core.analysis.phase import (
     MIN_DROP_NATS,
     MIN_INDUCTION_RISE,
@@ -28,6 +29,15 @@ def fmt_tokens(n: int) -> str:
     return str(n)
 
 
+def fmt_icl(metrics: dict[str, Any]) -> str | None:
+    """A snapshot's stored ICL score as every page shows it: '-0.223 ± 0.027' (± one standard error)."""
+    value = finite_or_none(metrics.get("icl_score"))
+    if value is None:
+        return None
+    se = finite_or_none(metrics.get("icl_score_se"))
+    return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
 def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
     """One row per snapshot: step, tokens seen, losses, ICL score, strongest induction (prefix-matching) score."""
     rows = []
@@ -42,6 +52,7 @@ def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
                 "train_loss": finite_or_none(m.get("train_loss")),
                 "heldout_loss": finite_or_none(m.get("heldout_loss")),
                 "icl_score": finite_or_none(m.get("icl_score")),
+                "icl_score_se": finite_or_none(m.get("icl_score_se")),
                 "max_prefix_matching": best,
             }
         )
@@ -145,6 +156,8 @@ def run_overview(ref: RunRef, snaps: Sequence[SnapshotInfo] | None = None) -> di
             "train loss": last["train_loss"],
             "held-out loss": last["heldout_loss"],
             "ICL score": last["icl_score"],
+            "ICL score s.e.": last["icl_score_se"],
+            "data": "; ".join(data.provenance_notes(manifest)) or "same as this machine's",
             "best induction score": last["max_prefix_matching"],
             "phase change at (tokens)": tokens[window.center_step] if window else None,
         }

@@ -18,6 +18,10 @@ ICL_EARLY_TOKEN = 50
 BYTE_VOCAB = 257  # 256 bytes + a start-of-sequence token: the smallest vocabulary our tokenizer needs
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
 MAX_RUN_NAME = 64  # characters: a run name is a folder name and a label in the run picker
+BYTES_TOKENIZER = "bytes"
+POSITIONALS = ("learned", "sinusoidal", "shortformer")
+NORMALIZATIONS = ("none", "LN")
+LN_EPS = 1e-5  # TransformerLens's LayerNorm epsilon
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class Limits:
     total_steps: int = 1_000_000
     n_snapshots: int = 400
     eval_examples: int = 20_000
+    icl_examples: int = 20_000
     log_every: int = 100_000
     resume_every: int = 1_000_000
     warmup_steps: int = 1_000_000
@@ -60,19 +65,34 @@ class ModelConfig:
     n_ctx: int = 512
     d_vocab: int = 257  # 256 bytes + a start-of-sequence token
     smeared_keys: bool = False
-    positional: str = "learned"  # "learned" or "sinusoidal", added to the residual stream
+    # "learned" or "sinusoidal": added to the residual stream; "shortformer" (learned): added only to the
+    # query and key inputs of every layer, as in TransformerLens's shortformer models (Hoogland et al.'s).
+    positional: str = "learned"
+    # TransformerLens-format models (the field's published checkpoints) have a LayerNorm before every
+    # attention layer and the unembedding, and biases; our own runs have neither, so circuits are exact.
+    normalization: str = "none"  # "none" or "LN"
+    biases: bool = False  # b_Q, b_K, b_V (per head), b_O (per layer), b_U
+    # "bytes" (ours: 256 bytes + a start token) or the Hub repo of a tokenizer.json (TransformerLens models).
+    tokenizer: str = BYTES_TOKENIZER
 
     def validate(self) -> None:
         for name in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab"):
             _check_int(f"model.{name}", getattr(self, name), 1, getattr(LIMITS, name))
-        if self.d_vocab < BYTE_VOCAB:
+        if not isinstance(self.tokenizer, str) or not self.tokenizer:
+            raise ConfigError(f"model.tokenizer must be 'bytes' or a tokenizer repo id, got {self.tokenizer!r}")
+        if self.tokenizer == BYTES_TOKENIZER and self.d_vocab < BYTE_VOCAB:
             raise ConfigError(
                 f"model.d_vocab must be at least {BYTE_VOCAB} (256 bytes + a start token), got {self.d_vocab}"
             )
-        if self.positional not in ("learned", "sinusoidal"):
-            raise ConfigError(f"model.positional must be 'learned' or 'sinusoidal', got {self.positional!r}")
-        if not isinstance(self.smeared_keys, bool):
-            raise ConfigError(f"model.smeared_keys must be true or false, got {self.smeared_keys!r}")
+        if self.positional not in POSITIONALS:
+            raise ConfigError(f"model.positional must be one of {', '.join(POSITIONALS)}, got {self.positional!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(
+                f"model.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
+            )
+        for name in ("smeared_keys", "biases"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
@@ -85,11 +105,17 @@ class TrainConfig:
     batch_size: int = 16
     total_steps: int = 2000
     lr: float = 3e-3
+    lr_schedule: str = "cosine"  # after warmup: "cosine" (to 10% of lr at the end) or "constant"
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
     n_snapshots: int = 36  # log-spaced, step 0 and the last step included
-    eval_examples: int = 64  # held-out sequences for the in-context loss curve and ICL score
+    # Extra snapshots, log-spaced between two steps: denser sampling through an expected phase change.
+    n_dense_snapshots: int = 0
+    dense_from_step: int = 0
+    dense_to_step: int = 0
+    eval_examples: int = 64  # held-out sequences for the in-context loss curve and the PCA vector
+    icl_examples: int = 1024  # held-out sequences for the ICL score and its standard error (8192 in shipped runs)
     compute_icl_score: bool = True
     device: str = "auto"  # "auto", "cpu" or "cuda"
     snapshot_dtype: str = "float32"  # "float16" halves the size of shipped runs
@@ -109,8 +135,23 @@ class TrainConfig:
                 f"run_name must be non-empty, at most {MAX_RUN_NAME} characters, and use only ASCII letters, "
                 f"digits, '-', '_', '.' (not starting with '.'): {shown}"
             )
-        for name in ("batch_size", "total_steps", "n_snapshots", "eval_examples", "log_every", "resume_every"):
+        for name in (
+            "batch_size",
+            "total_steps",
+            "n_snapshots",
+            "eval_examples",
+            "icl_examples",
+            "log_every",
+            "resume_every",
+        ):
             _check_int(name, getattr(self, name), 1, getattr(LIMITS, name))
+        _check_int("n_dense_snapshots", self.n_dense_snapshots, 0, LIMITS.n_snapshots)
+        _check_int("dense_from_step", self.dense_from_step, 0, self.total_steps)
+        _check_int("dense_to_step", self.dense_to_step, 0, self.total_steps)
+        if self.n_dense_snapshots and not 0 < self.dense_from_step < self.dense_to_step:
+            raise ConfigError("dense snapshots need 0 < dense_from_step < dense_to_step")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         _check_int("warmup_steps", self.warmup_steps, 0, LIMITS.warmup_steps)
         _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "weight_decay", "grad_clip"):
@@ -144,10 +185,11 @@ class TrainConfig:
                 f"one training step needs about {memory / 2**30:.1f} GiB; the limit is "
                 f"{LIMITS.max_memory_bytes / 2**30:.0f} GiB: lower batch_size, n_ctx or the model size"
             )
-        eval_tokens = self.eval_examples * self.model.n_ctx
+        eval_tokens = self.eval_examples * self.model.n_ctx + self.icl_examples * (ICL_LATE_TOKEN + 2)
         if eval_tokens > LIMITS.max_eval_tokens:
             raise ConfigError(
-                f"each snapshot would evaluate {eval_tokens:,} tokens (eval_examples x n_ctx); "
+                f"each snapshot would evaluate {eval_tokens:,} tokens "
+                f"(eval_examples x n_ctx + icl_examples x {ICL_LATE_TOKEN + 2}); "
                 f"the limit is {LIMITS.max_eval_tokens:,}"
             )
 
@@ -157,8 +199,13 @@ class TrainConfig:
 
 def parameter_count(m: ModelConfig) -> int:
     per_layer = 4 * m.n_heads * m.d_model * m.d_head + (m.n_heads if m.smeared_keys else 0)
-    learned_pos = m.n_ctx * m.d_model if m.positional == "learned" else 0
-    return 2 * m.d_vocab * m.d_model + learned_pos + m.n_layers * per_layer
+    if m.biases:
+        per_layer += 3 * m.n_heads * m.d_head + m.d_model
+    if m.normalization == "LN":
+        per_layer += 2 * m.d_model
+    learned_pos = m.n_ctx * m.d_model if m.positional != "sinusoidal" else 0
+    final = (2 * m.d_model if m.normalization == "LN" else 0) + (m.d_vocab if m.biases else 0)
+    return 2 * m.d_vocab * m.d_model + learned_pos + m.n_layers * per_layer + final
 
 
 def estimate_memory_bytes(cfg: TrainConfig) -> int:

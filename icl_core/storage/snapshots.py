@@ -200,7 +200,7 @@ def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
 
 
 GRID_METRICS = ("prefix_matching", "previous_token", "copying")  # one number per head: layer x head
-SCALAR_METRICS = ("heldout_loss", "train_loss", "icl_score")
+SCALAR_METRICS = ("heldout_loss", "train_loss", "icl_score", "icl_score_se", "icl_examples")
 
 
 def _short(value: Any) -> str:

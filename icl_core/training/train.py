@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from icl_core import data
+from icl_core import data, evalset
 from icl_core.analysis import metrics, pca
 from icl_core.errors import CheckpointError, ICLError
 from icl_core.model.config import TrainConfig, load_train_config
@@ -47,20 +47,41 @@ RESUME_META = "resume.json"
 PROBE_TEXT_EXAMPLES = 16
 
 
-def snapshot_steps(total_steps: int, n_snapshots: int) -> list[int]:
-    """n_snapshots steps from 0 to total_steps, log-spaced (as in Olsson et al.), step 0 included."""
+def snapshot_steps(total_steps: int, n_snapshots: int, dense: tuple[int, int, int] = (0, 0, 0)) -> list[int]:
+    """n_snapshots steps from 0 to total_steps, log-spaced (as in Olsson et al.), step 0 included; plus
+    dense = (count, from_step, to_step) more, log-spaced between two steps (through a phase change)."""
     n = min(n_snapshots, total_steps + 1)
     k = n - 1
     while True:
         steps = sorted({0, *np.unique(np.round(np.geomspace(1, total_steps, k)).astype(int)).tolist()})
         if len(steps) >= n or k > 10 * n:
-            return steps
+            break
         k += 1
+    count, lo, hi = dense
+    if count <= 0:
+        return steps
+    target = len(steps) + min(count, hi - lo + 1)
+    k = count
+    while True:
+        extra = np.round(np.geomspace(lo, hi, k)).astype(int).tolist()
+        merged = sorted(set(steps) | set(extra))
+        if len(merged) >= target or k > 10 * count:
+            return merged
+        k += 1
+
+
+def schedule_of(cfg: TrainConfig) -> list[int]:
+    return snapshot_steps(
+        cfg.total_steps, cfg.n_snapshots, (cfg.n_dense_snapshots, cfg.dense_from_step, cfg.dense_to_step)
+    )
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        # The shipped runs: a cosine decaying through the phase change would slow it and blur where it ends.
+        return cfg.lr
     progress = (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
@@ -76,7 +97,8 @@ def pick_device(choice: str) -> torch.device:
 
 @dataclass
 class EvalData:
-    heldout: torch.Tensor  # (eval_examples, n_ctx): ICL score, loss curve, PCA vector
+    heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
+    icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
     repeated: torch.Tensor  # repeated random tokens: prefix-matching score
     repeat_len: int  # length of the random sequence that `repeated` repeats
     probe_text: torch.Tensor  # held-out text: previous-token score
@@ -85,12 +107,13 @@ class EvalData:
     def for_config(cls, cfg: TrainConfig) -> EvalData:
         n_ctx = cfg.model.n_ctx
         heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
+        icl = data.heldout_examples(cfg.icl_examples, n_ctx) if cfg.compute_icl_score else None
         repeated, repeat_len = data.prefix_matching_probe(n_ctx)
-        return cls(heldout, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
 
 
 @torch.no_grad()
-def evaluate(model: AttnOnlyTransformer, ev: EvalData, compute_icl: bool) -> dict[str, Any]:
+def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
     """Everything a snapshot records about itself; computed once here so the app never has to."""
     was_training = model.training
     model.eval()
@@ -108,8 +131,9 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData, compute_icl: bool) -> dic
         "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
         "copying": metrics.copying_scores(model).tolist(),
     }
-    if compute_icl:
-        out["icl_score"] = metrics.icl_score(curve)
+    if ev.icl is not None:
+        icl = metrics.exact_icl_score(model, ev.icl)
+        out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)
     if model.cfg.smeared_keys:
         out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
     model.train(was_training)
@@ -291,7 +315,7 @@ def _write_snapshot(ses: _Session, ev: EvalData, snapshot_dtype: torch.dtype) ->
     # Resume state first: a kill while the snapshot is written then resumes at this step and
     # writes the snapshot again, instead of finding snapshots with no state to continue from.
     ses.save_resume()
-    snap_metrics = evaluate(ses.model, ev, ses.cfg.compute_icl_score)
+    snap_metrics = evaluate(ses.model, ev)
     snap_metrics["train_loss"] = float(np.mean(ses.recent)) if ses.recent else snap_metrics["heldout_loss"]
     write_snapshot(ses.run_dir, ses.model, ses.step, ses.tokens, snap_metrics, dtype=snapshot_dtype)
 
@@ -385,7 +409,7 @@ def _train(
     command: str | None,
 ) -> str:
     ses = _setup(cfg, run_dir, resume)
-    schedule = snapshot_steps(cfg.total_steps, cfg.n_snapshots)
+    schedule = schedule_of(cfg)
     done = {s.step for s in list_snapshots(run_dir)} if run_dir.exists() else set()
     train_data = data.corpus("train")
     ev = EvalData.for_config(cfg) if ses.is_main else None
@@ -453,6 +477,9 @@ def _provenance(
         "snapshot_steps": schedule,
         "torch": torch.__version__,
         "python": platform.python_version(),
+        # What the stored metrics were computed on, and what the model was trained on: the app compares both.
+        "eval_set_sha256": evalset.load().sha256,
+        "train_corpus_sha256": data.corpus_sha256("train"),
     }
 
 

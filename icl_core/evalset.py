@@ -1,0 +1,96 @@
+"""The fixed evaluation set shipped with the repository (`eval_set.npz`).
+
+Every held-out number the app stores or shows (ICL score, loss curve, PCA vector, probes) is computed
+on these tokens, not on whatever standard library the running interpreter has: a Space or a laptop
+with another Python evaluates on the same text as the stored metrics. Training text still comes from
+the local stdlib (data.corpus); runs record its hash so the app can say when it differs.
+
+Rebuild (only when the set's recipe changes; every stored metric then has to be recomputed):
+    python -m icl_core.evalset --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import platform
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EVAL_SET_FILE = Path(__file__).with_name("eval_set.npz")
+N_EXAMPLES = 8192  # enough that the ICL score's standard error is about 0.03 nats (per-example sd ~2.7)
+EXAMPLE_LEN = 511  # bytes after the start token: a full 512-token context
+BUILD_SEED = 1234
+N_PROBE_TOKENS = 60  # the random-token pool: the middle of the byte frequency ranking
+PROBE_SKIP_TOP = 5  # ... skipping the most common bytes (Olsson et al. exclude the most common tokens)
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    examples: np.ndarray  # (N_EXAMPLES, EXAMPLE_LEN) uint8: held-out windows, start token not stored
+    probe_pool: np.ndarray  # (N_PROBE_TOKENS,) int64: tokens the random-repeat probes draw from
+    info: dict  # how it was built: Python version, stdlib corpus hash, seed
+    sha256: str  # of the file: recorded in every run, compared by the app
+
+
+@functools.lru_cache(maxsize=1)
+def load(path: Path = EVAL_SET_FILE) -> EvalSet:
+    raw = path.read_bytes()
+    with np.load(path, allow_pickle=False) as f:
+        return EvalSet(
+            examples=f["examples"],
+            probe_pool=f["probe_pool"].astype(np.int64),
+            info=json.loads(str(f["info"])),
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
+
+
+def build() -> tuple[np.ndarray, np.ndarray, dict]:
+    """The set drawn from this interpreter's stdlib held-out split (only the --write command calls this)."""
+    import torch
+
+    from icl_core import data
+
+    heldout = data.corpus("heldout")
+    gen = torch.Generator().manual_seed(BUILD_SEED)
+    starts = torch.randint(0, len(heldout) - EXAMPLE_LEN, (N_EXAMPLES,), generator=gen).numpy()
+    examples = np.stack([heldout[s : s + EXAMPLE_LEN] for s in starts]).astype(np.uint8)
+    counts = np.bincount(data.corpus("train"), minlength=256)
+    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0]
+    pool = np.asarray(ranked[PROBE_SKIP_TOP : PROBE_SKIP_TOP + N_PROBE_TOKENS], dtype=np.int16)
+    info = {
+        "python": platform.python_version(),
+        "heldout_corpus_sha256": data.corpus_sha256("heldout"),
+        "seed": BUILD_SEED,
+        "recipe": "windows of the stdlib held-out split; probe pool = train byte ranks 5..64",
+    }
+    return examples, pool, info
+
+
+def write(path: Path = EVAL_SET_FILE) -> str:
+    examples, pool, info = build()
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, examples=examples, probe_pool=pool, info=np.array(json.dumps(info)))
+    tmp.replace(path)
+    load.cache_clear()
+    return load(path).sha256
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Show or rebuild the shipped evaluation set.")
+    parser.add_argument("--write", action="store_true", help=f"rebuild {EVAL_SET_FILE.name} from this stdlib")
+    args = parser.parse_args(argv)
+    if args.write:
+        write()
+    ev = load()
+    print(json.dumps({"sha256": ev.sha256, "examples": list(ev.examples.shape), **ev.info}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

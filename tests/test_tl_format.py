@@ -1,0 +1,136 @@
+"""TransformerLens-format checkpoints, checked against TransformerLens itself (a test-only dependency)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from icl_core.analysis.metrics import attention_patterns
+from icl_core.errors import CheckpointError
+from icl_core.model.tl_format import convert_state_dict, load_pth, model_config_from_tl
+from icl_core.model.transformer import AttnOnlyTransformer
+
+transformer_lens = pytest.importorskip("transformer_lens")
+
+
+def tl_config(positional: str, normalization: str | None = "LN") -> dict:
+    """A tiny model's config.json as Neel Nanda's training code writes it."""
+    return {
+        "d_model": 32,
+        "n_layers": 2,
+        "d_head": 8,
+        "n_heads": 4,
+        "n_ctx": 48,
+        "d_vocab": 120,
+        "tokenizer_name": "test/tiny-bpe",
+        "attn_only": True,
+        "normalization": normalization,
+        "shortformer_pos": positional == "shortformer",
+        "d_mlp": -1,
+        "act_fn": "solu_ln",
+    }
+
+
+def hooked_transformer(config: dict, seed: int = 0):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=config["n_layers"],
+        d_model=config["d_model"],
+        d_head=config["d_head"],
+        n_heads=config["n_heads"],
+        n_ctx=config["n_ctx"],
+        d_vocab=config["d_vocab"],
+        attn_only=True,
+        normalization_type=config["normalization"],
+        positional_embedding_type="shortformer" if config["shortformer_pos"] else "standard",
+        act_fn="relu",
+        seed=seed,
+    )
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.randn_like(p) * (0.5 if "b_" in name or "ln" in name else 0.3))  # biases and LN too
+            if name.endswith(".w"):
+                p.add_(1.0)
+    return model.eval()
+
+
+@pytest.mark.parametrize(
+    ("positional", "normalization"), [("standard", "LN"), ("shortformer", "LN"), ("standard", None)]
+)
+def test_logits_and_patterns_match_transformer_lens(tmp_path, positional, normalization):
+    config = tl_config(positional, normalization)
+    reference = hooked_transformer(config)
+    path = tmp_path / "tokens_000000001000.pth"
+    torch.save(reference.state_dict(), path)  # exactly what the published checkpoints hold
+
+    cfg = model_config_from_tl(config)
+    model = AttnOnlyTransformer(cfg)
+    model.load_state_dict(convert_state_dict(load_pth(path), cfg, path))
+    model.eval()
+
+    tokens = torch.randint(0, config["d_vocab"], (3, 40), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref_logits, cache = reference.run_with_cache(tokens)
+        logits, patterns = attention_patterns(model, tokens)
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for layer in range(config["n_layers"]):
+        torch.testing.assert_close(patterns[:, layer], cache["pattern", layer], atol=1e-5, rtol=1e-5)
+    # the fast evaluation path agrees too
+    positions = torch.tensor([5, 39])
+    torch.testing.assert_close(model.logits_at(tokens, positions), ref_logits[:, positions], atol=1e-5, rtol=1e-5)
+
+
+def test_an_orig_mod_prefix_and_a_missing_b_U_are_accepted(tmp_path):
+    config = tl_config("standard")
+    reference = hooked_transformer(config)
+    state = {f"_orig_mod.{k}": v for k, v in reference.state_dict().items() if k != "unembed.b_U"}
+    cfg = model_config_from_tl(config)
+    converted = convert_state_dict(state, cfg, "checkpoint_0000100.pth")
+    assert torch.equal(converted["b_U"], torch.zeros(config["d_vocab"]))
+    AttnOnlyTransformer(cfg).load_state_dict(converted)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
+    config = tl_config("standard")
+    cfg = model_config_from_tl(config)
+    state = hooked_transformer(config).state_dict()
+
+    pickled = tmp_path / "evil.pth"
+    torch.save({"embed.W_E": Evil()}, pickled)
+    with pytest.raises(CheckpointError, match="evil.pth.*refused"):
+        load_pth(pickled)
+    nested = tmp_path / "nested.pth"
+    torch.save({"model": {"embed.W_E": torch.zeros(2)}}, nested)
+    with pytest.raises(CheckpointError, match="flat dict of tensors"):
+        load_pth(nested)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="garbage.pth"):
+        load_pth(garbage)
+    wrong = dict(state, **{"blocks.0.attn.W_Q": torch.zeros(4, 32, 9)})
+    with pytest.raises(CheckpointError, match=r"blocks\.0\.attn\.W_Q has shape \(4, 32, 9\)"):
+        convert_state_dict(wrong, cfg, "tokens_000000000001.pth")
+    missing = {k: v for k, v in state.items() if k != "ln_final.w"}
+    with pytest.raises(CheckpointError, match="missing.*ln_final.w"):
+        convert_state_dict(missing, cfg, "x.pth")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"attn_only": False}, "attention-only"),
+        ({"surprise": 1}, "unknown config field"),
+        ({"normalization": "RMS"}, "not supported"),
+        ({"final_rms": True}, "final_rms"),
+    ],
+)
+def test_configs_we_cannot_run_are_refused(change, message):
+    with pytest.raises(CheckpointError, match=message):
+        model_config_from_tl({**tl_config("standard"), **change})
