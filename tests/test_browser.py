@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,6 +33,7 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_SMALLEST_RUN = ROOT / "checkpoints" / "attn1"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -166,9 +168,15 @@ def _tail(path: Path, n: int = 40) -> str:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def server_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The server's ICL_DATA_DIR: user runs, jobs and the Hub cache go here, not into the repo."""
+    return tmp_path_factory.mktemp("icl_data")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, server_data_dir: Path) -> Iterator[tuple[str, Path]]:
     """`streamlit run app.py` on a free port; yields (base URL, log file). Always killed at teardown."""
-    data = tmp_path_factory.mktemp("icl_data")  # user runs, jobs and the Hub cache go here, not into the repo
+    data = server_data_dir
     log_path = tmp_path_factory.mktemp("streamlit_log") / "streamlit.log"
     port = _free_port()
     exe = ROOT / ".venv" / "bin" / "streamlit"
@@ -476,6 +484,32 @@ def test_sidebar_lists_every_page(browser: Browser) -> None:
         assert title in label, f"sidebar link {label!r} should be {title!r}"
     orphans = sorted({str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py")} - {p.path for p in PAGES})
     assert not orphans, f"page files not in app.py's navigation: {orphans}"
+
+
+def test_a_run_that_appears_while_the_train_page_is_open_reaches_the_picker_without_a_reload(
+    browser: Browser, server_data_dir: Path
+) -> None:
+    """A training job's run folder appears on disk; the Train page's timed fragment must rerun the app so the
+    sidebar's run picker lists it, with no reload by the visitor."""
+    page = browser.page
+    page.goto(f"{browser.url}/train", wait_until="domcontentloaded")
+    browser.wait_idle()
+    picker = page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first
+
+    def options() -> list[str]:
+        picker.click()
+        texts = page.locator("[data-testid='stSelectboxVirtualDropdown'] li, [role='option']").all_inner_texts()
+        page.keyboard.press("Escape")
+        return [normalize(t) for t in texts]
+
+    assert not any("fresh-run" in o for o in options())
+    source = SHIPPED_SMALLEST_RUN
+    target = server_data_dir / "runs" / "fresh-run"
+    target.mkdir(parents=True)
+    for path in sorted(source.glob("step_00000[0-3].*")) + [source / "run.json"]:
+        shutil.copy(path, target / path.name)
+    wait_until(lambda: any("fresh-run" in o for o in options()), 20, "the new run in the sidebar's run picker")
+    browser.assert_healthy("train page after a run appeared")
 
 
 @pytest.mark.parametrize("spec", PAGES, ids=[p.name for p in PAGES])

@@ -49,6 +49,9 @@ def test_dense_snapshots_are_added_between_the_two_steps():
     added = sorted(set(dense) - set(base))
     assert set(base) <= set(dense) and len(dense) == len(base) + 16
     assert all(1000 <= s <= 4000 for s in added)
+    assert snapshot_steps(400, 10, (16, 1000, 4000)) == snapshot_steps(400, 10), "a range past the run adds nothing"
+    clipped = set(snapshot_steps(2000, 10, (8, 1000, 4000))) - set(snapshot_steps(2000, 10))
+    assert clipped and all(1000 <= s <= 2000 for s in clipped)
 
 
 def test_constant_schedule_holds_the_rate_after_warmup():

@@ -146,8 +146,10 @@ class TrainConfig:
         ):
             _check_int(name, getattr(self, name), 1, getattr(LIMITS, name))
         _check_int("n_dense_snapshots", self.n_dense_snapshots, 0, LIMITS.n_snapshots)
-        _check_int("dense_from_step", self.dense_from_step, 0, self.total_steps)
-        _check_int("dense_to_step", self.dense_to_step, 0, self.total_steps)
+        # Not bounded by total_steps: a preset's dense range stays valid when a visitor shortens the run (the
+        # schedule keeps the part that fits).
+        _check_int("dense_from_step", self.dense_from_step, 0, LIMITS.total_steps)
+        _check_int("dense_to_step", self.dense_to_step, 0, LIMITS.total_steps)
         if self.n_dense_snapshots and not 0 < self.dense_from_step < self.dense_to_step:
             raise ConfigError("dense snapshots need 0 < dense_from_step < dense_to_step")
         if self.lr_schedule not in ("cosine", "constant"):

@@ -58,7 +58,8 @@ def snapshot_steps(total_steps: int, n_snapshots: int, dense: tuple[int, int, in
             break
         k += 1
     count, lo, hi = dense
-    if count <= 0:
+    hi = min(hi, total_steps)  # the part of the dense range that fits in the run
+    if count <= 0 or not 0 < lo < hi:
         return steps
     target = len(steps) + min(count, hi - lo + 1)
     k = count
