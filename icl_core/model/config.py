@@ -122,7 +122,9 @@ class TrainConfig:
     log_every: int = 10
     resume_every: int = 200  # steps between resume states, besides every snapshot
 
-    def validate(self) -> None:
+    def validate(self, check_size: bool = True) -> None:
+        """Refuse a bad config with a message naming the field; check_size=False for a stored run's config
+        (LIMITS bound what may be trained here, not what may be looked at)."""
         self.model.validate()
         if (
             not isinstance(self.run_name, str)
@@ -174,7 +176,8 @@ class TrainConfig:
                 f"(loss at token {ICL_LATE_TOKEN}); got {self.model.n_ctx}. "
                 "Raise n_ctx or set compute_icl_score to false."
             )
-        self.check_size()
+        if check_size:
+            self.check_size()
 
     def check_size(self) -> None:
         """Refuse configs too big for the server (LIMITS), before anything is built."""
@@ -245,7 +248,7 @@ def model_config_from_dict(data: dict[str, Any], where: str = "model config") ->
     return cfg
 
 
-def train_config_from_dict(data: dict[str, Any], where: str = "train config") -> TrainConfig:
+def train_config_from_dict(data: dict[str, Any], where: str = "train config", check_size: bool = True) -> TrainConfig:
     fields = _strict_fields(TrainConfig, data, where)
     if "model" in fields:
         fields["model"] = model_config_from_dict(fields["model"], f"{where}: model")
@@ -253,7 +256,7 @@ def train_config_from_dict(data: dict[str, Any], where: str = "train config") ->
         cfg = TrainConfig(**fields)
     except TypeError as exc:  # pragma: no cover - _strict_fields catches unknown keys
         raise ConfigError(f"{where}: {exc}") from exc
-    cfg.validate()
+    cfg.validate(check_size)
     return cfg
 
 

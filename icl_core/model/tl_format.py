@@ -73,17 +73,21 @@ def model_config_from_tl(config: Mapping[str, Any], where: str = "config.json") 
         raise CheckpointError(where, f"missing config field {exc.args[0]!r}") from exc
 
 
-def load_pth(path: Path) -> dict[str, torch.Tensor]:
-    """A `.pth` state dict read with weights_only=True (tensors and containers only: no code runs), checked flat."""
+def load_pth(path: Path, where: str | None = None) -> dict[str, torch.Tensor]:
+    """A `.pth` state dict read with weights_only=True (tensors and containers only: no code runs), checked flat.
+
+    where: the name errors give the file (its repo path; the cache's blob name means nothing to a person).
+    """
+    where = where or str(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(path, f"not a plain tensor checkpoint; refused without running it ({exc})") from exc
+        raise CheckpointError(where, f"not a plain tensor checkpoint; refused without running it ({exc})") from exc
     if not isinstance(obj, Mapping) or not all(isinstance(k, str) for k in obj):
-        raise CheckpointError(path, f"expected a flat dict of tensors, found {type(obj).__name__}")
+        raise CheckpointError(where, f"expected a flat dict of tensors, found {type(obj).__name__}")
     bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if bad:
-        raise CheckpointError(path, f"expected a flat dict of tensors; {bad[0]!r} is {type(obj[bad[0]]).__name__}")
+        raise CheckpointError(where, f"expected a flat dict of tensors; {bad[0]!r} is {type(obj[bad[0]]).__name__}")
     return dict(obj)
 
 

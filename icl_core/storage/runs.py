@@ -23,6 +23,14 @@ def user_runs_dir() -> Path:
     return data_dir() / "runs"
 
 
+IMPORTED_SUFFIX_PARTIAL = ".partial"  # an import still being written (or cut short): never listed
+
+
+def imported_runs_dir() -> Path:
+    """TransformerLens-format runs from the Hub, converted to our layout (icl_core.storage.tl_hub)."""
+    return data_dir() / "hub_tl"
+
+
 @dataclass(frozen=True)
 class RunRef:
     name: str  # unique label shown in the run picker
@@ -154,7 +162,18 @@ def forget_hub_run(repo_id: str, revision: str = "main") -> bool:
 def discover_runs(extra: list[RunRef] | None = None) -> list[RunRef]:
     """Shipped runs first, then user-trained runs, then Hub downloads, then `extra`; names made unique."""
     hub = [RunRef(r.label, r.path, "hub") for r in hub_runs()]
-    refs = _runs_under(SHIPPED_DIR, "shipped") + _runs_under(user_runs_dir(), "trained") + hub + list(extra or [])
+    imported = [
+        RunRef(r.name.replace("--", "/", 1), r.path, "hub")
+        for r in _runs_under(imported_runs_dir(), "hub")
+        if not r.name.endswith(IMPORTED_SUFFIX_PARTIAL)
+    ]
+    refs = (
+        _runs_under(SHIPPED_DIR, "shipped")
+        + _runs_under(user_runs_dir(), "trained")
+        + hub
+        + imported
+        + list(extra or [])
+    )
     seen: set[str] = set()
     out = []
     for ref in refs:

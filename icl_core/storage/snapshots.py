@@ -139,7 +139,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 def read_run_config(run_dir: Path) -> TrainConfig:
     manifest = read_manifest(run_dir)
     try:
-        return train_config_from_dict(manifest.get("config", {}), where=str(Path(run_dir) / MANIFEST))
+        return train_config_from_dict(manifest.get("config", {}), where=str(Path(run_dir) / MANIFEST), check_size=False)
     except ConfigError as exc:
         raise CheckpointError(Path(run_dir) / MANIFEST, str(exc)) from exc
 

@@ -1,0 +1,119 @@
+"""TransformerLens-format repos from the (fake) Hub: listed, chosen, downloaded, converted, checked against TL."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from fake_hub import FakeHub
+from test_tl_format import hooked_transformer, tl_config
+
+from icl_core.errors import CheckpointError, HubError
+from icl_core.storage import tl_hub
+from icl_core.storage.runs import discover_runs
+from icl_core.storage.snapshots import list_snapshots, load_model
+
+REPO = "someone/Attn_Only_2L_tiny"
+TOKENIZER_REPO = "test/tiny-bpe"
+TOKENS = [0, 2_000, 20_000, 200_000, 2_000_000, 20_000_000]
+
+
+def tiny_tokenizer_json() -> bytes:
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<|endoftext|>", "<unk>"])
+    tok.train_from_iterator(["def induction(head): return head.copy()"] * 50 + ["the cat sat on the mat"] * 50, trainer)
+    return tok.to_str().encode()
+
+
+def pth(state: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def tl_repo(fake_hub: FakeHub) -> dict[int, torch.nn.Module]:
+    """A repo laid out as Neel Nanda's: config.json, checkpoints/tokens_{N:012d}.pth, optimizer states beside them."""
+    config = tl_config("standard")
+    models = {n: hooked_transformer(config, seed=i) for i, n in enumerate(TOKENS)}
+    files = {"config.json": json.dumps(config).encode(), "model_final.pth": pth(models[TOKENS[-1]].state_dict())}
+    for n, model in models.items():
+        files[f"checkpoints/tokens_{n:012d}.pth"] = pth(model.state_dict())
+        files[f"checkpoints/optimizer_{n:012d}.pth"] = pth({"state": {}})  # never to be fetched
+    fake_hub.add_repo(REPO, files)
+    fake_hub.add_repo(TOKENIZER_REPO, {"tokenizer.json": tiny_tokenizer_json()})
+    return models
+
+
+def test_listing_reads_labels_and_sizes_before_any_checkpoint_is_fetched(fake_hub: FakeHub, tl_repo) -> None:
+    repo = tl_hub.list_repo(REPO)
+    assert repo.unit == "tokens" and [c.label for c in repo.checkpoints] == TOKENS
+    assert all(c.size > 1000 for c in repo.checkpoints)
+    assert repo.model_config.normalization == "LN" and repo.model_config.tokenizer == TOKENIZER_REPO
+    assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in repo.checkpoints)
+    chosen = tl_hub.pick_log_spaced(repo.checkpoints, 3)
+    assert [c.label for c in chosen] == [0, 2_000, 20_000_000] or chosen[0].label == 0
+    assert chosen[0] == repo.checkpoints[0] and chosen[-1] == repo.checkpoints[-1]
+    assert "3 of 6 checkpoints" in tl_hub.describe(repo, chosen)
+
+
+def test_import_converts_the_chosen_checkpoints_into_a_run_that_matches_transformer_lens(
+    fake_hub: FakeHub, tl_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = tl_hub.list_repo(REPO)
+    chosen = [repo.checkpoints[1], repo.checkpoints[4]]
+    run_dir = tl_hub.import_checkpoints(repo, chosen)
+    assert not any(fake_hub.fetched(f"optimizer_{n:012d}.pth") for n in TOKENS), "optimizer states never fetched"
+    assert not fake_hub.fetched(f"tokens_{TOKENS[0]:012d}.pth"), "only the chosen checkpoints"
+    snaps = list_snapshots(run_dir)
+    assert [s.tokens_seen for s in snaps] == [c.label for c in chosen]
+    assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
+    assert any(r.path == run_dir and r.source == "hub" for r in discover_runs())
+    tokens = torch.randint(0, 120, (2, 30), generator=torch.Generator().manual_seed(0))
+    for snap, c in zip(snaps, chosen, strict=True):
+        with torch.no_grad():
+            ours = load_model(snap).eval()(tokens)
+            reference = tl_repo[c.label](tokens)
+        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+    assert not list(run_dir.glob("*.pth")), "converted once: no pickle in the run folder"
+
+    # Offline, the same import is served by the cache.
+    fake_hub.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = tl_hub.import_checkpoints(repo, chosen)
+    assert [s.tokens_seen for s in list_snapshots(again)] == [c.label for c in chosen]
+
+
+def test_a_checkpoint_that_is_not_a_tensor_dict_is_refused_and_nothing_half_written_is_listed(
+    fake_hub: FakeHub, tl_repo
+) -> None:
+    files = dict(fake_hub.files(REPO))
+    files["checkpoints/tokens_000000002000.pth"] = pth({"model": {"nested": torch.zeros(1)}})
+    fake_hub.add_repo(REPO, files)
+    repo = tl_hub.list_repo(REPO)
+    with pytest.raises(CheckpointError, match="tokens_000000002000.pth.*flat dict of tensors"):
+        tl_hub.import_checkpoints(repo, [repo.checkpoints[0], repo.checkpoints[1]])
+    assert not tl_hub.run_dir_for(repo).exists()
+    assert not any(r.name.startswith(REPO) for r in discover_runs())
+
+
+def test_bad_repos_give_one_clear_message(fake_hub: FakeHub, tl_repo, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(HubError):
+        tl_hub.list_repo("nobody/missing-repo")
+    fake_hub.add_repo("someone/no-checkpoints", {"config.json": json.dumps(tl_config("standard")).encode()})
+    with pytest.raises(HubError, match="no training checkpoints"):
+        tl_hub.list_repo("someone/no-checkpoints")
+    fake_hub.add_repo(
+        "someone/mlp-model", {"config.json": json.dumps({**tl_config("standard"), "attn_only": False}).encode()}
+    )
+    with pytest.raises(CheckpointError, match="attention-only"):
+        tl_hub.list_repo("someone/mlp-model")
+    repo = tl_hub.list_repo(REPO)
+    monkeypatch.setattr(tl_hub.hub, "_cap_mb", lambda env, default: 0.00001 if "FILE" in env else default)
+    with pytest.raises(HubError, match="over the .* limit for one file"):
+        tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
