@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
 from ui import cache, state
 from ui.quote import user_text
@@ -85,6 +86,9 @@ else:
             "error": st.column_config.TextColumn(help="why a run cannot be shown, if it cannot"),
         },
     )
+    for r in rows:
+        if r.get("data") not in (None, SAME_DATA):
+            st.warning(f"**{user_text(r['run'])}**: {user_text(r['data'], 300)}.")
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     names = {r["run"]: r["path"] for r in rows}
     # The pick starts at (and follows) the sidebar's run, until the visitor picks another one here.

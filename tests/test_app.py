@@ -256,3 +256,44 @@ def test_every_head_has_a_legend_entry_and_charts_share_the_x_range() -> None:
             per_chart[name] = {tuple(x["scale"]["domain"]) for x in xs if "domain" in x.get("scale", {})}
     assert len(per_chart) == 3 and all(len(d) == 1 for d in per_chart.values()), per_chart
     assert len(set().union(*per_chart.values())) == 1  # one x-range (tokens seen) on every chart over training
+
+
+def test_every_page_shows_a_snapshots_stored_icl_score_and_no_other_exact_value() -> None:
+    """One snapshot, one exact ICL number: the sidebar, the Phase change page and the Models table show the
+    stored value (± its standard error); estimates elsewhere are labelled as estimates."""
+    from icl_core.analysis.summary import fmt_icl
+
+    snaps = list_snapshots(SHIPPED_DIR / MAIN_RUN)
+    snap = snaps[len(snaps) // 2]
+    expected = fmt_icl(snap.metrics)
+    assert expected and "±" in expected, "the shipped runs store the standard error"
+    at = open_page("pages/phase_change.py", step=snap.step)
+    assert any(expected in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
+    shown = next(m for m in at.metric if m.label.startswith("ICL score"))
+    assert shown.value == expected
+    at = open_page("pages/ablation.py", step=snap.step)
+    estimates = [m for m in at.metric if "ICL" in m.label]
+    assert estimates and all("estimate" in m.label for m in estimates)
+    assert all(expected in (m.help or "") for m in estimates), "the estimate names the exact, stored value"
+    at = open_page("pages/models.py")
+    table = at.dataframe[0].value
+    final = list_snapshots(SHIPPED_DIR / MAIN_RUN)[-1].metrics
+    row = table[table["run"] == MAIN_RUN].iloc[0]
+    assert row["ICL score"] == pytest.approx(final["icl_score"]) and row["ICL score s.e."] == pytest.approx(
+        final["icl_score_se"]
+    )
+
+
+def test_models_page_warns_when_a_run_was_evaluated_on_another_set(run_dirs: dict[str, Path]) -> None:
+    other = run_dirs["extra"] / "other-eval-set"
+    shutil.copytree(SHIPPED_DIR / ONE_LAYER_RUN, other, ignore=shutil.ignore_patterns("analysis"))
+    manifest = json.loads((other / "run.json").read_text())
+    manifest["eval_set_sha256"] = "0" * 64
+    (other / "run.json").write_text(json.dumps(manifest))
+    try:
+        at = open_page("pages/models.py")
+    finally:
+        shutil.rmtree(other)  # the other tests of this module see the usual runs
+    warnings = [w.value for w in at.warning]
+    assert any("other-eval-set" in w and "another evaluation set" in w for w in warnings), warnings
+    assert not any(f"**{MAIN_RUN}**" in w for w in warnings), "the shipped runs match this app's set"

@@ -20,6 +20,8 @@ from icl_core.heads import head_name
 from icl_core.storage.runs import RunRef
 from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, read_manifest, read_run_config
 
+SAME_DATA = "same as this machine's"  # run_overview's "data" when the run's eval set and training text match ours
+
 
 def fmt_tokens(n: int) -> str:
     """Token counts as a teacher reads them: 8.54M, 655k."""
@@ -157,7 +159,7 @@ def run_overview(ref: RunRef, snaps: Sequence[SnapshotInfo] | None = None) -> di
             "held-out loss": last["heldout_loss"],
             "ICL score": last["icl_score"],
             "ICL score s.e.": last["icl_score_se"],
-            "data": "; ".join(data.provenance_notes(manifest)) or "same as this machine's",
+            "data": "; ".join(data.provenance_notes(manifest)) or SAME_DATA,
             "best induction score": last["max_prefix_matching"],
             "phase change at (tokens)": tokens[window.center_step] if window else None,
         }
