@@ -21,10 +21,11 @@ TOKENS = [0, 2_000, 20_000, 200_000, 2_000_000, 20_000_000]
 
 
 def tiny_tokenizer_json() -> bytes:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # as GPT-NeoX's tokenizer.json
+    tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<|endoftext|>", "<unk>"])
     tok.train_from_iterator(["def induction(head): return head.copy()"] * 50 + ["the cat sat on the mat"] * 50, trainer)
     return tok.to_str().encode()
@@ -117,3 +118,21 @@ def test_bad_repos_give_one_clear_message(fake_hub: FakeHub, tl_repo, monkeypatc
     monkeypatch.setattr(tl_hub.hub, "_cap_mb", lambda env, default: 0.00001 if "FILE" in env else default)
     with pytest.raises(HubError, match="over the .* limit for one file"):
         tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
+
+
+def test_the_imported_runs_tokenizer_prepends_bos_and_labels_tokens_readably(fake_hub: FakeHub, tl_repo) -> None:
+    from icl_core.model.tokenizer import BYTES, load_tokenizer
+
+    repo = tl_hub.list_repo(REPO)
+    run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[-1]])
+    tok = load_tokenizer(repo.model_config.tokenizer, run_dir)
+    enc = tok.encode("the cat sat on the mat", n_ctx=64)
+    assert int(enc.tokens[0]) == tok.bos and len(enc.tokens) > 2
+    labels = tok.labels(enc.tokens)
+    assert labels[0] == "<s>" and "".join(labels[1:]).replace("␣", " ") == "the cat sat on the mat"
+    assert tok.decode(enc.tokens) == "the cat sat on the mat"
+    assert tok.encode("the cat " * 40, n_ctx=8).truncated
+    assert load_tokenizer("bytes") is BYTES
+    (run_dir / "tokenizer" / "tokenizer.json").unlink()
+    with pytest.raises(CheckpointError, match="tokenizer.*missing"):
+        load_tokenizer(repo.model_config.tokenizer, run_dir)

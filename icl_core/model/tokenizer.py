@@ -1,12 +1,14 @@
-"""Byte-level tokenizer: 256 byte tokens plus one start-of-sequence token. Needs no download."""
+"""Tokenizers: ours (bytes: 256 byte tokens plus a start token, no download) and the BPE tokenizers of
+TransformerLens-format models imported from the Hub (their tokenizer.json, stored in the run)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from icl_core.errors import InputTextError
+from icl_core.errors import CheckpointError, InputTextError
 
 BOS = 256
 VOCAB_SIZE = 257
@@ -54,3 +56,73 @@ def token_labels(tokens: torch.Tensor | list[int]) -> list[str]:
 def decode(tokens: torch.Tensor | list[int]) -> str:
     data = bytes(int(t) for t in tokens if int(t) != BOS)
     return data.decode("utf-8", errors="replace")
+
+
+class ByteTokenizer:
+    """Our runs' tokenizer as an object, for code that serves every model family."""
+
+    name = "bytes"
+    bos = BOS
+    vocab_size = VOCAB_SIZE
+
+    def encode(self, text: str, n_ctx: int | None = None) -> EncodedText:
+        return encode(text, n_ctx)
+
+    def labels(self, tokens: torch.Tensor | list[int]) -> list[str]:
+        return token_labels(tokens)
+
+    def decode(self, tokens: torch.Tensor | list[int]) -> str:
+        return decode(tokens)
+
+
+BYTES = ByteTokenizer()
+_BOS_CANDIDATES = ("<|endoftext|>", "<|BOS|>", "<bos>", "<s>")  # GPT-NeoX / TinyStories tokenizers use the first
+_VISIBLE = str.maketrans({" ": "␣", "\n": "⏎", "\t": "⇥"})
+
+
+class BPETokenizer:
+    """A Hugging Face `tokenizer.json` (the `tokenizers` package; no `transformers`), with TransformerLens's BOS
+    handling: a start token is prepended, the tokenizer's BOS (its end-of-text token where it has no other)."""
+
+    def __init__(self, path: Path, name: str = "") -> None:
+        from tokenizers import Tokenizer
+
+        try:
+            self._tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
+            raise CheckpointError(path, f"not a readable tokenizer.json ({exc})") from exc
+        self.name = name or str(path)
+        self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
+        bos = next((self._tok.token_to_id(t) for t in _BOS_CANDIDATES if self._tok.token_to_id(t) is not None), None)
+        if bos is None:
+            raise CheckpointError(path, f"the tokenizer has no start token (looked for {', '.join(_BOS_CANDIDATES)})")
+        self.bos = int(bos)
+
+    def encode(self, text: str, n_ctx: int | None = None) -> EncodedText:
+        if not text:
+            raise InputTextError("The text is empty: type at least one character.")
+        ids = [self.bos, *self._tok.encode(text, add_special_tokens=False).ids]
+        truncated = n_ctx is not None and len(ids) > n_ctx
+        if truncated:
+            ids = ids[:n_ctx]
+        return EncodedText(torch.tensor(ids, dtype=torch.long), truncated, 0)
+
+    def labels(self, tokens: torch.Tensor | list[int]) -> list[str]:
+        """Each token as the text it stands for, whitespace made visible (not the byte-level 'Ġ' spelling)."""
+        return [
+            "<s>" if int(t) == self.bos else (self._tok.decode([int(t)]) or f"#{int(t)}").translate(_VISIBLE)
+            for t in tokens
+        ]
+
+    def decode(self, tokens: torch.Tensor | list[int]) -> str:
+        return self._tok.decode([int(t) for t in tokens if int(t) != self.bos])
+
+
+def load_tokenizer(name: str, run_dir: Path | None = None) -> ByteTokenizer | BPETokenizer:
+    """The tokenizer a model config names: ours ("bytes"), or the tokenizer.json a Hub import stored in its run."""
+    if name == BYTES.name:
+        return BYTES
+    path = Path(run_dir or ".") / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        raise CheckpointError(path, f"the run's tokenizer ({name}) is missing: import the run again")
+    return BPETokenizer(path, name)
