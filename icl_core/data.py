@@ -97,13 +97,22 @@ def corpus_sha256(split: str) -> str:
     return hashlib.sha256(corpus(split).tobytes()).hexdigest()
 
 
-def repeated_random_tokens(n_sequences: int = 10, seq_len: int = 25, n_repeats: int = 4, seed: int = 0) -> torch.Tensor:
-    """Random token sequences repeated n_repeats times with BOS prepended: (n, 1 + seq_len * n_repeats)."""
-    pool = torch.tensor(probe_tokens())
+def repeated_random_tokens(
+    n_sequences: int = 10,
+    seq_len: int = 25,
+    n_repeats: int = 4,
+    seed: int = 0,
+    pool: list[int] | None = None,
+    bos: int = BOS,
+) -> torch.Tensor:
+    """Random token sequences repeated n_repeats times with BOS prepended: (n, 1 + seq_len * n_repeats).
+
+    Tokens come from `pool` (default: our byte models' probe pool, probe_tokens)."""
+    pool_t = torch.tensor(pool if pool is not None else probe_tokens())
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, len(pool), (n_sequences, seq_len), generator=gen)
-    seqs = pool[idx].repeat(1, n_repeats)
-    return torch.cat([torch.full((n_sequences, 1), BOS, dtype=torch.long), seqs], dim=1)
+    idx = torch.randint(0, len(pool_t), (n_sequences, seq_len), generator=gen)
+    seqs = pool_t[idx].repeat(1, n_repeats)
+    return torch.cat([torch.full((n_sequences, 1), bos, dtype=torch.long), seqs], dim=1)
 
 
 # The probe recipes: every caller that measures "the same probe" draws it here, with these seeds.
@@ -126,10 +135,41 @@ def prefix_matching_probe_shape(n_ctx: int) -> tuple[int, int]:
     return seq_len, min(PROBE_REPEATS, (n_ctx - 1) // seq_len)
 
 
-def prefix_matching_probe(n_ctx: int) -> tuple[torch.Tensor, int]:
-    """The prefix-matching probe and the length of the sequence it repeats."""
+def prefix_matching_probe(n_ctx: int, pool: list[int] | None = None, bos: int = BOS) -> tuple[torch.Tensor, int]:
+    """The prefix-matching probe and the length of the sequence it repeats (pool, bos: another tokenizer's)."""
     seq_len, n_repeats = prefix_matching_probe_shape(n_ctx)
-    return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats), seq_len
+    return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats, pool=pool, bos=bos), seq_len
+
+
+# -- held-out data for models with another tokenizer (TransformerLens-format runs from the Hub) -------------------
+
+
+@functools.lru_cache(maxsize=2)
+def tokenized_heldout(tokenizer) -> np.ndarray:
+    """The stdlib held-out split (Python source, on every machine) in that tokenizer's tokens, files concatenated."""
+    text = corpus("heldout").tobytes().decode("utf-8", errors="replace")
+    ids = tokenizer.encode(text).tokens[1:]  # without the start token encode() prepends
+    return ids.numpy().astype(np.int64)
+
+
+def tokenizer_examples(tokenizer, n_examples: int, n_ctx: int, seed: int = DEFAULT_HELDOUT_SEED) -> torch.Tensor:
+    """Fixed held-out windows of n_ctx - 1 tokens in that tokenizer, its start token first."""
+    ids = tokenized_heldout(tokenizer)
+    if len(ids) <= n_ctx:
+        raise ValueError(f"the held-out text is only {len(ids)} tokens in this tokenizer; {n_ctx} are needed")
+    gen = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(ids) - n_ctx, (n_examples,), generator=gen).numpy()
+    windows = torch.from_numpy(np.stack([ids[s : s + n_ctx - 1] for s in starts]))
+    return torch.cat([torch.full((n_examples, 1), tokenizer.bos, dtype=torch.long), windows], dim=1)
+
+
+def tokenizer_probe_pool(tokenizer, n_tokens: int = 60) -> list[int]:
+    """Random-probe tokens for another tokenizer: the middle of its frequency ranking on the held-out text
+    (tokens that occur there, most frequent first; the n_tokens around the median rank)."""
+    counts = np.bincount(tokenized_heldout(tokenizer))
+    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
+    middle = max(0, len(ranked) // 2 - n_tokens // 2)
+    return ranked[middle : middle + n_tokens]
 
 
 def repeated_twice(n_ctx: int, n_sequences: int, half_len: int) -> tuple[torch.Tensor, int]:

@@ -136,3 +136,26 @@ def test_the_imported_runs_tokenizer_prepends_bos_and_labels_tokens_readably(fak
     (run_dir / "tokenizer" / "tokenizer.json").unlink()
     with pytest.raises(CheckpointError, match="tokenizer.*missing"):
         load_tokenizer(repo.model_config.tokenizer, run_dir)
+
+
+def test_an_imported_run_is_evaluated_with_its_own_tokenizer_once(fake_hub: FakeHub, tl_repo) -> None:
+    from icl_core import data
+    from icl_core.analysis.evaluation import evaluate_run
+    from icl_core.model.tokenizer import load_tokenizer
+
+    repo = tl_hub.list_repo(REPO)
+    run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[1], repo.checkpoints[-1]])
+    assert all(not s.metrics for s in list_snapshots(run_dir))
+    seen = []
+    assert evaluate_run(run_dir, eval_examples=8, progress=lambda i, n: seen.append((i, n))) == 2
+    assert seen == [(1, 2), (2, 2)]
+    snaps = list_snapshots(run_dir)
+    for s in snaps:
+        m = s.metrics
+        assert len(m["loss_curve"]) == 47 and len(m["pca_losses"]) == 8
+        assert len(m["prefix_matching"]) == 2 and len(m["prefix_matching"][0]) == 4
+        assert "icl_score" not in m, "a 48-token context cannot reach token 500"
+    tok = load_tokenizer(repo.model_config.tokenizer, run_dir)
+    pool = data.tokenizer_probe_pool(tok)
+    assert pool and tok.bos not in pool and max(pool) < repo.model_config.d_vocab
+    assert evaluate_run(run_dir) == 0, "evaluated once"

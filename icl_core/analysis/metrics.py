@@ -15,11 +15,15 @@ import torch
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss
 
+LOGIT_BUDGET = 2**27  # logits held at once by the batched evaluations
+
 
 @torch.no_grad()
 def per_token_losses(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Per-token loss for every example: (n_examples, seq_len - 1), on the CPU."""
     device = next(model.parameters()).device
+    # A 48k-token vocabulary makes the logits the big tensor: keep a batch's under ~2^27 numbers (512 MB).
+    batch_size = max(1, min(batch_size, LOGIT_BUDGET // max(1, tokens.shape[1] * model.cfg.d_vocab)))
     out = []
     for i in range(0, len(tokens), batch_size):
         chunk = tokens[i : i + batch_size].to(device)

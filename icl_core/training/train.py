@@ -27,7 +27,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from icl_core import data, evalset
-from icl_core.analysis import metrics, pca
+from icl_core.analysis.evaluation import EvalData, evaluate
 from icl_core.errors import CheckpointError, ICLError
 from icl_core.model.config import TrainConfig, load_train_config
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
@@ -44,7 +44,6 @@ from icl_core.storage.snapshots import (
 
 RESUME_WEIGHTS = "resume.safetensors"
 RESUME_META = "resume.json"
-PROBE_TEXT_EXAMPLES = 16
 
 
 def snapshot_steps(total_steps: int, n_snapshots: int, dense: tuple[int, int, int] = (0, 0, 0)) -> list[int]:
@@ -94,55 +93,6 @@ def pick_device(choice: str) -> torch.device:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
-
-
-@dataclass
-class EvalData:
-    heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
-    icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
-    repeated: torch.Tensor  # repeated random tokens: prefix-matching score
-    repeat_len: int  # length of the random sequence that `repeated` repeats
-    probe_text: torch.Tensor  # held-out text: previous-token score
-
-    @classmethod
-    def for_config(cls, cfg: TrainConfig) -> EvalData:
-        n_ctx = cfg.model.n_ctx
-        heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
-        icl = data.heldout_examples(cfg.icl_examples, n_ctx) if cfg.compute_icl_score else None
-        repeated, repeat_len = data.prefix_matching_probe(n_ctx)
-        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
-
-
-@torch.no_grad()
-def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
-    """Everything a snapshot records about itself; computed once here so the app never has to."""
-    was_training = model.training
-    model.eval()
-    losses = metrics.per_token_losses(model, ev.heldout)
-    curve = metrics.loss_curve(losses)
-    out: dict[str, Any] = {
-        "heldout_loss": float(losses.mean()),
-        "loss_curve": [round(float(x), 5) for x in curve],
-        "pca_losses": [
-            round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))
-        ],
-        "prefix_matching": metrics.prefix_matching_scores(
-            model, ev.repeated.to(_device(model)), ev.repeat_len
-        ).tolist(),
-        "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
-        "copying": metrics.copying_scores(model).tolist(),
-    }
-    if ev.icl is not None:
-        icl = metrics.exact_icl_score(model, ev.icl)
-        out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)
-    if model.cfg.smeared_keys:
-        out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
-    model.train(was_training)
-    return out
-
-
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def save_resume_state(

@@ -1,0 +1,127 @@
+"""What a snapshot records about itself: held-out losses, ICL score, head scores, computed once and stored.
+
+Our runs are evaluated here at training time, on the shipped evaluation set (bytes); runs imported from the
+Hub (TransformerLens format, a BPE tokenizer) are evaluated here after the download, with their own
+tokenizer on the stdlib's held-out text (data.tokenized_heldout).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from icl_core import data
+from icl_core.analysis import metrics, pca
+from icl_core.model.config import ICL_LATE_TOKEN, TrainConfig
+from icl_core.model.tokenizer import ByteTokenizer, load_tokenizer
+from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.snapshots import atomic_write_json, list_snapshots, load_model, read_json, read_run_config
+
+PROBE_TEXT_EXAMPLES = 16
+
+
+@dataclass
+class EvalData:
+    heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
+    icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
+    repeated: torch.Tensor  # repeated random tokens: prefix-matching score
+    repeat_len: int  # length of the random sequence that `repeated` repeats
+    probe_text: torch.Tensor  # held-out text: previous-token score
+
+    @classmethod
+    def for_config(cls, cfg: TrainConfig) -> EvalData:
+        n_ctx = cfg.model.n_ctx
+        heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
+        icl = data.heldout_examples(cfg.icl_examples, n_ctx) if cfg.compute_icl_score else None
+        repeated, repeat_len = data.prefix_matching_probe(n_ctx)
+        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+
+    @classmethod
+    def for_tokenizer(cls, cfg: TrainConfig, tokenizer) -> EvalData:
+        """The same recipe for a model with another tokenizer: its own tokens of the stdlib held-out text, and a
+        random-token probe from the middle of its frequency ranking on that text."""
+        if isinstance(tokenizer, ByteTokenizer):
+            return cls.for_config(cfg)
+        n_ctx = cfg.model.n_ctx
+        heldout = data.tokenizer_examples(tokenizer, cfg.eval_examples, n_ctx)
+        icl = (
+            data.tokenizer_examples(tokenizer, cfg.icl_examples, ICL_LATE_TOKEN + 2)
+            if n_ctx > ICL_LATE_TOKEN + 1
+            else None
+        )
+        repeated, repeat_len = data.prefix_matching_probe(n_ctx, data.tokenizer_probe_pool(tokenizer), tokenizer.bos)
+        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+
+
+@torch.no_grad()
+def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
+    """Everything a snapshot records about itself; computed once here so the app never has to."""
+    was_training = model.training
+    model.eval()
+    losses = metrics.per_token_losses(model, ev.heldout)
+    curve = metrics.loss_curve(losses)
+    out: dict[str, Any] = {
+        "heldout_loss": float(losses.mean()),
+        "loss_curve": [round(float(x), 5) for x in curve],
+        "pca_losses": [
+            round(float(x), 5) for x in pca.select_positions(losses, pca.token_positions(*ev.heldout.shape))
+        ],
+        "prefix_matching": metrics.prefix_matching_scores(
+            model, ev.repeated.to(_device(model)), ev.repeat_len
+        ).tolist(),
+        "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
+        "copying": metrics.copying_scores(model).tolist(),
+    }
+    if ev.icl is not None:
+        icl = metrics.exact_icl_score(model, ev.icl)
+        out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)
+    if model.cfg.smeared_keys:
+        out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
+    model.train(was_training)
+    return out
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def evaluate_run(
+    run_dir: Path,
+    eval_examples: int = 64,
+    icl_examples: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Store the metrics of every snapshot of a run that has none yet (an imported run); returns how many.
+
+    Each snapshot's JSON is rewritten atomically as soon as its metrics are known, so an interrupted
+    evaluation keeps what it finished and continues from there.
+    """
+    cfg = read_run_config(run_dir)
+    snaps = list_snapshots(run_dir)
+    todo = [s for s in snaps if not s.metrics]
+    if not todo:
+        return 0
+    tokenizer = load_tokenizer(cfg.model.tokenizer, run_dir)
+    ev = EvalData.for_tokenizer(
+        TrainConfig(
+            run_name=cfg.run_name,
+            model=cfg.model,
+            eval_examples=eval_examples,
+            icl_examples=icl_examples,
+            compute_icl_score=cfg.model.n_ctx > ICL_LATE_TOKEN + 1,
+        ),
+        tokenizer,
+    )
+    for i, snap in enumerate(todo):
+        out = evaluate(load_model(snap), ev)
+        meta = read_json(snap.meta_path)
+        meta["metrics"] = json.loads(json.dumps(out))
+        atomic_write_json(snap.meta_path, meta)
+        if progress is not None:
+            progress(i + 1, len(todo))
+    return len(todo)
