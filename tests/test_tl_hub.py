@@ -159,3 +159,21 @@ def test_an_imported_run_is_evaluated_with_its_own_tokenizer_once(fake_hub: Fake
     pool = data.tokenizer_probe_pool(tok)
     assert pool and tok.bos not in pool and max(pool) < repo.model_config.d_vocab
     assert evaluate_run(run_dir) == 0, "evaluated once"
+
+
+def test_pages_that_encode_text_say_so_for_an_imported_run_and_the_phase_change_page_shows_it(
+    fake_hub: FakeHub, tl_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import open_page
+
+    from icl_core.analysis.evaluation import evaluate_run
+
+    repo = tl_hub.list_repo(REPO)
+    run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints[1:]))
+    evaluate_run(run_dir, eval_examples=8)
+    name = next(r.name for r in discover_runs() if r.path == run_dir)
+    at = open_page("pages/attention.py", run=name)
+    assert not at.exception and any("its own tokenizer" in i.value for i in at.info), [i.value for i in at.info]
+    at = open_page("pages/phase_change.py", run=name)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.get("vega_lite_chart"), "the phase-change charts of the imported run"

@@ -123,9 +123,10 @@ def pca_table(
     """Joint PCA of the stored per-token-loss vectors of every compatible run, snapshots from min_step on.
 
     Runs are compatible when they were evaluated on the same held-out examples and positions, i.e. the
-    same number of examples and the same context; the group holding `focus_run` wins, else the largest.
+    same number of examples, the same context and the same tokenizer; the group holding `focus_run` wins,
+    else the largest.
     """
-    groups: dict[tuple[int, int], dict[str, list[tuple[int, np.ndarray]]]] = {}
+    groups: dict[tuple[int, int, str], dict[str, list[tuple[int, np.ndarray]]]] = {}
     skipped: dict[str, str] = {}
     tokens: dict[tuple[str, int], int] = {}
     icl: dict[tuple[str, int], float | None] = {}
@@ -148,7 +149,7 @@ def pca_table(
         if len(lengths) != 1:
             skipped[name] = "snapshots were evaluated on different examples"
             continue
-        key = (lengths.pop(), snaps[0].model_config.n_ctx)
+        key = (lengths.pop(), snaps[0].model_config.n_ctx, snaps[0].model_config.tokenizer)
         groups.setdefault(key, {})[name] = vecs
     if not groups:
         return None
@@ -158,8 +159,8 @@ def pca_table(
         if other != key:
             for name in g:
                 skipped[name] = (
-                    f"evaluated on {other[0]} held-out examples (context {other[1]}), "
-                    f"not {key[0]} (context {key[1]}): not comparable"
+                    f"evaluated on {other[0]} held-out examples (context {other[1]}, tokenizer {other[2]}), "
+                    f"not {key[0]} (context {key[1]}, tokenizer {key[2]}): not comparable"
                 )
     chosen = groups[key]
     if sum(len(v) for v in chosen.values()) < 2:

@@ -217,3 +217,36 @@ def describe(repo: TLRepo, chosen: Sequence[Checkpoint]) -> str:
         f"{len(chosen)} of {len(repo.checkpoints)} checkpoints ({repo.unit} {chosen[0].label:,} to "
         f"{chosen[-1].label:,}), {hub._mb(repo.download_bytes(chosen))}"
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m icl_core.storage.tl_hub REPO [--checkpoints N]: import and evaluate a published run."""
+    import argparse
+    import sys
+
+    from icl_core.analysis.evaluation import evaluate_run
+    from icl_core.errors import ICLError
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("repo", help="e.g. NeelNanda/Attn_Only_2L512W_C4_Code")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--checkpoints", type=int, default=DEFAULT_CHECKPOINTS, help="how many, log-spaced")
+    parser.add_argument("--yes", action="store_true", help="do not ask before downloading")
+    args = parser.parse_args(argv)
+    try:
+        repo = list_repo(args.repo, args.revision)
+        chosen = pick_log_spaced(repo.checkpoints, args.checkpoints)
+        print(f"{repo.repo_id}: {describe(repo, chosen)}")
+        if not args.yes and input("download? [y/N] ").strip().lower() != "y":
+            return 1
+        run_dir = import_checkpoints(repo, chosen, progress=lambda p: print(p.message, flush=True))
+        evaluate_run(run_dir, progress=lambda i, n: print(f"evaluated {i}/{n}", flush=True))
+    except ICLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"ready: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
