@@ -2,7 +2,7 @@
 
 Starts `streamlit run app.py` (data folder in a temp dir, Hub offline) and N headless Debian-chromium sessions,
 one thread each. Every session, for --seconds: types a new text on the Attention page, then on the Ablation
-page switches the induction head L1H0 of attn2 (step 3000) on and off, reading the second-copy loss each
+page switches the induction head of attn2 (at its last step) on and off, reading the second-copy loss each
 time. Timed: from the action to the script state returning to idle. Prints p50/p95 per interaction and the
 server's peak RSS (the whole process tree); with --check, also checks that every session read exactly the
 numbers a solo session reads first (no leak between sessions), exiting 1 if not.
@@ -35,7 +35,14 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 MAIN = "[data-testid='stMain']"
-HEAD = "L1H0"  # attn2's induction head
+sys.path.insert(0, str(ROOT))
+from icl_core.analysis.phase import best_induction_head  # noqa: E402
+from icl_core.heads import head_name  # noqa: E402
+from icl_core.storage.snapshots import list_snapshots  # noqa: E402
+
+_LAST = list_snapshots(ROOT / "checkpoints" / "attn2")[-1]
+HEAD = head_name(best_induction_head(_LAST))  # attn2's induction head
+STEP = _LAST.step
 METRIC = "Loss on the second copy"
 
 
@@ -136,7 +143,7 @@ def open_first_page(pw, url: str):
     page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
     page.set_default_timeout(120_000)
     t = time.perf_counter()
-    page.goto(f"{url}/attention?run=attn2&step=3000", wait_until="domcontentloaded")
+    page.goto(f"{url}/attention?run=attn2&step={STEP}", wait_until="domcontentloaded")
     page.wait_for_selector("textarea")
     page.wait_for_selector(IDLE)
     return browser, page, time.perf_counter() - t

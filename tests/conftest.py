@@ -13,10 +13,38 @@ from streamlit.testing.v1 import AppTest
 
 from ui import state
 
-__all__ = ["APP", "ROOT", "fake_hub", "mark_apptest_session", "no_internet", "open_page", "tiny_run_dir"]
+__all__ = [
+    "APP",
+    "ROOT",
+    "fake_hub",
+    "mark_apptest_session",
+    "no_internet",
+    "open_page",
+    "shipped_induction_head",
+    "shipped_last_step",
+    "tiny_run_dir",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
+
+
+def shipped_last_step(run: str = "attn2") -> int:
+    """The last step of a shipped run: tests open pages there rather than at a number written down."""
+    from icl_core.storage.runs import SHIPPED_DIR
+    from icl_core.storage.snapshots import list_snapshots
+
+    return list_snapshots(SHIPPED_DIR / run)[-1].step
+
+
+def shipped_induction_head(run: str = "attn2") -> str:
+    """The induction head of a shipped run at its last step (highest stored prefix-matching score, layer >= 1)."""
+    from icl_core.analysis.phase import best_induction_head
+    from icl_core.heads import head_name
+    from icl_core.storage.runs import SHIPPED_DIR
+    from icl_core.storage.snapshots import list_snapshots
+
+    return head_name(best_induction_head(list_snapshots(SHIPPED_DIR / run)[-1]))
 
 
 def mark_apptest_session(at: AppTest) -> AppTest:

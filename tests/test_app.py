@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import streamlit as st
 from conftest import open_page as open_app
+from conftest import shipped_induction_head
 from fake_hub import FakeHub
 from streamlit.testing.v1 import AppTest
 
@@ -225,7 +226,7 @@ def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
     window = phase_window(list_snapshots(SHIPPED_DIR / MAIN_RUN))
     steps = (at.select_slider(key="attn_pair_a").value, at.select_slider(key="attn_pair_b").value)
     assert steps == (window.start_step, window.end_step)
-    assert at.selectbox(key="attn_pair_head").value == "L1H0"  # the induction head
+    assert at.selectbox(key="attn_pair_head").value == shipped_induction_head()
     before, after = _pair_data(at)
     assert before != after  # the head attends differently once induction heads have formed
     at.select_slider(key="attn_pair_a").set_value(window.end_step).run()
@@ -248,7 +249,7 @@ def test_every_head_has_a_legend_entry_and_charts_share_the_x_range() -> None:
     assert color["legend"]["symbolLimit"] == 0  # Vega draws every entry (it cut the list at L1H1 before)
     tables = [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
     heads = {v for t in tables if "head" in t.column_names for v in t.column("head").to_pylist()}
-    assert len(heads) == 8 and "L1H2" in heads  # the smeared run's induction head is among them
+    assert len(heads) == 8 and shipped_induction_head("attn2-smeared") in heads  # the smeared run's induction head
     per_chart = {}
     for name, c in specs.items():
         if name.startswith(("ICL score", "Prefix-matching", "Training and held-out")):

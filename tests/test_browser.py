@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import shipped_induction_head, shipped_last_step
 
 pytestmark = pytest.mark.browser
 
@@ -460,14 +461,17 @@ def test_first_visit_on_a_deep_link_keeps_its_first_click(server: tuple[str, Pat
         try:
             page = chromium.new_context(viewport=VIEWPORT).new_page()
             page.set_default_timeout(RUN_S * 1000)
-            page.goto(f"{url}/ablation?run=attn2&step=3000", wait_until="domcontentloaded")
-            toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L1H0"))
+            head = shipped_induction_head()
+            page.goto(f"{url}/ablation?run=attn2&step={shipped_last_step()}", wait_until="domcontentloaded")
+            toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(f"^{head}"))
             toggle.first.wait_for(timeout=FIRST_RUN_S * 1000)
             page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
             page.wait_for_timeout(2000)
             assert not toggle.first.locator("input").is_checked()
             toggle.first.locator("label").first.click()
-            wait_until(lambda: toggle.first.locator("input").is_checked(), RUN_S, "the first click to switch L1H0 on")
+            wait_until(
+                lambda: toggle.first.locator("input").is_checked(), RUN_S, f"the first click to switch {head} on"
+            )
             page.wait_for_selector(APP_IDLE)
             page.wait_for_timeout(1000)  # a rerun that dropped the click would switch it back off
             assert toggle.first.locator("input").is_checked(), f"the first click was lost; server log {log}"
@@ -559,7 +563,7 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
         page = context.new_page()
         page.set_default_timeout(RUN_S * 1000)
         for path in ("attention", "ablation", "phase_change"):
-            page.goto(f"{browser.url}/{path}?run=attn2&step=3000", wait_until="domcontentloaded")
+            page.goto(f"{browser.url}/{path}?run=attn2&step={shipped_last_step()}", wait_until="domcontentloaded")
             page.wait_for_selector(f"{MAIN} h1", timeout=FIRST_RUN_S * 1000)
             page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
             page.wait_for_timeout(1500)  # charts lay out after the script is done

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import open_page
+from conftest import open_page, shipped_induction_head, shipped_last_step
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -23,6 +23,8 @@ from icl_core.analysis.text import preset_text
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots
 from ui import state
+
+LAST = shipped_last_step()  # attn2's last step: links open there
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +97,7 @@ def test_link_with_text_opens_the_attention_page_on_that_sequence() -> None:
     [
         ({"run": "no-such-run", "step": "0"}, "attn2", 0, "no-such-run"),
         ({"run": "attn1", "step": "ten"}, "attn1", "last", "not a number"),
-        ({"run": "attn2", "step": "1043"}, "attn2", "nearest", "nearest one"),
+        ({"run": "attn2", "step": str(shipped_last_step() - 7)}, "attn2", "nearest", "nearest one"),
         ({"run": "attn2", "step": "-5"}, "attn2", 0, "nearest one"),
     ],
 )
@@ -168,20 +170,22 @@ def test_export_buttons_under_the_charts() -> None:
 
 
 def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
-    at = open_app("pages/attention.py", run="attn2", step="3000", text="abcdefg abcdefg", dest="12")
+    at = open_app("pages/attention.py", run="attn2", step=str(LAST), text="abcdefg abcdefg", dest="12")
     assert not at.warning, [w.value for w in at.warning]
     assert at.select_slider(key="attn_query").value == 12
     assert at.query_params["dest"] == "12"
     at.select_slider(key="attn_query").set_value(9).run()
     assert at.query_params["dest"] == "9"  # the link follows the page
 
-    at = open_app("pages/ablation.py", run="attn2", step="3000", heads="L1H0,L0H3", mode="pattern-preserving")
+    ind = shipped_induction_head()
+    other, third = [h for h in ("L0H3", "L1H1", "L0H0") if h != ind][:2]
+    at = open_app("pages/ablation.py", run="attn2", step=str(LAST), heads=f"{ind},{other}", mode="pattern-preserving")
     assert not at.warning, [w.value for w in at.warning]
-    assert at.toggle(key="ablate_L1H0").value and at.toggle(key="ablate_L0H3").value
-    assert not at.toggle(key="ablate_L1H1").value
+    assert at.toggle(key=f"ablate_{ind}").value and at.toggle(key=f"ablate_{other}").value
+    assert not at.toggle(key=f"ablate_{third}").value
     assert at.radio(key="ablation_mode").value == "pattern-preserving"
-    at.toggle(key="ablate_L0H3").set_value(False).run()
-    assert (at.query_params["heads"], at.query_params["mode"]) == ("L1H0", "pattern-preserving")
+    at.toggle(key=f"ablate_{other}").set_value(False).run()
+    assert (at.query_params["heads"], at.query_params["mode"]) == (ind, "pattern-preserving")
 
     at = open_app("pages/ablation.py", run="attn2", heads="L9H9", mode="![x](http://h)")
     warnings = " ".join(w.value for w in at.warning)
@@ -189,7 +193,7 @@ def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
 
 
 def test_presenter_mode_from_the_link_and_the_toggle() -> None:
-    at = open_app("pages/attention.py", run="attn2", step="3000", present="1")
+    at = open_app("pages/attention.py", run="attn2", step=str(LAST), present="1")
     assert at.toggle(key=state.PRESENT_WIDGET).value and at.query_params["present"] == "1"
     heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
     assert heatmap["config"]["title"]["fontSize"] >= 20  # projector-sized type
@@ -204,7 +208,7 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
 
 
 def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> None:
-    at = open_app("pages/attention.py", run="attn2", step="3000", text="abcdefg abcdefg")
+    at = open_app("pages/attention.py", run="attn2", step=str(LAST), text="abcdefg abcdefg")
     assert at.select_slider(key="attn_query").value != 3
     click_point(at, "attn_token_pick", {"position": 3})
     assert at.select_slider(key="attn_query").value == 3

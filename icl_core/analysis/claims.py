@@ -74,3 +74,57 @@ def induction_plateau(snaps: Sequence[SnapshotInfo]) -> Plateau | None:
     tail = [s for s in seen if math.log10(s.tokens_seen) >= cut]
     scores = [stored_prefix_matching(s)[head[0]][head[1]] for s in tail]
     return Plateau(head, tail[0].tokens_seen, float(max(scores) - min(scores)))
+
+
+def run_figures(snaps: Sequence[SnapshotInfo]) -> dict[str, object]:
+    """Every figure a claim about one run reads, by name (None where the run cannot give it)."""
+    from icl_core.analysis.phase import phase_window
+
+    t, v, se = icl_series(snaps)
+    first = snaps[0]
+    window = phase_window(snaps)
+    plateau = induction_plateau(snaps)
+    out: dict[str, object] = {
+        "step0_loss": finite_or_none(first.metrics.get("heldout_loss")),
+        "ln_vocab": math.log(first.model_config.d_vocab),
+        "step0_icl": float(v[0]) if len(v) else None,
+        "final_icl": float(v[-1]) if len(v) else None,
+        "final_icl_se": float(se[-1]) if len(se) else None,
+        "max_icl_se": float(np.nanmax(se)) if len(se) else None,
+        "largest_interval_drop": largest_interval_drop(snaps),
+        "window": window,
+        "plateau": plateau,
+    }
+    if window is not None:
+        out |= {
+            "window_tokens": (
+                _at(snaps, window.start_step).tokens_seen,
+                window_center_tokens(snaps, window),
+                _at(snaps, window.end_step).tokens_seen,
+            ),
+            "window_decades": window_decades(snaps, window),
+            "drop_inside_window": drop_inside_window(snaps, window),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m icl_core.analysis.claims RUN_DIR...: the figures of each run, for the README and the notes."""
+    import argparse
+    from pathlib import Path
+
+    from icl_core.storage.snapshots import list_snapshots
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        figures = run_figures(list_snapshots(Path(run)))
+        print(Path(run).name)
+        for key, value in figures.items():
+            print(f"  {key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
