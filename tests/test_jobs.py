@@ -139,7 +139,12 @@ def test_job_runs_to_completion_with_monotonic_progress(reference) -> None:
         load_model(snap)
     assert read_manifest(info.run_dir)["status"] == "finished"
     assert "finished at step 40" in jobs.tail_log(info.job_id)
-    assert wall < 45, f"a tiny job took {wall:.1f}s"
+    # its slow analyses were stored at the end of the job, so its pages read them instead of computing
+    from icl_core.analysis import precompute
+
+    assert precompute.load(info.run_dir, precompute.ABLATION_TABLES, snaps) is not None
+    assert precompute.load(info.run_dir, precompute.CIRCUITS_OVER_TRAINING, snaps) is not None
+    assert wall < 60, f"a tiny job took {wall:.1f}s"
     with pytest.raises(jobs.JobError, match="only cancelled or failed"):
         jobs.resume_job(info.job_id)
 

@@ -28,6 +28,7 @@ from icl_core.training.jobs import (
     CANCELLED,
     CONFIG_FILE,
     FAILED,
+    FINISHED,
     JOB_FILE,
     RUNNING,
     STATUS_FILE,
@@ -101,6 +102,8 @@ def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None
         should_stop=_stop_check(job_dir, stop),
         command=f"{sys.executable} -m icl_core.training.jobs_worker {job_dir}",
     )
+    if result == FINISHED and int(os.environ.get("RANK", 0)) == 0:
+        _store_analyses(run_dir, out)
     meta = read_json(run_dir / RESUME_META)
     out.write(
         state=result,
@@ -111,6 +114,19 @@ def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None
         ended=time.time(),
     )
     out.say(f"job {job_dir.name}: {result} at step {meta['step']}")
+
+
+def _store_analyses(run_dir: Path, out: _StatusWriter) -> None:
+    """The run's slow analyses (every head ablated at every snapshot, attribution over training), stored beside
+    its snapshots so its pages show them at once, as the shipped runs' do. Best effort: a failure here is
+    logged and leaves a finished run, whose pages then compute on demand."""
+    from icl_core.analysis.precompute import precompute_run
+
+    out.say(f"storing the slow analyses of {run_dir.name} (ablation tables, attribution over training)")
+    try:
+        precompute_run(run_dir, say=out.say)
+    except Exception as exc:  # noqa: BLE001 - the run itself is complete either way
+        out.say(f"analyses not stored: {type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> int:
