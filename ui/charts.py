@@ -358,7 +358,7 @@ def over_training(
         marks.insert(
             0,
             alt.Chart(band)
-            .mark_area(opacity=0.25, color=None if color else SE_BAND_COLOR)
+            .mark_area(opacity=0.25, **({} if color else {"color": SE_BAND_COLOR}))
             .encode(**band_enc, y=alt.Y("_lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="_hi:Q"),
         )
     if pick:
