@@ -110,8 +110,9 @@ steps = [
         "Head attribution",
         "Which heads carry the phase change? Ablate each head alone: with pattern-preserving ablation (each "
         "head's own effect) removing the induction head costs the most ICL; with zero ablation the layer-0 "
-        "heads that feed its keys cost about as much. The attribution of the phase change to heads (Olsson et al.'s before-and-after vector) "
-        "points at the same head; the fuzzy probe shows it also copies near-matches.",
+        "heads that feed its keys cost about as much. The attribution of the phase change to heads (Olsson "
+        "et al.'s before-and-after vector) points at the same head; the fuzzy probe shows it also copies "
+        "near-matches.",
     ),
     (
         "pages/models.py",
