@@ -115,7 +115,7 @@ def test_bad_repos_give_one_clear_message(fake_hub: FakeHub, tl_repo, monkeypatc
     with pytest.raises(CheckpointError, match="attention-only"):
         tl_hub.list_repo("someone/mlp-model")
     repo = tl_hub.list_repo(REPO)
-    monkeypatch.setattr(tl_hub.hub, "_cap_mb", lambda env, default: 0.00001 if "FILE" in env else default)
+    monkeypatch.setattr(tl_hub.hub, "cap_mb", lambda env, default: 0.00001 if "FILE" in env else default)
     with pytest.raises(HubError, match="over the .* limit for one file"):
         tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
 

@@ -98,7 +98,7 @@ def parse_repo_id(text: str) -> str:
     return repo
 
 
-def _check_revision(revision: str | None) -> str:
+def check_revision(revision: str | None) -> str:
     if revision is None or revision == "":
         return "main"
     if not isinstance(revision, str) or not _REVISION_RE.match(revision) or ".." in revision:
@@ -195,7 +195,7 @@ class _SilentBar:
     def set_postfix_str(self, *args: Any, **kwargs: Any) -> None: ...
 
 
-def _cap_mb(env: str, default: int) -> int:
+def cap_mb(env: str, default: int) -> int:
     try:
         return max(1, int(os.environ.get(env, default)))
     except ValueError:
@@ -216,13 +216,15 @@ def select_run_files(listing: dict[str, int]) -> list[str]:
     }
     # Weights without their snapshot JSON are nobody's: never fetched (a JSON without weights is, and fails the check).
     chosen = sorted(p for p in top if not p.endswith(".safetensors") or p.removesuffix(".safetensors") + ".json" in top)
-    max_file, max_total = _cap_mb(MAX_FILE_MB_ENV, DEFAULT_MAX_FILE_MB), _cap_mb(MAX_TOTAL_MB_ENV, DEFAULT_MAX_TOTAL_MB)
+    max_file, max_total = cap_mb(MAX_FILE_MB_ENV, DEFAULT_MAX_FILE_MB), cap_mb(MAX_TOTAL_MB_ENV, DEFAULT_MAX_TOTAL_MB)
     for p in chosen:
         if top[p] > max_file * 1e6:
-            raise HubError(f"{p} is {_mb(top[p])}, over the {max_file} MB limit for one file ({MAX_FILE_MB_ENV}).")
+            raise HubError(f"{p} is {fmt_mb(top[p])}, over the {max_file} MB limit for one file ({MAX_FILE_MB_ENV}).")
     total = sum(top[p] for p in chosen)
     if total > max_total * 1e6:
-        raise HubError(f"the run is {_mb(total)}, over the {max_total} MB limit for a download ({MAX_TOTAL_MB_ENV}).")
+        raise HubError(
+            f"the run is {fmt_mb(total)}, over the {max_total} MB limit for a download ({MAX_TOTAL_MB_ENV})."
+        )
     return chosen
 
 
@@ -239,7 +241,7 @@ def _hub_did_not_answer(exc: Exception) -> bool:
     return isinstance(exc, httpx2.TransportError | ConnectionError | TimeoutError)
 
 
-def _listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> dict[str, int]:
+def list_files(repo_id: str, revision: str, token: str | None, endpoint: str) -> dict[str, int]:
     """The repo's files at `revision`, with their sizes in bytes."""
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
@@ -248,7 +250,7 @@ def _listing(repo_id: str, revision: str, token: str | None, endpoint: str) -> d
     return {e.path: int(e.size or 0) for e in entries if isinstance(e, RepoFile)}
 
 
-def _mb(n: int) -> str:
+def fmt_mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
@@ -274,7 +276,7 @@ def _run_reporting(fn: Callable[[], Any], tally: _Tally, progress: ProgressFn | 
             files_done, files_total, bytes_done, bytes_total = state
             text = f"Downloading {label}: {files_done}/{files_total} files"
             if bytes_total:
-                text += f", {_mb(bytes_done)} of {_mb(bytes_total)}"
+                text += f", {fmt_mb(bytes_done)} of {fmt_mb(bytes_total)}"
             progress(DownloadProgress("downloading", files_done, files_total, bytes_done, bytes_total, text))
             last = state
         if not worker.is_alive():
@@ -297,7 +299,7 @@ def _fetch_run_files(
     wanted, unanswered = RUN_FILE_PATTERNS, None
     if not offline:
         try:
-            wanted = select_run_files(_listing(repo_id, revision, token, endpoint))
+            wanted = select_run_files(list_files(repo_id, revision, token, endpoint))
         except Exception as exc:
             if not _hub_did_not_answer(exc):
                 raise
@@ -328,7 +330,7 @@ def download_run(
 ) -> Path:
     """Download a run from the Hub (or take it from the cache) and check it loads; returns its folder."""
     repo_id = parse_repo_id(repo_id)
-    revision = _check_revision(revision)
+    revision = check_revision(revision)
     label = repo_id if revision == "main" else f"{repo_id}@{revision}"
     if progress is not None:
         progress(DownloadProgress("connecting", message=f"Looking up {label}"))
@@ -346,7 +348,7 @@ def download_run(
     except HubError:
         raise
     except Exception as exc:
-        raise _download_error(exc, repo_id, revision, token, endpoint, offline, cache) from exc
+        raise download_error(exc, repo_id, revision, token, endpoint, offline, cache) from exc
 
     if progress is not None:
         progress(DownloadProgress("verifying", message=f"Checking {label}"))
@@ -534,7 +536,7 @@ def _transfer_error(exc: Exception, t: _DownloadTarget) -> HubError:
     return HubError(f"Downloading {t.label} failed: {type(exc).__name__}: {exc}")
 
 
-def _download_error(
+def download_error(
     exc: Exception, repo_id: str, revision: str, token: str | None, endpoint: str, offline: bool, cache: Path
 ) -> HubError:
     """One clear sentence for whatever huggingface_hub raised while downloading a run."""

@@ -96,17 +96,17 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
     from huggingface_hub import hf_hub_download
 
     repo_id = hub.parse_repo_id(repo_id)
-    revision = hub._check_revision(revision)
+    revision = hub.check_revision(revision)
     endpoint, cache = hub.hub_endpoint(), hub.hub_cache_dir()
     try:
-        listing = hub._listing(repo_id, revision, token, endpoint)
+        listing = hub.list_files(repo_id, revision, token, endpoint)
         config_path = hf_hub_download(
             repo_id, "config.json", revision=revision, token=token or None, endpoint=endpoint, cache_dir=cache
         )
     except HubError:
         raise
     except Exception as exc:
-        raise hub._download_error(exc, repo_id, revision, token, endpoint, hub.is_offline(), cache) from exc
+        raise hub.download_error(exc, repo_id, revision, token, endpoint, hub.is_offline(), cache) from exc
     try:
         config = json.loads(Path(config_path).read_text())
     except (OSError, ValueError) as exc:
@@ -135,14 +135,14 @@ def import_checkpoints(
 
     endpoint, cache = hub.hub_endpoint(), hub.hub_cache_dir()
     offline = hub.is_offline()
-    max_file = hub._cap_mb(hub.MAX_FILE_MB_ENV, DEFAULT_MAX_CHECKPOINT_MB)
-    max_total = hub._cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
+    max_file = hub.cap_mb(hub.MAX_FILE_MB_ENV, DEFAULT_MAX_CHECKPOINT_MB)
+    max_total = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
     for c in chosen:
         if c.size > max_file * 1e6:
-            raise HubError(f"{c.path} is {hub._mb(c.size)}, over the {max_file} MB limit for one file.")
+            raise HubError(f"{c.path} is {hub.fmt_mb(c.size)}, over the {max_file} MB limit for one file.")
     if repo.download_bytes(chosen) > max_total * 1e6:
         raise HubError(
-            f"{len(chosen)} checkpoints are {hub._mb(repo.download_bytes(chosen))}, over the {max_total} MB limit "
+            f"{len(chosen)} checkpoints are {hub.fmt_mb(repo.download_bytes(chosen))}, over the {max_total} MB limit "
             f"for a download ({hub.MAX_TOTAL_MB_ENV}): pick fewer checkpoints."
         )
     run_dir = run_dir_for(repo)
@@ -163,7 +163,7 @@ def import_checkpoints(
                 )
             )
         except Exception as exc:
-            raise hub._download_error(exc, repo_id, repo.revision, token, endpoint, offline, cache) from exc
+            raise hub.download_error(exc, repo_id, repo.revision, token, endpoint, offline, cache) from exc
 
     # Written beside the run, renamed into place at the end: a cut-short import leaves no half-run in the picker,
     # and a repeated one continues from the checkpoints already converted.
@@ -215,7 +215,7 @@ def describe(repo: TLRepo, chosen: Sequence[Checkpoint]) -> str:
     """What a download will fetch, for the confirmation the page shows before it starts."""
     return (
         f"{len(chosen)} of {len(repo.checkpoints)} checkpoints ({repo.unit} {chosen[0].label:,} to "
-        f"{chosen[-1].label:,}), {hub._mb(repo.download_bytes(chosen))}"
+        f"{chosen[-1].label:,}), {hub.fmt_mb(repo.download_bytes(chosen))}"
     )
 
 
