@@ -50,12 +50,15 @@ def corpus(split: str) -> np.ndarray:
     return np.frombuffer(b"".join(chunks), dtype=np.uint8)
 
 
-def sample_batch(data: np.ndarray, batch_size: int, n_ctx: int, generator: torch.Generator) -> torch.Tensor:
-    """Random windows of n_ctx - 1 bytes, each with BOS prepended: shape (batch, n_ctx)."""
+def sample_batch(
+    data: np.ndarray, batch_size: int, n_ctx: int, generator: torch.Generator, bos: int = BOS
+) -> torch.Tensor:
+    """Random windows of n_ctx - 1 tokens (bytes, or another tokenizer's ids), each with `bos` prepended:
+    shape (batch, n_ctx)."""
     starts = torch.randint(0, len(data) - n_ctx, (batch_size,), generator=generator).numpy()
     windows = np.stack([data[s : s + n_ctx - 1] for s in starts]).astype(np.int64)
     batch = torch.from_numpy(windows)
-    return torch.cat([torch.full((batch_size, 1), BOS, dtype=torch.long), batch], dim=1)
+    return torch.cat([torch.full((batch_size, 1), bos, dtype=torch.long), batch], dim=1)
 
 
 DEFAULT_HELDOUT_SEED = 1234  # the standard held-out batch: the shipped set's first rows, in order
@@ -157,10 +160,7 @@ def tokenizer_examples(tokenizer, n_examples: int, n_ctx: int, seed: int = DEFAU
     ids = tokenized_heldout(tokenizer)
     if len(ids) <= n_ctx:
         raise ValueError(f"the held-out text is only {len(ids)} tokens in this tokenizer; {n_ctx} are needed")
-    gen = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, len(ids) - n_ctx, (n_examples,), generator=gen).numpy()
-    windows = torch.from_numpy(np.stack([ids[s : s + n_ctx - 1] for s in starts]))
-    return torch.cat([torch.full((n_examples, 1), tokenizer.bos, dtype=torch.long), windows], dim=1)
+    return sample_batch(ids, n_examples, n_ctx, torch.Generator().manual_seed(seed), bos=tokenizer.bos)
 
 
 def tokenizer_probe_pool(tokenizer, n_tokens: int = 60) -> list[int]:

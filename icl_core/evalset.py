@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
+import io
 import json
 import platform
 import sys
@@ -40,8 +41,8 @@ class EvalSet:
 
 @functools.lru_cache(maxsize=1)
 def load(path: Path = EVAL_SET_FILE) -> EvalSet:
-    raw = path.read_bytes()
-    with np.load(path, allow_pickle=False) as f:
+    raw = path.read_bytes()  # read once: hashed, then parsed from memory
+    with np.load(io.BytesIO(raw), allow_pickle=False) as f:
         return EvalSet(
             examples=f["examples"],
             probe_pool=f["probe_pool"].astype(np.int64),

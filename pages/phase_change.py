@@ -122,7 +122,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 m1.metric(
     "ICL score (loss₅₀₀ − loss₅₀)",
-    fmt_icl(snaps[[s.step for s in snaps].index(step)].metrics) or "n/a",
+    fmt_icl(sel.snapshot.metrics) or "n/a",
     _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
     delta_color="inverse",
     help="negative = later tokens are predicted better than early ones: in-context learning. ± one standard error "

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from icl_core.analysis.phase import PhaseWindow, best_induction_head, finite_or_none, stored_prefix_matching
+from icl_core.analysis.phase import (
+    PhaseWindow,
+    best_induction_head,
+    finite_or_none,
+    phase_window,
+    stored_prefix_matching,
+)
 from icl_core.storage.snapshots import SnapshotInfo
 
 
@@ -81,8 +87,6 @@ def induction_plateau(snaps: Sequence[SnapshotInfo]) -> Plateau | None:
 
 def run_figures(snaps: Sequence[SnapshotInfo]) -> dict[str, object]:
     """Every figure a claim about one run reads, by name (None where the run cannot give it)."""
-    from icl_core.analysis.phase import phase_window
-
     t, v, se = icl_series(snaps)
     first = snaps[0]
     window = phase_window(snaps)
