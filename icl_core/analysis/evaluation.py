@@ -7,7 +7,6 @@ tokenizer on the stdlib's held-out text (data.tokenized_heldout).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +119,7 @@ def evaluate_run(
     for i, snap in enumerate(todo):
         out = evaluate(load_model(snap), ev)
         meta = read_json(snap.meta_path)
-        meta["metrics"] = json.loads(json.dumps(out))
+        meta["metrics"] = out
         atomic_write_json(snap.meta_path, meta)
         if progress is not None:
             progress(i + 1, len(todo))
