@@ -177,3 +177,20 @@ def test_pages_that_encode_text_say_so_for_an_imported_run_and_the_phase_change_
     at = open_page("pages/phase_change.py", run=name)
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert at.get("vega_lite_chart"), "the phase-change charts of the imported run"
+
+
+def test_a_retried_import_with_another_choice_does_not_reuse_a_different_checkpoint(fake_hub: FakeHub, tl_repo) -> None:
+    repo = tl_hub.list_repo(REPO)
+    staging = tl_hub.run_dir_for(repo).with_name(tl_hub.run_dir_for(repo).name + ".partial")
+    files = dict(fake_hub.files(REPO))
+    good = files["checkpoints/tokens_000000200000.pth"]
+    files["checkpoints/tokens_000000200000.pth"] = pth({"bad": {"nested": torch.zeros(1)}})
+    fake_hub.add_repo(REPO, files)
+    with pytest.raises(CheckpointError):  # the first attempt converts checkpoint 1, then fails on checkpoint 3
+        tl_hub.import_checkpoints(repo, [repo.checkpoints[1], repo.checkpoints[3]])
+    assert staging.exists()
+    files["checkpoints/tokens_000000200000.pth"] = good
+    fake_hub.add_repo(REPO, files)
+    repo = tl_hub.list_repo(REPO)
+    run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[2], repo.checkpoints[3]])
+    assert [s.tokens_seen for s in list_snapshots(run_dir)] == [TOKENS[2], TOKENS[3]]

@@ -177,9 +177,13 @@ def import_checkpoints(
                 raise CheckpointError("config.json", "names no tokenizer (tokenizer_name)")
             shutil.copy(fetch(name, cfg.tokenizer), tokenizer_dir / name)
     done_bytes = 0
+    kept: set[str] = set()
     for i, c in enumerate(chosen):
-        step = c.label if repo.unit == "step" else i
+        # Token-labelled checkpoints are numbered by their place in the whole repo, not in this choice: a retried
+        # import with another choice must not take an earlier attempt's snapshot for a different checkpoint.
+        step = c.label if repo.unit == "step" else repo.checkpoints.index(c)
         stem = staging / f"step_{step:06d}"
+        kept.add(stem.name)
         if not stem.with_suffix(".json").exists():
             path = fetch(c.path)
             where = f"{repo.repo_id}/{c.path}"
@@ -195,6 +199,9 @@ def import_checkpoints(
                     "downloading", i + 1, len(chosen), done_bytes, total, f"{repo.repo_id}: {i + 1}/{len(chosen)}"
                 )
             )
+    for leftover in staging.glob("step_*"):  # converted by an earlier attempt that chose other checkpoints
+        if leftover.name.split(".")[0] not in kept:
+            leftover.unlink()
     write_manifest(
         staging,
         TrainConfig(run_name=run_dir.name[:64], model=cfg, compute_icl_score=False),
