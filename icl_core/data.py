@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from icl_core import evalset
-from icl_core.model.tokenizer import BOS
+from icl_core.model.tokenizer import BOS, BYTES, Tokenizer
 
 _SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
 HELD_OUT_FRACTION_PERCENT = 10
@@ -64,14 +64,23 @@ def sample_batch(
 DEFAULT_HELDOUT_SEED = 1234  # the standard held-out batch: the shipped set's first rows, in order
 
 
-@functools.lru_cache(maxsize=8)
-def heldout_examples(n_examples: int, n_ctx: int = 512, seed: int = DEFAULT_HELDOUT_SEED) -> torch.Tensor:
-    """Fixed held-out examples (start token + n_ctx - 1 bytes): the same for every model, snapshot and machine.
+def heldout_examples(
+    n_examples: int, n_ctx: int = 512, seed: int = DEFAULT_HELDOUT_SEED, tokenizer: Tokenizer = BYTES
+) -> torch.Tensor:
+    """Fixed held-out examples (start token + n_ctx - 1 tokens): the same for every model, snapshot and machine.
 
-    They come from the shipped evaluation set (icl_core/evalset.py): the default seed takes its first
+    Byte-level models read the shipped evaluation set (icl_core/evalset.py): the default seed takes its first
     n_examples rows, other seeds a seeded choice of rows. Only requests the set cannot serve (longer
-    contexts, more rows) sample this machine's stdlib held-out split instead.
+    contexts, more rows) sample this machine's stdlib held-out split instead. A model with another tokenizer
+    reads that split in its own tokens (tokenizer_examples).
     """
+    if tokenizer != BYTES:
+        return tokenizer_examples(tokenizer, n_examples, n_ctx, seed)
+    return _byte_heldout(n_examples, n_ctx, seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _byte_heldout(n_examples: int, n_ctx: int, seed: int) -> torch.Tensor:
     ev = evalset.load()
     n_rows, width = ev.examples.shape
     if n_ctx - 1 > width or n_examples > n_rows:
@@ -85,12 +94,14 @@ def heldout_examples(n_examples: int, n_ctx: int = 512, seed: int = DEFAULT_HELD
     return torch.cat([torch.full((n_examples, 1), BOS, dtype=torch.long), body], dim=1)
 
 
-def probe_tokens() -> list[int]:
-    """Tokens for random-repeat probes: the middle of the byte frequency ranking (the shipped pool).
+def probe_tokens(tokenizer: Tokenizer = BYTES) -> list[int]:
+    """Tokens for random-repeat probes: the middle of the tokenizer's frequency ranking.
 
-    Olsson et al. exclude the most and least common tokens; evalset.build drew this pool from the
-    training text's byte ranks.
+    Olsson et al. exclude the most and least common tokens. For bytes this is the shipped pool (evalset.build
+    drew it from the training text's byte ranks); for another tokenizer, tokenizer_probe_pool.
     """
+    if tokenizer != BYTES:
+        return tokenizer_probe_pool(tokenizer)
     return evalset.load().probe_pool.tolist()
 
 
@@ -105,13 +116,13 @@ def repeated_random_tokens(
     seq_len: int = 25,
     n_repeats: int = 4,
     seed: int = 0,
-    pool: list[int] | None = None,
-    bos: int = BOS,
+    tokenizer: Tokenizer = BYTES,
 ) -> torch.Tensor:
-    """Random token sequences repeated n_repeats times with BOS prepended: (n, 1 + seq_len * n_repeats).
+    """Random token sequences repeated n_repeats times with the start token prepended: (n, 1 + seq_len * n_repeats).
 
-    Tokens come from `pool` (default: our byte models' probe pool, probe_tokens)."""
-    pool_t = torch.tensor(pool if pool is not None else probe_tokens())
+    Tokens come from the tokenizer's probe pool (probe_tokens)."""
+    pool_t = torch.tensor(probe_tokens(tokenizer))
+    bos = tokenizer.bos
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, len(pool_t), (n_sequences, seq_len), generator=gen)
     seqs = pool_t[idx].repeat(1, n_repeats)
@@ -138,24 +149,27 @@ def prefix_matching_probe_shape(n_ctx: int) -> tuple[int, int]:
     return seq_len, min(PROBE_REPEATS, (n_ctx - 1) // seq_len)
 
 
-def prefix_matching_probe(n_ctx: int, pool: list[int] | None = None, bos: int = BOS) -> tuple[torch.Tensor, int]:
-    """The prefix-matching probe and the length of the sequence it repeats (pool, bos: another tokenizer's)."""
+def prefix_matching_probe(n_ctx: int, tokenizer: Tokenizer = BYTES) -> tuple[torch.Tensor, int]:
+    """The prefix-matching probe and the length of the sequence it repeats."""
     seq_len, n_repeats = prefix_matching_probe_shape(n_ctx)
-    return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats, pool=pool, bos=bos), seq_len
+    return repeated_random_tokens(seq_len=seq_len, n_repeats=n_repeats, tokenizer=tokenizer), seq_len
 
 
 # -- held-out data for models with another tokenizer (TransformerLens-format runs from the Hub) -------------------
 
 
 @functools.lru_cache(maxsize=2)
-def tokenized_heldout(tokenizer) -> np.ndarray:
+def tokenized_heldout(tokenizer: Tokenizer) -> np.ndarray:
     """The stdlib held-out split (Python source, on every machine) in that tokenizer's tokens, files concatenated."""
     text = corpus("heldout").tobytes().decode("utf-8", errors="replace")
     ids = tokenizer.encode(text).tokens[1:]  # without the start token encode() prepends
     return ids.numpy().astype(np.int64)
 
 
-def tokenizer_examples(tokenizer, n_examples: int, n_ctx: int, seed: int = DEFAULT_HELDOUT_SEED) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def tokenizer_examples(
+    tokenizer: Tokenizer, n_examples: int, n_ctx: int, seed: int = DEFAULT_HELDOUT_SEED
+) -> torch.Tensor:
     """Fixed held-out windows of n_ctx - 1 tokens in that tokenizer, its start token first."""
     ids = tokenized_heldout(tokenizer)
     if len(ids) <= n_ctx:
@@ -163,7 +177,8 @@ def tokenizer_examples(tokenizer, n_examples: int, n_ctx: int, seed: int = DEFAU
     return sample_batch(ids, n_examples, n_ctx, torch.Generator().manual_seed(seed), bos=tokenizer.bos)
 
 
-def tokenizer_probe_pool(tokenizer, n_tokens: int = 60) -> list[int]:
+@functools.lru_cache(maxsize=4)
+def tokenizer_probe_pool(tokenizer: Tokenizer, n_tokens: int = 60) -> list[int]:
     """Random-probe tokens for another tokenizer: the middle of its frequency ranking on the held-out text
     (tokens that occur there, most frequent first; the n_tokens around the median rank)."""
     counts = np.bincount(tokenized_heldout(tokenizer))
@@ -172,16 +187,20 @@ def tokenizer_probe_pool(tokenizer, n_tokens: int = 60) -> list[int]:
     return ranked[middle : middle + n_tokens]
 
 
-def repeated_twice(n_ctx: int, n_sequences: int, half_len: int) -> tuple[torch.Tensor, int]:
+def repeated_twice(
+    n_ctx: int, n_sequences: int, half_len: int, tokenizer: Tokenizer = BYTES
+) -> tuple[torch.Tensor, int]:
     """Random tokens followed by the same tokens again (half_len each, cut to fit n_ctx), and the half length."""
     half = max(2, min(half_len, (n_ctx - 1) // 2))
-    tokens = repeated_random_tokens(n_sequences=n_sequences, seq_len=half, n_repeats=2, seed=REPEAT_TWICE_SEED)
+    tokens = repeated_random_tokens(
+        n_sequences=n_sequences, seq_len=half, n_repeats=2, seed=REPEAT_TWICE_SEED, tokenizer=tokenizer
+    )
     return tokens, half
 
 
-def mean_reference(n_ctx: int, n_examples: int = 16) -> torch.Tensor:
+def mean_reference(n_ctx: int, n_examples: int = 16, tokenizer: Tokenizer = BYTES) -> torch.Tensor:
     """Held-out batch whose head outputs define mean ablation; not the batch we measure on."""
-    return heldout_examples(n_examples, n_ctx, seed=MEAN_REFERENCE_SEED)
+    return heldout_examples(n_examples, n_ctx, seed=MEAN_REFERENCE_SEED, tokenizer=tokenizer)
 
 
 def provenance_notes(manifest: dict) -> list[str]:

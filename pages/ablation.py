@@ -181,7 +181,7 @@ m3.metric(
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
 stored_icl = fmt_icl(info.metrics)
 m4.metric(
-    f"ICL score, windowed estimate ({len(cache.probes(cfg.n_ctx).heldout)} examples)",
+    f"ICL score, windowed estimate ({len(cache.probes(sel.snapshot).heldout)} examples)",
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
     delta_color="inverse",
@@ -194,7 +194,7 @@ m4.metric(
         else "."
     ),
 )
-probes = cache.probes(cfg.n_ctx)
+probes = cache.probes(sel.snapshot)
 st.caption(
     f"Measured on {len(probes.repeated)} sequences of {probes.half_len} random tokens shown twice, and on "
     f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens "

@@ -13,7 +13,7 @@ from icl_core.analysis.summary import fmt_tokens
 from icl_core.analysis.text import PRESETS, preset_text, top_attended
 from icl_core.errors import ICLError, InputTextError
 from icl_core.heads import all_heads, head_name
-from icl_core.model.tokenizer import token_labels
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -27,10 +27,19 @@ MAX_TEXT = 20_000
 URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
 
+def _tokenizer() -> Tokenizer:
+    sel = state.current_selection()
+    return cache.tokenizer_of(sel.snapshot) if sel is not None else BYTES
+
+
+def _preset(name: str) -> str:
+    return preset_text(name, tokenizer=_tokenizer())  # random tokens are the selected model's own
+
+
 def _fill_preset() -> None:
     name = st.session_state.get(PRESET_KEY)
     if name in PRESETS:
-        st.session_state[TEXT_KEY] = preset_text(name)
+        st.session_state[TEXT_KEY] = _preset(name)
 
 
 def _mark_custom() -> None:
@@ -64,28 +73,33 @@ def _from_link(link: dict[str, str]) -> None:
             st.warning(f"The link's text is {len(text):,} characters long: only the first {MAX_TEXT:,} are used.")
             text = text[:MAX_TEXT]
         st.session_state[TEXT_KEY] = text
-        same = [p for p in PRESETS if preset_text(p) == text]
+        same = [p for p in PRESETS if _preset(p) == text]
         st.session_state[PRESET_KEY] = same[0] if same else CUSTOM
     elif preset is not None:
         if preset in PRESETS:
             st.session_state[PRESET_KEY] = preset
-            st.session_state[TEXT_KEY] = preset_text(preset)
+            st.session_state[TEXT_KEY] = _preset(preset)
         else:
             st.warning(f"The link's preset **{user_text(preset)}** is not one of: {', '.join(PRESETS)}.")
 
 
 if TEXT_KEY not in st.session_state:
     st.session_state[PRESET_KEY] = FIRST_PRESET
-    st.session_state[TEXT_KEY] = preset_text(FIRST_PRESET)
+    st.session_state[TEXT_KEY] = _preset(FIRST_PRESET)
 link = state.link_params("text", "preset", "dest")
 _from_link(link)
+if st.session_state.get(PRESET_KEY) in PRESETS:  # a preset follows the run's tokenizer when the run changes
+    st.session_state[TEXT_KEY] = _preset(st.session_state[PRESET_KEY])
+tokenizer = _tokenizer()
 
 c1, c2 = st.columns([1, 3])
 with c1:
     st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
 with c2:
     text = st.text_area(
-        "Text (read as UTF-8 bytes: one token per byte)",
+        "Text (read as UTF-8 bytes: one token per byte)"
+        if tokenizer == BYTES
+        else f"Text (read with the run's tokenizer, {tokenizer.name})",
         key=TEXT_KEY,
         height=90,
         on_change=_mark_custom,
@@ -174,7 +188,7 @@ def destination_views() -> None:
         guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
         pred = pd.DataFrame(
             {
-                "token": token_labels(an.top_ids[query].tolist()),
+                "token": tokenizer.labels(an.top_ids[query].tolist()),
                 "probability": an.top_probs[query].astype(float),
             }
         )

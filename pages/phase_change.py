@@ -46,7 +46,7 @@ st.caption(
     "per-token-loss trajectory turns, all at once. Drag the step, or click a point on the ICL-score, "
     "prefix-matching or PCA chart, and watch the red rule and the rings move: every page follows."
 )
-sel = state.require_selection(any_tokenizer=True)
+sel = state.require_selection()
 snaps = list(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in snaps}
 # Every chart over training shares this x-range, so the phase window and the selected step line up across them.

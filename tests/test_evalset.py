@@ -29,13 +29,13 @@ def test_heldout_examples_come_from_the_shipped_set_not_the_local_stdlib(monkeyp
     def no_stdlib(split):
         raise AssertionError("the local stdlib was read")
 
-    data.heldout_examples.cache_clear()
+    data._byte_heldout.cache_clear()
     monkeypatch.setattr(data, "corpus", no_stdlib)
     try:
         assert torch.equal(data.heldout_examples(8, 512), standard)
         assert data.probe_tokens() == ev.probe_pool.tolist()
     finally:
-        data.heldout_examples.cache_clear()
+        data._byte_heldout.cache_clear()
 
 
 def test_contexts_longer_than_the_set_fall_back_to_the_local_stdlib():

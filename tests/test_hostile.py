@@ -96,9 +96,10 @@ def test_the_runnable_check_builds_no_evaluation_data(tmp_path: Path, monkeypatc
     """The server used to build (and cache) every submitted config's held-out set in its own memory."""
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
     big = with_(eval_examples=LIMITS.eval_examples // 2, model_n_ctx=1024)
-    before = data.heldout_examples.cache_info()
+    caches = (data._byte_heldout, data.tokenizer_examples)
+    before = [c.cache_info() for c in caches]
     jobs._check_runnable(train_config_from_dict(big), 1)
-    assert data.heldout_examples.cache_info() == before
+    assert [c.cache_info() for c in caches] == before
 
 
 def test_train_page_refuses_a_300_character_run_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

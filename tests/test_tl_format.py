@@ -134,3 +134,33 @@ def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
 def test_configs_we_cannot_run_are_refused(change, message):
     with pytest.raises(CheckpointError, match=message):
         model_config_from_tl({**tl_config("standard"), **change})
+
+
+@pytest.mark.parametrize("positional", ["standard", "shortformer"])
+def test_circuit_weights_fold_layer_norm_as_transformer_lens_does(tmp_path, positional):
+    """Circuits of a LayerNorm model are read from TransformerLens's folded, centred weights (fold_ln,
+    center_writing_weights): the composition scores equal its all_composition_scores."""
+    from icl_core.analysis.circuits import composition_scores
+    from icl_core.model.fold import circuit_weights
+
+    config = tl_config(positional)
+    reference = hooked_transformer(config)
+    path = tmp_path / "tokens_000000001000.pth"
+    torch.save(reference.state_dict(), path)
+    cfg = model_config_from_tl(config)
+    model = AttnOnlyTransformer(cfg)
+    model.load_state_dict(convert_state_dict(load_pth(path), cfg, path))
+
+    reference.process_weights_(fold_ln=True, center_writing_weights=True, center_unembed=False)
+    w = circuit_weights(model)
+    for layer in range(config["n_layers"]):
+        block = reference.blocks[layer].attn
+        for ours, theirs in [(w.W_Q, block.W_Q), (w.W_K, block.W_K), (w.W_V, block.W_V), (w.W_O, block.W_O)]:
+            torch.testing.assert_close(ours[layer], theirs.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w.W_E, reference.W_E.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w.W_U, reference.W_U.detach(), atol=1e-5, rtol=1e-5)
+    for kind in ("K", "Q", "V"):
+        theirs = reference.all_composition_scores(kind)[0, :, 1, :]
+        torch.testing.assert_close(composition_scores(model, kind), theirs.detach(), atol=1e-4, rtol=1e-4)
+    # The fold is not a no-op on these weights: raw products would give other scores.
+    assert not torch.allclose(w.W_Q[0], model.blocks[0].W_Q.detach(), atol=1e-3)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,8 @@ from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head
-from icl_core.model.tokenizer import token_labels
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
+from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
 
@@ -91,30 +90,29 @@ def train_log_of(run_dir: Path) -> list[dict[str, float]]:
     return _train_log(str(run_dir), _mtime(Path(run_dir) / TRAIN_LOG))
 
 
-@dataclass
-class LoadedModel:
-    model: AttnOnlyTransformer
-    lock: threading.Lock  # hooks are registered on the shared model: one forward at a time
-
-
 def snapshot_key(info: SnapshotInfo) -> tuple[str, int]:
     return (str(info.weights_path), _mtime(info.weights_path))
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _model(key: tuple[str, int], _info: SnapshotInfo) -> LoadedModel:
-    return LoadedModel(load_model(_info), threading.Lock())
+@st.cache_resource(show_spinner=False)
+def _models() -> ModelCache:
+    return ModelCache()  # one per process, shared by every session; evicts by memory (ICL_MODEL_CACHE_MB)
 
 
 def model_of(info: SnapshotInfo) -> LoadedModel:
     """The snapshot's model (raises CheckpointError for missing or corrupt weights)."""
-    return _model(snapshot_key(info), info)
+    return _models().get(snapshot_key(info), lambda: load_model(info))
+
+
+def tokenizer_of(info: SnapshotInfo) -> Tokenizer:
+    """The tokenizer the snapshot's model reads (bytes, or an imported run's BPE tokenizer)."""
+    return load_tokenizer(info.model_config.tokenizer, info.run_dir)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)  # a 512-token analysis holds ~8 MB of patterns
 def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[TextInput, TextAnalysis]:
-    prepared = prepare_text(text, _info.model_config.n_ctx)
     loaded = model_of(_info)
+    prepared = prepare_text(text, _info.model_config.n_ctx, loaded.model.require_tokenizer())
     with loaded.lock:
         return prepared, analyze_tokens(loaded.model, prepared.tokens)
 
@@ -125,15 +123,21 @@ def text_analysis(info: SnapshotInfo, text: str) -> tuple[TextInput, TextAnalysi
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
-def probes(n_ctx: int) -> ablation.AblationProbes:
-    return ablation.make_probes(n_ctx)
+def _probes(n_ctx: int, tokenizer_key: str, _tokenizer: Tokenizer) -> ablation.AblationProbes:
+    return ablation.make_probes(n_ctx, tokenizer=_tokenizer)
+
+
+def probes(info: SnapshotInfo) -> ablation.AblationProbes:
+    tok = tokenizer_of(info)
+    return _probes(info.model_config.n_ctx, tok.key, tok)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _means(key: tuple[str, int], _info: SnapshotInfo) -> dict[int, torch.Tensor]:
     loaded = model_of(_info)
     with loaded.lock:
-        return ablation.head_output_means(loaded.model, data.mean_reference(_info.model_config.n_ctx))
+        reference = data.mean_reference(_info.model_config.n_ctx, tokenizer=loaded.model.require_tokenizer())
+        return ablation.head_output_means(loaded.model, reference)
 
 
 def head_means(info: SnapshotInfo) -> dict[int, torch.Tensor]:
@@ -144,7 +148,7 @@ def head_means(info: SnapshotInfo) -> dict[int, torch.Tensor]:
 def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> ablation.CleanPatterns:
     loaded = model_of(_info)
     with loaded.lock:
-        return ablation.record_probe_patterns(loaded.model, probes(_info.model_config.n_ctx))
+        return ablation.record_probe_patterns(loaded.model, probes(_info))
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
@@ -154,7 +158,7 @@ def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: Sna
     # Recording clean patterns once per snapshot halves the cost of every pattern-preserving ablation after it.
     needs_clean = mode == "pattern-preserving" and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
     clean = _clean_patterns(snapshot_key(_info), _info) if needs_clean else None
-    pr = probes(_info.model_config.n_ctx)
+    pr = probes(_info)
     with loaded.lock:
         return ablation.ablation_effect(loaded.model, list(heads), mode, pr, means, clean)
 
@@ -167,13 +171,14 @@ def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mo
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode: str, _info: SnapshotInfo):
-    prepared = prepare_text(text, _info.model_config.n_ctx)
     loaded = model_of(_info)
+    tokenizer = loaded.model.require_tokenizer()
+    prepared = prepare_text(text, _info.model_config.n_ctx, tokenizer)
     means = head_means(_info) if mode == "mean" and heads else None
     with loaded.lock, torch.no_grad():
         clean = loaded.model(prepared.tokens[None])
         ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)
-    return prepared, prediction_rows(prepared.tokens, clean, ablated)
+    return prepared, prediction_rows(prepared.tokens, clean, ablated, tokenizer=tokenizer)
 
 
 def ablated_predictions(info: SnapshotInfo, text: str, heads: list[Head], mode: str):
@@ -285,7 +290,7 @@ def _circuit(
     key: tuple[str, int], kind: str, head: Head, prev: Head | None, n_tokens: int, _info: SnapshotInfo
 ) -> circuits.CircuitMatrix:
     loaded = model_of(_info)
-    tokens = circuits.readable_tokens(n_tokens)
+    tokens = circuits.readable_tokens(n_tokens, loaded.model.require_tokenizer())
     with loaded.lock, one_thread():
         if kind == "qk":
             return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
@@ -384,11 +389,13 @@ def _fuzzy(key: tuple[str, int], _info: SnapshotInfo) -> tuple[dict[str, fuzzy.F
     loaded = model_of(_info)
     with loaded.lock:
         results = fuzzy.fuzzy_probe(loaded.model)
-        examples: list[tuple[str, str]] = []
-        if loaded.model.cfg.d_vocab > 122:
-            nn = fuzzy.nearest_neighbours(loaded.model)
-            letters = [ord(c) for c in "aeinostAEINOST"]
-            examples = list(zip(token_labels(letters), token_labels([int(nn[t]) for t in letters]), strict=True))
+        tokenizer = loaded.model.require_tokenizer()
+        nn = fuzzy.nearest_neighbours(loaded.model)
+        if tokenizer == BYTES:
+            shown = [ord(c) for c in "aeinostAEINOST"]
+        else:
+            shown = circuits.readable_tokens(14, tokenizer)
+        examples = list(zip(tokenizer.labels(shown), tokenizer.labels([int(nn[t]) for t in shown]), strict=True))
     return results, examples
 
 

@@ -29,7 +29,6 @@ import streamlit as st
 from icl_core.analysis.phase import phase_status
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, nearest_step
 from icl_core.errors import ICLError
-from icl_core.model.config import BYTES_TOKENIZER
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
 from ui import cache, charts
@@ -464,21 +463,10 @@ def current_selection() -> Selection | None:
     return st.session_state.get(SELECTION_KEY)
 
 
-def require_selection(any_tokenizer: bool = False) -> Selection:
-    """The sidebar's selection, or stop the page with a message saying what to do.
-
-    Pages that encode text or draw probes from our byte tokens ask for a byte-level run (any_tokenizer=False);
-    runs imported in TransformerLens format (a BPE tokenizer) are shown by the pages that read stored metrics.
-    """
+def require_selection() -> Selection:
+    """The sidebar's selection, or stop the page with a message saying what to do."""
     sel = current_selection()
     if sel is None:
         st.info("Pick a run with at least one snapshot in the sidebar (or train / download one first).")
-        st.stop()
-    tokenizer = sel.snapshot.model_config.tokenizer
-    if not any_tokenizer and tokenizer != BYTES_TOKENIZER:
-        st.info(
-            f"**{user_text(sel.run.name)}** reads text with its own tokenizer ({user_text(tokenizer)}); this page "
-            "works on byte-level runs so far. Its stored metrics are on the Phase change and Models pages."
-        )
         st.stop()
     return sel

@@ -19,6 +19,7 @@ from icl_core import data
 from icl_core.analysis.metrics import windowed_icl_score
 from icl_core.heads import Head
 from icl_core.model.hooks import HookFn, HookPoint
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss, result_name
 
 ABLATION_MODES = ("zero", "mean", "pattern-preserving")
@@ -157,10 +158,12 @@ class AblationProbes:
     heldout: torch.Tensor  # (m, n_ctx): held-out text, for the in-context loss curve and ICL score
 
 
-def make_probes(n_ctx: int, n_repeated: int = 8, half_len: int = 100, n_heldout: int = 16) -> AblationProbes:
+def make_probes(
+    n_ctx: int, n_repeated: int = 8, half_len: int = 100, n_heldout: int = 16, tokenizer: Tokenizer = BYTES
+) -> AblationProbes:
     """Small fixed batches, so an ablation can be measured live (a fraction of a second on a CPU)."""
-    repeated, half = data.repeated_twice(n_ctx, n_repeated, half_len)
-    heldout = data.heldout_examples(n_heldout, n_ctx, seed=data.LIVE_HELDOUT_SEED)
+    repeated, half = data.repeated_twice(n_ctx, n_repeated, half_len, tokenizer)
+    heldout = data.heldout_examples(n_heldout, n_ctx, seed=data.LIVE_HELDOUT_SEED, tokenizer=tokenizer)
     return AblationProbes(repeated, half, heldout)
 
 

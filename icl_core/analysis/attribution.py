@@ -34,6 +34,7 @@ from icl_core.analysis.pca import token_positions
 from icl_core.analysis.phase import PhaseWindow, phase_window, stored_prefix_matching
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, result_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 
@@ -101,7 +102,7 @@ def head_ablation_losses(
         (int(a), int(b)) for a, b in (heads if heads is not None else all_heads(model.cfg.n_layers, model.cfg.n_heads))
     ]
     if mode == "mean" and means is None:
-        means = head_output_means(model, data.mean_reference(model.cfg.n_ctx))
+        means = head_output_means(model, data.mean_reference(model.cfg.n_ctx, tokenizer=model.require_tokenizer()))
     device = next(model.parameters()).device
     last = model.cfg.n_layers - 1
     later_layers = list(range(1, model.cfg.n_layers))
@@ -174,7 +175,7 @@ class AblationTable:
 
 def _prefix_matching(model: AttnOnlyTransformer) -> torch.Tensor:
     # The probe the training loop stores per snapshot (train.EvalData).
-    repeated, seq_len = data.prefix_matching_probe(model.cfg.n_ctx)
+    repeated, seq_len = data.prefix_matching_probe(model.cfg.n_ctx, model.require_tokenizer())
     device = next(model.parameters()).device
     return metrics.prefix_matching_scores(model, repeated.to(device), seq_len).cpu()
 
@@ -199,7 +200,7 @@ def _windowed_icl_per_head(
     Only the losses inside the two windows are computed; the in-context loss curve holds NaN elsewhere.
     """
     n_ctx = model.cfg.n_ctx
-    examples = data.heldout_examples(n_examples, n_ctx)
+    examples = data.heldout_examples(n_examples, n_ctx, tokenizer=model.require_tokenizer())
     w = max(0, min(int(icl_window), ICL_EARLY_TOKEN, n_ctx - 2 - ICL_LATE_TOKEN))
     offsets = torch.arange(-w, w + 1)
     where = torch.cat([ICL_EARLY_TOKEN + offsets, ICL_LATE_TOKEN + offsets])
@@ -245,7 +246,7 @@ def ablation_table(
     cfg = model.cfg
     heads = all_heads(cfg.n_layers, cfg.n_heads)
     if mode == "mean" and means is None:
-        means = head_output_means(model, data.mean_reference(cfg.n_ctx))
+        means = head_output_means(model, data.mean_reference(cfg.n_ctx, tokenizer=model.require_tokenizer()))
     pm = (
         torch.as_tensor(prefix_matching, dtype=torch.float32)
         if prefix_matching is not None
@@ -259,7 +260,7 @@ def ablation_table(
     if has_icl:
         icl_clean, icl_ablated = _windowed_icl_per_head(model, n_examples, icl_window, mode, heads, means, chunk)
 
-    repeated, half = data.repeated_twice(cfg.n_ctx, n_repeated, repeat_len)
+    repeated, half = data.repeated_twice(cfg.n_ctx, n_repeated, repeat_len, model.require_tokenizer())
     pos = torch.arange(half + 1, 2 * half)[None].expand(len(repeated), -1)
     clean_rep, ablated_rep = head_ablation_losses(model, repeated, pos, mode, heads, means, chunk)
     second_clean = float(clean_rep.mean())
@@ -290,7 +291,9 @@ def ablation_table(
 # Attribution of the phase change to heads
 
 
-def pca_examples(n_total: int, n_ctx: int, n_examples: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pca_examples(
+    n_total: int, n_ctx: int, n_examples: int | None = None, tokenizer: Tokenizer = BYTES
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The held-out examples and loss positions behind a snapshot's stored `pca_losses` (train.evaluate).
 
     Both are drawn for all n_total examples and then cut to the first n_examples, so a subset is the same
@@ -299,7 +302,7 @@ def pca_examples(n_total: int, n_ctx: int, n_examples: int | None = None) -> tup
     n = n_total if n_examples is None else min(int(n_examples), n_total)
     if n <= 0:
         raise ValueError("n_examples must be positive")
-    examples = data.heldout_examples(n_total, n_ctx)
+    examples = data.heldout_examples(n_total, n_ctx, tokenizer=tokenizer)
     positions = token_positions(n_total, n_ctx)
     return examples[:n], positions[:n]
 
@@ -336,7 +339,7 @@ def ablation_change_vectors(
     chunk: int = 16,
 ) -> dict[Head, torch.Tensor]:
     """Per head: loss with the head ablated - loss without, at the stored PCA examples and positions: (n,)."""
-    examples, positions = pca_examples(n_total, model.cfg.n_ctx, n_examples)
+    examples, positions = pca_examples(n_total, model.cfg.n_ctx, n_examples, model.require_tokenizer())
     clean, ablated = head_ablation_losses(model, examples, positions, mode, heads, chunk=chunk)
     return {h: (v - clean)[:, 0] for h, v in ablated.items()}
 

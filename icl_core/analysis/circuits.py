@@ -1,7 +1,8 @@
 """Weight-level circuit analysis (Elhage et al. 2021): composition, copying, full QK and OV circuits.
 
-The model has no LayerNorm and no biases, so every quantity here is an exact product of weights:
-nothing is approximated by folding or freezing a normalisation.
+Our runs have no LayerNorm and no biases, so every quantity here is an exact product of weights. For
+TransformerLens-format models with LayerNorm the weights are read with it folded in (icl_core.model.fold), as
+TransformerLens's own circuit tools do: exact but for the per-position division by the norm.
 
 Conventions (row vectors, as in icl_core.model.transformer): a residual vector x is read by a head as x W_Q, x W_K,
 x W_V; the head writes z W_O. So W_QK = W_Q W_K^T (query side on the left) and W_OV = W_V W_O.
@@ -19,7 +20,8 @@ import torch
 from icl_core import data
 from icl_core.analysis.metrics import copying_scores
 from icl_core.heads import Head, head_name
-from icl_core.model.tokenizer import VOCAB_SIZE, token_labels
+from icl_core.model.fold import CircuitWeights, circuit_weights
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 
 COMPOSITION_KINDS = ("K", "Q", "V")
@@ -70,14 +72,12 @@ class CompositionScores:
         return out
 
 
-def _qk(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
-    block = model.blocks[layer]
-    return block.W_Q[head] @ block.W_K[head].T  # (d_model, d_model): x_q W_QK x_k^T
+def _qk(w: CircuitWeights, layer: int, head: int) -> torch.Tensor:
+    return w.W_Q[layer][head] @ w.W_K[layer][head].T  # (d_model, d_model): x_q W_QK x_k^T
 
 
-def _ov(model: AttnOnlyTransformer, layer: int, head: int) -> torch.Tensor:
-    block = model.blocks[layer]
-    return block.W_V[head] @ block.W_O[head]  # (d_model, d_model): x W_OV is the head's write
+def _ov(w: CircuitWeights, layer: int, head: int) -> torch.Tensor:
+    return w.W_V[layer][head] @ w.W_O[layer][head]  # (d_model, d_model): x W_OV is the head's write
 
 
 def _composition(left: torch.Tensor, right: torch.Tensor) -> float:
@@ -95,16 +95,17 @@ def composition_scores(model: AttnOnlyTransformer, kind: str, early: int = 0, la
     if kind not in ("K", "Q", "V"):
         raise ValueError(f"kind must be K, Q or V, got {kind!r}")
     h = model.cfg.n_heads
+    w = circuit_weights(model)
     out = torch.zeros(h, h)
     for i in range(h):
-        ov1 = _ov(model, early, i)
+        ov1 = _ov(w, early, i)
         for j in range(h):
             if kind == "K":
-                right = _qk(model, late, j).T
+                right = _qk(w, late, j).T
             elif kind == "Q":
-                right = _qk(model, late, j)
+                right = _qk(w, late, j)
             else:
-                right = _ov(model, late, j)
+                right = _ov(w, late, j)
             out[i, j] = _composition(ov1, right)
     return out
 
@@ -150,22 +151,26 @@ def composition_matrices(model: AttnOnlyTransformer, n_samples: int = 200, seed:
 
 
 def default_copy_tokens(model: AttnOnlyTransformer) -> list[int]:
-    """The random-token probe pool for byte models (what the paper measures on); every token otherwise."""
-    if model.cfg.d_vocab == VOCAB_SIZE:
-        return data.probe_tokens()
+    """The model's random-token probe pool (what the paper measures on); every token for a model built
+    without a tokenizer."""
+    if model.tokenizer is not None:
+        return data.probe_tokens(model.tokenizer)
     return list(range(model.cfg.d_vocab))
 
 
-def direct_path_logits(model: AttnOnlyTransformer, layer: int, head: int, tokens: Sequence[int]) -> torch.Tensor:
+def direct_path_logits(
+    model: AttnOnlyTransformer, layer: int, head: int, tokens: Sequence[int], weights: CircuitWeights | None = None
+) -> torch.Tensor:
     """Logits the head writes when it attends fully to each token, through its OV circuit only: (n, vocab).
 
     This is the direct path W_E[t] W_V W_O W_U: the token's embedding alone, no positional embedding and no
-    earlier heads, so it measures what the head does with the attended token's identity.
+    earlier heads, so it measures what the head does with the attended token's identity. `weights`: the
+    model's circuit_weights, when the caller already has them.
     """
-    block = model.blocks[layer]
+    w = weights if weights is not None else circuit_weights(model)
     idx = torch.as_tensor(list(tokens), dtype=torch.long)
     with torch.no_grad():
-        return ((model.W_E[idx] @ block.W_V[head]) @ block.W_O[head] @ model.W_U).detach().float()
+        return ((w.W_E[idx] @ w.W_V[layer][head]) @ w.W_O[layer][head] @ w.W_U).detach().float()
 
 
 def copy_fractions(logits: torch.Tensor, tokens: Sequence[int]) -> torch.Tensor:
@@ -199,10 +204,11 @@ def empirical_copying_scores(model: AttnOnlyTransformer, tokens: Sequence[int] |
     """
     tokens = list(tokens) if tokens is not None else default_copy_tokens(model)
     cfg = model.cfg
+    w = circuit_weights(model)
     out = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer in range(cfg.n_layers):
         for head in range(cfg.n_heads):
-            frac = copy_fractions(direct_path_logits(model, layer, head, tokens), tokens)
+            frac = copy_fractions(direct_path_logits(model, layer, head, tokens, w), tokens)
             out[layer, head] = 2.0 * frac.mean() - 1.0
     return out
 
@@ -218,10 +224,11 @@ def own_token_top1_rates(model: AttnOnlyTransformer, tokens: Sequence[int] | Non
     tokens = list(tokens) if tokens is not None else default_copy_tokens(model)
     idx = torch.as_tensor(tokens, dtype=torch.long)
     cfg = model.cfg
+    w = circuit_weights(model)
     out = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer in range(cfg.n_layers):
         for head in range(cfg.n_heads):
-            logits = direct_path_logits(model, layer, head, tokens)
+            logits = direct_path_logits(model, layer, head, tokens, w)
             out[layer, head] = (logits.argmax(dim=-1) == idx).float().mean()
     return out
 
@@ -275,15 +282,20 @@ class CircuitMatrix:
         ]
 
 
-def readable_tokens(n: int = 40) -> list[int]:
-    """The n most frequent printable bytes of the training text (space included), most frequent first."""
+def readable_tokens(n: int = 40, tokenizer: Tokenizer = BYTES) -> list[int]:
+    """The n most frequent printable bytes of the training text (space included), most frequent first; for
+    another tokenizer, its n most frequent tokens on the held-out text (start token left out)."""
+    if tokenizer != BYTES:
+        counts = np.bincount(data.tokenized_heldout(tokenizer))
+        ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
+        return ranked[:n]
     counts = np.bincount(data.corpus("train"), minlength=256)
     printable = [t for t in range(32, 127) if counts[t] > 0]
     return sorted(printable, key=lambda t: (-int(counts[t]), t))[:n]
 
 
 def _tokens_for(model: AttnOnlyTransformer, tokens: Sequence[int] | None) -> list[int]:
-    toks = list(tokens) if tokens is not None else readable_tokens()
+    toks = list(tokens) if tokens is not None else readable_tokens(tokenizer=model.tokenizer or BYTES)
     bad = [t for t in toks if not 0 <= int(t) < model.cfg.d_vocab]
     if bad:
         raise ValueError(f"tokens {bad} are outside the model's vocabulary (0..{model.cfg.d_vocab - 1})")
@@ -291,9 +303,9 @@ def _tokens_for(model: AttnOnlyTransformer, tokens: Sequence[int] | None) -> lis
 
 
 def _labels(tokens: list[int], model: AttnOnlyTransformer) -> list[str]:
-    # Byte models get byte labels; other vocabularies (hand-built test models) get ids.
-    if model.cfg.d_vocab == VOCAB_SIZE:
-        return token_labels(tokens)
+    # Models built without a tokenizer (hand-built test models) get ids.
+    if model.tokenizer is not None:
+        return model.tokenizer.labels(tokens)
     return [str(t) for t in tokens]
 
 
@@ -308,9 +320,9 @@ def full_qk_circuit(
     at j mixes tokens j and j-1; this matrix is the unsmeared W_QK.
     """
     toks = _tokens_for(model, tokens)
-    block = model.blocks[layer]
-    e = model.W_E[torch.tensor(toks)]
-    m = (e @ block.W_Q[head]) @ (e @ block.W_K[head]).T / math.sqrt(model.cfg.d_head)
+    w = circuit_weights(model)
+    e = w.W_E[torch.tensor(toks)]
+    m = (e @ w.W_Q[layer][head]) @ (e @ w.W_K[layer][head]).T / math.sqrt(model.cfg.d_head)
     labels = _labels(toks, model)
     return CircuitMatrix(
         m.float().numpy(),
@@ -342,10 +354,10 @@ def k_composition_qk_circuit(
     if p_layer >= layer:
         raise ValueError(f"the earlier head must be in an earlier layer than {layer}, got layer {p_layer}")
     toks = _tokens_for(model, tokens)
-    block, prev = model.blocks[layer], model.blocks[p_layer]
-    e = model.W_E[torch.tensor(toks)]
-    written = (e @ prev.W_V[p_head]) @ prev.W_O[p_head]
-    m = (e @ block.W_Q[head]) @ (written @ block.W_K[head]).T / math.sqrt(model.cfg.d_head)
+    w = circuit_weights(model)
+    e = w.W_E[torch.tensor(toks)]
+    written = (e @ w.W_V[p_layer][p_head]) @ w.W_O[p_layer][p_head]
+    m = (e @ w.W_Q[layer][head]) @ (written @ w.W_K[layer][head]).T / math.sqrt(model.cfg.d_head)
     labels = _labels(toks, model)
     return CircuitMatrix(
         m.float().numpy(),
@@ -366,9 +378,10 @@ def positional_qk_circuit(model: AttnOnlyTransformer, layer: int, head: int, n_p
     A previous-token head shows a bright sub-diagonal (query i, key i - 1).
     """
     n = min(n_positions, model.cfg.n_ctx)
-    block = model.blocks[layer]
-    pos = model.W_pos[:n]
-    m = ((pos @ block.W_Q[head]) @ (pos @ block.W_K[head]).T / math.sqrt(model.cfg.d_head)).float().numpy()
+    w = circuit_weights(model)
+    pos = w.W_pos[:n]
+    q, k = w.pos_W_Q[layer][head], w.pos_W_K[layer][head]
+    m = ((pos @ q) @ (pos @ k).T / math.sqrt(model.cfg.d_head)).float().numpy()
     m[np.triu_indices(n, k=1)] = np.nan
     idx = list(range(n))
     labels = [str(i) for i in idx]

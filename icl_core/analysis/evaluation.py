@@ -17,7 +17,7 @@ import torch
 from icl_core import data
 from icl_core.analysis import metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, TrainConfig
-from icl_core.model.tokenizer import ByteTokenizer, load_tokenizer
+from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.snapshots import atomic_write_json, list_snapshots, load_model, read_json, read_run_config
 
@@ -33,27 +33,18 @@ class EvalData:
     probe_text: torch.Tensor  # held-out text: previous-token score
 
     @classmethod
-    def for_config(cls, cfg: TrainConfig) -> EvalData:
+    def for_config(cls, cfg: TrainConfig, tokenizer: Tokenizer = BYTES) -> EvalData:
+        """Fixed held-out examples and probes in the model's tokens (data.heldout_examples, data.probe_tokens):
+        bytes from the shipped evaluation set, another tokenizer's from the stdlib held-out text."""
         n_ctx = cfg.model.n_ctx
-        heldout = data.heldout_examples(cfg.eval_examples, n_ctx)
-        icl = data.heldout_examples(cfg.icl_examples, n_ctx) if cfg.compute_icl_score else None
-        repeated, repeat_len = data.prefix_matching_probe(n_ctx)
-        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
-
-    @classmethod
-    def for_tokenizer(cls, cfg: TrainConfig, tokenizer) -> EvalData:
-        """The same recipe for a model with another tokenizer: its own tokens of the stdlib held-out text, and a
-        random-token probe from the middle of its frequency ranking on that text."""
-        if isinstance(tokenizer, ByteTokenizer):
-            return cls.for_config(cfg)
-        n_ctx = cfg.model.n_ctx
-        heldout = data.tokenizer_examples(tokenizer, cfg.eval_examples, n_ctx)
+        heldout = data.heldout_examples(cfg.eval_examples, n_ctx, tokenizer=tokenizer)
+        # Causal: positions past the late token change nothing, so the ICL examples stop there.
         icl = (
-            data.tokenizer_examples(tokenizer, cfg.icl_examples, ICL_LATE_TOKEN + 2)
-            if n_ctx > ICL_LATE_TOKEN + 1
+            data.heldout_examples(cfg.icl_examples, ICL_LATE_TOKEN + 2, tokenizer=tokenizer)
+            if cfg.compute_icl_score and n_ctx > ICL_LATE_TOKEN + 1
             else None
         )
-        repeated, repeat_len = data.prefix_matching_probe(n_ctx, data.tokenizer_probe_pool(tokenizer), tokenizer.bos)
+        repeated, repeat_len = data.prefix_matching_probe(n_ctx, tokenizer)
         return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
 
 
@@ -106,7 +97,7 @@ def evaluate_run(
     if not todo:
         return 0
     tokenizer = load_tokenizer(cfg.model.tokenizer, run_dir)
-    ev = EvalData.for_tokenizer(
+    ev = EvalData.for_config(
         TrainConfig(
             run_name=cfg.run_name,
             model=cfg.model,

@@ -16,6 +16,7 @@ of the earlier occurrence would predict).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,33 +26,69 @@ import torch
 from icl_core import data
 from icl_core.analysis import metrics
 from icl_core.heads import head_name
-from icl_core.model.tokenizer import BOS
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
 
 PERTURBATIONS = ("exact", "case", "neighbour")
 
 
-def case_letter_pool() -> list[int]:
-    """ASCII letters whose other-case twin also occurs in the training text (both have trained embeddings)."""
-    counts = np.bincount(data.corpus("train"), minlength=256)
-    letters = [ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
-    return [t for t in letters if counts[t] > 0 and counts[ord(chr(t).swapcase())] > 0]
+# Another tokenizer's case twins and neighbours come from its most frequent tokens on the held-out text: frequent
+# tokens have trained embeddings (rare ones sit near many tokens by accident).
+FREQUENT_TOKENS = 2000
 
 
-def flip_case(tokens: torch.Tensor) -> torch.Tensor:
-    """Swap the case of every ASCII letter token (XOR 0x20); other tokens are left unchanged."""
+def _frequent(tokenizer: Tokenizer) -> list[int]:
+    counts = np.bincount(data.tokenized_heldout(tokenizer))
+    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
+    return ranked[:FREQUENT_TOKENS]
+
+
+@functools.lru_cache(maxsize=4)
+def case_twins(tokenizer: Tokenizer = BYTES) -> dict[int, int]:
+    """Tokens whose other-case spelling is one token too, both occurring in the text (both trained): token -> twin.
+
+    Bytes: the ASCII letters of the training text. Another tokenizer: its frequent tokens whose swapped-case text
+    is itself a frequent token (e.g. " the" and " THE")."""
+    if tokenizer == BYTES:
+        counts = np.bincount(data.corpus("train"), minlength=256)
+        letters = [ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
+        return {t: t ^ 0x20 for t in letters if counts[t] > 0 and counts[t ^ 0x20] > 0}
+    frequent = _frequent(tokenizer)
+    known = set(frequent)
+    twins = {}
+    for t in frequent:
+        text = tokenizer.decode([t])
+        twin = tokenizer.single_token(text.swapcase()) if text.swapcase() != text else None
+        if twin is not None and twin in known and twin != t:
+            twins[t] = twin
+    return twins
+
+
+def case_letter_pool(tokenizer: Tokenizer = BYTES) -> list[int]:
+    """Tokens a case flip changes into another trained token (case_twins), in token order."""
+    return sorted(case_twins(tokenizer))
+
+
+def flip_case(tokens: torch.Tensor, tokenizer: Tokenizer = BYTES) -> torch.Tensor:
+    """Swap the case of every token that has a case twin; other tokens are left unchanged."""
     t = tokens.clone()
-    letter = ((t >= 65) & (t <= 90)) | ((t >= 97) & (t <= 122))
-    t[letter] = t[letter] ^ 0x20
+    if tokenizer == BYTES:  # every ASCII letter, twin in the text or not
+        letter = ((t >= 65) & (t <= 90)) | ((t >= 97) & (t <= 122))
+        t[letter] = t[letter] ^ 0x20
+        return t
+    for a, b in case_twins(tokenizer).items():
+        t[tokens == a] = b
     return t
 
 
-def neighbour_candidates() -> list[int]:
-    """Printable ASCII bytes, tab and newline that occur in the training text.
+def neighbour_candidates(tokenizer: Tokenizer = BYTES) -> list[int]:
+    """Printable ASCII bytes, tab and newline that occur in the training text (another tokenizer: its frequent tokens).
 
     Rarer bytes (UTF-8 pieces, control bytes) have barely trained embeddings that sit near many tokens
     by accident, so they would make poor, unreadable neighbours.
     """
+    if tokenizer != BYTES:
+        return sorted(_frequent(tokenizer))
     counts = np.bincount(data.corpus("train"), minlength=256)
     return [t for t in [9, 10, *range(32, 127)] if counts[t] > 0]
 
@@ -62,7 +99,9 @@ def nearest_neighbours(model: AttnOnlyTransformer, candidates: Sequence[int] | N
 
     Candidates default to neighbour_candidates() (readable bytes that occur in the training text).
     """
-    cand = torch.as_tensor(list(candidates) if candidates is not None else neighbour_candidates(), dtype=torch.long)
+    if candidates is None:
+        candidates = neighbour_candidates(model.tokenizer or BYTES)
+    cand = torch.as_tensor(list(candidates), dtype=torch.long)
     if len(cand) < 2:
         raise ValueError("need at least two candidate tokens")
     e = torch.nn.functional.normalize(model.W_E.detach().float(), dim=-1)
@@ -92,18 +131,21 @@ def fuzzy_batch(
         raise ValueError(f"unknown perturbation {kind!r}; choose one of {PERTURBATIONS}")
     # Case flips only make sense for letters, so every kind draws letters: with one seed, the three probes
     # repeat the very same X and differ only in the perturbation of the first copy.
-    pool = torch.tensor(case_letter_pool())
+    tokenizer = model.require_tokenizer() if model is not None else BYTES
+    pool = torch.tensor(case_letter_pool(tokenizer))
+    if len(pool) < 2:
+        raise ValueError(f"the {tokenizer.name} tokenizer has too few case twins for the fuzzy probe")
     gen = torch.Generator().manual_seed(seed)
     original = pool[torch.randint(0, len(pool), (n_sequences, seq_len), generator=gen)]
     if kind == "exact":
         perturbed = original.clone()
     elif kind == "case":
-        perturbed = flip_case(original)
+        perturbed = flip_case(original, tokenizer)
     else:
         if model is None:
             raise ValueError("the nearest-neighbour probe needs the model (its embedding defines the neighbours)")
         perturbed = nearest_neighbours(model)[original]
-    bos = torch.full((n_sequences, 1), BOS, dtype=torch.long)
+    bos = torch.full((n_sequences, 1), tokenizer.bos, dtype=torch.long)
     return FuzzyBatch(kind, torch.cat([bos, perturbed, original], dim=1), original, perturbed, seq_len)
 
 

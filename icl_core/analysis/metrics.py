@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.fold import CircuitWeights, circuit_weights
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss
 
 LOGIT_BUDGET = 2**27  # logits held at once by the batched evaluations
@@ -138,12 +139,13 @@ def previous_token_scores(model: AttnOnlyTransformer, text: torch.Tensor) -> tor
     return previous_token_scores_from_patterns(patterns.cpu())
 
 
-def ov_circuit_factors(model: AttnOnlyTransformer, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The full OV circuit W_E W_V W_O W_U (vocab x vocab) as two low-rank factors A (vocab x d_head), B."""
-    block = model.blocks[layer]
-    a = model.W_E @ block.W_V[head]
-    b = block.W_O[head] @ model.W_U
-    return a.detach(), b.detach()
+def ov_circuit_factors(
+    model: AttnOnlyTransformer, layer: int, head: int, weights: CircuitWeights | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The full OV circuit W_E W_V W_O W_U (vocab x vocab) as two low-rank factors A (vocab x d_head), B
+    (LayerNorm folded in: model.fold)."""
+    w = weights if weights is not None else circuit_weights(model)
+    return w.W_E @ w.W_V[layer][head], w.W_O[layer][head] @ w.W_U
 
 
 @torch.no_grad()
@@ -153,10 +155,11 @@ def copying_scores(model: AttnOnlyTransformer) -> torch.Tensor:
     The nonzero eigenvalues of A @ B equal those of the small matrix B @ A (d_head x d_head).
     """
     cfg = model.cfg
+    w = circuit_weights(model)
     scores = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer in range(cfg.n_layers):
         for head in range(cfg.n_heads):
-            a, b = ov_circuit_factors(model, layer, head)
+            a, b = ov_circuit_factors(model, layer, head, w)
             eig = torch.linalg.eigvals((b @ a).double())
             scores[layer, head] = float(eig.real.sum() / eig.abs().sum().clamp_min(1e-12))
     return scores

@@ -16,7 +16,7 @@ from icl_core import data
 from icl_core.analysis import metrics
 from icl_core.errors import InputTextError
 from icl_core.heads import head_name
-from icl_core.model.tokenizer import BOS, encode, token_labels
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
 
 PRESETS: dict[str, str] = {
@@ -28,14 +28,21 @@ PRESETS: dict[str, str] = {
 _FUZZY_SOURCE = "Never odd or even, said Bob. "
 
 
-def preset_text(name: str, seed: int = 0) -> str:
-    """The text of a preset sequence; 'Repeated random tokens' follows the prefix-matching probe (25 tokens x 2)."""
+def preset_text(name: str, seed: int = 0, tokenizer: Tokenizer = BYTES) -> str:
+    """The text of a preset sequence; 'Repeated random tokens' follows the prefix-matching probe (25 tokens x 2),
+    drawn from the tokenizer's probe pool."""
     if name not in PRESETS:
         raise InputTextError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     if name == "Repeated random tokens":
-        pool = [t for t in data.probe_tokens() if 33 <= t < 127]  # printable, so the text box shows it
         rng = random.Random(seed)
-        chunk = "".join(chr(rng.choice(pool)) for _ in range(25))
+        if tokenizer == BYTES:
+            pool = [t for t in data.probe_tokens() if 33 <= t < 127]  # printable, so the text box shows it
+            chunk = "".join(chr(rng.choice(pool)) for _ in range(25))
+        else:
+            # Whole words with their leading space ("Ġword") read back as the same tokens when the text is encoded.
+            words = [w for w in (tokenizer.decode([t]) for t in data.probe_tokens(tokenizer)) if w[1:].isalpha()]
+            words = [w for w in words if w.startswith(" ")] or words
+            chunk = "".join(rng.choice(words) for _ in range(25))
         return chunk * 2
     if name == "Fuzzy repeat (case-flipped)":
         return _FUZZY_SOURCE + _FUZZY_SOURCE.swapcase()
@@ -48,14 +55,14 @@ class TextInput:
     notes: tuple[str, ...]  # what the user should know (truncation, multi-byte characters)
 
 
-def prepare_text(text: str, n_ctx: int) -> TextInput:
+def prepare_text(text: str, n_ctx: int, tokenizer: Tokenizer = BYTES) -> TextInput:
     """Encode typed text for a model; InputTextError for empty text, notes for truncation and non-ASCII."""
     if not text or not text.strip():
         raise InputTextError("The text is empty: type at least one character, or pick a preset.")
-    enc = encode(text, n_ctx=n_ctx)
+    enc = tokenizer.encode(text, n_ctx=n_ctx)
     notes = []
     if enc.truncated:
-        total = len(text.encode("utf-8")) + 1
+        total = len(tokenizer.encode(text).tokens)
         notes.append(
             f"The text is {total} tokens (with the start token) but the model's context is {n_ctx}: "
             f"only the first {n_ctx} tokens are used."
@@ -111,7 +118,7 @@ def analyze_tokens(model: AttnOnlyTransformer, tokens: torch.Tensor, k: int = 5)
     losses = per_token_loss(logits, tokens)[0].numpy() if tokens.shape[1] > 1 else np.zeros(0, dtype=np.float32)
     return TextAnalysis(
         tokens=tokens[0].numpy(),
-        labels=token_labels(tokens[0]),
+        labels=(model.tokenizer or BYTES).labels(tokens[0]),
         patterns=pats,
         losses=losses,
         top_ids=ids,
@@ -142,28 +149,36 @@ def top_attended(analysis: TextAnalysis, query: int, n: int = 3) -> list[dict[st
 
 
 def prediction_rows(
-    tokens: torch.Tensor, clean_logits: torch.Tensor, ablated_logits_: torch.Tensor, last: int = 40
+    tokens: torch.Tensor,
+    clean_logits: torch.Tensor,
+    ablated_logits_: torch.Tensor,
+    last: int = 40,
+    tokenizer: Tokenizer = BYTES,
 ) -> list[dict[str, Any]]:
     """For the last `last` positions: the next token, and the clean vs ablated top prediction and loss."""
     toks = tokens.reshape(-1)
     clean = torch.log_softmax(clean_logits.reshape(len(toks), -1).float(), -1)
     abl = torch.log_softmax(ablated_logits_.reshape(len(toks), -1).float(), -1)
     rows = []
+
+    def label(t: int) -> str:
+        return tokenizer.labels([t])[0]
+
     for pos in range(max(0, len(toks) - 1 - last), len(toks) - 1):
         nxt = int(toks[pos + 1])
         c_top, a_top = int(clean[pos].argmax()), int(abl[pos].argmax())
         rows.append(
             {
                 "position": pos,
-                "token": token_labels([int(toks[pos])])[0],
-                "next": token_labels([nxt])[0],
-                "clean_top": token_labels([c_top])[0],
+                "token": label(int(toks[pos])),
+                "next": label(nxt),
+                "clean_top": label(c_top),
                 "clean_p": float(clean[pos, c_top].exp()),
                 "clean_loss": float(-clean[pos, nxt]),
-                "ablated_top": token_labels([a_top])[0],
+                "ablated_top": label(a_top),
                 "ablated_p": float(abl[pos, a_top].exp()),
                 "ablated_loss": float(-abl[pos, nxt]),
-                "repeat": bool((toks[:pos] == toks[pos]).any()) and int(toks[pos]) != BOS,
+                "repeat": bool((toks[:pos] == toks[pos]).any()) and int(toks[pos]) != tokenizer.bos,
             }
         )
     return rows

@@ -3,6 +3,8 @@ TransformerLens-format models imported from the Hub (their tokenizer.json, store
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +66,7 @@ class ByteTokenizer:
     name = "bytes"
     bos = BOS
     vocab_size = VOCAB_SIZE
+    key = "bytes"  # identifies the tokenizer in cache keys
 
     def encode(self, text: str, n_ctx: int | None = None) -> EncodedText:
         return encode(text, n_ctx)
@@ -73,6 +76,18 @@ class ByteTokenizer:
 
     def decode(self, tokens: torch.Tensor | list[int]) -> str:
         return decode(tokens)
+
+    def single_token(self, text: str) -> int | None:
+        """The byte of `text` if it is exactly one byte, else None."""
+        raw = text.encode("utf-8")
+        return raw[0] if len(raw) == 1 else None
+
+    # Equal by kind, not identity: a deep-copied model carries a copy of its tokenizer.
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ByteTokenizer)
+
+    def __hash__(self) -> int:
+        return hash(self.key)
 
 
 BYTES = ByteTokenizer()
@@ -88,9 +103,13 @@ class BPETokenizer:
         from tokenizers import Tokenizer
 
         try:
-            self._tok = Tokenizer.from_file(str(path))
+            raw = Path(path).read_bytes()
+            self._tok = Tokenizer.from_str(raw.decode("utf-8"))
         except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
             raise CheckpointError(path, f"not a readable tokenizer.json ({exc})") from exc
+        # Equal (and hashed) by content: two runs sharing a tokenizer share its tokenized held-out text and probes.
+        self.sha256 = hashlib.sha256(raw).hexdigest()
+        self.key = self.sha256
         self.name = name or str(path)
         self.vocab_size = self._tok.get_vocab_size(with_added_tokens=True)
         bos = next((self._tok.token_to_id(t) for t in _BOS_CANDIDATES if self._tok.token_to_id(t) is not None), None)
@@ -117,12 +136,31 @@ class BPETokenizer:
     def decode(self, tokens: torch.Tensor | list[int]) -> str:
         return self._tok.decode([int(t) for t in tokens if int(t) != self.bos])
 
+    def single_token(self, text: str) -> int | None:
+        """The id of `text` if it is exactly one token, else None."""
+        ids = self._tok.encode(text, add_special_tokens=False).ids if text else []
+        return int(ids[0]) if len(ids) == 1 else None
 
-def load_tokenizer(name: str, run_dir: Path | None = None) -> ByteTokenizer | BPETokenizer:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BPETokenizer) and other.sha256 == self.sha256
+
+    def __hash__(self) -> int:
+        return hash(self.sha256)
+
+
+Tokenizer = ByteTokenizer | BPETokenizer
+
+
+def load_tokenizer(name: str, run_dir: Path | None = None) -> Tokenizer:
     """The tokenizer a model config names: ours ("bytes"), or the tokenizer.json a Hub import stored in its run."""
     if name == BYTES.name:
         return BYTES
     path = Path(run_dir or ".") / "tokenizer" / "tokenizer.json"
     if not path.is_file():
         raise CheckpointError(path, f"the run's tokenizer ({name}) is missing: import the run again")
-    return BPETokenizer(path, name)
+    return _load_bpe(str(path.resolve()), path.stat().st_mtime_ns, name)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_bpe(path: str, mtime: int, name: str) -> BPETokenizer:
+    return BPETokenizer(Path(path), name)

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from icl_core.model.config import LN_EPS, ModelConfig
 from icl_core.model.hooks import HookedModule, HookPoint
+from icl_core.model.tokenizer import BYTES, Tokenizer
 
 INIT_STD = 0.02  # GPT-2's initial weight scale, used for the unembedding
 
@@ -146,10 +147,21 @@ class AttnOnlyTransformer(HookedModule):
         self.W_U = nn.Parameter(torch.randn(cfg.d_model, cfg.d_vocab) * (INIT_STD / math.sqrt(cfg.d_model)))
         if cfg.biases:
             self.b_U = nn.Parameter(torch.zeros(cfg.d_vocab))
+        # As TransformerLens's model.tokenizer: analyses draw their probes and held-out text in the model's own
+        # tokens. A BPE model gets its tokenizer when it is loaded from a run (snapshots.load_model).
+        # Hand-built test models with a smaller vocabulary have none.
+        byte_level = cfg.tokenizer == BYTES.name and cfg.d_vocab >= BYTES.vocab_size
+        self.tokenizer: Tokenizer | None = BYTES if byte_level else None
         self.hook_embed = HookPoint()
         self.hook_pos_embed = HookPoint()
         self.hook_resid = nn.ModuleList(HookPoint() for _ in range(cfg.n_layers + 1))  # before each layer, final
         self.setup_hooks()
+
+    def require_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer; ValueError for a BPE model built without one (load it from its run)."""
+        if self.tokenizer is None:
+            raise ValueError(f"this model reads {self.cfg.tokenizer} tokens: load it from its run to get its tokenizer")
+        return self.tokenizer
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (batch, pos) -> logits (batch, pos, vocab)."""

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from icl_core.errors import CheckpointError, ConfigError
 from icl_core.model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
+from icl_core.model.tokenizer import load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 
 RUN_FORMAT = "icl-explorer-run"
@@ -269,4 +270,5 @@ def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOn
         if not torch.isfinite(tensor).all():
             raise CheckpointError(path, f"{name} contains NaN or infinite values")
     model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.tokenizer = load_tokenizer(info.model_config.tokenizer, info.run_dir)
     return model.to(device).eval()
