@@ -9,6 +9,7 @@ import streamlit as st
 
 from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
+from icl_core.storage import hub, imports, tl_hub
 from ui import cache, state
 from ui.quote import user_text
 
@@ -114,11 +115,6 @@ with st.form("hub_download"):
     submitted = st.form_submit_button("Download")
 
 if submitted:
-    try:
-        from icl_core.storage import hub  # imported here: huggingface_hub is only needed when someone downloads
-    except ImportError as exc:
-        st.error(f"Hub support is not available in this installation ({user_text(exc, 500)}).")
-        st.stop()
     bar = st.progress(0.0, text="Starting…")
 
     def report(p: object) -> None:
@@ -140,3 +136,115 @@ if submitted:
         label = hub.parse_repo_id(repo) + (f"@{revision.strip()}" if revision.strip() else "")
         st.session_state[FLASH_KEY] = f"Downloaded {label} and selected it in the sidebar."
         st.rerun()
+
+# -- the field's published runs over training (TransformerLens format): listed here, imported in the background --
+
+OTHER_REPO = "another repository…"
+LISTED_KEY, TL_ERROR_KEY = "_models_tl_listed", "_models_tl_error"
+
+
+def _look_up() -> None:
+    pick = st.session_state.get("tl_preset")
+    repo_id = (st.session_state.get("tl_repo") or "").strip() if pick == OTHER_REPO else pick
+    st.session_state.pop(LISTED_KEY, None)
+    try:
+        st.session_state[LISTED_KEY] = tl_hub.list_repo(repo_id, token=st.session_state.get("tl_token") or None)
+    except ICLError as exc:
+        st.session_state[TL_ERROR_KEY] = str(exc)
+    except Exception as exc:  # a network stack can fail in ways the hub module did not foresee
+        st.session_state[TL_ERROR_KEY] = f"The look-up failed unexpectedly: {type(exc).__name__}: {exc}"
+
+
+def _start(n: int) -> None:
+    try:
+        imports.start_import(st.session_state[LISTED_KEY], n, token=st.session_state.get("tl_token") or None)
+    except ICLError as exc:
+        st.session_state[TL_ERROR_KEY] = str(exc)
+    else:
+        st.session_state.pop(LISTED_KEY, None)
+
+
+def _import_action(action: str, info: imports.ImportInfo) -> None:
+    try:
+        if action == "cancel":
+            imports.cancel_import(info)
+        else:
+            imports.resume_import(info, token=st.session_state.get("tl_token") or None)
+    except ICLError as exc:
+        st.session_state[TL_ERROR_KEY] = str(exc)
+
+
+def _import_card(info: imports.ImportInfo) -> None:
+    with st.container(border=True):
+        st.markdown(f"**{user_text(info.repo_id)}** · {info.stage}")
+        if info.stage == "downloading":
+            text = f"downloaded {info.done} of {info.total} checkpoints ({hub.fmt_mb(info.done_bytes)} of "
+            text += f"{hub.fmt_mb(info.total_bytes)})"
+        elif info.stage == "evaluating":
+            text = f"evaluated {info.done} of {info.total} checkpoints (ICL score, loss PCA, head scores)"
+        else:
+            text = user_text(info.message, 200) or info.stage
+        st.progress(1.0 if info.stage == "finished" else info.fraction, text=text)
+        if info.error:
+            st.error(user_text(info.error, 500))
+        if info.active:
+            st.button("Cancel", key=f"tl_cancel_{info.key}", on_click=_import_action, args=("cancel", info))
+        elif info.resumable:
+            st.button(
+                "Resume", key=f"tl_resume_{info.key}", on_click=_import_action, args=("resume", info),
+                help="Continues where it stopped: checkpoints already converted and evaluated are kept.",
+            )  # fmt: skip
+
+
+@st.fragment(run_every=2)
+def imports_panel() -> None:
+    # The sidebar is drawn by full runs only: when an imported run appears, rerun the app so the picker lists it.
+    if tuple(r.name for r in state.list_runs()) != st.session_state.get(IMPORT_RUNS_SEEN_KEY):
+        st.rerun(scope="app")
+    for info in imports.list_imports():
+        _import_card(info)
+
+
+IMPORT_RUNS_SEEN_KEY = "_models_runs_seen"
+
+st.subheader("Published training runs (TransformerLens format)")
+st.caption(
+    "Attention-only models the field studies over training: Neel Nanda's (the models TransformerLens calls "
+    "attn-only-1l … 4l) and Hoogland et al.'s. Pick how many checkpoints to fetch (log-spaced, first and last "
+    "always); only their weights, the config and the tokenizer are downloaded, never optimizer states. Each "
+    "checkpoint is converted once to safetensors and then evaluated in the background with the model's own "
+    "tokenizer, on the Python standard library's held-out source (random-token probes from the middle of the "
+    "tokenizer's frequency ranking)."
+)
+c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+with c1:
+    preset = st.selectbox(
+        "Run", [*tl_hub.PUBLISHED_REPOS, OTHER_REPO], key="tl_preset",
+        format_func=lambda r: r if r == OTHER_REPO else f"{r} — {tl_hub.PUBLISHED_REPOS[r]}",
+    )  # fmt: skip
+with c2:
+    n_checkpoints = st.number_input(
+        "Checkpoints", min_value=2, max_value=500, value=tl_hub.DEFAULT_CHECKPOINTS, key="tl_n"
+    )
+if preset == OTHER_REPO:
+    st.text_input("Repository in the same format", placeholder="owner/name", key="tl_repo")
+st.text_input("Access token (only for private repositories)", type="password", key="tl_token", help="Not stored.")
+st.button("Look up its checkpoints", key="tl_look_up", on_click=_look_up)
+problem = st.session_state.pop(TL_ERROR_KEY, None)
+if problem:
+    st.error(user_text(problem, 500))
+listed = st.session_state.get(LISTED_KEY)
+if listed is not None:
+    chosen = tl_hub.pick_log_spaced(listed.checkpoints, int(n_checkpoints))
+    cfg = listed.model_config
+    st.info(
+        f"**{user_text(listed.repo_id)}**: {cfg.n_layers} layers × {cfg.n_heads} heads, d_model {cfg.d_model}, "
+        f"vocabulary {cfg.d_vocab:,}, context {cfg.n_ctx}, tokenizer {user_text(cfg.tokenizer)}. "
+        f"Will download {user_text(tl_hub.describe(listed, chosen))}."
+    )
+    st.button(
+        f"Download and evaluate {len(chosen)} checkpoints ({hub.fmt_mb(listed.download_bytes(chosen))})",
+        key="tl_start", type="primary", on_click=_start, args=(len(chosen),),
+    )  # fmt: skip
+st.session_state[IMPORT_RUNS_SEEN_KEY] = tuple(r.name for r in state.list_runs())
+imports_panel()

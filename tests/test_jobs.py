@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 
 from icl_core.errors import ConfigError
 from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.processes import CHILDREN
 from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
 from icl_core.training import jobs
 from icl_core.training.train import RESUME_WEIGHTS, TRAIN_LOG, train
@@ -59,7 +60,7 @@ def _kill_leftovers(data_dir: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
-        proc = jobs._CHILDREN.pop(pid, None)
+        proc = CHILDREN.pop(pid, None)
         if proc is not None:
             proc.wait(timeout=10)
 

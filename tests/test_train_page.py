@@ -11,6 +11,7 @@ import pytest
 from conftest import mark_apptest_session
 from streamlit.testing.v1 import AppTest
 
+from icl_core.processes import CHILDREN
 from icl_core.training import jobs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
@@ -28,7 +29,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 os.killpg(job.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        proc = jobs._CHILDREN.pop(job.pid, None) if job.pid else None
+        proc = CHILDREN.pop(job.pid, None) if job.pid else None
         if proc is not None:
             proc.wait(timeout=10)
 

@@ -11,6 +11,7 @@ tokenizer files; never optimizer or scheduler states), and convert each once int
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -35,6 +36,15 @@ CHECKPOINT_PATTERNS = (
     (re.compile(r"^checkpoints/checkpoint_(\d+)\.pth$"), "step"),
 )
 TOKENIZER_FILES = ("tokenizer.json",)
+# The field's published attention-only runs over training (../shared/notes/hub-models.md), offered as presets.
+PUBLISHED_REPOS = {
+    "NeelNanda/Attn_Only_1L512W_C4_Code": "1 layer, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
+    "NeelNanda/Attn_Only_2L512W_C4_Code": "2 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
+    "NeelNanda/Attn_Only_3L512W_C4_Code": "3 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
+    "NeelNanda/Attn_Only_4L512W_C4_Code": "4 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
+    "timaeus/L2W256-3m-rr": "2 layers, 8 heads, 256 wide, shortformer; TinyStories (Hoogland et al. 2024); "
+    "thousands of checkpoints",
+}
 DEFAULT_CHECKPOINTS = 24
 # One published checkpoint is ~200 MB (48k vocabulary, fp32): a higher per-file cap than our own runs'.
 DEFAULT_MAX_CHECKPOINT_MB = 400
@@ -168,6 +178,10 @@ def import_checkpoints(
     # Written beside the run, renamed into place at the end: a cut-short import leaves no half-run in the picker,
     # and a repeated one continues from the checkpoints already converted.
     staging = run_dir.with_name(run_dir.name + IMPORTED_SUFFIX_PARTIAL)
+    if run_dir.is_dir() and not staging.exists():
+        # Redoing a finished import (another choice, an evaluation cut short) starts from its converted and
+        # evaluated snapshots: hard links, so nothing is copied, and the run stays in the picker until the swap.
+        shutil.copytree(run_dir, staging, copy_function=_link_or_copy)
     staging.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = staging / "tokenizer"
     tokenizer_dir.mkdir(exist_ok=True)
@@ -216,6 +230,13 @@ def import_checkpoints(
         shutil.rmtree(run_dir)
     staging.rename(run_dir)  # the run appears whole or not at all
     return run_dir
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # a file system without hard links
+        shutil.copy2(src, dst)
 
 
 def describe(repo: TLRepo, chosen: Sequence[Checkpoint]) -> str:

@@ -21,7 +21,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +29,8 @@ from typing import Any
 
 from icl_core.errors import ConfigError, ICLError
 from icl_core.model.config import TrainConfig, train_config_from_dict
-from icl_core.storage.runs import REPO_ROOT, SHIPPED_DIR, data_dir, user_runs_dir
+from icl_core.processes import CHILDREN, pid_alive, process_start_ticks, spawn_python
+from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
 
 JOB_FILE = "job.json"
@@ -47,9 +47,6 @@ RESUMABLE_STATES = (CANCELLED, FAILED)
 # A worker that never recorded its pid (the server died between spawning it and writing pid.json)
 # is taken for dead after this long without a heartbeat.
 ORPHAN_TIMEOUT_S = 120.0
-
-# Popen objects of workers this process started, so their exit is reaped (no zombies that look alive).
-_CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 class JobError(ICLError):
@@ -181,7 +178,7 @@ def cancel_job(job_id: str, force: bool = False) -> JobInfo:
     (info.job_dir / CANCEL_FILE).touch()
     if force:
         for pid, ticks in _processes(info.job_dir, _read_status_dict(info.job_dir)):
-            if _pid_alive(pid, ticks):
+            if pid_alive(pid, ticks):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)  # each runs in a session of its own
         _wait_dead(info.job_dir, timeout=5.0)
@@ -301,73 +298,24 @@ def _run_name_in_use(run_name: str) -> bool:
 
 def _spawn(job_dir: Path, nproc: int) -> None:
     if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        cmd += ["-m", "icl_core.training.jobs_worker", str(job_dir)]
+        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+        args += ["-m", "icl_core.training.jobs_worker", str(job_dir)]
     else:
-        cmd = [sys.executable, "-m", "icl_core.training.jobs_worker", str(job_dir)]
-    env = dict(os.environ)
-    # The worker must import icl_core whatever folder the app was started from.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
-    env["PYTHONUNBUFFERED"] = "1"
+        args = ["-m", "icl_core.training.jobs_worker", str(job_dir)]
     try:
-        with (job_dir / LOG_FILE).open("ab") as log:
-            # A new session: the job survives the server's Ctrl-C and can be killed as a group.
-            proc = subprocess.Popen(
-                cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        proc = spawn_python(args, job_dir / LOG_FILE)
     except OSError as exc:
         status = _read_status_dict(job_dir)
         status.update(state=FAILED, ended=time.time(), error=f"could not start the worker: {exc}")
         atomic_write_json(job_dir / STATUS_FILE, status)
         raise JobError(f"could not start the training process: {exc}") from exc
-    _CHILDREN[proc.pid] = proc
     atomic_write_json(job_dir / PID_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid)})
-
-
-def process_start_ticks(pid: int) -> int | None:
-    """Kernel start time of pid (Linux), to tell our worker from a later process given the same pid."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return int(fields[19])  # field 22 of /proc/<pid>/stat, counted after the command name
 
 
 def _launched_pid(job_dir: Path) -> int | None:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         return int(json.loads((job_dir / PID_FILE).read_text())["pid"])
     return None
-
-
-def _pid_alive(pid: int, start_ticks: int | None) -> bool:
-    proc = _CHILDREN.get(pid)
-    if proc is not None:
-        if proc.poll() is not None:
-            return False
-    else:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)  # reaps it if it is our child (e.g. after a module reload)
-            if done == pid:
-                return False
-        except ChildProcessError:
-            pass
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # exists, owned by someone else: judged by its start time below
-    if start_ticks is not None:
-        ticks = process_start_ticks(pid)
-        if ticks is not None and ticks != start_ticks:
-            return False
-        with contextlib.suppress(OSError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if stat[stat.rindex(")") + 2] == "Z":
-                return False
-    return True
 
 
 def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | None]]:
@@ -386,7 +334,7 @@ def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | N
 
 def _worker_alive(job_dir: Path, status: dict[str, Any]) -> bool:
     if (job_dir / PID_FILE).exists() or status.get("pid"):
-        return any(_pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
+        return any(pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
     last_sign = status.get("heartbeat") or status.get("created") or 0.0
     return time.time() - float(last_sign) < ORPHAN_TIMEOUT_S
 
@@ -399,7 +347,7 @@ def _wait_dead(job_dir: Path, timeout: float) -> None:
 
 def _crash_message(job_dir: Path) -> str:
     pid = _launched_pid(job_dir)
-    proc = _CHILDREN.get(pid) if pid is not None else None
+    proc = CHILDREN.get(pid) if pid is not None else None
     how = "exited unexpectedly"
     if proc is not None:
         # It may have been seen as a zombie an instant before it could be reaped.

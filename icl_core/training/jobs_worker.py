@@ -22,6 +22,7 @@ from typing import Any
 
 from icl_core.errors import ICLError
 from icl_core.model.config import load_train_config
+from icl_core.processes import process_start_ticks
 from icl_core.storage.snapshots import atomic_write_json, read_json
 from icl_core.training.jobs import (
     CANCEL_FILE,
@@ -32,7 +33,6 @@ from icl_core.training.jobs import (
     JOB_FILE,
     RUNNING,
     STATUS_FILE,
-    process_start_ticks,
     read_job_json,
 )
 
