@@ -86,6 +86,7 @@ def test_import_converts_the_chosen_checkpoints_into_a_run_that_matches_transfor
     # Offline, the same import is served by the cache.
     fake_hub.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert tl_hub.list_repo(REPO).checkpoints == repo.checkpoints, "offline: the listing saved online, same steps"
     again = tl_hub.import_checkpoints(repo, chosen)
     assert [s.tokens_seen for s in list_snapshots(again)] == [c.label for c in chosen]
 
@@ -201,3 +202,27 @@ def test_a_retried_import_with_another_choice_does_not_reuse_a_different_checkpo
     repo = tl_hub.list_repo(REPO)
     run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[2], repo.checkpoints[3]])
     assert [s.tokens_seen for s in list_snapshots(run_dir)] == [TOKENS[2], TOKENS[3]]
+
+
+def test_a_missing_tokenizer_no_network_and_an_empty_offline_cache_each_give_one_clear_message(
+    fake_hub: FakeHub, tl_repo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_hub.add_repo("test/no-tokenizer", {"README.md": b"no tokenizer here"})
+    config = {**tl_config("standard"), "tokenizer_name": "test/no-tokenizer"}
+    fake_hub.add_repo(REPO, {**fake_hub.files(REPO), "config.json": json.dumps(config).encode()})
+    repo = tl_hub.list_repo(REPO)
+    with pytest.raises(HubError) as missing:
+        tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
+    assert "tokenizer.json" in str(missing.value) and "test/no-tokenizer" in str(missing.value)
+    assert "Traceback" not in str(missing.value) and not tl_hub.run_dir_for(repo).exists()
+
+    fake_hub.stop()  # the Hub stops answering: no network
+    with pytest.raises(HubError) as down:
+        tl_hub.list_repo(REPO)
+    assert REPO in str(down.value) and len(str(down.value)) < 600
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline, and nothing of this repo in the cache
+    with pytest.raises(HubError) as offline:
+        tl_hub.list_repo("someone/never-downloaded")
+    assert "offline" in str(offline.value).lower()
+    assert not any(r.name.startswith("someone") for r in discover_runs()), "nothing half-written is listed"

@@ -420,6 +420,7 @@ class _DownloadTarget:
     offline: bool
     cache: Path
     has_token: bool
+    filename: str | None = None  # the file asked for, where one was
 
     @property
     def label(self) -> str:
@@ -443,11 +444,14 @@ def _access_error(exc: Exception, t: _DownloadTarget) -> HubError | None:
         GatedRepoError,
         HfHubHTTPError,
         HFValidationError,
+        RemoteEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
 
     status = _status(exc)
+    if isinstance(exc, RemoteEntryNotFoundError):
+        return HubError(f"Repository '{t.label}' has no file '{t.filename or '?'}'.")
     if isinstance(exc, HFValidationError):
         return HubError(f"Invalid repo id or revision for {t.label}: {exc}")
     if isinstance(exc, GatedRepoError):
@@ -537,10 +541,18 @@ def _transfer_error(exc: Exception, t: _DownloadTarget) -> HubError:
 
 
 def download_error(
-    exc: Exception, repo_id: str, revision: str, token: str | None, endpoint: str, offline: bool, cache: Path
+    exc: Exception,
+    repo_id: str,
+    revision: str,
+    token: str | None,
+    endpoint: str,
+    offline: bool,
+    cache: Path,
+    filename: str | None = None,
 ) -> HubError:
-    """One clear sentence for whatever huggingface_hub raised while downloading a run."""
-    target = _DownloadTarget(repo_id, revision, endpoint, offline, cache, bool(token or os.environ.get("HF_TOKEN")))
+    """One clear sentence for whatever huggingface_hub raised while downloading a run (or one of its files)."""
+    has_token = bool(token or os.environ.get("HF_TOKEN"))
+    target = _DownloadTarget(repo_id, revision, endpoint, offline, cache, has_token, filename)
     return _access_error(exc, target) or _cache_miss_error(exc, target) or _transfer_error(exc, target)
 
 

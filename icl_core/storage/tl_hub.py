@@ -28,7 +28,7 @@ from icl_core.model.tl_format import convert_state_dict, load_pth, model_config_
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage import hub
 from icl_core.storage.runs import IMPORTED_SUFFIX_PARTIAL, imported_runs_dir
-from icl_core.storage.snapshots import write_manifest, write_snapshot
+from icl_core.storage.snapshots import atomic_write_json, write_manifest, write_snapshot
 
 # Checkpoint files and the unit of their label; anything else in the repo (optimizer, scheduler) is never fetched.
 CHECKPOINT_PATTERNS = (
@@ -107,16 +107,23 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
 
     repo_id = hub.parse_repo_id(repo_id)
     revision = hub.check_revision(revision)
-    endpoint, cache = hub.hub_endpoint(), hub.hub_cache_dir()
+    endpoint, cache, offline = hub.hub_endpoint(), hub.hub_cache_dir(), hub.is_offline()
+    saved = cache / "tl_listings" / (repo_id.replace("/", "--") + "@" + revision.replace("/", "-") + ".json")
     try:
-        listing = hub.list_files(repo_id, revision, token, endpoint)
         config_path = hf_hub_download(
-            repo_id, "config.json", revision=revision, token=token or None, endpoint=endpoint, cache_dir=cache
-        )
+            repo_id, "config.json", revision=revision, token=token or None, endpoint=endpoint, cache_dir=cache,
+            local_files_only=offline,
+        )  # fmt: skip
+        if offline:
+            listing = _saved_listing(saved, Path(config_path).parent)
+        else:
+            listing = hub.list_files(repo_id, revision, token, endpoint)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(saved, listing)
     except HubError:
         raise
     except Exception as exc:
-        raise hub.download_error(exc, repo_id, revision, token, endpoint, hub.is_offline(), cache) from exc
+        raise hub.download_error(exc, repo_id, revision, token, endpoint, offline, cache, "config.json") from exc
     try:
         config = json.loads(Path(config_path).read_text())
     except (OSError, ValueError) as exc:
@@ -126,6 +133,17 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
     model_config = model_config_from_tl(config, f"{repo_id}: config.json")
     unit, checkpoints = parse_checkpoints(listing)
     return TLRepo(repo_id, revision, config, model_config, unit, tuple(checkpoints))
+
+
+def _saved_listing(saved: Path, snapshot_dir: Path) -> dict[str, int]:
+    """Offline: the listing saved when the repo was last listed online (the same checkpoints, so the same step
+    numbers), else the files the cache holds."""
+    try:
+        listing = json.loads(saved.read_text())
+        return {str(k): int(v) for k, v in listing.items()}
+    except (OSError, ValueError, AttributeError):
+        cached = [p for p in snapshot_dir.rglob("*") if p.is_file()]
+        return {p.relative_to(snapshot_dir).as_posix(): p.stat().st_size for p in cached}
 
 
 def run_dir_for(repo: TLRepo) -> Path:
@@ -173,7 +191,7 @@ def import_checkpoints(
                 )
             )
         except Exception as exc:
-            raise hub.download_error(exc, repo_id, repo.revision, token, endpoint, offline, cache) from exc
+            raise hub.download_error(exc, repo_id, repo.revision, token, endpoint, offline, cache, filename) from exc
 
     # Written beside the run, renamed into place at the end: a cut-short import leaves no half-run in the picker,
     # and a repeated one continues from the checkpoints already converted.
