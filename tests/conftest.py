@@ -10,6 +10,7 @@ from pathlib import Path
 
 from fake_hub import fake_hub, no_internet, tiny_run_dir
 from streamlit.testing.v1 import AppTest
+from tl_fixtures import tl_repo
 
 from ui import state
 
@@ -23,6 +24,7 @@ __all__ = [
     "shipped_induction_head",
     "shipped_last_step",
     "tiny_run_dir",
+    "tl_repo",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -582,3 +582,41 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
                                       for bg, fg in colors), colors[:5]  # fmt: skip
     finally:
         context.close()
+
+
+def test_every_page_works_on_an_imported_transformer_lens_run(
+    browser: Browser, server_data_dir: Path, fake_hub: Any, tl_repo: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TransformerLens-format run (LayerNorm, biases, BPE tokenizer), downloaded from the fake Hub by our code
+    into the server's data folder, is shown by every page: its own tokens in the text views, no error.
+    Runs last in this file: the run is removed afterwards, so it is in no screenshot of the shipped runs."""
+    import shutil
+
+    from tl_fixtures import REPO
+
+    from icl_core.analysis.evaluation import evaluate_run
+    from icl_core.storage import tl_hub
+    from icl_core.storage.runs import discover_runs
+
+    monkeypatch.setenv("ICL_DATA_DIR", str(server_data_dir))
+    repo = tl_hub.list_repo(REPO)
+    run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints[1:]))
+    try:
+        evaluate_run(run_dir, eval_examples=8)
+        name = next(r.name for r in discover_runs() if r.path == run_dir)
+        page = browser.page
+        for spec in PAGES:
+            path = "" if spec.name == "home" else spec.name
+            page.goto(f"{browser.url}/{path}?run={name}", wait_until="domcontentloaded")
+            page.wait_for_selector(f"{MAIN} h1", timeout=FIRST_RUN_S * 1000)
+            browser.wait_idle(FIRST_RUN_S)
+            page.wait_for_timeout(500)
+            browser.wait_idle()
+            browser.assert_healthy(f"{spec.path} on the imported run {name}")
+            assert "works on byte-level runs" not in browser.main_text(), spec.path
+            if spec.name in ("attention", "phase_change", "ablation", "circuits"):
+                check_charts(browser)
+            if spec.name == "attention":
+                assert "read with the run's tokenizer" in browser.main_text()
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)

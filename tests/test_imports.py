@@ -9,7 +9,7 @@ import time
 
 import pytest
 from fake_hub import FakeHub
-from test_tl_hub import REPO, TOKENS, pth, tl_repo  # noqa: F401  (tl_repo is a fixture)
+from tl_fixtures import REPO, TOKENS, pth
 
 from icl_core.errors import HubError
 from icl_core.processes import CHILDREN
@@ -34,7 +34,7 @@ def wait_until_ended(info: imports.ImportInfo) -> imports.ImportInfo:
 
 
 def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_stopped(
-    fake_hub: FakeHub, tl_repo  # noqa: F811
+    fake_hub: FakeHub, tl_repo
 ) -> None:
     repo = tl_hub.list_repo(REPO)
     started = imports.start_import(repo, 3)
@@ -67,7 +67,7 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
 
 
 def test_a_bad_checkpoint_fails_the_import_with_its_name_and_a_killed_worker_is_reported(
-    fake_hub: FakeHub, tl_repo  # noqa: F811
+    fake_hub: FakeHub, tl_repo
 ) -> None:
     files = dict(fake_hub.files(REPO))
     files[f"checkpoints/tokens_{TOKENS[-1]:012d}.pth"] = pth({"model": {"nested": 1}})
@@ -86,9 +86,7 @@ def test_a_bad_checkpoint_fails_the_import_with_its_name_and_a_killed_worker_is_
     assert crashed.stage == imports.FAILED and "stopped unexpectedly" in crashed.error
 
 
-def test_the_models_page_looks_up_a_published_run_shows_its_size_and_imports_it(
-    fake_hub: FakeHub, tl_repo  # noqa: F811
-) -> None:
+def test_the_models_page_looks_up_a_published_run_shows_its_size_and_imports_it(fake_hub: FakeHub, tl_repo) -> None:
     from conftest import open_page
 
     at = open_page("pages/models.py")

@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 import torch
 from fake_hub import FakeHub
-from test_tl_format import hooked_transformer, tl_config
+from test_tl_format import tl_config
+from tl_fixtures import REPO, TOKENIZER_REPO, TOKENS, pth
 
 from icl_core.errors import CheckpointError, HubError
 from icl_core.storage import tl_hub
 from icl_core.storage.runs import discover_runs
 from icl_core.storage.snapshots import list_snapshots, load_model
-
-REPO = "someone/Attn_Only_2L_tiny"
-TOKENIZER_REPO = "test/tiny-bpe"
-TOKENS = [0, 2_000, 20_000, 200_000, 2_000_000, 20_000_000]
-
-
-def tiny_tokenizer_json() -> bytes:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # as GPT-NeoX's tokenizer.json
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=120, special_tokens=["<|endoftext|>", "<unk>"])
-    tok.train_from_iterator(["def induction(head): return head.copy()"] * 50 + ["the cat sat on the mat"] * 50, trainer)
-    return tok.to_str().encode()
-
-
-def pth(state: dict) -> bytes:
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    return buf.getvalue()
-
-
-@pytest.fixture
-def tl_repo(fake_hub: FakeHub) -> dict[int, torch.nn.Module]:
-    """A repo laid out as Neel Nanda's: config.json, checkpoints/tokens_{N:012d}.pth, optimizer states beside them."""
-    config = tl_config("standard")
-    models = {n: hooked_transformer(config, seed=i) for i, n in enumerate(TOKENS)}
-    files = {"config.json": json.dumps(config).encode(), "model_final.pth": pth(models[TOKENS[-1]].state_dict())}
-    for n, model in models.items():
-        files[f"checkpoints/tokens_{n:012d}.pth"] = pth(model.state_dict())
-        files[f"checkpoints/optimizer_{n:012d}.pth"] = pth({"state": {}})  # never to be fetched
-    fake_hub.add_repo(REPO, files)
-    fake_hub.add_repo(TOKENIZER_REPO, {"tokenizer.json": tiny_tokenizer_json()})
-    return models
 
 
 def test_listing_reads_labels_and_sizes_before_any_checkpoint_is_fetched(fake_hub: FakeHub, tl_repo) -> None:
@@ -178,7 +143,7 @@ def test_every_page_works_on_an_imported_run(fake_hub: FakeHub, tl_repo) -> None
     for page, _, _ in PAGES:
         at = open_page(page, run=name)
         assert not at.exception and not at.error, (page, [e.value for e in at.error])
-        assert not any("byte-level" in i.value for i in at.info), page
+        assert not any("works on byte-level runs" in i.value for i in at.info), page
         if page in ("pages/attention.py", "pages/phase_change.py", "pages/ablation.py", "pages/circuits.py"):
             assert at.get("vega_lite_chart"), f"{page} draws its charts for the imported run"
     at = open_page("pages/attention.py", run=name)
@@ -226,3 +191,24 @@ def test_a_missing_tokenizer_no_network_and_an_empty_offline_cache_each_give_one
         tl_hub.list_repo("someone/never-downloaded")
     assert "offline" in str(offline.value).lower()
     assert not any(r.name.startswith("someone") for r in discover_runs()), "nothing half-written is listed"
+
+
+def test_large_models_are_evaluated_on_fewer_examples_to_a_flop_budget_ours_on_all() -> None:
+    from dataclasses import replace
+
+    from icl_core.analysis.evaluation import DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES, example_counts
+    from icl_core.model.config import ModelConfig
+    from icl_core.storage.runs import SHIPPED_DIR
+    from icl_core.storage.snapshots import read_run_config
+
+    asked = (DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES)
+    for run in ("attn1", "attn2", "attn3"):
+        assert example_counts(read_run_config(SHIPPED_DIR / run).model, *asked) == asked, run
+    neel_2l = ModelConfig(
+        n_layers=2, n_heads=8, d_model=512, d_head=64, n_ctx=1024, d_vocab=48262, normalization="LN", biases=True,
+        tokenizer="NeelNanda/gpt-neox-tokenizer-digits",
+    )  # fmt: skip
+    n_eval, n_icl = example_counts(neel_2l, *asked)
+    assert 8 <= n_eval < DEFAULT_EVAL_EXAMPLES and 128 <= n_icl < DEFAULT_ICL_EXAMPLES
+    deeper = example_counts(replace(neel_2l, n_layers=4), *asked)
+    assert deeper[0] <= n_eval and deeper[1] < n_icl, "more layers, fewer examples"

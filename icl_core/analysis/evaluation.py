@@ -16,12 +16,20 @@ import torch
 
 from icl_core import data
 from icl_core.analysis import metrics, pca
-from icl_core.model.config import ICL_LATE_TOKEN, TrainConfig
+from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.snapshots import atomic_write_json, list_snapshots, load_model, read_json, read_run_config
 
 PROBE_TEXT_EXAMPLES = 16
+# One checkpoint's metrics cost about examples x tokens x the work per token. An imported model's 48k-token
+# unembedding makes a token ~200x dearer than in our runs, so evaluate_run sizes its example counts to this many
+# floating-point operations for the loss curve and as many for the ICL score (~10 s each at the ~90 GFLOP/s of
+# two CPU cores): Neel Nanda's 2-layer model gets 16 and ~350 examples, ours their full counts. The ICL score's
+# stored standard error and example count say what the smaller count costs.
+FLOP_BUDGET = 9e11
+MIN_EVAL_EXAMPLES, MIN_ICL_EXAMPLES = 8, 128
+DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES = 64, 1024  # what evaluate_run asks for before example_counts
 
 
 @dataclass
@@ -80,13 +88,28 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def example_counts(model: ModelConfig, eval_examples: int, icl_examples: int) -> tuple[int, int]:
+    """(loss-curve examples, ICL examples): at most those asked for, fewer where FLOP_BUDGET says so."""
+    per_token = model.n_layers * 8 * model.d_model**2  # the Q, K, V and O projections (2 FLOPs a multiply-add)
+    unembed = 2 * model.d_model * model.d_vocab
+    per_loss_example = model.n_ctx * (per_token + 4 * model.d_model * model.n_ctx // 2 + unembed)
+    icl_len = ICL_LATE_TOKEN + 2  # the ICL examples stop after the late token; only two positions are unembedded
+    per_icl_example = icl_len * (per_token + model.n_layers * 4 * model.d_model * icl_len // 2)
+    return (
+        max(MIN_EVAL_EXAMPLES, min(eval_examples, int(FLOP_BUDGET // per_loss_example))),
+        max(MIN_ICL_EXAMPLES, min(icl_examples, int(FLOP_BUDGET // per_icl_example))),
+    )
+
+
 def evaluate_run(
     run_dir: Path,
-    eval_examples: int = 64,
-    icl_examples: int = 1024,
+    eval_examples: int = DEFAULT_EVAL_EXAMPLES,
+    icl_examples: int = DEFAULT_ICL_EXAMPLES,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Store the metrics of every snapshot of a run that has none yet (an imported run); returns how many.
+
+    eval_examples and icl_examples are upper bounds: example_counts lowers them for large models.
 
     Each snapshot's JSON is rewritten atomically as soon as its metrics are known, so an interrupted
     evaluation keeps what it finished and continues from there.
@@ -97,6 +120,7 @@ def evaluate_run(
     if not todo:
         return 0
     tokenizer = load_tokenizer(cfg.model.tokenizer, run_dir)
+    eval_examples, icl_examples = example_counts(cfg.model, eval_examples, icl_examples)
     ev = EvalData.for_config(
         TrainConfig(
             run_name=cfg.run_name,
