@@ -53,8 +53,13 @@ class ICLScore:
     n_examples: int
 
 
+# Residual-stream numbers per batch of the ICL score's forward passes: small batches stay in the CPU's caches
+# (a 512-wide model ran 1.9x faster per example in batches of 16 than of 256; ours 1.3x in batches of 64).
+ICL_BATCH_ACTIVATIONS = 2**21
+
+
 @torch.no_grad()
-def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int = 256) -> ICLScore:
+def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> ICLScore:
     """The ICL score (Olsson et al. 2022) with its standard error, from per-example paired differences.
 
     Only the logits at positions 50 and 500 are computed (AttnOnlyTransformer.logits_at), so the
@@ -62,6 +67,8 @@ def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size
     """
     device = next(model.parameters()).device
     positions = torch.tensor([ICL_EARLY_TOKEN, ICL_LATE_TOKEN], device=device)
+    if batch_size is None:
+        batch_size = max(1, ICL_BATCH_ACTIVATIONS // ((ICL_LATE_TOKEN + 1) * model.cfg.d_model))
     diffs = []
     for i in range(0, len(tokens), batch_size):
         chunk = tokens[i : i + batch_size, : ICL_LATE_TOKEN + 2].to(device)
