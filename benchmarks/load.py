@@ -102,8 +102,14 @@ def tree_rss_mb(pid: int) -> float:
 _WATCH_JS = """() => {
   const app = document.querySelector("[data-testid='stApp']");
   if (window.__watch) window.__watch.disconnect();
-  window.__lat = {start: performance.now(), last: null};
-  window.__watch = new MutationObserver(() => { window.__lat.last = performance.now(); });
+  window.__lat = {start: performance.now(), last: null, idle: null};
+  window.__watch = new MutationObserver((records) => {
+    const now = performance.now();
+    window.__lat.last = now;
+    // When the server's script run ended (the app's state attribute back to idle): the rest is drawing.
+    if (records.some(r => r.target === app && r.attributeName === 'data-test-script-state')
+        && app.getAttribute('data-test-script-state') === 'notRunning') window.__lat.idle = now;
+  });
   window.__watch.observe(app, {attributes: true, childList: true, subtree: true, characterData: true});
 }"""
 QUIET_S = 0.8  # no change for this long, with the script idle: the action's effect is complete
@@ -111,6 +117,11 @@ QUIET_S = 0.8  # no change for this long, with the script idle: the action's eff
 
 def timed_action(page, action, expect: Callable[[], bool] | None = None) -> float:
     """Seconds from the action until the last change it caused on screen (`expect`: must hold by then)."""
+    return timed_action_split(page, action, expect)[0]
+
+
+def timed_action_split(page, action, expect: Callable[[], bool] | None = None) -> tuple[float, float | None]:
+    """(seconds until the last change on screen, seconds until the script run ended, when the page saw it end)."""
     page.evaluate(_WATCH_JS)
     action()
     deadline = time.monotonic() + 30
@@ -123,7 +134,8 @@ def timed_action(page, action, expect: Callable[[], bool] | None = None) -> floa
                 raise RuntimeError("the action changed nothing on screen")
             continue
         if idle and now - lat["last"] > 1000 * QUIET_S:
-            return (lat["last"] - lat["start"]) / 1000
+            script = (lat["idle"] - lat["start"]) / 1000 if lat["idle"] is not None else None
+            return (lat["last"] - lat["start"]) / 1000, script
     raise RuntimeError("the screen did not settle within 30 s")
 
 

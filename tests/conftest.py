@@ -6,6 +6,7 @@ they drive; they are re-exported here so every test module can ask for them by n
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from fake_hub import fake_hub, no_internet, tiny_run_dir
@@ -26,6 +27,10 @@ __all__ = [
     "tiny_run_dir",
     "tl_repo",
 ]
+
+# Every chart the tests draw (AppTest here, the browser tests' server, which inherits this) is checked against the
+# Vega-Lite schema, as st.altair_chart would; the app itself skips that check (ui/charts.py).
+os.environ["ICL_VALIDATE_CHARTS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

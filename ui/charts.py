@@ -6,8 +6,11 @@ labels repeat ("a" occurs many times) and an axis keyed on labels would merge th
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +38,30 @@ HEAD_SCALE = alt.Scale(scheme="tableau20")
 
 
 SUBTITLE_COLOR = "#8a8a8a"  # mid grey: readable on Streamlit's light and dark themes alike
+
+# Altair checks every spec against the Vega-Lite JSON schema when it is turned into a dict: a quarter of a page
+# rerun's server time (py-spy, Attention page). The charts here are fixed code, so the app skips the check; the
+# tests turn it on (conftest sets this variable), where a malformed chart fails loudly.
+VALIDATE_ENV = "ICL_VALIDATE_CHARTS"
+_SPEC_LOCK = threading.Lock()  # Altair's theme and data transformer are process-wide settings
+
+
+def vega_lite_spec(chart: Any) -> dict[str, Any]:
+    """The Vega-Lite dict st.altair_chart would send for this chart (Altair theme "none", the data as Arrow
+    datasets by content hash: streamlit 1.67's _convert_altair_to_vega_lite_spec), without the schema check
+    unless ICL_VALIDATE_CHARTS is set. tests/test_charts_spec.py checks the two agree."""
+    from streamlit.elements.vega_charts import _to_arrow_dataset
+
+    datasets: dict[str, Any] = {}
+    alt.data_transformers.register("icl_arrow_dataset", _to_arrow_dataset)
+    validate = os.environ.get(VALIDATE_ENV, "") not in ("", "0")
+    with _SPEC_LOCK:
+        theme = alt.theme.enable("none") if alt.theme.active == "default" else contextlib.nullcontext()
+        with theme, alt.data_transformers.enable("icl_arrow_dataset", datasets=datasets):
+            spec = chart.to_dict(validate=validate)
+    existing = spec.get("datasets")
+    spec["datasets"] = {**existing, **datasets} if isinstance(existing, dict) else datasets
+    return spec
 
 
 def finish(chart: Any, present: bool = False) -> Any:

@@ -351,8 +351,9 @@ def _presenter_toggle() -> None:
 
 
 def show_chart(chart: Any, **kwargs: Any) -> Any:
-    """st.altair_chart, readable on light and dark themes, with presenter mode's large type when it is on."""
-    return st.altair_chart(charts.finish(chart, presenting()), **kwargs)
+    """The chart as st.altair_chart draws it (charts.vega_lite_spec: its spec, minus Altair's schema check), readable
+    on light and dark themes, with presenter mode's large type when it is on."""
+    return st.vega_lite_chart(charts.vega_lite_spec(charts.finish(chart, presenting())), **kwargs)
 
 
 def _picker() -> Selection | None:
