@@ -112,7 +112,7 @@ with st.form("hub_download"):
     token = st.text_input(
         "Access token (only for private repositories)", type="password", key="hub_token", help="Not stored."
     )
-    submitted = st.form_submit_button("Download")
+    submitted = st.form_submit_button("Download", key="hub_download_submit")
 
 if submitted:
     bar = st.progress(0.0, text="Starting…")
@@ -157,7 +157,10 @@ def _look_up() -> None:
 
 def _start(n: int) -> None:
     try:
-        imports.start_import(st.session_state[LISTED_KEY], n, token=st.session_state.get("tl_token") or None)
+        imports.start_import(
+            st.session_state[LISTED_KEY], n, token=st.session_state.get("tl_token") or None,
+            tokens_per_step=st.session_state.get("tl_tokens_per_step") or None,
+        )  # fmt: skip
     except ICLError as exc:
         st.session_state[TL_ERROR_KEY] = str(exc)
     else:
@@ -242,6 +245,13 @@ if listed is not None:
         f"vocabulary {cfg.d_vocab:,}, context {cfg.n_ctx}, tokenizer {user_text(cfg.tokenizer)}. "
         f"Will download {user_text(tl_hub.describe(listed, chosen))}."
     )
+    if listed.unit == "step":
+        st.number_input(
+            "Tokens per training step (batch size × context)", min_value=0, value=0, step=1024,
+            key="tl_tokens_per_step",
+            help="This repo labels its checkpoints by training step. The charts over training are drawn against "
+            "tokens seen: give the tokens one step trained on (0: unknown, and those charts stay empty).",
+        )  # fmt: skip
     st.button(
         f"Download and evaluate {len(chosen)} checkpoints ({hub.fmt_mb(listed.download_bytes(chosen))})",
         key="tl_start", type="primary", on_click=_start, args=(len(chosen),),

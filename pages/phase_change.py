@@ -52,6 +52,12 @@ tokens_at = {s.step: s.tokens_seen for s in snaps}
 # Every chart over training shares this x-range, so the phase window and the selected step line up across them.
 seen = [t for t in tokens_at.values() if t > 0]
 x_domain = (min(seen), max(seen)) if seen else None
+if not seen and any(s.step > 0 for s in snaps):  # a step-labelled import without its tokens per step
+    st.warning(
+        f"**{user_text(sel.run.name)}** records no tokens seen (its checkpoints are labelled by training step, and "
+        "no tokens per step were given when it was imported): the charts over training, drawn against tokens "
+        "seen, stay empty. Import it again on the Models page with its tokens per step (batch size × context)."
+    )
 
 # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
 slider_col, play_col = st.columns([12, 1], vertical_alignment="bottom")

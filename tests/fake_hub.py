@@ -371,6 +371,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_internet: list[
     # Building its user agent, huggingface_hub fetches an "agent harness" list from the endpoint it
     # read at import (huggingface.co), whatever endpoint= says; telemetry off skips that.
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")  # and in worker processes (background imports)
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path / "data"))
     for name in ("HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(name, raising=False)

@@ -189,7 +189,7 @@ def test_models_page_lists_runs_and_reports_hub_errors() -> None:
     table = at.dataframe[0].value
     assert {MAIN_RUN, "empty-run", "corrupt-run"} <= set(table["run"])
     at.text_input(key="hub_repo").set_value("not a repo id!")
-    at.button[-1].click().run()
+    at.button(key="hub_download_submit").click().run()
     assert not at.exception
     assert any("not a valid Hub repo id" in e.value for e in at.error)
     at.selectbox(key="models_pick").set_value("corrupt-run")
@@ -201,7 +201,7 @@ def test_a_run_downloaded_from_the_hub_is_selected_and_explorable(fake_hub: Fake
     fake_hub.add_run("alice/tiny-run", tiny_run_dir)
     at = open_page("pages/models.py")
     at.text_input(key="hub_repo").set_value("https://huggingface.co/alice/tiny-run")
-    at.button[-1].click().run()
+    at.button(key="hub_download_submit").click().run()
     assert not at.exception, at.exception
     assert not at.error, [e.value for e in at.error]
     assert any("Downloaded alice/tiny-run" in s.value for s in at.success)

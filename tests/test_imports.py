@@ -41,7 +41,8 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     assert started.active and started.repo_id == REPO
     imports.cancel_import(started)  # the worker is still starting: it stops after its first checkpoint
     cancelled = wait_until_ended(started)
-    assert cancelled.stage == imports.CANCELLED and cancelled.resumable, cancelled
+    log = (cancelled.import_dir / imports.LOG_FILE).read_text()
+    assert cancelled.stage == imports.CANCELLED and cancelled.resumable, (cancelled.error, log[-2000:])
     assert cancelled.done == 1 and cancelled.total == 3
     assert not tl_hub.run_dir_for(repo).exists(), "a cancelled download leaves no half-run in the picker"
     first = tl_hub.pick_log_spaced(repo.checkpoints, 3)[0].path.split("/")[-1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -212,3 +213,36 @@ def test_large_models_are_evaluated_on_fewer_examples_to_a_flop_budget_ours_on_a
     assert 8 <= n_eval < DEFAULT_EVAL_EXAMPLES and 128 <= n_icl < DEFAULT_ICL_EXAMPLES
     deeper = example_counts(replace(neel_2l, n_layers=4), *asked)
     assert deeper[0] <= n_eval and deeper[1] < n_icl, "more layers, fewer examples"
+
+
+def test_step_labelled_safetensors_checkpoints_go_on_the_tokens_axis_with_their_tokens_per_step(
+    fake_hub: FakeHub, tl_repo
+) -> None:
+    """Hoogland et al.'s layout (checkpoints/checkpoint_{step:07d}), here as safetensors beside a .pth of the
+    same step: the safetensors file is taken, and steps times tokens_per_step become the tokens seen."""
+    from conftest import open_page
+    from safetensors.torch import save as save_safetensors
+
+    from icl_core.model.tl_format import load_checkpoint
+
+    files = {"config.json": fake_hub.files(REPO)["config.json"]}
+    for step, n in zip([0, 100, 1000], TOKENS, strict=False):
+        state = {k: v.contiguous() for k, v in tl_repo[n].state_dict().items()}
+        files[f"checkpoints/checkpoint_{step:07d}.safetensors"] = save_safetensors(state)
+        files[f"checkpoints/checkpoint_{step:07d}.pth"] = pth({"not": {"this": 1}})  # never taken over the above
+    fake_hub.add_repo("someone/L2-steps", files)
+    repo = tl_hub.list_repo("someone/L2-steps")
+    assert repo.unit == "step" and [c.label for c in repo.checkpoints] == [0, 100, 1000]
+    assert all(c.path.endswith(".safetensors") for c in repo.checkpoints)
+    unknown = tl_hub.import_checkpoints(repo, list(repo.checkpoints))
+    assert [s.tokens_seen for s in list_snapshots(unknown)] == [0, 0, 0]
+    name = next(r.name for r in discover_runs() if r.path == unknown)
+    at = open_page("pages/phase_change.py", run=name)
+    assert any("tokens per step" in w.value for w in at.warning), "the empty charts are explained"
+    run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints), tokens_per_step=51_200)
+    assert [s.tokens_seen for s in list_snapshots(run_dir)] == [0, 5_120_000, 51_200_000]
+    assert not fake_hub.fetched("checkpoint_0000100.pth")
+    at = open_page("pages/phase_change.py", run=name)
+    assert not any("tokens per step" in w.value for w in at.warning)
+    with pytest.raises(CheckpointError, match="bad.safetensors.*safetensors"):
+        load_checkpoint(Path(__file__), "checkpoints/bad.safetensors")

@@ -91,6 +91,21 @@ def load_pth(path: Path, where: str | None = None) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+def load_checkpoint(path: Path, where: str | None = None) -> dict[str, torch.Tensor]:
+    """A published checkpoint as a flat dict of tensors: `.safetensors` (no pickle at all) or `.pth` (load_pth);
+    the suffix is read from `where` (the repo path) when given, since a cache file's name may differ."""
+    where = where or str(path)
+    if str(where).endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(where, f"not a readable safetensors file ({exc})") from exc
+    return load_pth(path, where)
+
+
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """TransformerLens state-dict names and shapes of an attention-only model (b_U optional)."""
     h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head

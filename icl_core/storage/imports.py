@@ -49,6 +49,7 @@ class ImportInfo:
     repo_id: str
     revision: str
     n_checkpoints: int
+    tokens_per_step: int | None
     stage: str
     done: int  # checkpoints downloaded (downloading) or evaluated (evaluating)
     total: int
@@ -78,10 +79,12 @@ def imports_dir() -> Path:
     return data_dir() / "imports"
 
 
-def start_import(repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None = None) -> ImportInfo:
+def start_import(
+    repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None = None, tokens_per_step: int | None = None
+) -> ImportInfo:
     """Start importing `n_checkpoints` log-spaced checkpoints of a listed repo (tl_hub.list_repo) and evaluating
     them; HubError if an import of the same repo is running. A finished, cancelled or failed one is redone
-    (the cache and the converted checkpoints make that cheap)."""
+    (the cache and the converted checkpoints make that cheap). tokens_per_step: for step-labelled checkpoints."""
     if n_checkpoints < 2:
         raise HubError("pick at least 2 checkpoints")
     key = tl_hub.run_dir_for(repo).name
@@ -90,7 +93,10 @@ def start_import(repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None = No
         raise HubError(f"{repo.repo_id} is being imported already: see its progress below.")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANCEL_FILE).unlink(missing_ok=True)
-    request = {"repo_id": repo.repo_id, "revision": repo.revision, "n_checkpoints": int(n_checkpoints)}
+    request = {
+        "repo_id": repo.repo_id, "revision": repo.revision, "n_checkpoints": int(n_checkpoints),
+        "tokens_per_step": int(tokens_per_step) if tokens_per_step else None,
+    }  # fmt: skip
     atomic_write_json(folder / REQUEST_FILE, request)
     now = time.time()
     atomic_write_json(folder / STATUS_FILE, {"stage": LISTING, "message": "starting", "started": now, "heartbeat": now})
@@ -107,7 +113,8 @@ def start_import(repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None = No
 
 def resume_import(info: ImportInfo, token: str | None = None) -> ImportInfo:
     """Start a cancelled or failed import again, with the same choice of checkpoints."""
-    return start_import(tl_hub.list_repo(info.repo_id, info.revision, token), info.n_checkpoints, token)
+    repo = tl_hub.list_repo(info.repo_id, info.revision, token)
+    return start_import(repo, info.n_checkpoints, token, info.tokens_per_step)
 
 
 def cancel_import(info: ImportInfo) -> None:
@@ -138,6 +145,7 @@ def read_import(folder: Path) -> ImportInfo:
         repo_id=str(request.get("repo_id", folder.name)),
         revision=str(request.get("revision", "main")),
         n_checkpoints=int(request.get("n_checkpoints", tl_hub.DEFAULT_CHECKPOINTS)),
+        tokens_per_step=request.get("tokens_per_step"),
         stage=stage,
         done=int(status.get("done", 0)),
         total=int(status.get("total", 0)),
@@ -201,7 +209,9 @@ def run_import(folder: Path) -> None:
         _write_status(folder, done=p.files_done, done_bytes=p.bytes_done, message=p.message)
         check_cancel()
 
-    run_dir = tl_hub.import_checkpoints(repo, chosen, progress=downloaded)
+    run_dir = tl_hub.import_checkpoints(
+        repo, chosen, progress=downloaded, tokens_per_step=request.get("tokens_per_step")
+    )
     _write_status(folder, stage=EVALUATING, done=0, total=len(chosen), run_dir=str(run_dir), message="evaluating")
 
     def evaluated(i: int, n: int) -> None:

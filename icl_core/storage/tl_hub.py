@@ -24,16 +24,16 @@ import torch
 
 from icl_core.errors import CheckpointError, HubError
 from icl_core.model.config import ModelConfig, TrainConfig
-from icl_core.model.tl_format import convert_state_dict, load_pth, model_config_from_tl
+from icl_core.model.tl_format import convert_state_dict, load_checkpoint, model_config_from_tl
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage import hub
 from icl_core.storage.runs import IMPORTED_SUFFIX_PARTIAL, imported_runs_dir
-from icl_core.storage.snapshots import atomic_write_json, write_manifest, write_snapshot
+from icl_core.storage.snapshots import atomic_write_json, read_json, write_manifest, write_snapshot
 
 # Checkpoint files and the unit of their label; anything else in the repo (optimizer, scheduler) is never fetched.
 CHECKPOINT_PATTERNS = (
-    (re.compile(r"^checkpoints/tokens_(\d+)\.pth$"), "tokens"),
-    (re.compile(r"^checkpoints/checkpoint_(\d+)\.pth$"), "step"),
+    (re.compile(r"^checkpoints/tokens_(\d+)\.(?:pth|safetensors)$"), "tokens"),
+    (re.compile(r"^checkpoints/checkpoint_(\d+)\.(?:pth|safetensors)$"), "step"),
 )
 TOKENIZER_FILES = ("tokenizer.json",)
 # The field's published attention-only runs over training (../shared/notes/hub-models.md), offered as presets.
@@ -78,10 +78,16 @@ def parse_checkpoints(listing: dict[str, int]) -> tuple[str, list[Checkpoint]]:
             m = pattern.match(path)
             if m:
                 found[unit].append(Checkpoint(path, int(m.group(1)), int(size)))
+    for unit_found in found.values():  # a label published both ways: the safetensors file (it holds no pickle)
+        by_label: dict[int, Checkpoint] = {}
+        for c in sorted(unit_found, key=lambda c: c.path.endswith(".safetensors")):
+            by_label[c.label] = c
+        unit_found[:] = by_label.values()
     unit = max(found, key=lambda u: len(found[u]))
     if not found[unit]:
         raise HubError(
-            "no training checkpoints found: expected checkpoints/tokens_<N>.pth or checkpoints/checkpoint_<step>.pth"
+            "no training checkpoints found: expected checkpoints/tokens_<N>.pth or checkpoints/checkpoint_<step>.pth "
+            "(or .safetensors)"
         )
     return unit, sorted(found[unit], key=lambda c: c.label)
 
@@ -156,9 +162,11 @@ def import_checkpoints(
     chosen: Sequence[Checkpoint],
     token: str | None = None,
     progress: hub.ProgressFn | None = None,
+    tokens_per_step: int | None = None,
 ) -> Path:
     """Download the chosen checkpoints (the HF cache is reused, so a second import or an offline one costs
-    nothing) and write them as one of our runs; returns its folder. Checkpoints already converted are kept."""
+    nothing) and write them as one of our runs; returns its folder. Checkpoints already converted are kept.
+    tokens_per_step puts step-labelled checkpoints on the tokens axis (batch size x context of their training)."""
     from huggingface_hub import hf_hub_download
 
     endpoint, cache = hub.hub_endpoint(), hub.hub_cache_dir()
@@ -216,14 +224,18 @@ def import_checkpoints(
         step = c.label if repo.unit == "step" else repo.checkpoints.index(c)
         stem = staging / f"step_{step:06d}"
         kept.add(stem.name)
-        if not stem.with_suffix(".json").exists():
+        # Step-labelled checkpoints (Hoogland et al.'s) say nothing of tokens: 0 (unknown) without tokens_per_step.
+        tokens = c.label if repo.unit == "tokens" else c.label * (tokens_per_step or 0)
+        meta_path = stem.with_suffix(".json")
+        if not meta_path.exists():
             path = fetch(c.path)
             where = f"{repo.repo_id}/{c.path}"
-            state = convert_state_dict(load_pth(path, where), cfg, where)
+            state = convert_state_dict(load_checkpoint(path, where), cfg, where)
             model = AttnOnlyTransformer(cfg)
             model.load_state_dict(state)
-            tokens = c.label if repo.unit == "tokens" else 0
             write_snapshot(staging, model, step, tokens, {}, dtype=torch.float32)  # fp32: TransformerLens's numbers
+        elif read_json(meta_path).get("tokens_seen") != tokens:  # redone with another tokens_per_step
+            atomic_write_json(meta_path, {**read_json(meta_path), "tokens_seen": tokens})
         done_bytes += c.size
         if progress is not None:
             progress(
@@ -240,7 +252,7 @@ def import_checkpoints(
         {
             "status": "imported",
             "source": {"repo_id": repo.repo_id, "revision": repo.revision, "unit": repo.unit,
-                       "checkpoints": [c.path for c in chosen]},
+                       "tokens_per_step": tokens_per_step, "checkpoints": [c.path for c in chosen]},
             "imported_at": time.time(),
         },
     )  # fmt: skip
@@ -278,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--revision", default=None)
     parser.add_argument("--checkpoints", type=int, default=DEFAULT_CHECKPOINTS, help="how many, log-spaced")
     parser.add_argument("--yes", action="store_true", help="do not ask before downloading")
+    parser.add_argument(
+        "--tokens-per-step", type=int, default=None, help="step-labelled checkpoints: tokens a training step saw"
+    )
     args = parser.parse_args(argv)
     try:
         repo = list_repo(args.repo, args.revision)
@@ -285,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{repo.repo_id}: {describe(repo, chosen)}")
         if not args.yes and input("download? [y/N] ").strip().lower() != "y":
             return 1
-        run_dir = import_checkpoints(repo, chosen, progress=lambda p: print(p.message, flush=True))
+        run_dir = import_checkpoints(
+            repo, chosen, progress=lambda p: print(p.message, flush=True), tokens_per_step=args.tokens_per_step
+        )
         evaluate_run(run_dir, progress=lambda i, n: print(f"evaluated {i}/{n}", flush=True))
     except ICLError as exc:
         print(f"error: {exc}", file=sys.stderr)
