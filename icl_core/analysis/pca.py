@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
 
 from icl_core.analysis.phase import finite_or_none
 from icl_core.analysis.summary import nearest_by_tokens
@@ -52,6 +51,8 @@ def joint_pca(vectors: dict[str, list[tuple[int, np.ndarray]]], n_components: in
     stacked = np.stack(
         [np.asarray(v, dtype=np.float64) for name in names for _, v in sorted(vectors[name], key=lambda sv: sv[0])]
     )
+    from sklearn.decomposition import PCA  # imported here: ~1.5 s that pages without the PCA plane need not wait
+
     pca = PCA(n_components=n_components, svd_solver="full")
     flat = pca.fit_transform(stacked)
     # PCA's sign is arbitrary; fix it so the first snapshot of the first run has negative coordinates.
