@@ -28,6 +28,9 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench import timed  # noqa: E402
 
 from icl_core import data  # noqa: E402
 from icl_core.analysis import metrics  # noqa: E402
@@ -48,15 +51,6 @@ NEEL_2L = ModelConfig(
     n_layers=2, n_heads=8, d_model=512, d_head=64, n_ctx=1024, d_vocab=48262, positional="learned",
     normalization="LN", biases=True, tokenizer="bench/stdlib-bpe",
 )  # fmt: skip
-
-
-def timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
 
 
 def random_model(seed: int) -> AttnOnlyTransformer:
