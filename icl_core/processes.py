@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from icl_core.storage.runs import REPO_ROOT
@@ -69,3 +70,20 @@ def pid_alive(pid: int, start_ticks: int | None) -> bool:
             if stat[stat.rindex(")") + 2] == "Z":
                 return False
     return True
+
+
+@contextlib.contextmanager
+def folder_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on `root` across sessions and processes (two tabs starting the same job at once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+        yield
+        return
+    with (root / ".lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from icl_core.errors import HubError, ICLError
-from icl_core.processes import pid_alive, process_start_ticks, spawn_python
+from icl_core.processes import folder_lock, pid_alive, process_start_ticks, spawn_python
 from icl_core.storage import hub, tl_hub
 from icl_core.storage.runs import data_dir
 from icl_core.storage.snapshots import atomic_write_json
@@ -87,10 +87,16 @@ def start_import(
     (the cache and the converted checkpoints make that cheap). tokens_per_step: for step-labelled checkpoints."""
     if n_checkpoints < 2:
         raise HubError("pick at least 2 checkpoints")
-    key = tl_hub.run_dir_for(repo).name
-    folder = imports_dir() / key
-    if folder.exists() and read_import(folder).active:
-        raise HubError(f"{repo.repo_id} is being imported already: see its progress below.")
+    folder = imports_dir() / tl_hub.run_dir_for(repo).name
+    with folder_lock(imports_dir()):  # two sessions pressing start at once get one worker
+        if folder.exists() and read_import(folder).active:
+            raise HubError(f"{repo.repo_id} is being imported already: see its progress below.")
+        return _spawn_import(folder, repo, n_checkpoints, token, tokens_per_step)
+
+
+def _spawn_import(
+    folder: Path, repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None, tokens_per_step: int | None
+) -> ImportInfo:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CANCEL_FILE).unlink(missing_ok=True)
     request = {

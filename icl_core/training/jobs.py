@@ -22,14 +22,13 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from icl_core.errors import ConfigError, ICLError
 from icl_core.model.config import TrainConfig, train_config_from_dict
-from icl_core.processes import CHILDREN, pid_alive, process_start_ticks, spawn_python
+from icl_core.processes import CHILDREN, folder_lock, pid_alive, process_start_ticks, spawn_python
 from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
 
@@ -364,22 +363,9 @@ def _crash_message(job_dir: Path) -> str:
 # ---------------------------------------------------------------- files
 
 
-@contextlib.contextmanager
-def _jobs_lock() -> Iterator[None]:
+def _jobs_lock() -> contextlib.AbstractContextManager[None]:
     """Serialises submits and resumes across sessions and processes (two tabs racing for one name)."""
-    root = jobs_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
-        return
-    with (root / ".lock").open("a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    return folder_lock(jobs_dir())
 
 
 def _job_dir(job_id: str) -> Path:
