@@ -573,7 +573,9 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
             assert page.evaluate("() => document.documentElement.scrollWidth") <= 401, path
             assert page.evaluate(_OVERFLOW_JS) == [], (scheme, path)
             if path == "attention":
-                # Every token of the strips is drawn on an opaque background with dark or white text.
+                # Every token of the strips is drawn on an opaque background with dark or white text. The strips
+                # are HTML drawn after the script ends: on a busy machine they can lag the idle state.
+                page.wait_for_selector(".attn-view .tok", timeout=RUN_S * 1000)
                 colors = page.evaluate(
                     "() => [...document.querySelectorAll('.attn-view .tok')].slice(0, 60)"
                     ".map(t => [getComputedStyle(t).backgroundColor, getComputedStyle(t).color])"
