@@ -98,7 +98,9 @@ def _spawn_import(
     folder: Path, repo: tl_hub.TLRepo, n_checkpoints: int, token: str | None, tokens_per_step: int | None
 ) -> ImportInfo:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / CANCEL_FILE).unlink(missing_ok=True)
+    # An earlier attempt's marker and pid must not judge this one (its dead pid would read as a crash).
+    for stale in (CANCEL_FILE, PID_FILE):
+        (folder / stale).unlink(missing_ok=True)
     request = {
         "repo_id": repo.repo_id, "revision": repo.revision, "n_checkpoints": int(n_checkpoints),
         "tokens_per_step": int(tokens_per_step) if tokens_per_step else None,
