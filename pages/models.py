@@ -200,12 +200,25 @@ def _import_card(info: imports.ImportInfo) -> None:
 
 
 @st.fragment(run_every=2)
-def imports_panel() -> None:
+def active_imports_panel() -> None:
     # The sidebar is drawn by full runs only: when an imported run appears, rerun the app so the picker lists it.
     if tuple(r.name for r in state.list_runs()) != st.session_state.get(IMPORT_RUNS_SEEN_KEY):
         st.rerun(scope="app")
-    for info in imports.list_imports():
+    all_imports = imports.list_imports()
+    for info in all_imports:
         _import_card(info)
+    if not any(i.active for i in all_imports):
+        st.rerun(scope="app")  # all ended: the full run draws them without polling
+
+
+def imports_panel() -> None:
+    """Each import's card; polled every 2 s only while one of them is running."""
+    all_imports = imports.list_imports()
+    if any(i.active for i in all_imports):
+        active_imports_panel()
+    else:
+        for info in all_imports:
+            _import_card(info)
 
 
 IMPORT_RUNS_SEEN_KEY = "_models_runs_seen"
