@@ -10,7 +10,6 @@ import json
 import pytest
 import torch
 from fake_hub import FakeHub
-from test_tl_format import hooked_transformer, tl_config
 
 REPO = "someone/Attn_Only_2L_tiny"
 TOKENIZER_REPO = "test/tiny-bpe"
@@ -37,6 +36,9 @@ def pth(state: dict) -> bytes:
 @pytest.fixture
 def tl_repo(fake_hub: FakeHub) -> dict[int, torch.nn.Module]:
     """A repo laid out as Neel Nanda's: config.json, checkpoints/tokens_{N:012d}.pth, optimizer states beside them."""
+    # Imported here: conftest loads this module for every test session, transformer-lens only tests that use it.
+    from test_tl_format import hooked_transformer, tl_config
+
     config = tl_config("standard")
     models = {n: hooked_transformer(config, seed=i) for i, n in enumerate(TOKENS)}
     files = {"config.json": json.dumps(config).encode(), "model_final.pth": pth(models[TOKENS[-1]].state_dict())}
