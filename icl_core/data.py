@@ -178,13 +178,19 @@ def tokenizer_examples(
 
 
 @functools.lru_cache(maxsize=4)
+def frequency_ranking(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """Another tokenizer's tokens that occur in the held-out text, most frequent first (the start token left out)."""
+    counts = np.bincount(tokenized_heldout(tokenizer))
+    return tuple(int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos)
+
+
+@functools.lru_cache(maxsize=4)
 def tokenizer_probe_pool(tokenizer: Tokenizer, n_tokens: int = 60) -> list[int]:
     """Random-probe tokens for another tokenizer: the middle of its frequency ranking on the held-out text
-    (tokens that occur there, most frequent first; the n_tokens around the median rank)."""
-    counts = np.bincount(tokenized_heldout(tokenizer))
-    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
+    (the n_tokens around the median rank)."""
+    ranked = frequency_ranking(tokenizer)
     middle = max(0, len(ranked) // 2 - n_tokens // 2)
-    return ranked[middle : middle + n_tokens]
+    return list(ranked[middle : middle + n_tokens])
 
 
 def repeated_twice(

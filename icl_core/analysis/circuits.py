@@ -286,9 +286,7 @@ def readable_tokens(n: int = 40, tokenizer: Tokenizer = BYTES) -> list[int]:
     """The n most frequent printable bytes of the training text (space included), most frequent first; for
     another tokenizer, its n most frequent tokens on the held-out text (start token left out)."""
     if tokenizer != BYTES:
-        counts = np.bincount(data.tokenized_heldout(tokenizer))
-        ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
-        return ranked[:n]
+        return list(data.frequency_ranking(tokenizer)[:n])
     counts = np.bincount(data.corpus("train"), minlength=256)
     printable = [t for t in range(32, 127) if counts[t] > 0]
     return sorted(printable, key=lambda t: (-int(counts[t]), t))[:n]

@@ -38,9 +38,7 @@ FREQUENT_TOKENS = 2000
 
 
 def _frequent(tokenizer: Tokenizer) -> list[int]:
-    counts = np.bincount(data.tokenized_heldout(tokenizer))
-    ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0 and t != tokenizer.bos]
-    return ranked[:FREQUENT_TOKENS]
+    return list(data.frequency_ranking(tokenizer)[:FREQUENT_TOKENS])
 
 
 @functools.lru_cache(maxsize=4)
