@@ -13,3 +13,4 @@ page = nav.navigation()
 with state.app_run():
     state.sidebar_picker()
     page.run()
+cache.freeze_long_lived_objects()

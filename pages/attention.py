@@ -16,13 +16,16 @@ from icl_core.heads import all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
 from ui.export import export_buttons
+from ui.heatmaps import heatmaps_html
 from ui.quote import user_text
+from ui.tables import Bar, html_table
 
 CUSTOM = "Your own text"
 PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
 TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
 FIRST_PRESET = "Repeated random tokens"
+HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
 MAX_TEXT = 20_000
 URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
@@ -194,11 +197,7 @@ def destination_views() -> None:
         )
         pred["induction guess"] = pred["token"].isin(guesses)
         pred["actual next"] = pred["token"] == actual
-        st.dataframe(
-            pred,
-            hide_index=True,
-            column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)},
-        )
+        st.html(html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]))
         if actual is not None:
             st.caption(f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats.")
         if guesses:
@@ -216,18 +215,11 @@ def destination_views() -> None:
                 for r in top_attended(an, query)
             ]
         )
-        st.dataframe(
-            summary,
-            hide_index=True,
-            column_config={
-                "on induction targets": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-                "on previous token": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-            },
-        )
+        st.html(html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}))
 
-    loss_chart = charts.loss_along_sequence(an, query)
+    loss_chart = charts.loss_along_sequence(an, query, present=state.presenting())
     state.show_chart(loss_chart, width="stretch")
-    export_buttons(loss_chart, loss_chart.layer[0].data, f"per-token loss {sel.run.name} step {sel.step}")
+    export_buttons(loss_chart, loss_chart.table, f"per-token loss {sel.run.name} step {sel.step}")
     st.caption(
         "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
         "After the phase change these bars drop on repeated text."
@@ -258,10 +250,16 @@ with hc3:
         start = 0
         st.caption(f"All {n} tokens shown.")
 shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-heatmaps = charts.attention_heatmaps(an, shown, start, start + window, present=state.presenting())
-state.show_chart(heatmaps)
+present = state.presenting()
+st.html(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE))
+
+
+def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
+    return charts.attention_heatmaps(an, shown, start, start + window, present=present)
+
+
 # The heads and tokens shown above; the CSV holds every cell drawn (weights under 0.01 are left blank).
-export_buttons(heatmaps, heatmaps.data, f"attention {sel.run.name} step {sel.step}")
+export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
 
 st.subheader("One head at two steps")
 # Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
@@ -301,10 +299,7 @@ if st.toggle("Compare one head at two training steps", key="attn_pair_on", help=
             st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
                 f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
             ))  # fmt: skip
-            pair_chart = charts.attention_heatmaps(
-                other, [pair_head], start, start + window, present=state.presenting()
-            )
-            state.show_chart(pair_chart, key=f"attn_pair_chart_{pair_step}")
+            st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
 
 st.subheader("Per-head scores")
 stored = info.metrics
@@ -324,15 +319,13 @@ for layer, head in heads:
     if isinstance(smear, list):
         row["smear σ(α)"] = float(smear[layer][head])
     rows.append(row)
-st.dataframe(
-    pd.DataFrame(rows),
-    hide_index=True,
-    column_config={
-        "prefix-matching (probe)": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-        "previous-token (probe)": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-        "prefix-matching on this text": st.column_config.ProgressColumn(format="%.2f", min_value=0, max_value=1),
-        "copying (eigenvalue)": st.column_config.NumberColumn(format="%+.2f"),
-    },
+scores = pd.DataFrame(rows)
+st.html(
+    html_table(
+        scores,
+        bars={k: Bar() for k in ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")},
+        formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
+    )
 )
 st.caption(
     "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens repeated 4 times, "

@@ -7,6 +7,7 @@ the induction head's ablation must raise the second-copy loss, the 1-layer run h
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -212,23 +213,29 @@ def test_a_run_downloaded_from_the_hub_is_selected_and_explorable(fake_hub: Fake
         assert not at.exception, (page, at.exception)
 
 
-def _pair_data(at: AppTest) -> list[bytes]:
-    """The data of the two one-head heatmaps (the charts after the all-heads one)."""
-    heatmaps = [c for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec]
-    assert len(heatmaps) == 3  # all heads, then the chosen head at the two steps
-    return [b"".join(d.data.data for d in c.proto.datasets) for c in heatmaps[1:]]
+def _heatmap_views(at: AppTest) -> list[str]:
+    return [h.proto.body for h in at.get("html") if 'class="hm-view"' in h.proto.body]
+
+
+def _pair_data(at: AppTest) -> list[list[str]]:
+    """The images of the two one-head heatmaps (the views after the all-heads one)."""
+    views = _heatmap_views(at)
+    assert len(views) == 3  # all heads, then the chosen head at the two steps
+    return [re.findall(r'src="(data:image/png;base64,[^"]+)"', v) for v in views[1:]]
 
 
 def test_one_head_at_two_steps_defaults_to_the_phase_window() -> None:
     at = open_page("pages/attention.py")
-    assert len([c for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec]) == 1  # off at first
+    assert len(_heatmap_views(at)) == 1  # off at first
     at.toggle(key="attn_pair_on").set_value(True).run()
     window = phase_window(list_snapshots(SHIPPED_DIR / MAIN_RUN))
     steps = (at.select_slider(key="attn_pair_a").value, at.select_slider(key="attn_pair_b").value)
     assert steps == (window.start_step, window.end_step)
     assert at.selectbox(key="attn_pair_head").value == shipped_induction_head()
     before, after = _pair_data(at)
-    assert before != after  # the head attends differently once induction heads have formed
+    assert (
+        len(before) == len(after) == 1 and before != after
+    )  # the head attends differently once induction heads have formed
     at.select_slider(key="attn_pair_a").set_value(window.end_step).run()
     assert not at.exception, at.exception
     same_a, same_b = _pair_data(at)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -195,16 +196,17 @@ def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
 def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     at = open_app("pages/attention.py", run="attn2", step=str(LAST), present="1")
     assert at.toggle(key=state.PRESENT_WIDGET).value and at.query_params["present"] == "1"
-    heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
-    assert heatmap["config"]["title"]["fontSize"] >= 20  # projector-sized type
-    assert heatmap["resolve"]["axis"] == {"x": "independent", "y": "independent"}  # labels on every heatmap
-    x_axis = heatmap["spec"]["layer"][0]["encoding"]["x"]["axis"]
-    assert x_axis["labelOverlap"] is False and x_axis["labelFontSize"] >= 12  # every token labelled, readable
+    picker = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Click a token" in c.proto.spec)
+    assert picker["config"]["title"]["fontSize"] >= 20  # projector-sized type
+    view = next(h.proto.body for h in at.get("html") if 'class="hm-view"' in h.proto.body)
+    n_heads, window = view.count("<figure"), int(re.search(r"--hm-n:(\d+)", view).group(1))
+    assert n_heads == 8 and view.count("<span>") == 2 * n_heads * window  # every token labelled, on every heatmap
+    assert int(re.search(r"--hm-font:(\d+)px", view).group(1)) >= 12  # readable from the back row
     assert any("stCaptionContainer" in h.proto.body for h in at.get("html"))  # long captions hidden
     at.toggle(key=state.PRESENT_WIDGET).set_value(False).run()
     assert "present" not in at.query_params
-    heatmap = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Attention patterns" in c.proto.spec)
-    assert "fontSize" not in heatmap["config"]["title"]  # back to normal type (subtitles stay theme-neutral)
+    picker = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Click a token" in c.proto.spec)
+    assert "fontSize" not in picker["config"]["title"]  # back to normal type (subtitles stay theme-neutral)
 
 
 def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> None:

@@ -7,11 +7,14 @@ labels repeat ("a" occurs many times) and an axis keyed on labels would merge th
 from __future__ import annotations
 
 import contextlib
+import copy
 import html
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import altair as alt
@@ -64,6 +67,56 @@ def vega_lite_spec(chart: Any) -> dict[str, Any]:
     return spec
 
 
+DATA, RULE = "data", "rule"  # dataset names of the charts drawn from a cached layout
+LABELS = "token_labels"  # their token labels, one top-level array parameter
+
+
+Build = Callable[[tuple[Any, ...], Mapping[str, Any], bool], Any]  # (shape, datasets, present) -> Altair chart
+
+
+@lru_cache(maxsize=128)
+def cached_layout(build: Build, shape: tuple[Any, ...], present: bool) -> Mapping[str, Any]:
+    """The chart's spec with its datasets left as names: built by Altair once per shape."""
+    return vega_lite_spec(finish(build(shape, {n: alt.NamedData(n) for n in (DATA, RULE)}, present), present))
+
+
+@dataclass(frozen=True)
+class FilledChart:
+    """A chart drawn from a layout built once by Altair (per shape: heads, window, presenter mode) and this call's
+    data. Building the Altair chart was most of the Attention page's server time on every step change; the
+    datasets keep fixed names, so when only the numbers change the spec stays the same and the browser swaps
+    the data into the chart it has instead of building a new one. tests/test_charts_spec.py checks the result
+    equals the chart built for the data directly."""
+
+    build: Build  # everything but the data comes from `shape` and `present`
+    shape: tuple[Any, ...]
+    present: bool
+    datasets: Mapping[str, pd.DataFrame]
+    params: Mapping[str, Any] = field(default_factory=dict)  # top-level parameter values (token labels)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The main dataset (the one a CSV export holds)."""
+        return self.datasets[DATA]
+
+    def _filled(self, datasets: dict[str, Any]) -> dict[str, Any]:
+        spec = copy.deepcopy(dict(cached_layout(self.build, self.shape, self.present)))  # the cached one is shared
+        spec["datasets"] = datasets
+        if self.params:
+            spec["params"] = [*spec.get("params", []), *({"name": k, "value": v} for k, v in self.params.items())]
+        return spec
+
+    def spec(self) -> dict[str, Any]:
+        """What st.vega_lite_chart draws: the datasets as Arrow, as vega_lite_spec sends an Altair chart's."""
+        from streamlit import dataframe_util
+
+        return self._filled({k: dataframe_util.convert_anything_to_arrow_bytes(v) for k, v in self.datasets.items()})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec with its data inline as JSON records (the PNG/SVG export reads this, as an Altair chart's)."""
+        return self._filled({k: json.loads(v.to_json(orient="records")) for k, v in self.datasets.items()})
+
+
 def finish(chart: Any, present: bool = False) -> Any:
     """The chart as the app draws it: subtitles readable on both themes; `present`: type sized for a projector."""
     if not present:
@@ -82,11 +135,6 @@ def legend(columns: int = 1) -> alt.Legend:
 
 
 PCA_TITLE = "Per-token-loss PCA: every run's training trajectory"
-
-
-def _label_expr(labels: Sequence[str], offset: int = 0) -> str:
-    # JSON string literals are valid Vega expression literals (quotes and backslashes escaped).
-    return f"{json.dumps(list(labels))}[datum.value - {offset}]"
 
 
 def _attention_frame(analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float):
@@ -126,24 +174,18 @@ _ATTENTION_TOOLTIP = [
 ]
 
 
-def attention_heatmaps(
-    analysis: TextAnalysis,
-    heads: Sequence[Head],
-    start: int,
-    end: int,
-    min_weight: float = 0.01,
-    present: bool = False,
-) -> alt.FacetChart:
-    """One heatmap per head (destination token down, source token across) over positions [start, end).
-
-    Every row and column is labelled with its token, on every heatmap (`present`: larger cells and type).
-    """
-    df = _attention_frame(analysis, heads, start, end, min_weight)
-    n = end - start
+def heatmap_sizes(n: int, present: bool) -> tuple[int, int]:
+    """(pixels per token, label font size) of an n-token attention heatmap at full size."""
     cell = int(np.clip((900 if present else 520) / max(n, 1), 16 if present else 9, 26 if present else 16))
-    font = int(np.clip(cell - 2, 12 if present else 8, 18 if present else 12))
+    return cell, int(np.clip(cell - 2, 12 if present else 8, 18 if present else 12))
+
+
+def _heatmap_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.FacetChart:
+    heads, start, end = shape
+    n = end - start
+    cell, font = heatmap_sizes(n, present)
     domain = list(range(start, end))
-    expr = _label_expr(analysis.labels[start:end], start)
+    expr = f"{LABELS}[datum.value - {start}]"  # one array for all axes (a literal would be rebuilt per label)
     x = alt.X(
         "k:O",
         title="source token (attended to)",
@@ -167,7 +209,7 @@ def attention_heatmaps(
         .encode(tooltip=_ATTENTION_TOOLTIP)
     )
     return (
-        alt.layer(rect, outline, data=df)
+        alt.layer(rect, outline, data=data[DATA])
         .properties(width=cell * n, height=cell * n)
         .facet(
             facet=alt.Facet("head:N", sort=[head_name(h) for h in heads], title=None),
@@ -176,6 +218,23 @@ def attention_heatmaps(
         .resolve_axis(x="independent", y="independent")  # token labels on every heatmap, not just the edges
         .properties(title="Attention patterns (orange outline: induction targets)")
     )
+
+
+def attention_heatmaps(
+    analysis: TextAnalysis,
+    heads: Sequence[Head],
+    start: int,
+    end: int,
+    min_weight: float = 0.01,
+    present: bool = False,
+) -> FilledChart:
+    """One heatmap per head (destination token down, source token across) over positions [start, end).
+
+    Every row and column is labelled with its token, on every heatmap (`present`: larger cells and type).
+    """
+    df = _attention_frame(analysis, heads, start, end, min_weight)
+    shape = (tuple(heads), start, end)
+    return FilledChart(_heatmap_chart, shape, present, {DATA: df}, {LABELS: list(analysis.labels[start:end])})
 
 
 def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Head], max_tokens: int = 200) -> str:
@@ -216,9 +275,41 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
 
 
 TOKENS_PER_ROW = 32
+PICKER_KINDS = ["token", "induction target", "destination"]
 
 
-def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool = False) -> alt.LayerChart:
+def _picker_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.LayerChart:
+    n, param = shape
+    cell = 30 if present else 22
+    base = alt.Chart(data[DATA]).encode(
+        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None), tooltip=["position:Q", "token:N", "kind:N"]
+    )
+    boxes = (
+        base.mark_rect(stroke="#888", strokeWidth=0.5, cursor="pointer")
+        .encode(
+            color=alt.Color(
+                "kind:N",
+                scale=alt.Scale(domain=PICKER_KINDS, range=["#f4f4f4", "#f7c6b0", "#1f4e79"]),
+                legend=alt.Legend(orient="bottom", title=None),
+            )
+        )
+        .add_params(pick_param(param, ["position"]))
+    )
+    text = base.mark_text(font="monospace", fontSize=18 if present else 13).encode(
+        text="token:N",
+        color=alt.condition("datum.kind == 'destination'", alt.value("#fff"), alt.value("#111")),
+    )
+    rows = (n - 1) // TOKENS_PER_ROW + 1 if n else 1
+    return alt.layer(boxes, text).properties(
+        width=cell * min(n, TOKENS_PER_ROW),
+        height=cell * rows,
+        title="Click a token to make it the destination",
+        # The cells keep their size; title and legend are added around them (a plain chart would squeeze them in).
+        autosize=alt.AutoSizeParams(type="pad", contains="padding"),
+    )
+
+
+def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool = False) -> FilledChart:
     """The text as a grid of tokens; clicking one selects it (a point selection over `position`).
 
     The destination token is filled, its induction targets (tokens right after an earlier occurrence) tinted.
@@ -235,39 +326,31 @@ def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool =
             "kind": kinds,
         }
     )
-    cell = 30 if present else 22
-    base = alt.Chart(df).encode(
-        x=alt.X("col:O", axis=None), y=alt.Y("row:O", axis=None), tooltip=["position", "token", "kind"]
-    )
-    boxes = (
-        base.mark_rect(stroke="#888", strokeWidth=0.5, cursor="pointer")
+    return FilledChart(_picker_chart, (n, param), present, {DATA: df})
+
+
+def _loss_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.LayerChart:
+    bars = (
+        alt.Chart(data[DATA])
+        .mark_bar()
         .encode(
+            x=alt.X("position:Q", title="position (loss of predicting the next token)", scale=alt.Scale(nice=False)),
+            y=alt.Y("loss:Q", title="loss (nats)"),
             color=alt.Color(
                 "kind:N",
-                scale=alt.Scale(
-                    domain=["token", "induction target", "destination"], range=["#f4f4f4", "#f7c6b0", "#1f4e79"]
-                ),
-                legend=alt.Legend(orient="bottom", title=None),
-            )
+                scale=alt.Scale(domain=["first occurrence", "token seen before"], range=["#9ecae1", TARGET_COLOR]),
+                title=None,
+            ),
+            tooltip=["position:Q", "token:N", "next token:N", alt.Tooltip("loss:Q", format=".3f"), "kind:N"],
         )
-        .add_params(pick_param(param, ["position"]))
     )
-    text = base.mark_text(font="monospace", fontSize=18 if present else 13).encode(
-        text="token:N",
-        color=alt.condition("datum.kind == 'destination'", alt.value("#fff"), alt.value("#111")),
-    )
-    rows = int(positions[-1] // TOKENS_PER_ROW) + 1 if n else 1
-    return alt.layer(boxes, text).properties(
-        width=cell * min(n, TOKENS_PER_ROW),
-        height=cell * rows,
-        title="Click a token to make it the destination",
-        # The cells keep their size; title and legend are added around them (a plain chart would squeeze them in).
-        autosize=alt.AutoSizeParams(type="pad", contains="padding"),
-    )
+    rule = alt.Chart(data[RULE]).mark_rule(color=SELECT_COLOR, strokeDash=[4, 3]).encode(x="position:Q")
+    return alt.layer(bars, rule).properties(height=220, title="Per-token loss along the sequence")
 
 
-def loss_along_sequence(analysis: TextAnalysis, query: int | None = None) -> alt.LayerChart:
-    """Per-token loss at each position, coloured by whether the current token occurred earlier (induction can help)."""
+def loss_along_sequence(analysis: TextAnalysis, query: int | None = None, present: bool = False) -> FilledChart:
+    """Per-token loss at each position, coloured by whether the current token occurred earlier (induction can help);
+    the destination token `query` ruled."""
     n = len(analysis.losses)
     toks = analysis.tokens
     seen_before = [bool((toks[1:i] == toks[i]).any()) for i in range(n)]
@@ -280,28 +363,8 @@ def loss_along_sequence(analysis: TextAnalysis, query: int | None = None) -> alt
             "kind": ["token seen before" if s else "first occurrence" for s in seen_before],
         }
     )
-    bars = (
-        alt.Chart(df)
-        .mark_bar()
-        .encode(
-            x=alt.X("position:Q", title="position (loss of predicting the next token)", scale=alt.Scale(nice=False)),
-            y=alt.Y("loss:Q", title="loss (nats)"),
-            color=alt.Color(
-                "kind:N",
-                scale=alt.Scale(domain=["first occurrence", "token seen before"], range=["#9ecae1", TARGET_COLOR]),
-                title=None,
-            ),
-            tooltip=["position", "token", "next token", alt.Tooltip("loss:Q", format=".3f"), "kind"],
-        )
-    )
-    layers: list[alt.Chart] = [bars]
-    if query is not None and query < n:
-        layers.append(
-            alt.Chart(pd.DataFrame({"position": [query]}))
-            .mark_rule(color=SELECT_COLOR, strokeDash=[4, 3])
-            .encode(x="position:Q")
-        )
-    return alt.layer(*layers).properties(height=220, title="Per-token loss along the sequence")
+    rule = pd.DataFrame({"position": [] if query is None else [query]}, dtype="int64")
+    return FilledChart(_loss_chart, (), present, {DATA: df, RULE: rule})
 
 
 def _window_layer(window_tokens: tuple[int, int] | None) -> list[alt.Chart]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +25,7 @@ EXPORT_WIDTH = 640  # charts drawn with width="stretch" have no width of their o
 
 Table = pd.DataFrame | Sequence[Mapping[str, Any]]
 Chartish = alt.TopLevelMixin | Mapping[str, Any]
+Deferred = Callable[[], Any]  # built only when its button is clicked (a chart or table too slow for every rerun)
 
 _lock = threading.Lock()  # vl-convert calls from several click threads: one conversion at a time on 2 cores
 
@@ -75,11 +76,18 @@ def file_stem(name: str) -> str:
     return stem or "chart"
 
 
-def export_buttons(chart: Chartish | None, data: Table | None, name: str, key_prefix: str = "export") -> None:
+def export_buttons(
+    chart: Chartish | Deferred | None, data: Table | Deferred | None, name: str, key_prefix: str = "export"
+) -> None:
     """PNG, SVG (when there is a chart) and CSV (when there is data) download buttons in one row.
 
-    `name` gives the file names and the widget keys, so it must be unique on the page.
+    `name` gives the file names and the widget keys, so it must be unique on the page. A callable chart or
+    data is called only when its button is clicked.
     """
+
+    def built(thing: Any) -> Any:
+        return thing() if callable(thing) and not isinstance(thing, alt.TopLevelMixin) else thing
+
     stem = file_stem(name)
     row = st.container(horizontal=True, gap="small")
     # (label, builder, mime, icon, help): bytes are built only when a button is clicked.
@@ -88,14 +96,14 @@ def export_buttons(chart: Chartish | None, data: Table | None, name: str, key_pr
         buttons += [
             (
                 "PNG",
-                lambda: png_bytes(chart),
+                lambda: png_bytes(built(chart)),
                 "image/png",
                 ":material/image:",
                 "The figure as a PNG image (2x resolution).",
             ),
             (
                 "SVG",
-                lambda: svg_bytes(chart),
+                lambda: svg_bytes(built(chart)),
                 "image/svg+xml",
                 ":material/draw:",
                 "The figure as an SVG (vector; titles and labels stay editable text).",
@@ -105,7 +113,7 @@ def export_buttons(chart: Chartish | None, data: Table | None, name: str, key_pr
         buttons.append(
             (
                 "CSV",
-                lambda: csv_bytes(data),
+                lambda: csv_bytes(built(data)),
                 "text/csv",
                 ":material/table:",
                 "The numbers behind the figure as a CSV table.",

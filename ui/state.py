@@ -353,6 +353,8 @@ def _presenter_toggle() -> None:
 def show_chart(chart: Any, **kwargs: Any) -> Any:
     """The chart as st.altair_chart draws it (charts.vega_lite_spec: its spec, minus Altair's schema check), readable
     on light and dark themes, with presenter mode's large type when it is on."""
+    if isinstance(chart, charts.FilledChart):  # finished when its layout was built
+        return st.vega_lite_chart(chart.spec(), **kwargs)
     return st.vega_lite_chart(charts.vega_lite_spec(charts.finish(chart, presenting())), **kwargs)
 
 
