@@ -16,6 +16,7 @@ from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from ui import cache, charts, state
 from ui.export import export_buttons
 from ui.quote import user_text
+from ui.tables import html_table
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
 COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
@@ -268,24 +269,16 @@ if len(rep):
         f"Mean loss on tokens that occurred before: **{rep['clean_loss'].mean():.2f}** clean → "
         f"**{rep['ablated_loss'].mean():.2f}** ablated (over the last {len(pred)} positions)."
     )
-st.dataframe(
-    pred.rename(
-        columns={
-            "clean_top": "clean: top",
-            "clean_p": "clean: p",
-            "clean_loss": "clean: loss",
-            "ablated_top": "ablated: top",
-            "ablated_p": "ablated: p",
-            "ablated_loss": "ablated: loss",
-            "repeat": "seen before",
-        }
-    ),
-    hide_index=True,
-    column_config={
-        "clean: p": st.column_config.NumberColumn(format="%.2f"),
-        "ablated: p": st.column_config.NumberColumn(format="%.2f"),
-        "clean: loss": st.column_config.NumberColumn(format="%.2f"),
-        "ablated: loss": st.column_config.NumberColumn(format="%.2f"),
-    },
-    height=300,
+table = pred.rename(
+    columns={
+        "clean_top": "clean: top",
+        "clean_p": "clean: p",
+        "clean_loss": "clean: loss",
+        "ablated_top": "ablated: top",
+        "ablated_p": "ablated: p",
+        "ablated_loss": "ablated: loss",
+        "repeat": "seen before",
+    }
 )
+numbers = {c: ".2f" for c in ("clean: p", "ablated: p", "clean: loss", "ablated: loss")}
+st.html(html_table(table, formats=numbers, marked=table["seen before"], max_height=300))

@@ -40,7 +40,8 @@ def test_heatmap_image_shows_each_weight_blank_cells_and_target_rings() -> None:
     def core(q: int, k: int) -> np.ndarray:
         return img[q * px + px // 2, k * px + px // 2]
 
-    assert core(0, 1)[3] == 0 and core(2, 0)[3] == 0  # above the diagonal, and under MIN_WEIGHT: blank
+    assert core(0, 1)[3] == 0  # above the diagonal: blank
+    assert tuple(core(2, 0)) == (*(int(heatmaps.FAINT[i : i + 2], 16) for i in (0, 2, 4)), 255)  # ~0: faint grey
     assert tuple(core(0, 0)[:3]) == (0x0A, 0x4A, 0x90)  # weight 1: the darkest blue of Vega's "blues"
     half = core(1, 0)[:3].astype(int)
     assert core(1, 0)[3] == 255 and (half > core(0, 0)[:3]).all() and (half < (0xCF, 0xE1, 0xF2)).all()
@@ -56,7 +57,8 @@ def test_heatmaps_html_labels_every_row_and_column_of_every_head() -> None:
 
     out = heatmaps.heatmaps_html(Analysis(), [(0, 0), (0, 1)], 1, 5)
     assert out.count("<figure") == 2 and out.count("<img") == 2
-    assert out.count("<span>") == 2 * 2 * 4  # rows and columns of both heads: the window's 4 tokens each
-    assert "<span>&lt;</span>" in out  # labels escaped
+    axes = re.findall(r'<div class="hm-([xy])">([^<]*)</div>', out)
+    assert [a for a, _ in axes] == ["y", "x", "y", "x"]  # rows and columns of both heads ...
+    assert all(text.split("\n") == ["a", "&lt;", "b", "a"] for _, text in axes)  # ... each the window's tokens
     for src in re.findall(r'src="data:image/png;base64,([^"]+)"', out):
         assert _decode(base64.b64decode(src)).shape[:2] == (4 * heatmaps.PX, 4 * heatmaps.PX)

@@ -200,7 +200,9 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     assert picker["config"]["title"]["fontSize"] >= 20  # projector-sized type
     view = next(h.proto.body for h in at.get("html") if 'class="hm-view"' in h.proto.body)
     n_heads, window = view.count("<figure"), int(re.search(r"--hm-n:(\d+)", view).group(1))
-    assert n_heads == 8 and view.count("<span>") == 2 * n_heads * window  # every token labelled, on every heatmap
+    axes = re.findall(r'<div class="hm-[xy]">([^<]*)</div>', view)
+    assert n_heads == 8 and len(axes) == 2 * n_heads  # every token labelled, on every heatmap
+    assert all(len(text.split("\n")) == window for text in axes)
     assert int(re.search(r"--hm-font:(\d+)px", view).group(1)) >= 12  # readable from the back row
     assert any("stCaptionContainer" in h.proto.body for h in at.get("html"))  # long captions hidden
     at.toggle(key=state.PRESENT_WIDGET).set_value(False).run()

@@ -24,10 +24,13 @@ from ui.charts import TARGET_COLOR, heatmap_sizes
 
 # Vega's "blues" scheme (vega-scale), which it interpolates linearly in RGB between these stops.
 BLUES = "cfe1f2 bed8ec a8cee5 8fc1de 74b2d7 5ba3cf 4592c6 3181bd 206fb2 125ca4 0a4a90".split()
-MIN_WEIGHT = 0.01  # lighter cells are left blank, as on the vector chart
+MIN_WEIGHT = 0.01  # lighter cells are drawn FAINT (the vector chart leaves them out)
 PX = 4  # image pixels per token: a 1-pixel outline ring around a 2 x 2 core, scaled up without smoothing
-_TRANSPARENT, _OUTLINE, _RAMP0 = 0, 1, 2  # palette entries: blank, target outline, then the blue ramp
-_LEVELS = 254
+# Palette entries: blank (above the diagonal), target outline, near-zero weight (the causal triangle stays
+# visible on a dark theme), then the blue ramp.
+_TRANSPARENT, _OUTLINE, _FAINT, _RAMP0 = 0, 1, 2, 3
+FAINT = "eef2f6"
+_LEVELS = 253
 
 
 def _hex(c: str) -> tuple[int, int, int]:
@@ -38,7 +41,7 @@ def _palette() -> bytes:
     stops = np.array([_hex(c) for c in BLUES], dtype=float)
     at = np.linspace(0, len(stops) - 1, _LEVELS)
     ramp = np.stack([np.interp(at, np.arange(len(stops)), stops[:, i]) for i in range(3)], axis=1)
-    colours = np.vstack([[0, 0, 0], _hex(TARGET_COLOR.lstrip("#")), np.round(ramp)]).astype(np.uint8)
+    colours = np.vstack([[0, 0, 0], _hex(TARGET_COLOR.lstrip("#")), _hex(FAINT), np.round(ramp)]).astype(np.uint8)
     return colours.tobytes()
 
 
@@ -66,12 +69,12 @@ def palette_png(indices: np.ndarray) -> bytes:
 
 
 def head_image(weights: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Palette indices (PX pixels per token) of one head's pattern over a window: blank above the diagonal
-    and under MIN_WEIGHT, induction targets ringed."""
+    """Palette indices (PX pixels per token) of one head's pattern over a window: blank above the diagonal,
+    a faint grey under MIN_WEIGHT, induction targets ringed."""
     n = len(weights)
     level = _RAMP0 + np.round(np.clip(weights, 0, 1) * (_LEVELS - 1)).astype(np.int64)
-    shown = np.tril(np.ones((n, n), bool)) & (weights >= MIN_WEIGHT)
-    cells = np.where(shown, level, _TRANSPARENT)
+    causal = np.tril(np.ones((n, n), bool))
+    cells = np.where(causal, np.where(weights >= MIN_WEIGHT, level, _FAINT), _TRANSPARENT)
     img = np.repeat(np.repeat(cells, PX, axis=0), PX, axis=1)
     ring = np.ones((PX, PX), bool)
     ring[1:-1, 1:-1] = False
@@ -88,13 +91,11 @@ CSS = """<style>
 .hm-body{display:grid;grid-template-columns:var(--hm-lab) minmax(0,1fr)}
 .hm-body img{width:100%;height:auto;image-rendering:pixelated;display:block;
   outline:1px solid rgba(128,128,128,.35);background:rgba(128,128,128,.06)}
-.hm-y{display:grid;grid-template-rows:repeat(var(--hm-n),minmax(0,1fr));contain:size;padding-right:4px}
-.hm-x{display:grid;grid-template-columns:repeat(var(--hm-n),minmax(0,1fr));height:var(--hm-xh);padding-top:3px}
-.hm-y span,.hm-x span{white-space:pre;line-height:1;align-self:center;
-  font-size:clamp(7px, calc(100cqw / var(--hm-n) * .95), var(--hm-font))}
-.hm-y span{justify-self:end}
-.hm-x span{justify-self:center;align-self:start}
-.hm-x.long span{writing-mode:vertical-rl;transform:rotate(180deg)}
+.hm-y,.hm-x{white-space:pre;overflow:visible;
+  font-size:clamp(7px, calc((100cqw - var(--hm-lab)) / var(--hm-n) * .9), var(--hm-font));
+  line-height:calc((100cqw - var(--hm-lab)) / var(--hm-n))}
+.hm-y{text-align:right;padding-right:4px}
+.hm-x{writing-mode:vertical-lr;text-orientation:upright;height:var(--hm-xh);padding-top:3px}
 .hm-heading{font-weight:600;font-size:15px;margin-bottom:2px}
 .hm-legend{display:flex;align-items:center;gap:6px;font-size:12px;opacity:.85;margin-bottom:8px}
 .hm-legend .ramp{width:140px;height:10px;border-radius:2px}
@@ -102,9 +103,10 @@ CSS = """<style>
 </style>""".replace("%TARGET%", TARGET_COLOR)
 
 
-def _labels(labels: Sequence[str]) -> str:
-    # Placed by the CSS grid, not by per-label styles: the browser sanitises every st.html, attribute by attribute.
-    return "".join(f"<span>{html.escape(label)}</span>" for label in labels)
+def _lines(labels: Sequence[str]) -> str:
+    # One text node per axis, a line per token (the column labels are vertical lines): 2 x 64 label elements per
+    # head cost the browser ~80 ms of layout on every step change, one block per axis almost nothing.
+    return html.escape("\n".join(label.replace("\n", "⏎").replace("\r", "␍") for label in labels))
 
 
 def heatmaps_html(
@@ -115,10 +117,11 @@ def heatmaps_html(
     n = end - start
     labels = list(analysis.labels[start:end])
     cell, font = heatmap_sizes(n, present)  # the vector chart's sizes
-    long = max((len(s) for s in labels), default=1) > 3  # BPE tokens: column labels run vertically
-    label_width = max((len(s) for s in labels), default=1) * 0.62 * font + 8
-    x_height = (label_width if long else font + 6) + 2
+    longest = max((len(s) for s in labels), default=1)
+    label_width = longest * 0.62 * font + 8  # monospace: about 0.6 em a character
+    x_height = longest * 1.05 * font + 6  # column labels read downwards, one upright character under the other
     targets = analysis.targets[start:end, start:end]
+    axis = _lines(labels)
     figures = []
     for layer, head in heads:
         weights = analysis.patterns[layer, head, start:end, start:end]
@@ -126,10 +129,10 @@ def heatmaps_html(
         name = head_name((layer, head))
         figures.append(
             f'<figure class="hm" style="margin:0"><div class="hm-title">{name}</div><div class="hm-body">'
-            f'<div class="hm-y">{_labels(labels)}</div>'
+            f'<div class="hm-y">{axis}</div>'
             f'<img alt="attention pattern of {name}" src="data:image/png;base64,{png}" '
             f'title="{name}: destination token down, source token across">'
-            f'<div></div><div class="hm-x{" long" if long else ""}">{_labels(labels)}</div>'
+            f'<div></div><div class="hm-x">{axis}</div>'
             "</div></figure>"
         )
     size = cell * n + label_width
