@@ -1,16 +1,37 @@
-"""Induction heads explorer: entry point. Run with `streamlit run app.py` (or ./start.sh).
+"""Induction heads explorer: `streamlit run app.py` (or ./start.sh) serves explorer.py, the app's script.
 
-The page list (st.navigation over pages/*.py) lives in ui/nav.py; the sidebar run + step picker is
-drawn here, before the page, so every page shares it.
+Streamlit imports a script's modules on the first visit: torch, pandas and Altair took ~2.5 s of a 2-core
+machine before the first visitor saw anything. Served as an st.App, the server imports them while it starts
+(the lifespan hook below, before it accepts a connection), so the first page waits only for its own work.
 """
 
 from __future__ import annotations
 
-from ui import cache, nav, state
+import asyncio
+import importlib
+import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-cache.limit_torch_threads()
-page = nav.navigation()
-with state.app_run():
-    state.sidebar_picker()
-    page.run()
-cache.freeze_long_lived_objects()
+import streamlit as st
+
+
+def _import_app_modules() -> None:
+    import ui
+
+    for module in pkgutil.iter_modules(ui.__path__):  # every ui module: icl_core, torch, pandas, Altair with them
+        importlib.import_module(f"ui.{module.name}")
+    # Streamlit's emoji table (a regex it compiles on the first page: ~230 ms, py-spy), then the PCA's scikit-learn.
+    importlib.import_module("streamlit.emojis")
+    importlib.import_module("sklearn.decomposition")
+
+
+@asynccontextmanager
+async def _warm_start(_app: Any) -> AsyncIterator[None]:
+    # Before the server accepts a connection: its health check says "ok" once the modules are in.
+    await asyncio.to_thread(_import_app_modules)
+    yield
+
+
+app = st.App("explorer.py", lifespan=_warm_start)

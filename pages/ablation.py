@@ -56,7 +56,7 @@ def _ablate_random(found: list[Head], n_layers: int, n_heads: int, all_heads: li
     }
 
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Ablation: which heads carry in-context learning?")
 st.caption(
     "Switch heads off and measure, on held-out data, what the model loses. The test that matters: random tokens "

@@ -25,7 +25,7 @@ MODE_LABEL = {"zero": "zero", "mean": "mean", "pattern-preserving": "pattern-pre
 SORT_LABEL = {"delta_icl": "ICL score change", "delta_second_half": "Second-copy loss change"}
 FUZZY_LABEL = {"exact": "exact repeat", "case": "case flipped", "neighbour": "nearest neighbour"}
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Head attribution")
 st.caption(
     "Which heads does in-context learning depend on? Ablate every head alone and measure, attribute the phase "

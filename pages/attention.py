@@ -15,6 +15,7 @@ from icl_core.errors import ICLError, InputTextError
 from icl_core.heads import all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
+from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
 from ui.quote import user_text
@@ -49,7 +50,7 @@ def _mark_custom() -> None:
     st.session_state[PRESET_KEY] = CUSTOM
 
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Attention explorer")
 st.caption(
     "Type a text or pick a preset. Every head's attention is shown for the run and training step chosen in "
@@ -129,8 +130,8 @@ except InputTextError as exc:
 except ICLError as exc:
     st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
     st.stop()
-for note in prepared.notes:
-    st.warning(note)
+for warning in prepared.notes:
+    st.warning(warning)
 
 n = len(an.tokens)
 n_layers, n_heads = an.patterns.shape[:2]
@@ -179,14 +180,17 @@ def destination_views() -> None:
 
     left, right = st.columns([3, 2], gap="large")
     with left:
-        st.subheader(f"Where each head looks from token {query} '{an.labels[query]}'")
-        st.caption(
-            "Blue shading = attention weight (darker = more). Orange underline = induction target. "
-            "Black outline = the destination token. Hover a token for the exact weight."
+        st.html(
+            block(
+                f"Where each head looks from token {query} '{an.labels[query]}'",
+                note(
+                    "Blue shading = attention weight (darker = more). Orange underline = induction target. "
+                    "Black outline = the destination token. Hover a token for the exact weight."
+                ),
+                charts.token_attention_html(an, query, heads),
+            )
         )
-        st.html(charts.token_attention_html(an, query, heads))
     with right:
-        st.subheader("Next-token prediction here")
         actual = an.labels[query + 1] if query + 1 < n else None
         guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
         pred = pd.DataFrame(
@@ -197,13 +201,11 @@ def destination_views() -> None:
         )
         pred["induction guess"] = pred["token"].isin(guesses)
         pred["actual next"] = pred["token"] == actual
-        st.html(html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]))
-        if actual is not None:
-            st.caption(f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats.")
+        notes = [f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats."] if actual is not None else []
         if guesses:
-            st.caption(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
+            notes.append(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
         else:
-            st.caption("This token has not occurred before: an induction head has nothing to copy here.")
+            notes.append("This token has not occurred before: an induction head has nothing to copy here.")
         summary = pd.DataFrame(
             [
                 {
@@ -215,7 +217,14 @@ def destination_views() -> None:
                 for r in top_attended(an, query)
             ]
         )
-        st.html(html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}))
+        st.html(
+            block(
+                "Next-token prediction here",
+                html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]),
+                *(note(t) for t in notes),
+                html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
+            )
+        )
 
     loss_chart = charts.loss_along_sequence(an, query, present=state.presenting())
     state.show_chart(loss_chart, width="stretch")
@@ -301,7 +310,6 @@ if st.toggle("Compare one head at two training steps", key="attn_pair_on", help=
             ))  # fmt: skip
             st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
 
-st.subheader("Per-head scores")
 stored = info.metrics
 smear = stored.get("smear")
 rows = []
@@ -320,16 +328,20 @@ for layer, head in heads:
         row["smear σ(α)"] = float(smear[layer][head])
     rows.append(row)
 scores = pd.DataFrame(rows)
+SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")
 st.html(
-    html_table(
-        scores,
-        bars={k: Bar() for k in ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")},
-        formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
+    block(
+        "Per-head scores",
+        html_table(
+            scores,
+            bars=dict.fromkeys(SCORE_BARS, Bar()),
+            formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
+        ),
+        note(
+            "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens repeated 4 "
+            "times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit (positive = "
+            "copies). 'On this text' averages attention on induction targets over the tokens above that have an "
+            "earlier occurrence" + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
+        ),
     )
-)
-st.caption(
-    "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens repeated 4 times, "
-    "previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit (positive = copies). "
-    "'On this text' averages attention on induction targets over the tokens above that have an earlier occurrence"
-    + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
 )

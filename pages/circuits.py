@@ -22,7 +22,7 @@ def _pick(key: str, options: list[str], default: str) -> None:
         st.session_state[key] = default
 
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Circuits: what the weights say")
 st.caption(
     "Elhage et al. 2021 read a head's job straight off its weights. The model has no LayerNorm, so every number "

@@ -9,7 +9,7 @@ from icl_core.errors import ICLError
 from ui import cache, state
 from ui.quote import user_text
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Induction heads and in-context learning")
 st.markdown(
     "An interactive companion to Olsson et al. (2022), *In-context Learning and Induction Heads*. "

@@ -27,7 +27,7 @@ def _open(paths: dict[str, str]) -> None:
         st.session_state[GO_KEY] = True
 
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("Models")
 st.caption(
     "Every run the explorer can show. **shipped** runs come with the app, **trained** ones were made on the "

@@ -39,7 +39,7 @@ def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None
     export_buttons(chart, data, f"{sel.run.name} {name}")
 
 
-state.ensure_sidebar()  # first: sets the page layout when this file runs without app.py
+state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("The phase change")
 st.caption(
     "Olsson et al.: at one point in training, induction heads form, the ICL score drops, the loss bumps and the "

@@ -33,7 +33,7 @@ __all__ = [
 os.environ["ICL_VALIDATE_CHARTS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
+APP = str(ROOT / "explorer.py")  # the script app.py serves
 
 
 def shipped_last_step(run: str = "attn2") -> int:
@@ -68,7 +68,7 @@ def open_page(
     params: dict[str, str] | None = None,
     timeout: float = 60,
 ) -> AppTest:
-    """Run app.py as a fresh session (optionally on `run` / `step`, or opened from a link with `params`),
+    """Run explorer.py as a fresh session (optionally on `run` / `step`, or opened from a link with `params`),
     then switch to `page`; fails on any exception on the way."""
     at = AppTest.from_file(APP, default_timeout=timeout)
     mark_apptest_session(at)

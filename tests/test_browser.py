@@ -68,7 +68,7 @@ RUN_S = 30  # any later script run
 @dataclass(frozen=True)
 class PageSpec:
     path: str  # "pages/attention.py"
-    title: str  # the sidebar label given in app.py
+    title: str  # the sidebar label given in ui/nav.py
 
     @property
     def name(self) -> str:
@@ -76,16 +76,16 @@ class PageSpec:
 
 
 def registered_pages() -> list[PageSpec]:
-    """The literal PAGES = [(file, title, icon), ...] list (app.py or ui/*.py), keeping files that exist, as the
+    """The literal PAGES = [(file, title, icon), ...] list (explorer.py or ui/*.py), keeping files that exist, as the
     app does before handing them to st.navigation."""
-    for source in [ROOT / "app.py", *sorted((ROOT / "ui").glob("*.py"))]:
+    for source in [ROOT / "explorer.py", *sorted((ROOT / "ui").glob("*.py"))]:
         tree = ast.parse(source.read_text(encoding="utf-8"))
         for node in tree.body:
             targets = node.targets if isinstance(node, ast.Assign) else []
             if any(isinstance(t, ast.Name) and t.id == "PAGES" for t in targets):
                 entries = ast.literal_eval(node.value)
                 return [PageSpec(path, title) for path, title, *_ in entries if (ROOT / path).is_file()]
-    raise AssertionError("no literal PAGES = [(file, title, icon), ...] list in app.py or ui/*.py")
+    raise AssertionError("no literal PAGES = [(file, title, icon), ...] list in explorer.py or ui/*.py")
 
 
 def _literal_text(node: ast.expr) -> str | None:
@@ -483,11 +483,11 @@ def test_sidebar_lists_every_page(browser: Browser) -> None:
     labels = [normalize(t) for t in browser.page.locator(NAV_LINK).all_inner_texts()]
     titles = [normalize(p.title) for p in PAGES]
     # A link's text also holds its icon's ligature name (e.g. "school"), so match by containment, in order.
-    assert len(labels) == len(titles), f"sidebar links {labels} vs app.py pages {titles}"
+    assert len(labels) == len(titles), f"sidebar links {labels} vs the navigation's pages {titles}"
     for label, title in zip(labels, titles, strict=True):
         assert title in label, f"sidebar link {label!r} should be {title!r}"
     orphans = sorted({str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py")} - {p.path for p in PAGES})
-    assert not orphans, f"page files not in app.py's navigation: {orphans}"
+    assert not orphans, f"page files not in the app's navigation: {orphans}"
 
 
 def test_a_run_that_appears_while_the_train_page_is_open_reaches_the_picker_without_a_reload(

@@ -208,7 +208,7 @@ def dockerignored(path: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
 
 def test_dockerignore_keeps_the_app_and_drops_local_state() -> None:
     rules = _ignore_rules()
-    needed = ["app.py", "requirements.txt", "README.md"]
+    needed = ["app.py", "explorer.py", "requirements.txt", "README.md"]
     for pattern in ("pages/*.py", "ui/*.py", "icl_core/*.py", "configs/*.json", "checkpoints/*/*"):
         needed += [str(p.relative_to(ROOT)) for p in sorted(ROOT.glob(pattern)) if "resume." not in p.name]
     lost = [p for p in needed if dockerignored(p, rules)]

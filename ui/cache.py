@@ -37,7 +37,7 @@ ANALYSIS_ERRORS = (ICLError, ValueError)
 
 
 def limit_torch_threads() -> None:
-    """Two cores shared by every visitor: one forward at a time per process uses them best (called by app.py)."""
+    """Two cores shared by every visitor: one forward at a time per process uses them best (called by explorer.py)."""
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 

@@ -237,41 +237,53 @@ def attention_heatmaps(
     return FilledChart(_heatmap_chart, shape, present, {DATA: df}, {LABELS: list(analysis.labels[start:end])})
 
 
-def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Head], max_tokens: int = 200) -> str:
-    """Each head as a row of the text, every token shaded by how much the destination token attends to it."""
-    start = max(0, query - max_tokens + 1)
-    rows = []
-    for layer, head in heads:
-        weights = analysis.patterns[layer, head, query]
-        spans = []
-        for k in range(start, query + 1):
-            w = float(weights[k])
-            alpha = w**0.6  # lift small weights so they stay visible; the tooltip has the exact value
-            # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
-            r, g, b = (round(255 + alpha * (c - 255)) for c in (31, 119, 180))
-            fg = "#fff" if alpha > 0.55 else "#111"
-            style = [f"background:rgb({r},{g},{b})", f"color:{fg}"]
-            if analysis.targets[query, k]:
-                style.append(f"box-shadow:inset 0 -3px 0 {TARGET_COLOR}")
-            if k == query:
-                style.append("outline:2px solid #111")
-            label = html.escape(analysis.labels[k])
-            tip = html.escape(f"position {k} '{analysis.labels[k]}': {w:.3f}")
-            spans.append(f'<span class="tok" style="{";".join(style)}" title="{tip}">{label}</span>')
-        rows.append(
-            f'<div class="row"><span class="head">{head_name((layer, head))}</span>'
-            f'<span class="toks">{"".join(spans)}</span></div>'
-        )
-    prefix = f"<div class='note'>… {start} earlier tokens not shown</div>" if start else ""
-    css = (
+STRIP_LEVELS = 20  # shades of the token strips: a class each, so a strip token carries no style of its own
+
+
+def _strip_css() -> str:
+    rules = []
+    for level in range(STRIP_LEVELS):
+        alpha = level / (STRIP_LEVELS - 1)
+        # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
+        r, g, b = (round(255 + alpha * (c - 255)) for c in (31, 119, 180))
+        rules.append(f".attn-view .w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}")
+    return (
         "<style>.attn-view{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9}"
         ".attn-view .row{display:flex;gap:8px;align-items:flex-start;margin-bottom:4px}"
         ".attn-view .head{min-width:3.6em;font-weight:600;opacity:.75}"
         ".attn-view .toks{display:flex;flex-wrap:wrap}"
         ".attn-view .tok{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre}"
-        ".attn-view .note{opacity:.7;font-size:12px}</style>"
+        f".attn-view .t{{box-shadow:inset 0 -3px 0 {TARGET_COLOR}}}"
+        ".attn-view .d{outline:2px solid #111}"
+        ".attn-view .note{opacity:.7;font-size:12px}" + "".join(rules) + "</style>"
     )
-    return f"{css}<div class='attn-view'>{prefix}{''.join(rows)}</div>"
+
+
+_STRIP_CSS = _strip_css()
+
+
+def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Head], max_tokens: int = 200) -> str:
+    """Each head as a row of the text, every token shaded by how much the destination token attends to it."""
+    start = max(0, query - max_tokens + 1)
+    labels = [html.escape(label) for label in analysis.labels[start : query + 1]]
+    marks = [
+        (" t" if analysis.targets[query, k] else "") + (" d" if k == query else "") for k in range(start, query + 1)
+    ]
+    rows = []
+    for layer, head in heads:
+        weights = analysis.patterns[layer, head, query, start : query + 1].astype(float)
+        # Lift small weights so they stay visible; the tooltip has the exact value.
+        levels = np.round(np.clip(weights, 0, 1) ** 0.6 * (STRIP_LEVELS - 1)).astype(int)
+        spans = [
+            f'<span class="tok w{lv}{mark}" title="position {start + i} \'{label}\': {w:.3f}">{label}</span>'
+            for i, (lv, mark, label, w) in enumerate(zip(levels, marks, labels, weights, strict=True))
+        ]
+        rows.append(
+            f'<div class="row"><span class="head">{head_name((layer, head))}</span>'
+            f'<span class="toks">{"".join(spans)}</span></div>'
+        )
+    prefix = f"<div class='note'>… {start} earlier tokens not shown</div>" if start else ""
+    return f"{_STRIP_CSS}<div class='attn-view'>{prefix}{''.join(rows)}</div>"
 
 
 TOKENS_PER_ROW = 32

@@ -1,4 +1,4 @@
-"""The app's page list, in one place: app.py runs it, and a page run on its own registers it too."""
+"""The app's page list, in one place: explorer.py runs it, and a page run on its own registers it too."""
 
 from __future__ import annotations
 

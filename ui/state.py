@@ -1,6 +1,6 @@
 """The run + step picker in the sidebar, shared by every page through st.session_state, and mirrored in the URL.
 
-app.py calls sidebar_picker() before running the page; pages call require_selection() to get the
+explorer.py calls sidebar_picker() before running the page; pages call require_selection() to get the
 current run, its snapshots and the chosen step (or stop with a friendly message).
 
 Shareable links: the picker reads `?run=...&step=...` once per session, at its first render (invalid
@@ -39,7 +39,7 @@ STEP_KEY = "step"
 SELECTION_KEY = "_selection"
 RUN_VALUE = "_run_value"
 STEP_VALUE = "_step_value"
-STANDALONE_RERUN = "_standalone_rerun"  # the session's first page-alone run reran through app.py
+STANDALONE_RERUN = "_standalone_rerun"  # the session's first page-alone run reran through explorer.py
 PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download; applied before the picker renders
 
 # Query parameters of a shareable link.
@@ -328,7 +328,7 @@ def presenting() -> bool:
 PRESENTER_CSS = """<style>
 [data-testid="stMain"] { font-size: 1.25rem; }
 [data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label { font-size: 1.25rem !important; }
-[data-testid="stMain"] [data-testid="stCaptionContainer"] { display: none; }
+[data-testid="stMain"] [data-testid="stCaptionContainer"], [data-testid="stMain"] .icl-note { display: none; }
 [data-testid="stMain"] .attn-view { font-size: 22px !important; }
 [data-testid="stMetricValue"] { font-size: 3rem !important; }
 </style>"""
@@ -426,12 +426,12 @@ def _picker() -> Selection | None:
     return selection
 
 
-_local = threading.local()  # one script thread per session: marks "app.py drew the sidebar in this run"
+_local = threading.local()  # one script thread per session: marks "explorer.py drew the sidebar in this run"
 
 
 @contextmanager
 def app_run() -> Iterator[None]:
-    """Wrap app.py's sidebar + page run, so pages know the picker was drawn for them."""
+    """Wrap explorer.py's sidebar + page run, so pages know the picker was drawn for them."""
     _local.active = True
     try:
         yield
@@ -440,16 +440,16 @@ def app_run() -> Iterator[None]:
 
 
 def ensure_sidebar() -> None:
-    """Draw the picker (and register the menu) if the page runs without app.py; call it first on every page.
+    """Draw the picker (and register the menu) if the page runs without explorer.py; call it first on every page.
 
     Streamlit runs a file in pages/ on its own while it still believes the folder is a legacy
     auto-discovered pages folder: on a server's very first run when that is opened on a page's URL,
-    and in AppTest's switch_page. Registering our navigation switches it to app.py for later runs.
+    and in AppTest's switch_page. Registering our navigation switches it to explorer.py for later runs.
 
-    On that first run the page's widgets get ids of the page-alone script; the next run (through app.py)
+    On that first run the page's widgets get ids of the page-alone script; the next run (through explorer.py)
     gives them other ids, so the visitor's first click on any of them would be dropped. So the first
     page-alone run of a session reruns at once, before drawing a widget: every widget the visitor sees
-    then belongs to an app.py run.
+    then belongs to an explorer.py run.
     """
     if not getattr(_local, "active", False):
         from ui import nav

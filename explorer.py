@@ -1,0 +1,16 @@
+"""Induction heads explorer: the script every visit runs (app.py serves it: `streamlit run app.py`, ./start.sh).
+
+The page list (st.navigation over pages/*.py) lives in ui/nav.py; the sidebar run + step picker is
+drawn here, before the page, so every page shares it.
+"""
+
+from __future__ import annotations
+
+from ui import cache, nav, state
+
+cache.limit_torch_threads()
+page = nav.navigation()
+with state.app_run():
+    state.sidebar_picker()
+    page.run()
+cache.freeze_long_lived_objects()
