@@ -208,14 +208,16 @@ st.caption(
 curve_df = pd.concat(
     [
         pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": charts.smooth(e.loss_curve), "series": name})
-        for name, e in (("clean", clean), (f"ablated: {label}", ablated))
+        for name, e in (("clean", clean), ("ablated", ablated))  # the heads are named above the chart
         if chosen or name == "clean"
     ],
     ignore_index=True,
 )
 left, right = st.columns(2)
 with left:
-    curve_chart = charts.loss_curves(curve_df, "In-context loss curve (held-out text, 9-token moving average)")
+    curve_chart = charts.loss_curves(
+        curve_df, "In-context loss curve (held-out text, 9-token moving average)", present=state.presenting()
+    )
     state.show_chart(curve_chart, width="stretch")
     export_buttons(curve_chart, curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
 

@@ -236,7 +236,13 @@ with c4:
             ignore_index=True,
         )
         chosen = [c["label"] for c in curves if c["step"] != snaps[0].step] or [curves[0]["label"]]
-        chart = charts.loss_curves(df, "Loss at each token index", on_top=f"step {step:,} (selected)", y_from=chosen)
+        chart = charts.loss_curves(
+            df,
+            "Loss at each token index",
+            on_top=f"step {step:,} (selected)",
+            y_from=chosen,
+            present=state.presenting(),
+        )
         chart_with_export(chart, df, "loss curves")
         if len(chosen) < len(curves):
             st.caption("The y-axis fits the selected and final steps; step 0's curve (about ln 257 nats) is cut.")

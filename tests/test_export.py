@@ -39,3 +39,19 @@ def test_csv_from_records_and_frames():
     assert rows[1]["note"] == "a, b"
     frame = pd.DataFrame({"x": [1, 2], "label": ["␣", "⏎"]})
     assert table_to_csv(frame).decode("utf-8").splitlines() == ["x,label", "1,␣", "2,⏎"]
+
+
+def test_a_chart_from_a_cached_layout_exports_with_all_its_data():
+    """The app's templated charts (ui.charts.FilledChart) export like Altair ones: every dataset inline as records,
+    the layout's own constant marks (tokens 50 and 500) included, and the drawn lines in the SVG."""
+    from ui import charts
+
+    frame = pd.DataFrame(
+        {"index": [1, 2, 3] * 2, "loss": [3.0, 2.0, 1.5, 3.1, 2.5, 2.4], "series": ["a"] * 3 + ["b"] * 3}
+    )
+    chart = charts.loss_curves(frame, TITLE, on_top="b")
+    spec = chart.to_dict()
+    assert all(isinstance(v, list) for v in spec["datasets"].values())
+    assert sorted(len(v) for v in spec["datasets"].values()) == [2, 3, 3]  # the 50/500 marks, then each series
+    svg = chart_to_svg(spec)
+    assert TITLE in svg and svg.count('class="mark-line') >= 1 and svg.count("<path") >= 3

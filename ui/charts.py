@@ -67,7 +67,7 @@ def vega_lite_spec(chart: Any) -> dict[str, Any]:
     return spec
 
 
-DATA, RULE = "data", "rule"  # dataset names of the charts drawn from a cached layout
+DATA, RULE, TOP = "data", "rule", "top"  # dataset names of the charts drawn from a cached layout
 LABELS = "token_labels"  # their token labels, one top-level array parameter
 
 
@@ -77,7 +77,7 @@ Build = Callable[[tuple[Any, ...], Mapping[str, Any], bool], Any]  # (shape, dat
 @lru_cache(maxsize=128)
 def cached_layout(build: Build, shape: tuple[Any, ...], present: bool) -> Mapping[str, Any]:
     """The chart's spec with its datasets left as names: built by Altair once per shape."""
-    return vega_lite_spec(finish(build(shape, {n: alt.NamedData(n) for n in (DATA, RULE)}, present), present))
+    return vega_lite_spec(finish(build(shape, {n: alt.NamedData(n) for n in (DATA, RULE, TOP)}, present), present))
 
 
 @dataclass(frozen=True)
@@ -97,11 +97,16 @@ class FilledChart:
     @property
     def table(self) -> pd.DataFrame:
         """The main dataset (the one a CSV export holds)."""
-        return self.datasets[DATA]
+        return pd.concat([self.datasets[n] for n in (DATA, TOP) if n in self.datasets], ignore_index=True)
 
-    def _filled(self, datasets: dict[str, Any]) -> dict[str, Any]:
+    def _filled(self, datasets: dict[str, Any], records: bool = False) -> dict[str, Any]:
         spec = copy.deepcopy(dict(cached_layout(self.build, self.shape, self.present)))  # the cached one is shared
-        spec["datasets"] = datasets
+        fixed = spec.get("datasets", {})  # data the layout holds itself (constant marks), as Arrow
+        if records:
+            import pyarrow as pa
+
+            fixed = {k: pa.ipc.open_stream(v).read_all().to_pylist() for k, v in fixed.items()}
+        spec["datasets"] = {**fixed, **datasets}
         if self.params:
             spec["params"] = [*spec.get("params", []), *({"name": k, "value": v} for k, v in self.params.items())]
         return spec
@@ -114,7 +119,7 @@ class FilledChart:
 
     def to_dict(self) -> dict[str, Any]:
         """The spec with its data inline as JSON records (the PNG/SVG export reads this, as an Altair chart's)."""
-        return self._filled({k: json.loads(v.to_json(orient="records")) for k, v in self.datasets.items()})
+        return self._filled({k: json.loads(v.to_json(orient="records")) for k, v in self.datasets.items()}, True)
 
 
 def finish(chart: Any, present: bool = False) -> Any:
@@ -527,6 +532,26 @@ def pca_chart(
     )
 
 
+def _loss_curves_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.LayerChart:
+    title, color_title, height, order, on_top, y_domain = shape
+    y_scale = alt.Scale(domain=list(y_domain), nice=False) if y_domain else alt.Scale(zero=False)
+    enc = {
+        "x": alt.X("index:Q", scale=alt.Scale(type="log"), title="token index in the context (log scale)"),
+        "y": alt.Y("loss:Q", title="mean loss (nats)", scale=y_scale),
+        "color": alt.Color("series:N", title=color_title or None, sort=list(order), scale=RUN_SCALE, legend=legend()),
+        "tooltip": ["series:N", "index:Q", alt.Tooltip("loss:Q", format=".3f")],
+    }
+    lines = [alt.Chart(data[DATA]).mark_line(strokeWidth=1.6, clip=True).encode(**enc)]
+    if on_top:
+        lines.append(alt.Chart(data[TOP]).mark_line(strokeWidth=2.6, clip=True).encode(**enc))
+    marks = (
+        alt.Chart(pd.DataFrame({"index": [50, 500], "label": ["token 50", "token 500"]}))
+        .mark_rule(color="#888", strokeDash=[3, 3])
+        .encode(x="index:Q", tooltip=["label"])
+    )
+    return alt.layer(marks, *lines).properties(title=title, height=height)
+
+
 def loss_curves(
     df: pd.DataFrame,
     title: str,
@@ -534,36 +559,25 @@ def loss_curves(
     height: int = 260,
     on_top: str | None = None,
     y_from: Sequence[str] | None = None,
-) -> alt.LayerChart:
+    present: bool = False,
+) -> FilledChart:
     """Loss against token index (log x), one line per series, with the ICL score's tokens 50 and 500 marked.
 
     `on_top`: the series drawn last (over the others); `y_from`: the series that set the y-range (others are
     clipped), so a much higher curve (step 0) does not flatten the in-context drop of the ones that matter.
     """
     data = df[df["index"] >= 1]
-    y_scale = alt.Scale(zero=False)
+    y_domain = None
     if y_from:
         shown = data[data["series"].isin(list(y_from))]["loss"]
         if len(shown):
             pad = 0.05 * float(shown.max() - shown.min()) or 0.1
-            y_scale = alt.Scale(domain=[float(shown.min()) - pad, float(shown.max()) + pad], nice=False)
-    order = list(dict.fromkeys(data["series"]))
-    enc = {
-        "x": alt.X("index:Q", scale=alt.Scale(type="log"), title="token index in the context (log scale)"),
-        "y": alt.Y("loss:Q", title="mean loss (nats)", scale=y_scale),
-        "color": alt.Color("series:N", title=color_title or None, sort=order, scale=RUN_SCALE, legend=legend()),
-        "tooltip": ["series", "index", alt.Tooltip("loss:Q", format=".3f")],
-    }
+            y_domain = (float(shown.min()) - pad, float(shown.max()) + pad)
+    order = tuple(dict.fromkeys(data["series"]))
     below = data[data["series"] != on_top] if on_top else data
-    lines = [alt.Chart(below).mark_line(strokeWidth=1.6, clip=True).encode(**enc)]
-    if on_top:
-        lines.append(alt.Chart(data[data["series"] == on_top]).mark_line(strokeWidth=2.6, clip=True).encode(**enc))
-    marks = (
-        alt.Chart(pd.DataFrame({"index": [50, 500], "label": ["token 50", "token 500"]}))
-        .mark_rule(color="#888", strokeDash=[3, 3])
-        .encode(x="index:Q", tooltip=["label"])
-    )
-    return alt.layer(marks, *lines).properties(title=title, height=height)
+    datasets = {DATA: below, **({TOP: data[data["series"] == on_top]} if on_top else {})}
+    shape = (title, color_title, height, order, on_top, y_domain)
+    return FilledChart(_loss_curves_chart, shape, present, datasets)
 
 
 def comparison_bars(df: pd.DataFrame, title: str) -> alt.Chart:
