@@ -8,6 +8,7 @@ machine before the first visitor saw anything. Served as an st.App, the server i
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import pkgutil
 from collections.abc import AsyncIterator
@@ -25,6 +26,10 @@ def _import_app_modules() -> None:
     # Streamlit's emoji table (a regex it compiles on the first page: ~230 ms, py-spy), then the PCA's scikit-learn.
     importlib.import_module("streamlit.emojis")
     importlib.import_module("sklearn.decomposition")
+    # Out of the garbage collector's reach from now on (ui/cache.freeze_long_lived_objects says why): otherwise the
+    # first visit's full collections scan every object these imports made, 100-200 ms (gc callbacks).
+    gc.collect()
+    gc.freeze()
 
 
 @asynccontextmanager
