@@ -244,3 +244,25 @@ def test_space_files_fit_without_lfs() -> None:
             if not attr.stdout.strip().endswith(": lfs"):
                 big.append(f"{rel} ({path.stat().st_size / 2**20:.1f} MiB)")
     assert not big, f"files over 10 MB need Git LFS on the Hub (.gitattributes: filter=lfs): {big}"
+
+
+def test_streamlit_run_app_py_serves_explorer_py_with_its_modules_imported_first() -> None:
+    """`streamlit run app.py` (start.sh, the Dockerfile) finds app.py's st.App and serves explorer.py; its start-up
+    imports every ui module (torch, pandas, Altair with them) before the first visit."""
+    import subprocess
+    import sys
+
+    from streamlit.web.server.app_discovery import discover_asgi_app
+
+    found = discover_asgi_app(ROOT / "app.py")
+    assert found.is_asgi_app and found.app_name == "app"
+    code = (
+        "import sys, pkgutil, app, ui\n"
+        "assert 'torch' not in sys.modules\n"  # importing app.py alone imports none of them ...
+        "app._import_app_modules()\n"
+        "missing = [m.name for m in pkgutil.iter_modules(ui.__path__) if f'ui.{m.name}' not in sys.modules]\n"
+        "assert not missing and 'torch' in sys.modules and 'altair' in sys.modules, missing\n"  # ... its start-up all
+        "assert app.app.script_path.name == 'explorer.py', app.app.script_path\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
