@@ -13,7 +13,7 @@ from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
 from ui import charts
 
 
-# The Attention page's charts are drawn from cached layouts: the test after this one checks those.
+# The Attention page's charts are all drawn from cached layouts: the test after this one checks those.
 @pytest.mark.parametrize("page", ["pages/phase_change.py", "pages/ablation.py"])
 def test_every_chart_gets_the_spec_st_altair_chart_would_send(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = []
@@ -24,6 +24,7 @@ def test_every_chart_gets_the_spec_st_altair_chart_would_send(page: str, monkeyp
         return original(chart)
 
     monkeypatch.setattr(charts, "vega_lite_spec", recording)
+    charts.cached_layout.cache_clear()  # layouts cached by earlier tests are built again, through vega_lite_spec
     at = open_page(page, run="attn2", step=shipped_last_step())
     assert not at.exception and drawn, f"{page} drew no chart through state.show_chart"
     assert len(at.get("vega_lite_chart")) >= len(drawn)
