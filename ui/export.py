@@ -27,6 +27,7 @@ Table = pd.DataFrame | Sequence[Mapping[str, Any]]
 Chartish = alt.TopLevelMixin | Mapping[str, Any]
 Deferred = Callable[[], Any]  # built only when its button is clicked (a chart or table too slow for every rerun)
 
+SHOW_VALUE = "_download_buttons"  # session key: the sidebar's "Download buttons" toggle (ui/state)
 _lock = threading.Lock()  # vl-convert calls from several click threads: one conversion at a time on 2 cores
 
 
@@ -76,14 +77,21 @@ def file_stem(name: str) -> str:
     return stem or "chart"
 
 
+def showing() -> bool:
+    """Whether the visitor turned the download buttons on (sidebar)."""
+    return bool(st.session_state.get(SHOW_VALUE))
+
+
 def export_buttons(
     chart: Chartish | Deferred | None, data: Table | Deferred | None, name: str, key_prefix: str = "export"
 ) -> None:
     """PNG, SVG (when there is a chart) and CSV (when there is data) download buttons in one row.
 
     `name` gives the file names and the widget keys, so it must be unique on the page. A callable chart or
-    data is called only when its button is clicked.
+    data is called only when its button is clicked. Drawn only when the sidebar's "Download buttons" is on.
     """
+    if not showing():
+        return
 
     def built(thing: Any) -> Any:
         return thing() if callable(thing) and not isinstance(thing, alt.TopLevelMixin) else thing

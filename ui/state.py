@@ -31,7 +31,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, nearest_step
 from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache, charts
+from ui import cache, charts, export
 from ui.quote import user_text
 
 RUN_KEY = "run"
@@ -45,6 +45,7 @@ PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download
 # Query parameters of a shareable link.
 URL_RUN, URL_STEP, URL_PRESENT = "run", "step", "present"
 PRESENT_VALUE, PRESENT_WIDGET = "_presenting", "presenter_mode"
+DOWNLOADS_WIDGET = "download_buttons"  # the sidebar toggle; its value lives in export.SHOW_VALUE
 # Owned by pages: the Attention page's text, preset and destination token; the Ablation page's heads and mode.
 PAGE_URL_PARAMS = ("text", "preset", "dest", "heads", "mode")
 URL_READ = "_url_read"  # the link was read (once per session)
@@ -311,6 +312,7 @@ def sidebar_picker() -> Selection | None:
     """Draw the run and step widgets in the sidebar, store the Selection in session state and mirror it in the URL."""
     selection = _picker()
     _presenter_toggle()
+    _downloads_toggle()
     _show_url_warnings()
     if selection is not None:
         set_url_params(**{URL_RUN: selection.run.name, URL_STEP: str(selection.step)})
@@ -336,6 +338,22 @@ PRESENTER_CSS = """<style>
 
 def _take_presenter_toggle() -> None:
     st.session_state[PRESENT_VALUE] = st.session_state[PRESENT_WIDGET]
+
+
+def _take_downloads_toggle() -> None:
+    st.session_state[export.SHOW_VALUE] = st.session_state[DOWNLOADS_WIDGET]
+
+
+def _downloads_toggle() -> None:
+    # Off by default: six download buttons took ~30 ms of the browser's JavaScript on every Attention page
+    # interaction (Chrome's timeline, 2 cores), a tenth of it.
+    st.session_state[DOWNLOADS_WIDGET] = export.showing()
+    st.sidebar.toggle(
+        "Download buttons",
+        key=DOWNLOADS_WIDGET,
+        on_change=_take_downloads_toggle,
+        help="PNG, SVG and CSV buttons under every figure and table of data. Off, pages redraw faster.",
+    )
 
 
 def _presenter_toggle() -> None:
