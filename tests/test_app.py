@@ -305,15 +305,3 @@ def test_models_page_warns_when_a_run_was_evaluated_on_another_set(run_dirs: dic
     warnings = [w.value for w in at.warning]
     assert any("other-eval-set" in w and "another evaluation set" in w for w in warnings), warnings
     assert not any(f"**{MAIN_RUN}**" in w for w in warnings), "the shipped runs match this app's set"
-
-
-def test_download_buttons_appear_when_turned_on_and_stay_on_across_pages() -> None:
-    at = open_page("pages/attention.py")
-    assert not at.get("download_button")  # off by default: the pages redraw faster
-    at.toggle(key=state.DOWNLOADS_WIDGET).set_value(True).run()
-    assert not at.exception
-    labels = [b.proto.label for b in at.get("download_button")]
-    assert labels.count("PNG") == labels.count("SVG") == labels.count("CSV") == 2  # the loss bars, the heatmaps
-    at.switch_page("pages/ablation.py").run()
-    assert not at.exception and at.toggle(key=state.DOWNLOADS_WIDGET).value
-    assert [b.proto.label for b in at.get("download_button")][:3] == ["PNG", "SVG", "CSV"]

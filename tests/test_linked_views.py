@@ -160,6 +160,8 @@ def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
 
 def test_export_buttons_under_the_charts() -> None:
     at = open_app("pages/phase_change.py", run="attn2")
+    assert not at.get("download_button")  # off by default: the pages redraw faster
+    at.toggle(key=state.DOWNLOADS_WIDGET).set_value(True).run()  # on from here, on every page
     keys = {b.proto.id for b in at.get("download_button")}
     for chart in ("attn2_icl_score", "attn2_prefix-matching", "attn2_loss_pca"):
         for kind in ("png", "svg", "csv"):
