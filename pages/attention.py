@@ -27,6 +27,7 @@ TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
 FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
+SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")  # drawn as bars
 MAX_TEXT = 20_000
 URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
@@ -267,7 +268,7 @@ def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart,
     return charts.attention_heatmaps(an, shown, start, start + window, present=present)
 
 
-# The heads and tokens shown above; the CSV holds every cell drawn (weights under 0.01 are left blank).
+# The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
 export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
 
 st.subheader("One head at two steps")
@@ -328,7 +329,6 @@ for layer, head in heads:
         row["smear σ(α)"] = float(smear[layer][head])
     rows.append(row)
 scores = pd.DataFrame(rows)
-SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")
 st.html(
     block(
         "Per-head scores",

@@ -243,6 +243,7 @@ def attention_heatmaps(
 
 
 STRIP_LEVELS = 20  # shades of the token strips: a class each, so a strip token carries no style of its own
+STRIP_RGB = (31, 119, 180)  # the token strips' blue at full weight (blended over white below it)
 
 
 def _strip_css() -> str:
@@ -250,7 +251,7 @@ def _strip_css() -> str:
     for level in range(STRIP_LEVELS):
         alpha = level / (STRIP_LEVELS - 1)
         # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
-        r, g, b = (round(255 + alpha * (c - 255)) for c in (31, 119, 180))
+        r, g, b = (round(255 + alpha * (c - 255)) for c in STRIP_RGB)
         rules.append(f".attn-view .w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}")
     return (
         "<style>.attn-view{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9}"

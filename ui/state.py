@@ -336,33 +336,35 @@ PRESENTER_CSS = """<style>
 </style>"""
 
 
-def _take_presenter_toggle() -> None:
-    st.session_state[PRESENT_VALUE] = st.session_state[PRESENT_WIDGET]
-
-
-def _take_downloads_toggle() -> None:
-    st.session_state[export.SHOW_VALUE] = st.session_state[DOWNLOADS_WIDGET]
+def _sidebar_toggle(label: str, widget: str, value: str, help_text: str) -> None:
+    """A sidebar toggle whose value lives in the plain session key `value`: widget state is dropped whenever a
+    widget is not drawn in a run, and each page's run draws the sidebar anew."""
+    st.session_state[widget] = bool(st.session_state.get(value))
+    st.sidebar.toggle(
+        label,
+        key=widget,
+        on_change=lambda: st.session_state.__setitem__(value, st.session_state[widget]),
+        help=help_text,
+    )
 
 
 def _downloads_toggle() -> None:
     # Off by default: six download buttons took ~30 ms of the browser's JavaScript on every Attention page
     # interaction (Chrome's timeline, 2 cores), a tenth of it.
-    st.session_state[DOWNLOADS_WIDGET] = export.showing()
-    st.sidebar.toggle(
+    _sidebar_toggle(
         "Download buttons",
-        key=DOWNLOADS_WIDGET,
-        on_change=_take_downloads_toggle,
-        help="PNG, SVG and CSV buttons under every figure and table of data. Off, pages redraw faster.",
+        DOWNLOADS_WIDGET,
+        export.SHOW_VALUE,
+        "PNG, SVG and CSV buttons under every figure and table of data. Off, pages redraw faster.",
     )
 
 
 def _presenter_toggle() -> None:
-    st.session_state[PRESENT_WIDGET] = presenting()
-    st.sidebar.toggle(
+    _sidebar_toggle(
         "Presenter mode",
-        key=PRESENT_WIDGET,
-        on_change=_take_presenter_toggle,
-        help="Large type and labels for a projector; the link gets ?present=1.",
+        PRESENT_WIDGET,
+        PRESENT_VALUE,
+        "Large type and labels for a projector; the link gets ?present=1.",
     )
     if presenting():
         st.html(PRESENTER_CSS)

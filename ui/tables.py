@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-BAR_RGB = "31, 119, 180"  # the attention blue of ui/charts.ATTN_SCHEME's dark end
+from ui.charts import STRIP_RGB
+
+BAR_RGB = ", ".join(map(str, STRIP_RGB))  # the token strips' blue
 CSS = (
     "<style>.icl-table-box{overflow:auto}"
     ".icl-table{border-collapse:collapse;font-size:0.9rem;font-variant-numeric:tabular-nums;width:100%}"
