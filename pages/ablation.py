@@ -14,9 +14,10 @@ from icl_core.errors import ICLError, InputTextError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from ui import cache, charts, state
+from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
-from ui.tables import html_table
+from ui.tables import Bar, html_table
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
 COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
@@ -216,7 +217,10 @@ curve_df = pd.concat(
 left, right = st.columns(2)
 with left:
     curve_chart = charts.loss_curves(
-        curve_df, "In-context loss curve (held-out text, 9-token moving average)", present=state.presenting()
+        curve_df,
+        "In-context loss curve (held-out text, 9-token moving average)",
+        present=state.presenting(),
+        series=("clean", "ablated"),  # one layout with or without the ablated curve: toggles only swap the data
     )
     state.show_chart(curve_chart, width="stretch")
     export_buttons(curve_chart, curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
@@ -232,20 +236,36 @@ if compare.get("random"):
 if chosen and sorted(chosen) not in [sorted(h) for _, h in scenarios]:
     scenarios.append((f"your selection ({label})", chosen))
 with right:
-    if len(scenarios) > 1:
-        rows = []
-        for name, hs in scenarios:
-            e = cache.ablation_effect(info, hs, mode)
-            rows += [
-                {"scenario": name, "measure": "loss on second copy", "value": e.second_half_loss},
-                {"scenario": name, "measure": "gain from the repeat", "value": e.first_half_loss - e.second_half_loss},
-            ]
-        bars_df = pd.DataFrame(rows)
-        bars = charts.comparison_bars(bars_df, f"Comparison ({mode} ablation)")
-        state.show_chart(bars)
-        export_buttons(bars, bars_df, f"ablation comparison {sel.run.name} step {sel.step}")
-    else:
-        st.info("Press **Ablate induction heads**, then **Ablate a random other head**, to compare the two here.")
+    # A table with bars, not a Vega chart: updating a chart's data cost the browser ~60 ms of every head toggle
+    # (Chrome's profiler, a facet chart of a few bars), a table a few. The downloads still draw the chart.
+    scenario_rows = []
+    for name, hs in scenarios:
+        e = cache.ablation_effect(info, hs, mode)
+        scenario_rows.append(
+            {
+                "scenario": name,
+                "loss on second copy": e.second_half_loss,
+                "gain from the repeat": e.first_half_loss - e.second_half_loss,
+            }
+        )
+    comparison = pd.DataFrame(scenario_rows)
+    measures = ["loss on second copy", "gain from the repeat"]
+    low, high = min(0.0, float(comparison[measures].min().min())), max(0.0, float(comparison[measures].max().max()))
+    hint = "Press Ablate induction heads, then Ablate a random other head, to compare the two here."
+    st.html(
+        block(
+            f"Comparison ({mode} ablation)",
+            note("Nats, on the repeated random tokens; one bar scale for both columns."),
+            html_table(comparison, bars=dict.fromkeys(measures, Bar(".3f", low, high))),
+            *([note(hint)] if len(scenarios) == 1 else []),
+        )
+    )
+    long_form = comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
+    export_buttons(
+        lambda: charts.comparison_bars(long_form, f"Comparison ({mode} ablation)", present=state.presenting()),
+        long_form,
+        f"ablation comparison {sel.run.name} step {sel.step}",
+    )
 
 st.subheader("Predictions on your text")
 if TEXT_KEY not in st.session_state:
@@ -259,8 +279,8 @@ except InputTextError as exc:
 except ICLError as exc:
     st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
     st.stop()
-for note in prepared.notes:
-    st.warning(note)
+for warning in prepared.notes:
+    st.warning(warning)
 if not rows:
     st.info("Type at least two characters to see predictions.")
     st.stop()

@@ -59,6 +59,9 @@ def test_a_chart_drawn_from_a_cached_layout_equals_the_chart_built_for_its_data(
             lambda an, q, p=present: charts.loss_along_sequence(an, q, present=p),
             lambda an, q, p=present: charts.attention_heatmaps(an, all_heads(2, 4), 2, n, present=p),
             lambda an, q, p=present: charts.loss_curves(curves(an, q), "curves", on_top="b", y_from=["b"], present=p),
+            # The Ablation page's: a series that comes and goes, and scenarios (two here, three there).
+            lambda an, q, p=present: charts.loss_curves(curves(an, q), "c", series=("a", "b", "c"), present=p),
+            lambda an, q, p=present: charts.comparison_bars(scenarios(an, q), "bars", present=p),
         ]
         for make in builders:
             make(first, 5).spec()  # fills the layout cache from another snapshot and destination
@@ -95,6 +98,21 @@ def curves(analysis, query: int):
             "index": [*range(len(losses))] * 2,
             "loss": [*losses, *(losses / 2)],
             "series": ["a"] * len(losses) + ["b"] * len(losses),
+        }
+    )
+
+
+def scenarios(analysis, query: int):
+    """Comparison bars from an analysis: one scenario per 5 tokens up to the query (2 for one call, 3+ for another)."""
+    import pandas as pd
+
+    names = [f"scenario {i}" for i in range(query // 5 + 2)]
+    values = [float(analysis.losses[i]) for i in range(len(names))]
+    return pd.DataFrame(
+        {
+            "scenario": names * 2,
+            "measure": ["loss on second copy"] * len(names) + ["gain from the repeat"] * len(names),
+            "value": values + [v / 2 for v in values],
         }
     )
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -37,8 +37,14 @@ ANALYSIS_ERRORS = (ICLError, ValueError)
 
 
 def limit_torch_threads() -> None:
-    """Two cores shared by every visitor: one forward at a time per process uses them best (called by explorer.py)."""
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    """One torch thread for the app server (called by explorer.py).
+
+    Its forwards and weight analyses are tiny matrix products on two cores shared with the visitors' browsers
+    and other sessions: a second thread's spin-waiting made a forward 3x slower while the browser drew the page
+    (2.0 vs 5.9 ms per 72-token forward of attn2 beside a busy core), and the over-training loop went from 3 s
+    to minutes. Alone, 512 tokens take 17 ms on one thread (11 on two).
+    """
+    torch.set_num_threads(1)
 
 
 _frozen = threading.Event()
@@ -67,7 +73,9 @@ def run_signature(run_dir: Path) -> tuple[str, int, int]:
     return (str(run_dir), _mtime(run_dir), _mtime(run_dir / MANIFEST))
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
+# Shared, not copied: st.cache_data unpickles its value on every call, 12.6 ms for a 68-snapshot run's scan (its
+# metrics), several times per rerun. Nothing changes a SnapshotInfo after the scan.
+@st.cache_resource(max_entries=64, show_spinner=False)
 def _scan(signature: tuple[str, int, int]) -> SnapshotScan:
     return scan_snapshots(Path(signature[0]))
 
@@ -123,12 +131,18 @@ def tokenizer_of(info: SnapshotInfo) -> Tokenizer:
     return load_tokenizer(info.model_config.tokenizer, info.run_dir)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)  # a 512-token analysis holds ~8 MB of patterns
+# Shared, not copied (a 512-token analysis holds ~8 MB of patterns, unpickled on every rerun as cache_data);
+# its arrays are read-only, so a page that tried to change one would fail instead of changing it for everyone.
+@st.cache_resource(max_entries=16, show_spinner=False)
 def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[TextInput, TextAnalysis]:
     loaded = model_of(_info)
     prepared = prepare_text(text, _info.model_config.n_ctx, loaded.model.require_tokenizer())
     with loaded.lock:
-        return prepared, analyze_tokens(loaded.model, prepared.tokens)
+        analysis = analyze_tokens(loaded.model, prepared.tokens)
+    for value in vars(analysis).values():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+    return prepared, analysis
 
 
 def text_analysis(info: SnapshotInfo, text: str) -> tuple[TextInput, TextAnalysis]:
@@ -239,34 +253,6 @@ def run_overview(ref: RunRef) -> dict:
 # Weight-only analyses, on one torch thread
 
 
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 1
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Run weight-only analyses (many tiny matrix products) on one torch thread.
-
-    Threads do not speed up 64 x 64 products, and on two cores shared with other work a second thread's
-    spin-waiting slowed the over-training loop from 3 s to minutes. Reference-counted, so overlapping
-    sessions restore the setting only when the last one leaves.
-    """
-    global _threads_users, _threads_saved
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved)
-
-
 def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, int, int], int]:
     """Cache key of a run-level result: the run folder's signature and how many snapshots it has."""
     return run_signature(Path(run_dir)), len(snaps)
@@ -279,7 +265,7 @@ def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, in
 @st.cache_data(max_entries=32, show_spinner=False)
 def _composition(key: tuple[str, int], _info: SnapshotInfo) -> circuits.CompositionScores:
     loaded = model_of(_info)
-    with loaded.lock, one_thread():
+    with loaded.lock:
         return circuits.composition_matrices(loaded.model)
 
 
@@ -291,7 +277,7 @@ def composition_of(info: SnapshotInfo) -> circuits.CompositionScores:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _copying(key: tuple[str, int], _info: SnapshotInfo) -> list[dict[str, object]]:
     loaded = model_of(_info)
-    with loaded.lock, one_thread():
+    with loaded.lock:
         return circuits.copying_table(loaded.model)
 
 
@@ -305,7 +291,7 @@ def _circuit(
 ) -> circuits.CircuitMatrix:
     loaded = model_of(_info)
     tokens = circuits.readable_tokens(n_tokens, loaded.model.require_tokenizer())
-    with loaded.lock, one_thread():
+    with loaded.lock:
         if kind == "qk":
             return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
         if kind == "kqk":
@@ -327,8 +313,7 @@ def _circuits_over_training(
     stored = precompute.load(Path(key[0][0]), precompute.CIRCUITS_OVER_TRAINING, _snaps)
     if stored is not None:
         return stored["composition"], stored["copying"]
-    with one_thread():  # loads its own model copies: they keep the shared model cache for the pages
-        return precompute.circuits_rows(_snaps)
+    return precompute.circuits_rows(_snaps)  # its own model copies: the pages keep the shared model cache
 
 
 def circuits_over_training(

@@ -25,6 +25,7 @@ from icl_core.analysis import circuits, fuzzy
 from icl_core.analysis.pca import PCA_MIN_STEP
 from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 
 ATTN_SCHEME = "blues"
 TARGET_COLOR = "#e4572e"  # induction targets and induction heads, everywhere in the app
@@ -543,14 +544,32 @@ def _loss_curves_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present:
         "tooltip": ["series:N", "index:Q", alt.Tooltip("loss:Q", format=".3f")],
     }
     lines = [alt.Chart(data[DATA]).mark_line(strokeWidth=1.6, clip=True).encode(**enc)]
+    marks_at = [ICL_EARLY_TOKEN, ICL_LATE_TOKEN]
     if on_top:
         lines.append(alt.Chart(data[TOP]).mark_line(strokeWidth=2.6, clip=True).encode(**enc))
     marks = (
-        alt.Chart(pd.DataFrame({"index": [50, 500], "label": ["token 50", "token 500"]}))
+        alt.Chart(pd.DataFrame({"index": marks_at, "label": [f"token {t}" for t in marks_at]}))
         .mark_rule(color="#888", strokeDash=[3, 3])
         .encode(x="index:Q", tooltip=["label"])
     )
     return alt.layer(marks, *lines).properties(title=title, height=height)
+
+
+LOG_POINTS_PER_DECADE = 40  # finer than a line on a log axis shows
+
+
+def log_spaced(last: int, per_decade: int = LOG_POINTS_PER_DECADE) -> np.ndarray:
+    """Token indices 1..last, as many as a log-x line needs: every one at first, then ~per_decade per decade.
+
+    All 511 points of a loss curve cost Vega ~30 ms per data update in the browser, on every head toggle of the
+    Ablation page; ~80 draw the same line on a log axis. The ICL score's tokens (50, 500) are always in, so the
+    tooltips at the dashed marks read the exact values.
+    """
+    if last < 1:
+        return np.array([], dtype=int)
+    count = int(per_decade * np.log10(last)) + 1
+    marks = [t for t in (ICL_EARLY_TOKEN, ICL_LATE_TOKEN) if t <= last]
+    return np.unique(np.concatenate([np.round(np.geomspace(1, last, max(count, 2))).astype(int), np.array(marks, int)]))
 
 
 def loss_curves(
@@ -561,30 +580,33 @@ def loss_curves(
     on_top: str | None = None,
     y_from: Sequence[str] | None = None,
     present: bool = False,
+    series: Sequence[str] | None = None,
 ) -> FilledChart:
     """Loss against token index (log x), one line per series, with the ICL score's tokens 50 and 500 marked.
 
     `on_top`: the series drawn last (over the others); `y_from`: the series that set the y-range (others are
     clipped), so a much higher curve (step 0) does not flatten the in-context drop of the ones that matter.
+    `series`: every series the chart may show, in legend order, when some come and go (the ablated curve): the
+    layout then stays the same, and the browser swaps the data instead of building a new chart.
     """
-    data = df[df["index"] >= 1]
+    data = df[df["index"].isin(log_spaced(int(df["index"].max())))] if len(df) else df
     y_domain = None
     if y_from:
         shown = data[data["series"].isin(list(y_from))]["loss"]
         if len(shown):
             pad = 0.05 * float(shown.max() - shown.min()) or 0.1
             y_domain = (float(shown.min()) - pad, float(shown.max()) + pad)
-    order = tuple(dict.fromkeys(data["series"]))
+    order = tuple(series) if series is not None else tuple(dict.fromkeys(data["series"]))
     below = data[data["series"] != on_top] if on_top else data
     datasets = {DATA: below, **({TOP: data[data["series"] == on_top]} if on_top else {})}
     shape = (title, color_title, height, order, on_top, y_domain)
     return FilledChart(_loss_curves_chart, shape, present, datasets)
 
 
-def comparison_bars(df: pd.DataFrame, title: str) -> alt.Chart:
-    """Grouped bars: one group per measure, one bar per scenario."""
+def _comparison_bars_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.Chart:
+    (title,) = shape
     return (
-        alt.Chart(df)
+        alt.Chart(data[DATA])
         .mark_bar()
         .encode(
             # Scenario names go in the legend: as x labels, Vega drops the ones that would overlap.
@@ -597,10 +619,15 @@ def comparison_bars(df: pd.DataFrame, title: str) -> alt.Chart:
                 legend=alt.Legend(orient="bottom", direction="vertical", labelLimit=400),
             ),
             column=alt.Column("measure:N", title=None, sort=None),
-            tooltip=["scenario", "measure", alt.Tooltip("value:Q", format=".3f")],
+            tooltip=["scenario:N", "measure:N", alt.Tooltip("value:Q", format=".3f")],
         )
         .properties(width=220, height=200, title=title)
     )
+
+
+def comparison_bars(df: pd.DataFrame, title: str, present: bool = False) -> FilledChart:
+    """Grouped bars: one group per measure, one bar per scenario (scenarios come and go in the same layout)."""
+    return FilledChart(_comparison_bars_chart, (title,), present, {DATA: df})
 
 
 def smooth(values: np.ndarray, window: int = 9) -> np.ndarray:
