@@ -5,6 +5,7 @@ Run: .venv/bin/python benchmarks/bench.py   (set OMP_NUM_THREADS/taskset to emul
 
 from __future__ import annotations
 
+import logging
 import statistics
 import sys
 import time
@@ -22,6 +23,25 @@ from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss  # no
 from icl_core.storage.runs import discover_runs  # noqa: E402
 from icl_core.storage.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
 
+logging.getLogger("streamlit").setLevel(logging.ERROR)  # ui.cache's st.cache_* warn that no app is running
+from ui.cache import APP_TORCH_THREADS  # noqa: E402
+
+
+def cpu_reference_ms(repeats: int = 5) -> float:
+    """Median time of a fixed pure-Python loop: how fast this machine is right now, printed beside the figures.
+
+    The same benchmark ran 3x slower on another 2-core machine, and this one's speed drifts by up to ~2x from
+    hour to hour; a figure means something only next to a reference measured in the same run.
+    """
+
+    def loop() -> int:
+        total = 0
+        for i in range(3_000_000):
+            total += i * i
+        return total
+
+    return 1000 * statistics.median(timed(loop, repeats))
+
 
 def timed(fn, repeats: int) -> list[float]:
     out = []
@@ -34,6 +54,7 @@ def timed(fn, repeats: int) -> list[float]:
 
 def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"CPU reference (pure-Python loop, bench.cpu_reference_ms): {cpu_reference_ms():.0f} ms")
     shipped = [r for r in discover_runs() if r.source == "shipped"]
     two_layer = next(
         r
@@ -42,11 +63,14 @@ def main() -> None:
     )
     model = load_model(list_snapshots(two_layer.path)[-1])
     tokens = data.heldout_examples(1, 512)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(APP_TORCH_THREADS)  # as the app server runs its forwards
     with torch.no_grad():
         attention_patterns(model, tokens)  # warm-up
         times = timed(lambda: attention_patterns(model, tokens), 20)
+    torch.set_num_threads(threads)
     print(
-        f"forward + all attention patterns, 512 tokens, {two_layer.name}: "
+        f"forward + all attention patterns, 512 tokens, {two_layer.name}, {APP_TORCH_THREADS} thread (the app's): "
         f"median {1000 * statistics.median(times):.1f} ms"
     )
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench import cpu_reference_ms  # noqa: E402
 from load import MAIN, navigate, open_first_page, percentile, start_server, type_into  # noqa: E402
 from load import timed_action_split as timed_action  # noqa: E402
 
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             if seconds[1] is not None:
                 script_times.setdefault(what, []).append(seconds[1])
 
+    reference = [cpu_reference_ms()]  # before and after: the machine's speed drifts
     with tempfile.TemporaryDirectory() as data_dir:
         proc, url = start_server(data_dir)
         try:
@@ -59,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                 for round_ in range(args.rounds + 1):
                     warm = round_ > 0  # the first round fills the caches
                     box = page.locator("textarea").first
-                    text = f"round {round_}: the cat sat. the cat sat. " * 2
+                    # A new length every round, as typing gives: 49-88 tokens (the heatmaps' window slider comes
+                    # and goes, the token grid changes its number of rows).
+                    text = f"round {round_}: " + "the cat sat. " * (3 + round_ % 4)
                     record("new text (Attention)", timed_action(page, lambda b=box, t=text: type_into(b, t)), warm)
                     key = "ArrowRight" if round_ % 2 else "ArrowLeft"  # both sliders start at their last value
 
@@ -91,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
+    reference.append(cpu_reference_ms())
     print(f"{args.rounds} warm rounds on {os.cpu_count()} CPUs; cold first page {1000 * cold:.0f} ms (target < 3000)")
+    print(f"CPU reference (bench.cpu_reference_ms) before / after: {reference[0]:.0f} / {reference[1]:.0f} ms")
     print(f"{'interaction':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'target p95':>11} {'script ended, p50':>18}")
     for what, target in TARGETS_MS.items():
         values = times.get(what, [])

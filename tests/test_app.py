@@ -161,7 +161,8 @@ def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
     at.button(key="btn_ablate_induction").click().run()
     at.button(key="btn_ablate_random").click().run()
     assert not at.exception, at.exception
-    comparison = next(h.proto.body for h in at.get("html") if "Comparison (pattern-preserving ablation)" in h.proto.body)
+    title = "Comparison (pattern-preserving ablation)"
+    comparison = next(h.proto.body for h in at.get("html") if title in h.proto.body)
     assert comparison.count("<tr>") == 4  # header, clean, the induction heads, the random other head
     assert "induction heads (" in comparison and "random other head (" in comparison
     at.text_input(key="ablation_text").set_value("").run()

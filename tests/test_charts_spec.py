@@ -80,9 +80,11 @@ def test_a_chart_drawn_from_a_cached_layout_equals_the_chart_built_for_its_data(
                 direct["params"] = [*direct.get("params", []), *values]
             assert views_renamed(spec) == views_renamed(direct)
         # ... and the shape it was built for is this call's: the grid holds every token, the axes this window.
-        picker = charts.token_picker(later, n - 2, "pick", present=present).spec()
-        rows = (n - 1) // charts.TOKENS_PER_ROW + 1
-        assert picker["width"] * rows == picker["height"] * min(n, charts.TOKENS_PER_ROW)
+        # The token grid is sized per cell, so one layout holds texts of any length: every token gets a cell.
+        picker = charts.token_picker(later, n - 2, "pick", present=present)
+        assert picker.spec()["width"] == picker.spec()["height"] == {"step": 30 if present else 22}
+        cells = picker.datasets[charts.DATA][["row", "col"]]
+        assert len(cells.drop_duplicates()) == n and cells["col"].max() < charts.TOKENS_PER_ROW
         heat = charts.attention_heatmaps(later, all_heads(2, 4), 2, n, present=present).spec()
         assert heat["spec"]["layer"][0]["encoding"]["x"]["scale"]["domain"] == list(range(2, n))
         assert heat["params"] == [{"name": charts.LABELS, "value": list(later.labels[2:n])}]

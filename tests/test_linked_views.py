@@ -221,3 +221,11 @@ def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> Non
     assert at.query_params["dest"] == "3"
     click_point(at, "attn_token_pick", {"position": 99})  # not a position of this text: ignored
     assert at.select_slider(key="attn_query").value == 3
+    at.select_slider(key="attn_query").set_value(5).run()
+    click_point(at, "attn_token_pick", {"position": 3})  # the same token again, after the slider moved it
+    assert at.select_slider(key="attn_query").value == 3
+    # A new text moves the destination but keeps the grid's element (its key), so the browser only swaps its data.
+    grid = next(c.proto.id for c in at.get("vega_lite_chart") if "attn_token_pick" in c.proto.id)
+    at.text_area(key="attn_text").set_value("xyzxyz xyzxyz xyzxyz").run()
+    assert at.select_slider(key="attn_query").value != 3
+    assert grid in [c.proto.id for c in at.get("vega_lite_chart")]

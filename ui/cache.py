@@ -36,6 +36,9 @@ from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, Snapsh
 ANALYSIS_ERRORS = (ICLError, ValueError)
 
 
+APP_TORCH_THREADS = 1
+
+
 def limit_torch_threads() -> None:
     """One torch thread for the app server (called by explorer.py).
 
@@ -44,7 +47,7 @@ def limit_torch_threads() -> None:
     (2.0 vs 5.9 ms per 72-token forward of attn2 beside a busy core), and the over-training loop went from 3 s
     to minutes. Alone, 512 tokens take 17 ms on one thread (11 on two).
     """
-    torch.set_num_threads(1)
+    torch.set_num_threads(APP_TORCH_THREADS)
 
 
 _frozen = threading.Event()
