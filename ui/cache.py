@@ -2,9 +2,11 @@
 
 Models live in st.cache_resource (shared by all sessions, never mutated except for hooks, which are
 added and removed under the model's lock); results live in st.cache_data, keyed on file paths plus
-modification times so a run that is still training, or a re-downloaded one, is picked up. Per-run
-results are keyed on the run folder's signature plus its number of snapshots. Loops over a run's
-snapshots load their own model copies, so they never evict the pages' models from the small model cache.
+modification times so a run that is still training, or a re-downloaded one, is picked up. The two results
+read on every rerun (a run's snapshot scan, a text's analysis) are shared resources instead: st.cache_data
+unpickles a copy on every call. Per-run results are keyed on the run folder's signature plus its number of
+snapshots. Loops over a run's snapshots load their own model copies, so they never evict the pages' models
+from the small model cache.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def limit_torch_threads() -> None:
     Its forwards and weight analyses are tiny matrix products on two cores shared with the visitors' browsers
     and other sessions: a second thread's spin-waiting made a forward 3x slower while the browser drew the page
     (2.0 vs 5.9 ms per 72-token forward of attn2 beside a busy core), and the over-training loop went from 3 s
-    to minutes. Alone, 512 tokens take 17 ms on one thread (11 on two).
+    to minutes. Alone, 512 tokens take 17 ms on one thread (11 on two). A large imported model's forwards get
+    a second thread (storage.model_cache.LoadedModel.use).
     """
     torch.set_num_threads(APP_TORCH_THREADS)
 
@@ -140,7 +143,7 @@ def tokenizer_of(info: SnapshotInfo) -> Tokenizer:
 def _analysis(key: tuple[str, int], text: str, _info: SnapshotInfo) -> tuple[TextInput, TextAnalysis]:
     loaded = model_of(_info)
     prepared = prepare_text(text, _info.model_config.n_ctx, loaded.model.require_tokenizer())
-    with loaded.lock:
+    with loaded.use():
         analysis = analyze_tokens(loaded.model, prepared.tokens)
     for value in vars(analysis).values():
         if isinstance(value, np.ndarray):
@@ -166,7 +169,7 @@ def probes(info: SnapshotInfo) -> ablation.AblationProbes:
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _means(key: tuple[str, int], _info: SnapshotInfo) -> dict[int, torch.Tensor]:
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         reference = data.mean_reference(_info.model_config.n_ctx, tokenizer=loaded.model.require_tokenizer())
         return ablation.head_output_means(loaded.model, reference)
 
@@ -178,7 +181,7 @@ def head_means(info: SnapshotInfo) -> dict[int, torch.Tensor]:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> ablation.CleanPatterns:
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         return ablation.record_probe_patterns(loaded.model, probes(_info))
 
 
@@ -190,7 +193,7 @@ def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: Sna
     needs_clean = mode == "pattern-preserving" and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
     clean = _clean_patterns(snapshot_key(_info), _info) if needs_clean else None
     pr = probes(_info)
-    with loaded.lock:
+    with loaded.use():
         return ablation.ablation_effect(loaded.model, list(heads), mode, pr, means, clean)
 
 
@@ -206,7 +209,7 @@ def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode:
     tokenizer = loaded.model.require_tokenizer()
     prepared = prepare_text(text, _info.model_config.n_ctx, tokenizer)
     means = head_means(_info) if mode == "mean" and heads else None
-    with loaded.lock, torch.no_grad():
+    with loaded.use(), torch.no_grad():
         clean = loaded.model(prepared.tokens[None])
         ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)
     return prepared, prediction_rows(prepared.tokens, clean, ablated, tokenizer=tokenizer)
@@ -253,7 +256,7 @@ def run_overview(ref: RunRef) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight-only analyses, on one torch thread
+# Weight-only analyses
 
 
 def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, int, int], int]:
@@ -268,7 +271,7 @@ def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, in
 @st.cache_data(max_entries=32, show_spinner=False)
 def _composition(key: tuple[str, int], _info: SnapshotInfo) -> circuits.CompositionScores:
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         return circuits.composition_matrices(loaded.model)
 
 
@@ -280,7 +283,7 @@ def composition_of(info: SnapshotInfo) -> circuits.CompositionScores:
 @st.cache_data(max_entries=32, show_spinner=False)
 def _copying(key: tuple[str, int], _info: SnapshotInfo) -> list[dict[str, object]]:
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         return circuits.copying_table(loaded.model)
 
 
@@ -294,7 +297,7 @@ def _circuit(
 ) -> circuits.CircuitMatrix:
     loaded = model_of(_info)
     tokens = circuits.readable_tokens(n_tokens, loaded.model.require_tokenizer())
-    with loaded.lock:
+    with loaded.use():
         if kind == "qk":
             return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
         if kind == "kqk":
@@ -336,7 +339,7 @@ def _ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> att
     if stored is not None:
         return stored
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         return attribution.ablation_table(loaded.model, mode, prefix_matching=stored_prefix_matching(_info))
 
 
@@ -389,7 +392,7 @@ def attribution_over_training_of(run_dir: Path, snaps: Sequence[SnapshotInfo], m
 @st.cache_data(max_entries=32, show_spinner=False)
 def _fuzzy(key: tuple[str, int], _info: SnapshotInfo) -> tuple[dict[str, fuzzy.FuzzyResult], list[tuple[str, str]]]:
     loaded = model_of(_info)
-    with loaded.lock:
+    with loaded.use():
         results = fuzzy.fuzzy_probe(loaded.model)
         tokenizer = loaded.model.require_tokenizer()
         nn = fuzzy.nearest_neighbours(loaded.model)

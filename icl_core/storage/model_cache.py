@@ -2,6 +2,7 @@
 
 A published 512-wide model with a 48k vocabulary holds ~200 MB of weights, ours under 1 MB: a cap on the
 number of models would either waste memory on small ones or run out of it on large ones, so the cap is bytes.
+The same gap sets the torch threads a forward runs on (LoadedModel.use).
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+import torch
 
 from icl_core.model.transformer import AttnOnlyTransformer
 
@@ -18,11 +22,30 @@ CACHE_MB_ENV = "ICL_MODEL_CACHE_MB"
 DEFAULT_CACHE_MB = 1024
 
 
+# A second torch thread pays only for large matrices: a published-size model's 256-token forward took 298 ms on
+# one thread and 168 ms on two (benchmarks/published_model.py), while ours run best on one (ui/cache.py says why).
+LARGE_MODEL_BYTES = 50_000_000
+LARGE_MODEL_THREADS = 2
+
+
 @dataclass
 class LoadedModel:
     model: AttnOnlyTransformer
     lock: threading.Lock  # hooks are registered on the shared model: one forward at a time
     nbytes: int
+
+    @contextmanager
+    def use(self) -> Iterator[AttnOnlyTransformer]:
+        """Hold the model's lock, on the torch threads its size calls for (torch's setting is per calling thread,
+        so other sessions' forwards keep theirs); the caller's setting is restored afterwards."""
+        with self.lock:
+            before = torch.get_num_threads()
+            if self.nbytes >= LARGE_MODEL_BYTES:
+                torch.set_num_threads(min(LARGE_MODEL_THREADS, os.cpu_count() or 1))
+            try:
+                yield self.model
+            finally:
+                torch.set_num_threads(before)
 
 
 def model_bytes(model: AttnOnlyTransformer) -> int:
