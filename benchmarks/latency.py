@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import cpu_reference_ms  # noqa: E402
-from load import MAIN, navigate, open_first_page, percentile, start_server, type_into  # noqa: E402
+from load import HEAD_PICK, MAIN, navigate, open_first_page, percentile, start_server, type_into  # noqa: E402
 from load import timed_action_split as timed_action  # noqa: E402
 
 TARGETS_MS = {
@@ -78,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
                     moved = timed_action(page, lambda x=x, y=y: page.mouse.click(x, y), expect=heading_follows)
                     record("destination slider (Attention)", moved, warm)
                     record("step slider (sidebar)", timed_action(page, lambda k=key: sidebar_step.press(k)), warm)
-                    navigate(page, "Ablation", f"{MAIN} [data-testid='stCheckbox']")
-                    toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"^L0H0"))
+                    navigate(page, "Ablation", f"{MAIN} {HEAD_PICK}")
+                    toggle = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(r"^L0H0"))
                     for _ in range(2):
-                        click = toggle.first.locator("label").first.click
+                        click = toggle.first.click
                         record("head toggle (Ablation)", timed_action(page, click), warm)
                     other = "attn1" if round_ % 2 == 0 else "attn2"
 

@@ -35,6 +35,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--no-first-run", "--disable-sync", "--disable-quic"]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 MAIN = "[data-testid='stMain']"
+HEAD_PICK = "[data-testid='stButtonGroup'] button"  # the Ablation page's heads, one multi-select per layer
 sys.path.insert(0, str(ROOT))
 from icl_core.analysis.phase import best_induction_head  # noqa: E402
 from icl_core.heads import head_name  # noqa: E402
@@ -185,12 +186,10 @@ def run_session(url: str, seconds: float, log: SessionLog, index: int) -> None:
 
                 log.add("attention: new text", timed_action(page, lambda b=box, t=text: type_into(b, t)))
                 navigate(page, "Ablation", f"{MAIN} [data-testid='stMetric']")
-                toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(f"^{HEAD}"))
+                toggle = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(f"^{HEAD}"))
                 log.readings.append(("clean", metric_value(page)))
                 for state in ("ablated", "clean"):
-                    log.add(
-                        "ablation: toggle", timed_action(page, lambda t=toggle: t.first.locator("label").first.click())
-                    )
+                    log.add("ablation: toggle", timed_action(page, lambda t=toggle: t.first.click()))
                     log.readings.append((state, metric_value(page)))
                 if time.monotonic() > deadline:
                     break

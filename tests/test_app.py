@@ -150,7 +150,7 @@ def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
         key=lambda h: snap.metrics["prefix_matching"][h[0]][h[1]],
     )
     clean = metric(at, "Loss on the second copy")
-    at.toggle(key=f"ablate_L{layer}H{head}").set_value(True).run()
+    at.button_group(key=f"ablate_layer_{layer}").set_value([f"L{layer}H{head}"]).run()
     assert not at.exception, at.exception
     ablated = metric(at, "Loss on the second copy")
     assert ablated > clean + 0.1

@@ -51,6 +51,7 @@ MAX_SHOT_HEIGHT = 8000  # px: a full page taller than this is cut (the file woul
 
 APP_IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 MAIN = "[data-testid='stMain']"
+HEAD_PICK = "[data-testid='stButtonGroup'] button"  # the Ablation page's heads, one multi-select per layer
 NAV_LINK = "[data-testid='stSidebarNav'] a[data-testid='stSidebarNavLink']"
 EXCEPTION = "[data-testid='stException']"
 ERROR_ALERT = "[data-testid='stAlertContentError']"
@@ -307,6 +308,11 @@ def browser(server: tuple[str, Path]) -> Iterator[Browser]:
             chromium.close()
 
 
+def pressed(button: Any) -> bool:
+    """Whether a head's button on the Ablation page is selected (ablated)."""
+    return button.get_attribute("aria-pressed") == "true"
+
+
 def wait_until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -407,21 +413,21 @@ def check_ablation(b: Browser) -> None:
     page = b.page
     metrics = page.locator(f"{MAIN} [data-testid='stMetricValue']")
     wait_until(lambda: metrics.count() > 0, RUN_S, "the loss metrics")
-    toggles = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(r"L\d+H\d+"))
+    toggles = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(r"L\d+H\d+"))
     labels = toggles.all_inner_texts()
-    assert labels, "no head toggles (L<layer>H<head>) on the ablation page"
+    assert labels, "no head buttons (L<layer>H<head>) on the ablation page"
 
     def pm(label: str) -> float:
-        match = re.search(r"PM\s*([0-9.]+)", label)
+        match = re.search(r"·\s*([0-9.]+)", label)
         return float(match.group(1)) if match else -1.0
 
     # The head with the highest prefix-matching score: ablating it moves the losses the most.
     index = max(range(len(labels)), key=lambda i: (pm(labels[i]), i))
     head = re.search(r"L\d+H\d+", labels[index]).group(0)
     toggle = toggles.nth(index)
-    assert not toggle.locator("input").is_checked(), f"{head} starts ablated"
+    assert not pressed(toggle), f"{head} starts ablated"
     before = metrics.all_inner_texts()
-    toggle.locator("label").first.click()
+    toggle.click()
 
     def changed() -> bool:
         return page.locator(APP_IDLE).count() == 1 and metrics.all_inner_texts() != before
@@ -430,10 +436,10 @@ def check_ablation(b: Browser) -> None:
         wait_until(changed, RUN_S, f"a loss metric to change after ablating {head}")
     except AssertionError as exc:
         raise AssertionError(
-            f"{exc}: metrics stayed {before}; toggle checked={toggle.locator('input').is_checked()}; {b.describe()}"
+            f"{exc}: metrics stayed {before}; head selected={pressed(toggle)}; {b.describe()}"
         ) from None
     b.wait_idle()
-    assert toggle.locator("input").is_checked(), f"{head} toggle did not switch on"
+    assert pressed(toggle), f"{head} was not selected"
     assert any(head in h for h in b.headings()), f"no heading names the ablated head {head}: {b.headings()}"
 
 
@@ -463,18 +469,16 @@ def test_first_visit_on_a_deep_link_keeps_its_first_click(server: tuple[str, Pat
             page.set_default_timeout(RUN_S * 1000)
             head = shipped_induction_head()
             page.goto(f"{url}/ablation?run=attn2&step={shipped_last_step()}", wait_until="domcontentloaded")
-            toggle = page.locator(f"{MAIN} [data-testid='stCheckbox']").filter(has_text=re.compile(f"^{head}"))
+            toggle = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(f"^{head}"))
             toggle.first.wait_for(timeout=FIRST_RUN_S * 1000)
             page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
             page.wait_for_timeout(2000)
-            assert not toggle.first.locator("input").is_checked()
-            toggle.first.locator("label").first.click()
-            wait_until(
-                lambda: toggle.first.locator("input").is_checked(), RUN_S, f"the first click to switch {head} on"
-            )
+            assert not pressed(toggle.first)
+            toggle.first.click()
+            wait_until(lambda: pressed(toggle.first), RUN_S, f"the first click to switch {head} on")
             page.wait_for_selector(APP_IDLE)
             page.wait_for_timeout(1000)  # a rerun that dropped the click would switch it back off
-            assert toggle.first.locator("input").is_checked(), f"the first click was lost; server log {log}"
+            assert pressed(toggle.first), f"the first click was lost; server log {log}"
         finally:
             chromium.close()
 

@@ -184,10 +184,15 @@ def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
     other, third = [h for h in ("L0H3", "L1H1", "L0H0") if h != ind][:2]
     at = open_app("pages/ablation.py", run="attn2", step=str(LAST), heads=f"{ind},{other}", mode="pattern-preserving")
     assert not at.warning, [w.value for w in at.warning]
-    assert at.toggle(key=f"ablate_{ind}").value and at.toggle(key=f"ablate_{other}").value
-    assert not at.toggle(key=f"ablate_{third}").value
+
+    def ablated() -> set[str]:
+        return {name for picker in at.button_group for name in picker.value if picker.key.startswith("ablate_layer_")}
+
+    assert {ind, other} <= ablated() and third not in ablated()
     assert at.radio(key="ablation_mode").value == "pattern-preserving"
-    at.toggle(key=f"ablate_{other}").set_value(False).run()
+    picker = at.button_group(key=f"ablate_layer_{other[1]}")
+    picker.set_value([x for x in picker.value if x != other]).run()
+    assert ablated() == {ind}
     assert (at.query_params["heads"], at.query_params["mode"]) == (ind, "pattern-preserving")
 
     at = open_app("pages/ablation.py", run="attn2", heads="L9H9", mode="![x](http://h)")
