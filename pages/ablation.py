@@ -120,6 +120,9 @@ st.caption("Click heads to switch them off. Next to each head: its prefix-matchi
 chosen: list[Head] = []
 for layer in range(cfg.n_layers):
     names = [head_name((layer, head)) for head in range(cfg.n_heads)]
+    shown = {
+        name: f"{name} · {pm[layer][head]:.2f}" if isinstance(pm, list) else name for head, name in enumerate(names)
+    }
     key = layer_key(layer)
     if not set(st.session_state.get(key) or []) <= set(names):  # another run's heads: keep only this model's
         st.session_state[key] = [x for x in st.session_state[key] if x in names]
@@ -128,9 +131,7 @@ for layer in range(cfg.n_layers):
         names,
         selection_mode="multi",
         key=key,
-        format_func=lambda name: (
-            f"{name} · {pm[by_name[name][0]][by_name[name][1]]:.2f}" if isinstance(pm, list) else name
-        ),
+        format_func=shown.__getitem__,
         persist_state="session",
     )
     chosen += [by_name[x] for x in picked]
@@ -265,18 +266,22 @@ with right:
     measures = ["loss on second copy", "gain from the repeat"]
     low, high = min(0.0, float(comparison[measures].min().min())), max(0.0, float(comparison[measures].max().max()))
     hint = "Press Ablate induction heads, then Ablate a random other head, to compare the two here."
+    comparison_title = f"Comparison ({mode} ablation)"
     st.html(
         block(
-            f"Comparison ({mode} ablation)",
+            comparison_title,
             note("Nats, on the repeated random tokens; one bar scale for both columns."),
             html_table(comparison, bars=dict.fromkeys(measures, Bar(".3f", low, high))),
             *([note(hint)] if len(scenarios) == 1 else []),
         )
     )
-    long_form = comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
+
+    def _long_form() -> pd.DataFrame:  # the downloads' table and chart, built only on a click
+        return comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
+
     export_buttons(
-        lambda: charts.comparison_bars(long_form, f"Comparison ({mode} ablation)", present=state.presenting()),
-        long_form,
+        lambda: charts.comparison_bars(_long_form(), comparison_title, present=state.presenting()),
+        _long_form,
         f"ablation comparison {sel.run.name} step {sel.step}",
     )
 

@@ -27,6 +27,8 @@ from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 
+ICL_MARKS = (ICL_EARLY_TOKEN, ICL_LATE_TOKEN)  # the ICL score's tokens, marked on every loss curve
+
 ATTN_SCHEME = "blues"
 TARGET_COLOR = "#e4572e"  # induction targets and induction heads, everywhere in the app
 OTHER_COLOR = "#8c8c8c"
@@ -143,6 +145,9 @@ def legend(columns: int = 1) -> alt.Legend:
 PCA_TITLE = "Per-token-loss PCA: every run's training trajectory"
 
 
+MIN_ATTENTION = 0.01  # attention weights under this are left out of the vector heatmaps (drawn faint in the PNGs)
+
+
 def _attention_frame(analysis: TextAnalysis, heads: Sequence[Head], start: int, end: int, min_weight: float):
     """Long table (head, q, k, attention, induction_target, to, from) of the cells worth drawing."""
     qs, ks = np.tril_indices(end - start)
@@ -231,7 +236,7 @@ def attention_heatmaps(
     heads: Sequence[Head],
     start: int,
     end: int,
-    min_weight: float = 0.01,
+    min_weight: float = MIN_ATTENTION,
     present: bool = False,
 ) -> FilledChart:
     """One heatmap per head (destination token down, source token across) over positions [start, end).
@@ -545,11 +550,10 @@ def _loss_curves_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present:
         "tooltip": ["series:N", "index:Q", alt.Tooltip("loss:Q", format=".3f")],
     }
     lines = [alt.Chart(data[DATA]).mark_line(strokeWidth=1.6, clip=True).encode(**enc)]
-    marks_at = [ICL_EARLY_TOKEN, ICL_LATE_TOKEN]
     if on_top:
         lines.append(alt.Chart(data[TOP]).mark_line(strokeWidth=2.6, clip=True).encode(**enc))
     marks = (
-        alt.Chart(pd.DataFrame({"index": marks_at, "label": [f"token {t}" for t in marks_at]}))
+        alt.Chart(pd.DataFrame({"index": list(ICL_MARKS), "label": [f"token {t}" for t in ICL_MARKS]}))
         .mark_rule(color="#888", strokeDash=[3, 3])
         .encode(x="index:Q", tooltip=["label"])
     )
@@ -569,7 +573,7 @@ def log_spaced(last: int, per_decade: int = LOG_POINTS_PER_DECADE) -> np.ndarray
     if last < 1:
         return np.array([], dtype=int)
     count = int(per_decade * np.log10(last)) + 1
-    marks = [t for t in (ICL_EARLY_TOKEN, ICL_LATE_TOKEN) if t <= last]
+    marks = [t for t in ICL_MARKS if t <= last]
     return np.unique(np.concatenate([np.round(np.geomspace(1, last, max(count, 2))).astype(int), np.array(marks, int)]))
 
 
@@ -627,7 +631,7 @@ def _comparison_bars_chart(shape: tuple[Any, ...], data: Mapping[str, Any], pres
 
 
 def comparison_bars(df: pd.DataFrame, title: str, present: bool = False) -> FilledChart:
-    """Grouped bars: one group per measure, one bar per scenario (scenarios come and go in the same layout)."""
+    """Grouped bars: one group per measure, one bar per scenario (the Ablation comparison's download)."""
     return FilledChart(_comparison_bars_chart, (title,), present, {DATA: df})
 
 

@@ -20,11 +20,11 @@ import numpy as np
 
 from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
-from ui.charts import TARGET_COLOR, heatmap_sizes
+from ui.charts import MIN_ATTENTION, TARGET_COLOR, heatmap_sizes
 
 # Vega's "blues" scheme (vega-scale), which it interpolates linearly in RGB between these stops.
 BLUES = "cfe1f2 bed8ec a8cee5 8fc1de 74b2d7 5ba3cf 4592c6 3181bd 206fb2 125ca4 0a4a90".split()
-MIN_WEIGHT = 0.01  # lighter cells are drawn FAINT (the vector chart leaves them out)
+MIN_WEIGHT = MIN_ATTENTION  # lighter cells are drawn FAINT (the vector chart leaves them out)
 PX = 4  # image pixels per token: a 1-pixel outline ring around a 2 x 2 core, scaled up without smoothing
 # Palette entries: blank (above the diagonal), target outline, near-zero weight (the causal triangle stays
 # visible on a dark theme), then the blue ramp.
