@@ -98,253 +98,264 @@ if st.session_state.get(PRESET_KEY) in PRESETS:  # a preset follows the run's to
     st.session_state[TEXT_KEY] = _preset(st.session_state[PRESET_KEY])
 tokenizer = _tokenizer()
 
-c1, c2 = st.columns([1, 3])
-with c1:
-    st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
-with c2:
-    text = st.text_area(
-        "Text (read as UTF-8 bytes: one token per byte)"
-        if tokenizer == BYTES
-        else f"Text (read with the run's tokenizer, {tokenizer.name})",
-        key=TEXT_KEY,
-        height=90,
-        on_change=_mark_custom,
-        persist_state="session",
-        max_chars=MAX_TEXT,
-    )
-
-# The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
-# the text itself when it is short enough.
-preset_now = st.session_state.get(PRESET_KEY)
-if preset_now in PRESETS:
-    state.set_url_params(preset=preset_now, text=None)
-elif len(text) <= URL_TEXT_MAX:
-    state.set_url_params(text=text, preset=None)
-else:
-    state.set_url_params(text=None, preset=None)
-    st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
-
-try:
-    prepared, an = cache.text_analysis(info, text)
-except InputTextError as exc:
-    st.error(user_text(exc, 500))
-    st.stop()
-except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
-    st.stop()
-for warning in prepared.notes:
-    st.warning(warning)
-
-n = len(an.tokens)
-n_layers, n_heads = an.patterns.shape[:2]
-heads = all_heads(n_layers, n_heads)
-if n < 2:
-    st.info("Type at least one more character: with only the start token there is nothing to attend to.")
-    st.stop()
-
-# The destination token: default to the last one that repeats, where induction heads have something to do.
-has_target = np.flatnonzero(an.targets.any(axis=1))
-default_query = int(has_target[-1]) if len(has_target) else n - 1
-signature = (text, n)
-if st.session_state.get("_attn_sig") != signature or st.session_state.get(QUERY_KEY) not in range(n):
-    st.session_state[QUERY_KEY] = default_query
-    st.session_state["_attn_sig"] = signature
-if "dest" in link:  # the link's destination token, once the text (and so its length) is known
-    dest = link["dest"].strip()
-    if re.fullmatch(r"[0-9]+", dest) and int(dest) < n:
-        st.session_state[QUERY_KEY] = int(dest)
-    else:
-        st.warning(f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1}).")
-
-
-def _pick_destination(key: str) -> None:
-    position = state.picked_number(state.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
-    if isinstance(position, int) and 0 <= position < n:
-        st.session_state[QUERY_KEY] = position
-        st.session_state[PICKS_KEY] = st.session_state.get(PICKS_KEY, 0) + 1
-
 
 @st.fragment
-def destination_views() -> None:
-    """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
-    query = st.select_slider(
-        "Destination token (the one whose attention you see)",
-        options=list(range(n)),
-        key=QUERY_KEY,
-        format_func=lambda i: f"{i} · {an.labels[i]}",
-    )
-    state.set_url_params(dest=str(query))
-
-    # A key that changes after each pick: a picked token never stays selected in the browser (picking it again
-    # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
-    # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
-    picker_key = f"{TOKEN_PICK_KEY}_{st.session_state.get(PICKS_KEY, 0)}"
-    picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
-    state.show_chart(picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK)
-
-    left, right = st.columns([3, 2], gap="large")
-    with left:
-        st.html(
-            block(
-                f"Where each head looks from token {query} '{an.labels[query]}'",
-                note(
-                    "Blue shading = attention weight (darker = more). Orange underline = induction target. "
-                    "Black outline = the destination token. Hover a token for the exact weight."
-                ),
-                charts.token_attention_html(an, query, heads),
-            )
-        )
-    with right:
-        actual = an.labels[query + 1] if query + 1 < n else None
-        guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
-        pred = pd.DataFrame(
-            {
-                "token": tokenizer.labels(an.top_ids[query].tolist()),
-                "probability": an.top_probs[query].astype(float),
-            }
-        )
-        pred["induction guess"] = pred["token"].isin(guesses)
-        pred["actual next"] = pred["token"] == actual
-        notes = [f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats."] if actual is not None else []
-        if guesses:
-            notes.append(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
-        else:
-            notes.append("This token has not occurred before: an induction head has nothing to copy here.")
-        summary = pd.DataFrame(
-            [
-                {
-                    "head": r["head"],
-                    "on induction targets": r["on_induction_targets"],
-                    "on previous token": r["on_previous_token"],
-                    "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
-                }
-                for r in top_attended(an, query)
-            ]
-        )
-        st.html(
-            block(
-                "Next-token prediction here",
-                html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]),
-                *(note(t) for t in notes),
-                html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
-            )
+def text_views() -> None:
+    """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar."""
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
+    with c2:
+        text = st.text_area(
+            "Text (read as UTF-8 bytes: one token per byte)"
+            if tokenizer == BYTES
+            else f"Text (read with the run's tokenizer, {tokenizer.name})",
+            key=TEXT_KEY,
+            height=90,
+            on_change=_mark_custom,
+            persist_state="session",
+            max_chars=MAX_TEXT,
         )
 
-    loss_chart = charts.loss_along_sequence(an, query, present=state.presenting())
-    state.show_chart(loss_chart, width="stretch")
-    export_buttons(loss_chart, loss_chart.table, f"per-token loss {sel.run.name} step {sel.step}")
-    st.caption(
-        "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
-        "After the phase change these bars drop on repeated text."
-    )
-
-
-destination_views()
-query = st.session_state[QUERY_KEY]  # the heatmaps below start at the destination of the last full run
-
-st.subheader("Attention heatmaps")
-hc1, hc2, hc3 = st.columns([2, 1, 2])
-with hc1:
-    layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
-    if st.session_state.get(LAYER_KEY) not in layer_options:
-        st.session_state[LAYER_KEY] = layer_options[0]
-    layer_choice = st.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
-with hc2:
-    window = st.selectbox("Tokens shown", [32, 48, 64, 96, 128], index=2, key=WINDOW_KEY, persist_state="session")
-window = min(window, n)
-with hc3:
-    if n > window:
-        # Default to the window ending at the destination token: that is where the interesting rows are.
-        if st.session_state.get("_attn_wsig") != (signature, window, query):
-            st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
-            st.session_state["_attn_wsig"] = (signature, window, query)
-        start = st.slider("First token shown", 0, n - window, key=WSTART_KEY)
+    # The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
+    # the text itself when it is short enough.
+    preset_now = st.session_state.get(PRESET_KEY)
+    if preset_now in PRESETS:
+        state.set_url_params(preset=preset_now, text=None)
+    elif len(text) <= URL_TEXT_MAX:
+        state.set_url_params(text=text, preset=None)
     else:
-        start = 0
-        st.caption(f"All {n} tokens shown.")
-shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-present = state.presenting()
-st.html(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE))
+        state.set_url_params(text=None, preset=None)
+        st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
-
-def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
-    return charts.attention_heatmaps(an, shown, start, start + window, present=present)
-
-
-# The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
-export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
-
-st.subheader("One head at two steps")
-# Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
-if st.toggle("Compare one head at two training steps", key="attn_pair_on", help="Before vs after the phase change."):
-    # Before vs after the phase change by default: the same head, the same text, two snapshots side by side.
     try:
-        window_pc = cache.phase_window_of(sel.run.path)
-    except ICLError:
-        window_pc = None
-    by_step = {s.step: s for s in sel.snapshots}
-    default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
-    best = best_induction_head(info)
-    names = [head_name(h) for h in heads]
-    # Defaults follow the run: a value the current run lacks (another run, another model) is reset.
-    pair_defaults = {
-        "attn_pair_head": (head_name(best) if best else names[-1], names),
-        "attn_pair_a": (default_pair[0], sel.steps),
-        "attn_pair_b": (default_pair[1], sel.steps),
-    }
-    for key, (default, options) in pair_defaults.items():
-        if st.session_state.get(key) not in options:
-            st.session_state[key] = default
-    pick_cols = st.columns([1, 2, 2])
-    head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
-    step_a = pick_cols[1].select_slider("Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}")
-    step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
-    pair_head = heads[names.index(head_pick)]
-    pair_cols = st.columns(2)
-    for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
-        with col:
-            try:
-                _, other = cache.text_analysis(by_step[pair_step], text)
-            except ICLError as exc:
-                st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
-                continue
-            tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
-            st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
-                f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
-            ))  # fmt: skip
-            st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
+        prepared, an = cache.text_analysis(info, text)
+    except InputTextError as exc:
+        st.error(user_text(exc, 500))
+        st.stop()
+    except ICLError as exc:
+        st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
+        st.stop()
+    for warning in prepared.notes:
+        st.warning(warning)
 
-stored = info.metrics
-smear = stored.get("smear")
-rows = []
-for layer, head in heads:
-    row = {"head": head_name((layer, head))}
-    for key, label in (
-        ("prefix_matching", "prefix-matching (probe)"),
-        ("previous_token", "previous-token (probe)"),
-        ("copying", "copying (eigenvalue)"),
+    n = len(an.tokens)
+    n_layers, n_heads = an.patterns.shape[:2]
+    heads = all_heads(n_layers, n_heads)
+    if n < 2:
+        st.info("Type at least one more character: with only the start token there is nothing to attend to.")
+        st.stop()
+
+    # The destination token: default to the last one that repeats, where induction heads have something to do.
+    has_target = np.flatnonzero(an.targets.any(axis=1))
+    default_query = int(has_target[-1]) if len(has_target) else n - 1
+    signature = (text, n)
+    if st.session_state.get("_attn_sig") != signature or st.session_state.get(QUERY_KEY) not in range(n):
+        st.session_state[QUERY_KEY] = default_query
+        st.session_state["_attn_sig"] = signature
+    if "dest" in link:  # the link's destination token, once the text (and so its length) is known
+        dest = link["dest"].strip()
+        if re.fullmatch(r"[0-9]+", dest) and int(dest) < n:
+            st.session_state[QUERY_KEY] = int(dest)
+        else:
+            st.warning(
+                f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1})."
+            )
+
+    def _pick_destination(key: str) -> None:
+        position = state.picked_number(state.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
+        if isinstance(position, int) and 0 <= position < n:
+            st.session_state[QUERY_KEY] = position
+            st.session_state[PICKS_KEY] = st.session_state.get(PICKS_KEY, 0) + 1
+
+    @st.fragment
+    def destination_views() -> None:
+        """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
+        query = st.select_slider(
+            "Destination token (the one whose attention you see)",
+            options=list(range(n)),
+            key=QUERY_KEY,
+            format_func=lambda i: f"{i} · {an.labels[i]}",
+        )
+        state.set_url_params(dest=str(query))
+
+        # A key that changes after each pick: a picked token never stays selected in the browser (picking it again
+        # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
+        # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
+        picker_key = f"{TOKEN_PICK_KEY}_{st.session_state.get(PICKS_KEY, 0)}"
+        picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
+        state.show_chart(
+            picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
+        )
+
+        left, right = st.columns([3, 2], gap="large")
+        with left:
+            st.html(
+                block(
+                    f"Where each head looks from token {query} '{an.labels[query]}'",
+                    note(
+                        "Blue shading = attention weight (darker = more). Orange underline = induction target. "
+                        "Black outline = the destination token. Hover a token for its exact weight (none under 0.01)."
+                    ),
+                    charts.token_attention_html(an, query, heads),
+                )
+            )
+        with right:
+            actual = an.labels[query + 1] if query + 1 < n else None
+            guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
+            pred = pd.DataFrame(
+                {
+                    "token": tokenizer.labels(an.top_ids[query].tolist()),
+                    "probability": an.top_probs[query].astype(float),
+                }
+            )
+            pred["induction guess"] = pred["token"].isin(guesses)
+            pred["actual next"] = pred["token"] == actual
+            notes = [f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats."] if actual is not None else []
+            if guesses:
+                notes.append(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
+            else:
+                notes.append("This token has not occurred before: an induction head has nothing to copy here.")
+            summary = pd.DataFrame(
+                [
+                    {
+                        "head": r["head"],
+                        "on induction targets": r["on_induction_targets"],
+                        "on previous token": r["on_previous_token"],
+                        "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
+                    }
+                    for r in top_attended(an, query)
+                ]
+            )
+            st.html(
+                block(
+                    "Next-token prediction here",
+                    html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]),
+                    *(note(t) for t in notes),
+                    html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
+                )
+            )
+
+        loss_chart = charts.loss_along_sequence(an, query, present=state.presenting())
+        state.show_chart(loss_chart, width="stretch")
+        export_buttons(loss_chart, loss_chart.table, f"per-token loss {sel.run.name} step {sel.step}")
+        st.caption(
+            "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
+            "After the phase change these bars drop on repeated text."
+        )
+
+    destination_views()
+    query = st.session_state[QUERY_KEY]  # the heatmaps below start at the destination of the last full run
+
+    st.subheader("Attention heatmaps")
+    hc1, hc2, hc3 = st.columns([2, 1, 2])
+    with hc1:
+        layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
+        if st.session_state.get(LAYER_KEY) not in layer_options:
+            st.session_state[LAYER_KEY] = layer_options[0]
+        layer_choice = st.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
+    with hc2:
+        window = st.selectbox("Tokens shown", [32, 48, 64, 96, 128], index=2, key=WINDOW_KEY, persist_state="session")
+    window = min(window, n)
+    with hc3:
+        if n > window:
+            # Default to the window ending at the destination token: that is where the interesting rows are.
+            if st.session_state.get("_attn_wsig") != (signature, window, query):
+                st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
+                st.session_state["_attn_wsig"] = (signature, window, query)
+            start = st.slider("First token shown", 0, n - window, key=WSTART_KEY)
+        else:
+            start = 0
+            st.caption(f"All {n} tokens shown.")
+    shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
+    present = state.presenting()
+    st.html(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE))
+
+    def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
+        return charts.attention_heatmaps(an, shown, start, start + window, present=present)
+
+    # The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
+    export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
+
+    st.subheader("One head at two steps")
+    # Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
+    if st.toggle(
+        "Compare one head at two training steps", key="attn_pair_on", help="Before vs after the phase change."
     ):
-        grid = stored.get(key)
-        row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
-    pm = an.text_prefix_matching[layer, head]
-    row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
-    if isinstance(smear, list):
-        row["smear σ(α)"] = float(smear[layer][head])
-    rows.append(row)
-scores = pd.DataFrame(rows)
-st.html(
-    block(
-        "Per-head scores",
-        html_table(
-            scores,
-            bars=dict.fromkeys(SCORE_BARS, Bar()),
-            formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
-        ),
-        note(
-            "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens repeated 4 "
-            "times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit (positive = "
-            "copies). 'On this text' averages attention on induction targets over the tokens above that have an "
-            "earlier occurrence" + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
-        ),
+        # Before vs after the phase change by default: the same head, the same text, two snapshots side by side.
+        try:
+            window_pc = cache.phase_window_of(sel.run.path)
+        except ICLError:
+            window_pc = None
+        by_step = {s.step: s for s in sel.snapshots}
+        default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
+        best = best_induction_head(info)
+        names = [head_name(h) for h in heads]
+        # Defaults follow the run: a value the current run lacks (another run, another model) is reset.
+        pair_defaults = {
+            "attn_pair_head": (head_name(best) if best else names[-1], names),
+            "attn_pair_a": (default_pair[0], sel.steps),
+            "attn_pair_b": (default_pair[1], sel.steps),
+        }
+        for key, (default, options) in pair_defaults.items():
+            if st.session_state.get(key) not in options:
+                st.session_state[key] = default
+        pick_cols = st.columns([1, 2, 2])
+        head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
+        step_a = pick_cols[1].select_slider(
+            "Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}"
+        )
+        step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
+        pair_head = heads[names.index(head_pick)]
+        pair_cols = st.columns(2)
+        for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
+            with col:
+                try:
+                    _, other = cache.text_analysis(by_step[pair_step], text)
+                except ICLError as exc:
+                    st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
+                    continue
+                tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
+                st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
+                    f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
+                ))  # fmt: skip
+                st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
+
+    stored = info.metrics
+    smear = stored.get("smear")
+    rows = []
+    for layer, head in heads:
+        row = {"head": head_name((layer, head))}
+        for key, label in (
+            ("prefix_matching", "prefix-matching (probe)"),
+            ("previous_token", "previous-token (probe)"),
+            ("copying", "copying (eigenvalue)"),
+        ):
+            grid = stored.get(key)
+            row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
+        pm = an.text_prefix_matching[layer, head]
+        row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
+        if isinstance(smear, list):
+            row["smear σ(α)"] = float(smear[layer][head])
+        rows.append(row)
+    scores = pd.DataFrame(rows)
+    st.html(
+        block(
+            "Per-head scores",
+            html_table(
+                scores,
+                bars=dict.fromkeys(SCORE_BARS, Bar()),
+                formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
+            ),
+            note(
+                "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens "
+                "repeated 4 times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit "
+                "(positive = copies). 'On this text' averages attention on induction targets over the tokens above "
+                "that have an earlier occurrence"
+                + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
+            ),
+        )
     )
-)
+
+
+text_views()

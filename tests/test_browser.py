@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 from conftest import shipped_induction_head, shipped_last_step
@@ -406,6 +407,9 @@ def check_attention(b: Browser) -> None:
     if before is not None:
         after = view.first.inner_text()
         assert after != before, f"the destination-token heading did not change: {after!r}"
+    # The text's views rerun on their own (a fragment), the link follows them: the text and its destination token.
+    link = parse_qs(urlparse(page.url).query)
+    assert link.get("text") == [sequence] and link.get("dest", [""])[0].isdigit(), page.url
     check_charts(b)
 
 
@@ -579,9 +583,9 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
             if path == "attention":
                 # Every token of the strips is drawn on an opaque background with dark or white text. The strips
                 # are HTML drawn after the script ends: on a busy machine they can lag the idle state.
-                page.wait_for_selector(".attn-view .tok", timeout=RUN_S * 1000)
+                page.wait_for_selector(".attn-view .toks > span", timeout=RUN_S * 1000)
                 colors = page.evaluate(
-                    "() => [...document.querySelectorAll('.attn-view .tok')].slice(0, 60)"
+                    "() => [...document.querySelectorAll('.attn-view .toks > span')].slice(0, 60)"
                     ".map(t => [getComputedStyle(t).backgroundColor, getComputedStyle(t).color])"
                 )
                 assert colors and all(bg.startswith("rgb(") and fg in ("rgb(17, 17, 17)", "rgb(255, 255, 255)")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ui import heatmaps
+from ui import charts, heatmaps
 from ui.charts import TARGET_COLOR
 from ui.tables import Bar, html_table
 
@@ -62,3 +62,32 @@ def test_heatmaps_html_labels_every_row_and_column_of_every_head() -> None:
     assert all(text.split("\n") == ["a", "&lt;", "b", "a"] for _, text in axes)  # ... each the window's tokens
     for src in re.findall(r'src="data:image/png;base64,([^"]+)"', out):
         assert _decode(base64.b64decode(src)).shape[:2] == (4 * heatmaps.PX, 4 * heatmaps.PX)
+
+
+def test_token_strip_shades_every_token_and_gives_a_tooltip_only_where_a_head_looks() -> None:
+    class Analysis:  # what token_attention_html reads of a TextAnalysis
+        labels = ["<s>", "a", "<", "b", "a"]
+        patterns = np.zeros((1, 2, 5, 5))
+        targets = np.zeros((5, 5), bool)
+
+    Analysis.patterns[0, 0, 4] = [0.0, 0.004, 0.0, 0.9, 0.096]  # head L0H0 from the last 'a': mostly on 'b'
+    Analysis.patterns[0, 1, 4] = [1.0, 0.0, 0.0, 0.0, 0.0]
+    Analysis.targets[4, 3] = True  # 'b' follows the earlier 'a'
+    out = charts.token_attention_html(Analysis(), 4, [(0, 0), (0, 1)])
+    rows = re.findall(r'<span class="head">(L0H[01])</span><span class="toks">(.*?)</span></div>', out)
+    assert [name for name, _ in rows] == ["L0H0", "L0H1"]
+    for name, row in rows:
+        tokens = re.findall(r"<span([^>]*)>([^<]*)</span>", row)
+        assert [text for _, text in tokens] == ["&lt;s&gt;", "a", "&lt;", "b", "a"]  # every token, escaped
+        titles = [re.search(r'title="([^"]*)"', attrs) for attrs, _ in tokens]
+        weights = Analysis.patterns[0, int(name[-1]), 4]
+        # A tooltip with the exact weight on every token the head gives at least MIN_ATTENTION, none elsewhere.
+        assert [t is not None for t in titles] == [bool(w >= charts.MIN_ATTENTION) for w in weights], name
+        assert all(f"{w:.3f}" in t.group(1) for t, w in zip(titles, weights, strict=True) if t), name
+        levels = [int(m.group(1)) if (m := re.search(r"\bw(\d+)\b", attrs)) else 0 for attrs, _ in tokens]
+        assert max(levels) == levels[int(np.argmax(weights))] >= 18  # darker = more
+        pairs = list(zip(levels, weights, strict=True))
+        assert all((lv > lu) == (w > u) for lv, w in pairs for lu, u in pairs if lv != lu)
+        assert "t" in re.search(r'class="([^"]*)"', tokens[3][0]).group(1).split()  # the induction target
+        assert "d" in re.search(r'class="([^"]*)"', tokens[4][0]).group(1).split()  # the destination
+        assert "class=" not in tokens[2][0]  # an unshaded token is a bare span

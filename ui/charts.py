@@ -264,7 +264,9 @@ def _strip_css() -> str:
         ".attn-view .row{display:flex;gap:8px;align-items:flex-start;margin-bottom:4px}"
         ".attn-view .head{min-width:3.6em;font-weight:600;opacity:.75}"
         ".attn-view .toks{display:flex;flex-wrap:wrap}"
-        ".attn-view .tok{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre}"
+        # Bare spans: a strip is hundreds of tokens, and every class or title is work for the browser's sanitizer.
+        ".attn-view .toks>span{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre;"
+        "background:#fff;color:#111}"
         f".attn-view .t{{box-shadow:inset 0 -3px 0 {TARGET_COLOR}}}"
         ".attn-view .d{outline:2px solid #111}"
         ".attn-view .note{opacity:.7;font-size:12px}" + "".join(rules) + "</style>"
@@ -272,6 +274,13 @@ def _strip_css() -> str:
 
 
 _STRIP_CSS = _strip_css()
+
+
+def _strip_token(position: int, label: str, classes: str, weight: float) -> str:
+    # Unshaded tokens carry no class and weights under MIN_ATTENTION no tooltip: most of a trained head's row.
+    cls = f' class="{classes}"' if classes else ""
+    tip = f" title=\"position {position} '{label}': {weight:.3f}\"" if weight >= MIN_ATTENTION else ""
+    return f"<span{cls}{tip}>{label}</span>"
 
 
 def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Head], max_tokens: int = 200) -> str:
@@ -287,7 +296,7 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
         # Lift small weights so they stay visible; the tooltip has the exact value.
         levels = np.round(np.clip(weights, 0, 1) ** 0.6 * (STRIP_LEVELS - 1)).astype(int)
         spans = [
-            f'<span class="tok w{lv}{mark}" title="position {start + i} \'{label}\': {w:.3f}">{label}</span>'
+            _strip_token(start + i, label, f"{f'w{lv}' if lv else ''}{mark}".strip(), w)
             for i, (lv, mark, label, w) in enumerate(zip(levels, marks, labels, weights, strict=True))
         ]
         rows.append(
