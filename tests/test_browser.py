@@ -584,12 +584,18 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
                 # Every token of the strips is drawn on an opaque background with dark or white text. The strips
                 # are HTML drawn after the script ends: on a busy machine they can lag the idle state.
                 page.wait_for_selector(".attn-view .toks > span", timeout=RUN_S * 1000)
-                colors = page.evaluate(
-                    "() => [...document.querySelectorAll('.attn-view .toks > span')].slice(0, 60)"
-                    ".map(t => [getComputedStyle(t).backgroundColor, getComputedStyle(t).color])"
+                tokens = page.evaluate(
+                    "() => [...document.querySelectorAll('.attn-view .toks > span')].map(t => [t.className,"
+                    " getComputedStyle(t).backgroundColor, getComputedStyle(t).color])"
                 )
+                colors = [(bg, fg) for _, bg, fg in tokens]
                 assert colors and all(bg.startswith("rgb(") and fg in ("rgb(17, 17, 17)", "rgb(255, 255, 255)")
                                       for bg, fg in colors), colors[:5]  # fmt: skip
+                # Shaded where a head looks (the trained heads look somewhere), white where it gives next to nothing.
+                white = "rgb(255, 255, 255)"
+                shaded = [bg for cls, bg, _ in tokens if re.search(r"\bw([1-9]\d*)\b", cls)]
+                assert shaded and white not in shaded, (scheme, shaded[:5])
+                assert all(bg == white for cls, bg, _ in tokens if not re.search(r"\bw\d", cls)), scheme
     finally:
         context.close()
 

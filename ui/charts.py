@@ -258,7 +258,9 @@ def _strip_css() -> str:
         alpha = level / (STRIP_LEVELS - 1)
         # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
         r, g, b = (round(255 + alpha * (c - 255)) for c in STRIP_RGB)
-        rules.append(f".attn-view .w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}")
+        rules.append(
+            f".attn-view .toks>.w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
+        )
     return (
         "<style>.attn-view{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9}"
         ".attn-view .row{display:flex;gap:8px;align-items:flex-start;margin-bottom:4px}"
