@@ -15,7 +15,7 @@ from icl_core.errors import ICLError, InputTextError
 from icl_core.heads import all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
-from ui.blocks import block, note, offscreen
+from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
 from ui.quote import user_text
@@ -269,7 +269,7 @@ def text_views() -> None:
             st.caption(f"All {n} tokens shown.")
     shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
     present = state.presenting()
-    st.html(offscreen(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE), 1000))
+    st.html(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE))
 
     def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
         return charts.attention_heatmaps(an, shown, start, start + window, present=present)
@@ -340,23 +340,20 @@ def text_views() -> None:
         rows.append(row)
     scores = pd.DataFrame(rows)
     st.html(
-        offscreen(
-            block(
-                "Per-head scores",
-                html_table(
-                    scores,
-                    bars=dict.fromkeys(SCORE_BARS, Bar()),
-                    formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
-                ),
-                note(
-                    "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens "
-                    "repeated 4 times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit "
-                    "(positive = copies). 'On this text' averages attention on induction targets over the tokens above "
-                    "that have an earlier occurrence"
-                    + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
-                ),
+        block(
+            "Per-head scores",
+            html_table(
+                scores,
+                bars=dict.fromkeys(SCORE_BARS, Bar()),
+                formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
             ),
-            500,
+            note(
+                "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens "
+                "repeated 4 times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit "
+                "(positive = copies). 'On this text' averages attention on induction targets over the tokens above "
+                "that have an earlier occurrence"
+                + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
+            ),
         )
     )
 

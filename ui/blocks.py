@@ -24,12 +24,3 @@ def block(heading: str | None, *parts: str) -> str:
     """One element: an h3 `heading` (plain text, escaped), then `parts` (HTML: views, tables, note()s)."""
     head = f"<h3>{html.escape(heading)}</h3>" if heading else ""
     return f'{CSS}<div class="icl-block">{head}{"".join(parts)}</div>'
-
-
-def offscreen(view: str, height_px: int) -> str:
-    """`view` drawn only once it nears the screen (CSS content-visibility), `height_px` its height until then.
-
-    A view below the fold was laid out and painted on every rerun all the same: the Attention page's heatmaps and
-    score table, ~10-25 ms of the browser's main thread per new text (interleaved A/B, 20 texts each, three runs).
-    """
-    return f'<div style="content-visibility:auto;contain-intrinsic-size:auto {height_px}px">{view}</div>'
