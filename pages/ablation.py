@@ -10,7 +10,7 @@ from icl_core.analysis.ablation import ABLATION_MODES
 from icl_core.analysis.metrics import ICL_WINDOW
 from icl_core.analysis.summary import fmt_icl
 from icl_core.analysis.text import preset_text
-from icl_core.errors import ICLError, InputTextError
+from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from ui import cache, charts, state
@@ -289,16 +289,7 @@ st.subheader("Predictions on your text")
 if TEXT_KEY not in st.session_state:
     st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
 text = st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=5000)
-try:
-    prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
-except InputTextError as exc:
-    st.error(user_text(exc, 500))
-    st.stop()
-except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
-    st.stop()
-for warning in prepared.notes:
-    st.warning(warning)
+rows = state.from_text(lambda: cache.ablated_predictions(info, text, chosen, mode))
 if not rows:
     st.info("Type at least two characters to see predictions.")
     st.stop()

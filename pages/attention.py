@@ -11,7 +11,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, phase_status
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.analysis.text import PRESETS, preset_text, top_attended
-from icl_core.errors import ICLError, InputTextError
+from icl_core.errors import ICLError
 from icl_core.heads import all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
@@ -128,16 +128,7 @@ def text_views() -> None:
         state.set_url_params(text=None, preset=None)
         st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
-    try:
-        prepared, an = cache.text_analysis(info, text)
-    except InputTextError as exc:
-        st.error(user_text(exc, 500))
-        st.stop()
-    except ICLError as exc:
-        st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
-        st.stop()
-    for warning in prepared.notes:
-        st.warning(warning)
+    an = state.from_text(lambda: cache.text_analysis(info, text))
 
     n = len(an.tokens)
     n_layers, n_heads = an.patterns.shape[:2]

@@ -18,17 +18,18 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import streamlit as st
 
 from icl_core.analysis.phase import phase_status
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, nearest_step
-from icl_core.errors import ICLError
+from icl_core.analysis.text import TextInput
+from icl_core.errors import ICLError, InputTextError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
 from ui import cache, charts, export
@@ -287,6 +288,25 @@ def _apply_url_step(run: RunRef, steps: list[int]) -> None:
             f"Run **{run.name}** has no snapshot at step {wanted:,}: showing the nearest one, step {nearest:,}."
         )
     st.session_state[STEP_VALUE] = nearest
+
+
+Result = TypeVar("Result")
+
+
+def from_text(compute: Callable[[], tuple[TextInput, Result]]) -> Result:
+    """`compute()`'s result for the visitor's text, its notes (truncation, multi-byte characters) shown as warnings.
+    A bad text or an unusable snapshot is shown as an error, and the page (or fragment) ends there."""
+    try:
+        prepared, result = compute()
+    except InputTextError as exc:
+        st.error(user_text(exc, 500))
+        st.stop()
+    except ICLError as exc:
+        st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
+        st.stop()
+    for warning in prepared.notes:
+        st.warning(warning)
+    return result
 
 
 def link_params(*keys: str) -> dict[str, str]:
