@@ -256,7 +256,8 @@ def _strip_css() -> str:
     rules = []
     for level in range(STRIP_LEVELS):
         alpha = level / (STRIP_LEVELS - 1)
-        # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme.
+        # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme; `.toks>` so a
+        # shade outranks the bare token's white.
         r, g, b = (round(255 + alpha * (c - 255)) for c in STRIP_RGB)
         rules.append(
             f".attn-view .toks>.w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
