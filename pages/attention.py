@@ -236,7 +236,7 @@ def text_views() -> None:
         )
 
     destination_views()
-    query = st.session_state[QUERY_KEY]  # the heatmaps below start at the destination of the last full run
+    query = st.session_state[QUERY_KEY]  # the heatmaps below start at this run's destination (not a later move)
 
     st.subheader("Attention heatmaps")
     hc1, hc2, hc3 = st.columns([2, 1, 2])

@@ -279,8 +279,9 @@ def _strip_css() -> str:
 _STRIP_CSS = _strip_css()
 
 
-def _strip_token(position: int, label: str, classes: str, weight: float) -> str:
+def _strip_token(position: int, label: str, level: int, marks: list[str], weight: float) -> str:
     # Unshaded tokens carry no class and weights under MIN_ATTENTION no tooltip: most of a trained head's row.
+    classes = " ".join([f"w{level}"] * bool(level) + marks)
     cls = f' class="{classes}"' if classes else ""
     tip = f" title=\"position {position} '{label}': {weight:.3f}\"" if weight >= MIN_ATTENTION else ""
     return f"<span{cls}{tip}>{label}</span>"
@@ -290,16 +291,14 @@ def token_attention_html(analysis: TextAnalysis, query: int, heads: Sequence[Hea
     """Each head as a row of the text, every token shaded by how much the destination token attends to it."""
     start = max(0, query - max_tokens + 1)
     labels = [html.escape(label) for label in analysis.labels[start : query + 1]]
-    marks = [
-        (" t" if analysis.targets[query, k] else "") + (" d" if k == query else "") for k in range(start, query + 1)
-    ]
+    marks = [["t"] * bool(analysis.targets[query, k]) + ["d"] * (k == query) for k in range(start, query + 1)]
     rows = []
     for layer, head in heads:
         weights = analysis.patterns[layer, head, query, start : query + 1].astype(float)
-        # Lift small weights so they stay visible; the tooltip has the exact value.
+        # Lift small weights so they stay visible; the tooltip has the exact value from MIN_ATTENTION up.
         levels = np.round(np.clip(weights, 0, 1) ** 0.6 * (STRIP_LEVELS - 1)).astype(int)
         spans = [
-            _strip_token(start + i, label, f"{f'w{lv}' if lv else ''}{mark}".strip(), w)
+            _strip_token(start + i, label, lv, mark, w)
             for i, (lv, mark, label, w) in enumerate(zip(levels, marks, labels, weights, strict=True))
         ]
         rows.append(

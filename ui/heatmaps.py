@@ -24,7 +24,6 @@ from ui.charts import MIN_ATTENTION, TARGET_COLOR, heatmap_sizes
 
 # Vega's "blues" scheme (vega-scale), which it interpolates linearly in RGB between these stops.
 BLUES = "cfe1f2 bed8ec a8cee5 8fc1de 74b2d7 5ba3cf 4592c6 3181bd 206fb2 125ca4 0a4a90".split()
-MIN_WEIGHT = MIN_ATTENTION  # lighter cells are drawn FAINT (the vector chart leaves them out)
 PX = 4  # image pixels per token: a 1-pixel outline ring around a 2 x 2 core, scaled up without smoothing
 # Palette entries: blank (above the diagonal), target outline, near-zero weight (the causal triangle stays
 # visible on a dark theme), then the blue ramp.
@@ -70,11 +69,11 @@ def palette_png(indices: np.ndarray) -> bytes:
 
 def head_image(weights: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Palette indices (PX pixels per token) of one head's pattern over a window: blank above the diagonal,
-    a faint grey under MIN_WEIGHT, induction targets ringed."""
+    a faint grey under MIN_ATTENTION (the vector chart leaves those cells out), induction targets ringed."""
     n = len(weights)
     level = _RAMP0 + np.round(np.clip(weights, 0, 1) * (_LEVELS - 1)).astype(np.int64)
     causal = np.tril(np.ones((n, n), bool))
-    cells = np.where(causal, np.where(weights >= MIN_WEIGHT, level, _FAINT), _TRANSPARENT)
+    cells = np.where(causal, np.where(weights >= MIN_ATTENTION, level, _FAINT), _TRANSPARENT)
     img = np.repeat(np.repeat(cells, PX, axis=0), PX, axis=1)
     ring = np.ones((PX, PX), bool)
     ring[1:-1, 1:-1] = False
