@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -10,9 +11,9 @@ import streamlit as st
 
 from icl_core.analysis.phase import best_induction_head, phase_status
 from icl_core.analysis.summary import fmt_tokens
-from icl_core.analysis.text import PRESETS, preset_text, top_attended
+from icl_core.analysis.text import PRESETS, TextAnalysis, TextInput, preset_text, top_attended
 from icl_core.errors import ICLError
-from icl_core.heads import all_heads, head_name
+from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from ui import cache, charts, state
 from ui.blocks import block, note
@@ -30,6 +31,7 @@ FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
 SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")  # drawn as bars
 MAX_TEXT = 20_000
+WINDOWS, DEFAULT_WINDOW = [32, 48, 64, 96, 128], 64  # the heatmaps' "Tokens shown"
 URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
 
@@ -99,14 +101,171 @@ if st.session_state.get(PRESET_KEY) in PRESETS:  # a preset follows the run's to
 tokenizer = _tokenizer()
 
 
+@dataclass(frozen=True)
+class DestinationViews:
+    """What the destination's views draw for one destination token, built before any of them is drawn."""
+
+    query: int
+    picker: charts.FilledChart
+    strip: str  # HTML: where each head looks from the destination
+    prediction: str  # HTML: next-token prediction and the heads' summary
+    loss: charts.FilledChart
+
+
+def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> DestinationViews:
+    n = len(an.tokens)
+    present = state.presenting()
+    strip = block(
+        f"Where each head looks from token {query} '{an.labels[query]}'",
+        note(
+            "Blue shading = attention weight (darker = more). Orange underline = induction target. "
+            "Black outline = the destination token. Hover a token for its exact weight (none under 0.01)."
+        ),
+        charts.token_attention_html(an, query, heads),
+    )
+    actual = an.labels[query + 1] if query + 1 < n else None
+    guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
+    pred = pd.DataFrame(
+        {"token": tokenizer.labels(an.top_ids[query].tolist()), "probability": an.top_probs[query].astype(float)}
+    )
+    pred["induction guess"] = pred["token"].isin(guesses)
+    pred["actual next"] = pred["token"] == actual
+    notes = [f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats."] if actual is not None else []
+    if guesses:
+        notes.append(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
+    else:
+        notes.append("This token has not occurred before: an induction head has nothing to copy here.")
+    summary = pd.DataFrame(
+        [
+            {
+                "head": r["head"],
+                "on induction targets": r["on_induction_targets"],
+                "on previous token": r["on_previous_token"],
+                "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
+            }
+            for r in top_attended(an, query)
+        ]
+    )
+    prediction = block(
+        "Next-token prediction here",
+        html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]),
+        *(note(t) for t in notes),
+        html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
+    )
+    return DestinationViews(
+        query,
+        charts.token_picker(an, query, TOKEN_PICK, present=present),
+        strip,
+        prediction,
+        charts.loss_along_sequence(an, query, present=present),
+    )
+
+
+def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:
+    stored = info.metrics
+    smear = stored.get("smear")
+    rows = []
+    for layer, head in heads:
+        row = {"head": head_name((layer, head))}
+        for key, label in (
+            ("prefix_matching", "prefix-matching (probe)"),
+            ("previous_token", "previous-token (probe)"),
+            ("copying", "copying (eigenvalue)"),
+        ):
+            grid = stored.get(key)
+            row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
+        pm = an.text_prefix_matching[layer, head]
+        row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
+        if isinstance(smear, list):
+            row["smear σ(α)"] = float(smear[layer][head])
+        rows.append(row)
+    return block(
+        "Per-head scores",
+        html_table(
+            pd.DataFrame(rows),
+            bars=dict.fromkeys(SCORE_BARS, Bar()),
+            formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
+        ),
+        note(
+            "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens "
+            "repeated 4 times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit "
+            "(positive = copies). 'On this text' averages attention on induction targets over the tokens above "
+            "that have an earlier occurrence"
+            + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
+        ),
+    )
+
+
+def _settle_destination(an: TextAnalysis, text: str) -> str | None:
+    """Put this text's destination token in session state (the link's, or the last token that repeats); a warning
+    when the link's destination is not a position of the text."""
+    n = len(an.tokens)
+    has_target = np.flatnonzero(an.targets.any(axis=1))
+    if st.session_state.get("_attn_sig") != (text, n) or st.session_state.get(QUERY_KEY) not in range(n):
+        st.session_state[QUERY_KEY] = int(has_target[-1]) if len(has_target) else n - 1
+        st.session_state["_attn_sig"] = (text, n)
+    if "dest" not in link:  # the link's destination token, once the text (and so its length) is known
+        return None
+    dest = link.pop("dest").strip()
+    if re.fullmatch(r"[0-9]+", dest) and int(dest) < n:
+        st.session_state[QUERY_KEY] = int(dest)
+        return None
+    return f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1})."
+
+
+def _settle_heatmap_choices(text: str, n: int, n_layers: int, query: int) -> list[str]:
+    """The heatmap controls' values in session state before they are drawn (the heatmaps are built first);
+    returns the layer options."""
+    layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
+    if st.session_state.get(LAYER_KEY) not in layer_options:
+        st.session_state[LAYER_KEY] = layer_options[0]
+    if st.session_state.get(WINDOW_KEY) not in WINDOWS:
+        st.session_state[WINDOW_KEY] = DEFAULT_WINDOW
+    window = min(st.session_state[WINDOW_KEY], n)
+    # Default to the window ending at the destination token: that is where the interesting rows are.
+    # Also when the slider's state is gone: a widget's state is dropped when another page is drawn.
+    moved = st.session_state.get("_attn_wsig") != ((text, n), window, query)
+    if n > window and (moved or st.session_state.get(WSTART_KEY) not in range(n - window + 1)):
+        st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
+        st.session_state["_attn_wsig"] = ((text, n), window, query)
+    return layer_options
+
+
 @st.fragment
 def text_views() -> None:
-    """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar."""
+    """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar.
+
+    Every view is built before the first element is drawn. The browser renders messages that arrive together in
+    one pass over the page; the ~35 ms of building charts and images between elements split a new text's
+    rendering into several passes."""
+    text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
+    try:
+        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
+    except ICLError as exc:  # shown under the text area (state.from_text)
+        computed = exc
+    ready = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2
+    if ready:
+        an = computed[1]
+        n = len(an.tokens)
+        n_layers, n_heads = an.patterns.shape[:2]
+        heads = all_heads(n_layers, n_heads)
+        dest_warning = _settle_destination(an, text)
+        query = st.session_state[QUERY_KEY]
+        first_views = _destination_views(an, query, heads)
+        layer_options = _settle_heatmap_choices(text, n, n_layers, query)
+        window = min(st.session_state[WINDOW_KEY], n)
+        start = st.session_state[WSTART_KEY] if n > window else 0
+        layer_choice = st.session_state[LAYER_KEY]
+        shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
+        present = state.presenting()
+        heatmaps = heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE)
+        scores = _scores_html(an, heads)
+
     c1, c2 = st.columns([1, 3])
     with c1:
         st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
     with c2:
-        text = st.text_area(
+        st.text_area(
             "Text (read as UTF-8 bytes: one token per byte)"
             if tokenizer == BYTES
             else f"Text (read with the run's tokenizer, {tokenizer.name})",
@@ -128,30 +287,17 @@ def text_views() -> None:
         state.set_url_params(text=None, preset=None)
         st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
-    an = state.from_text(lambda: cache.text_analysis(info, text))
+    def _analysis() -> tuple[TextInput, TextAnalysis]:
+        if isinstance(computed, ICLError):
+            raise computed
+        return computed
 
-    n = len(an.tokens)
-    n_layers, n_heads = an.patterns.shape[:2]
-    heads = all_heads(n_layers, n_heads)
-    if n < 2:
+    state.from_text(_analysis)  # a bad text's message (and the end of the fragment), or the text's notes
+    if not ready:
         st.info("Type at least one more character: with only the start token there is nothing to attend to.")
         st.stop()
-
-    # The destination token: default to the last one that repeats, where induction heads have something to do.
-    has_target = np.flatnonzero(an.targets.any(axis=1))
-    default_query = int(has_target[-1]) if len(has_target) else n - 1
-    signature = (text, n)
-    if st.session_state.get("_attn_sig") != signature or st.session_state.get(QUERY_KEY) not in range(n):
-        st.session_state[QUERY_KEY] = default_query
-        st.session_state["_attn_sig"] = signature
-    if "dest" in link:  # the link's destination token, once the text (and so its length) is known
-        dest = link["dest"].strip()
-        if re.fullmatch(r"[0-9]+", dest) and int(dest) < n:
-            st.session_state[QUERY_KEY] = int(dest)
-        else:
-            st.warning(
-                f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1})."
-            )
+    if dest_warning:
+        st.warning(dest_warning)
 
     def _pick_destination(key: str) -> None:
         position = state.picked_number(state.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
@@ -162,7 +308,9 @@ def text_views() -> None:
     @st.fragment
     def destination_views() -> None:
         """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
-        query = st.select_slider(
+        query = st.session_state[QUERY_KEY]  # the slider below shows and returns it
+        views = first_views if first_views.query == query else _destination_views(an, query, heads)
+        st.select_slider(
             "Destination token (the one whose attention you see)",
             options=list(range(n)),
             key=QUERY_KEY,
@@ -174,93 +322,30 @@ def text_views() -> None:
         # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
         # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
         picker_key = f"{TOKEN_PICK_KEY}_{st.session_state.get(PICKS_KEY, 0)}"
-        picker = charts.token_picker(an, query, TOKEN_PICK, present=state.presenting())
         state.show_chart(
-            picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
+            views.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
         )
-
         left, right = st.columns([3, 2], gap="large")
-        with left:
-            st.html(
-                block(
-                    f"Where each head looks from token {query} '{an.labels[query]}'",
-                    note(
-                        "Blue shading = attention weight (darker = more). Orange underline = induction target. "
-                        "Black outline = the destination token. Hover a token for its exact weight (none under 0.01)."
-                    ),
-                    charts.token_attention_html(an, query, heads),
-                )
-            )
-        with right:
-            actual = an.labels[query + 1] if query + 1 < n else None
-            guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
-            pred = pd.DataFrame(
-                {
-                    "token": tokenizer.labels(an.top_ids[query].tolist()),
-                    "probability": an.top_probs[query].astype(float),
-                }
-            )
-            pred["induction guess"] = pred["token"].isin(guesses)
-            pred["actual next"] = pred["token"] == actual
-            notes = [f"Actual next token: '{actual}', loss {an.losses[query]:.2f} nats."] if actual is not None else []
-            if guesses:
-                notes.append(f"Induction would predict: {', '.join(repr(g) for g in sorted(guesses))}.")
-            else:
-                notes.append("This token has not occurred before: an induction head has nothing to copy here.")
-            summary = pd.DataFrame(
-                [
-                    {
-                        "head": r["head"],
-                        "on induction targets": r["on_induction_targets"],
-                        "on previous token": r["on_previous_token"],
-                        "top source": ", ".join(f"{k}·{lab} ({w:.2f})" for k, lab, w in r["top"]),
-                    }
-                    for r in top_attended(an, query)
-                ]
-            )
-            st.html(
-                block(
-                    "Next-token prediction here",
-                    html_table(pred, bars={"probability": Bar(".3f")}, marked=pred["actual next"]),
-                    *(note(t) for t in notes),
-                    html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
-                )
-            )
-
-        loss_chart = charts.loss_along_sequence(an, query, present=state.presenting())
-        state.show_chart(loss_chart, width="stretch")
-        export_buttons(loss_chart, loss_chart.table, f"per-token loss {sel.run.name} step {sel.step}")
+        left.html(views.strip)
+        right.html(views.prediction)
+        state.show_chart(views.loss, width="stretch")
+        export_buttons(views.loss, views.loss.table, f"per-token loss {sel.run.name} step {sel.step}")
         st.caption(
             "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
             "After the phase change these bars drop on repeated text."
         )
 
     destination_views()
-    query = st.session_state[QUERY_KEY]  # the heatmaps below start at this run's destination (not a later move)
 
     st.subheader("Attention heatmaps")
     hc1, hc2, hc3 = st.columns([2, 1, 2])
-    with hc1:
-        layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
-        if st.session_state.get(LAYER_KEY) not in layer_options:
-            st.session_state[LAYER_KEY] = layer_options[0]
-        layer_choice = st.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
-    with hc2:
-        window = st.selectbox("Tokens shown", [32, 48, 64, 96, 128], index=2, key=WINDOW_KEY, persist_state="session")
-    window = min(window, n)
-    with hc3:
-        if n > window:
-            # Default to the window ending at the destination token: that is where the interesting rows are.
-            if st.session_state.get("_attn_wsig") != (signature, window, query):
-                st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
-                st.session_state["_attn_wsig"] = (signature, window, query)
-            start = st.slider("First token shown", 0, n - window, key=WSTART_KEY)
-        else:
-            start = 0
-            st.caption(f"All {n} tokens shown.")
-    shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-    present = state.presenting()
-    st.html(heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE))
+    hc1.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
+    hc2.selectbox("Tokens shown", WINDOWS, key=WINDOW_KEY, persist_state="session")
+    if n > window:
+        hc3.slider("First token shown", 0, n - window, key=WSTART_KEY)
+    else:
+        hc3.caption(f"All {n} tokens shown.")
+    st.html(heatmaps)
 
     def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
         return charts.attention_heatmaps(an, shown, start, start + window, present=present)
@@ -312,41 +397,7 @@ def text_views() -> None:
                 ))  # fmt: skip
                 st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
 
-    stored = info.metrics
-    smear = stored.get("smear")
-    rows = []
-    for layer, head in heads:
-        row = {"head": head_name((layer, head))}
-        for key, label in (
-            ("prefix_matching", "prefix-matching (probe)"),
-            ("previous_token", "previous-token (probe)"),
-            ("copying", "copying (eigenvalue)"),
-        ):
-            grid = stored.get(key)
-            row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
-        pm = an.text_prefix_matching[layer, head]
-        row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
-        if isinstance(smear, list):
-            row["smear σ(α)"] = float(smear[layer][head])
-        rows.append(row)
-    scores = pd.DataFrame(rows)
-    st.html(
-        block(
-            "Per-head scores",
-            html_table(
-                scores,
-                bars=dict.fromkeys(SCORE_BARS, Bar()),
-                formats={"copying (eigenvalue)": "+.2f", "smear σ(α)": ".2f"},
-            ),
-            note(
-                "Probe scores were measured when the snapshot was saved: prefix-matching on 25 random tokens "
-                "repeated 4 times, previous-token on held-out text, copying = Re(Σλ)/Σ|λ| of the head's OV circuit "
-                "(positive = copies). 'On this text' averages attention on induction targets over the tokens above "
-                "that have an earlier occurrence"
-                + ("." if an.targets.any() else "; nothing repeats in this text, so it is empty.")
-            ),
-        )
-    )
+    st.html(scores)
 
 
 text_views()

@@ -234,3 +234,20 @@ def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> Non
     at.text_area(key="attn_text").set_value("xyzxyz xyzxyz xyzxyz").run()
     assert at.select_slider(key="attn_query").value != 3
     assert grid in [c.proto.id for c in at.get("vega_lite_chart")]
+
+
+def test_attention_heatmap_window_survives_a_visit_to_another_page() -> None:
+    # A text longer than the heatmaps' window has a "First token shown" slider; its widget state is dropped while
+    # another page is drawn, and the page must rebuild it (it once read the dropped key and raised).
+    text = "the cat sat on the mat. " * 5
+    at = open_app("pages/attention.py", run="attn2", step=str(LAST), text=text)
+    assert not at.exception
+    start = at.slider(key="attn_window_start").value
+    query = at.select_slider(key="attn_query").value
+    assert 0 < start <= query
+    at.switch_page("pages/ablation.py").run()
+    assert not at.exception
+    at.switch_page("pages/attention.py").run()
+    assert not at.exception, at.exception
+    assert at.slider(key="attn_window_start").value == start  # the window ending at the destination, again
+    assert at.select_slider(key="attn_query").value == query
