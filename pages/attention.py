@@ -152,13 +152,10 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
         *(note(t) for t in notes),
         html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
     )
-    return DestinationViews(
-        query,
-        charts.token_picker(an, query, TOKEN_PICK, present=present),
-        strip,
-        prediction,
-        charts.loss_along_sequence(an, query, present=present),
-    )
+    picker = charts.token_picker(an, query, TOKEN_PICK, present=present)
+    loss = charts.loss_along_sequence(an, query, present=present)
+    picker.spec(), loss.spec()  # built now, not while the elements are being sent
+    return DestinationViews(query, picker, strip, prediction, loss)
 
 
 def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import altair as alt
@@ -115,7 +115,13 @@ class FilledChart:
         return spec
 
     def spec(self) -> dict[str, Any]:
-        """What st.vega_lite_chart draws: the datasets as Arrow, as vega_lite_spec sends an Altair chart's."""
+        """What st.vega_lite_chart draws: the datasets as Arrow, as vega_lite_spec sends an Altair chart's. Built
+        once per chart: a page can build it before it draws anything (pages/attention.py says why). A shallow copy:
+        st.vega_lite_chart moves the top-level datasets out of the dict it is given."""
+        return dict(self._drawn_spec)
+
+    @cached_property
+    def _drawn_spec(self) -> dict[str, Any]:
         from streamlit import dataframe_util
 
         return self._filled({k: dataframe_util.convert_anything_to_arrow_bytes(v) for k, v in self.datasets.items()})
