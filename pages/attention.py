@@ -152,10 +152,13 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
         *(note(t) for t in notes),
         html_table(summary, bars={"on induction targets": Bar(), "on previous token": Bar()}),
     )
-    picker = charts.token_picker(an, query, TOKEN_PICK, present=present)
-    loss = charts.loss_along_sequence(an, query, present=present)
-    picker.spec(), loss.spec()  # built now, not while the elements are being sent
-    return DestinationViews(query, picker, strip, prediction, loss)
+    return DestinationViews(
+        query,
+        charts.token_picker(an, query, TOKEN_PICK, present=present).ready(),
+        strip,
+        prediction,
+        charts.loss_along_sequence(an, query, present=present).ready(),
+    )
 
 
 def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:

@@ -83,4 +83,6 @@ def open_page(
     if page:
         at.switch_page(page).run()
         assert not at.exception, at.exception
+    # No page draws a JSON view: one would be a bare expression that Streamlit's "magic" wrote to the page.
+    assert not at.get("json"), at.get("json")
     return at

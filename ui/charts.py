@@ -120,6 +120,11 @@ class FilledChart:
         st.vega_lite_chart moves the top-level datasets out of the dict it is given."""
         return dict(self._drawn_spec)
 
+    def ready(self) -> FilledChart:
+        """This chart with its spec built now (a page that builds every view before drawing the first)."""
+        self._drawn_spec  # noqa: B018 - builds and keeps it
+        return self
+
     @cached_property
     def _drawn_spec(self) -> dict[str, Any]:
         from streamlit import dataframe_util
