@@ -243,8 +243,8 @@ def text_views() -> None:
         computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
     except ICLError as exc:  # shown under the text area (state.from_text)
         computed = exc
-    ready = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2
-    if ready:
+    drawable = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2  # a text with a token to look at
+    if drawable:
         an = computed[1]
         n = len(an.tokens)
         n_layers, n_heads = an.patterns.shape[:2]
@@ -293,7 +293,7 @@ def text_views() -> None:
         return computed
 
     state.from_text(_analysis)  # a bad text's message (and the end of the fragment), or the text's notes
-    if not ready:
+    if not drawable:
         st.info("Type at least one more character: with only the start token there is nothing to attend to.")
         st.stop()
     if dest_warning:
