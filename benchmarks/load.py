@@ -103,10 +103,13 @@ def tree_rss_mb(pid: int) -> float:
 _WATCH_JS = """() => {
   const app = document.querySelector("[data-testid='stApp']");
   if (window.__watch) window.__watch.disconnect();
-  window.__lat = {start: performance.now(), last: null, idle: null};
+  window.__lat = {start: performance.now(), last: null, idle: null, visible: null};
   window.__watch = new MutationObserver((records) => {
     const now = performance.now();
     window.__lat.last = now;
+    // aria-* attributes draw nothing: Streamlit's slider sets its aria-valuetext in an effect after the paint.
+    const drawn = (r) => !(r.type === 'attributes' && r.attributeName.startsWith('aria-'));
+    if (records.some(drawn)) window.__lat.visible = now;
     // When the server's script run ended (the app's state attribute back to idle): the rest is drawing.
     if (records.some(r => r.target === app && r.attributeName === 'data-test-script-state')
         && app.getAttribute('data-test-script-state') === 'notRunning') window.__lat.idle = now;
@@ -121,8 +124,11 @@ def timed_action(page, action, expect: Callable[[], bool] | None = None) -> floa
     return timed_action_split(page, action, expect)[0]
 
 
-def timed_action_split(page, action, expect: Callable[[], bool] | None = None) -> tuple[float, float | None]:
-    """(seconds until the last change on screen, seconds until the script run ended, when the page saw it end)."""
+def timed_action_split(
+    page, action, expect: Callable[[], bool] | None = None
+) -> tuple[float, float | None, float | None]:
+    """(seconds until the last change under the app, seconds until the script run ended when the page saw it end,
+    seconds until the last change that draws something: not an aria-* attribute)."""
     page.evaluate(_WATCH_JS)
     action()
     deadline = time.monotonic() + 30
@@ -136,7 +142,8 @@ def timed_action_split(page, action, expect: Callable[[], bool] | None = None) -
             continue
         if idle and now - lat["last"] > 1000 * QUIET_S:
             script = (lat["idle"] - lat["start"]) / 1000 if lat["idle"] is not None else None
-            return (lat["last"] - lat["start"]) / 1000, script
+            visible = (lat["visible"] - lat["start"]) / 1000 if lat["visible"] is not None else None
+            return (lat["last"] - lat["start"]) / 1000, script, visible
     raise RuntimeError("the screen did not settle within 30 s")
 
 

@@ -23,7 +23,8 @@ from ui.quote import user_text
 from ui.tables import Bar, html_table
 
 CUSTOM = "Your own text"
-PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"
+PRESET_KEY, TEXT_KEY, QUERY_KEY = "attn_preset", "attn_text", "attn_query"  # QUERY_KEY: the destination token
+QUERY_SLIDER, TEXT_ID_KEY = "attn_query_slider", "_attn_text_id"  # the slider's key is one per text (see below)
 TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 PICKS_KEY = "_attn_picks"  # how many tokens were picked in the grid: part of its key
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
@@ -204,6 +205,7 @@ def _settle_destination(an: TextAnalysis, text: str) -> str | None:
     if st.session_state.get("_attn_sig") != (text, n) or st.session_state.get(QUERY_KEY) not in range(n):
         st.session_state[QUERY_KEY] = int(has_target[-1]) if len(has_target) else n - 1
         st.session_state["_attn_sig"] = (text, n)
+        st.session_state[TEXT_ID_KEY] = st.session_state.get(TEXT_ID_KEY, 0) + 1
     if "dest" not in link:  # the link's destination token, once the text (and so its length) is known
         return None
     dest = link.pop("dest").strip()
@@ -308,12 +310,19 @@ def text_views() -> None:
     @st.fragment
     def destination_views() -> None:
         """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
-        query = st.session_state[QUERY_KEY]  # the slider below shows and returns it
+        query = st.session_state[QUERY_KEY]
         views = first_views if first_views.query == query else _destination_views(an, query, heads)
+        # A new slider for each text, not the same one with a new value: Streamlit's slider applies a value set by
+        # the server in an effect after the browser has painted, so the old thumb stayed on screen ~30-50 ms past
+        # the rest of the page (the last change of a new text, in a MutationObserver's record).
+        slider_key = f"{QUERY_SLIDER}_{st.session_state.get(TEXT_ID_KEY, 0)}"
+        if st.session_state.get(slider_key) != query:  # a pick in the grid, or the link, moved it
+            st.session_state[slider_key] = query
         st.select_slider(
             "Destination token (the one whose attention you see)",
             options=list(range(n)),
-            key=QUERY_KEY,
+            key=slider_key,
+            on_change=lambda: st.session_state.__setitem__(QUERY_KEY, st.session_state[slider_key]),
             format_func=lambda i: f"{i} · {an.labels[i]}",
         )
         state.set_url_params(dest=str(query))

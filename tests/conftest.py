@@ -86,3 +86,8 @@ def open_page(
     # No page draws a JSON view: one would be a bare expression that Streamlit's "magic" wrote to the page.
     assert not at.get("json"), at.get("json")
     return at
+
+
+def destination_slider(at: AppTest):
+    """The Attention page's destination-token slider (its key changes with the text: pages/attention.py)."""
+    return next(s for s in at.select_slider if s.label.startswith("Destination token"))

@@ -14,8 +14,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import streamlit as st
+from conftest import destination_slider, shipped_induction_head
 from conftest import open_page as open_app
-from conftest import shipped_induction_head
 from fake_hub import FakeHub
 from streamlit.testing.v1 import AppTest
 
@@ -125,8 +125,8 @@ def test_one_layer_run_has_no_phase_change() -> None:
 def test_attention_bad_text_gives_messages_not_tracebacks() -> None:
     at = open_page("pages/attention.py")
     html_before = at.get("html")[0].proto.body
-    n = len(at.select_slider(key="attn_query").options)
-    at.select_slider(key="attn_query").set_value(n // 2).run()
+    n = len(destination_slider(at).options)
+    destination_slider(at).set_value(n // 2).run()
     assert at.get("html")[0].proto.body != html_before  # another destination token, another view
     at.text_area(key="attn_text").set_value("").run()
     assert not at.exception

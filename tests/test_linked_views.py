@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import open_page, shipped_induction_head, shipped_last_step
+from conftest import destination_slider, open_page, shipped_induction_head, shipped_last_step
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -175,9 +175,9 @@ def test_export_buttons_under_the_charts() -> None:
 def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
     at = open_app("pages/attention.py", run="attn2", step=str(LAST), text="abcdefg abcdefg", dest="12")
     assert not at.warning, [w.value for w in at.warning]
-    assert at.select_slider(key="attn_query").value == 12
+    assert destination_slider(at).value == 12
     assert at.query_params["dest"] == "12"
-    at.select_slider(key="attn_query").set_value(9).run()
+    destination_slider(at).set_value(9).run()
     assert at.query_params["dest"] == "9"  # the link follows the page
 
     ind = shipped_induction_head()
@@ -220,19 +220,19 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
 
 def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> None:
     at = open_app("pages/attention.py", run="attn2", step=str(LAST), text="abcdefg abcdefg")
-    assert at.select_slider(key="attn_query").value != 3
+    assert destination_slider(at).value != 3
     click_point(at, "attn_token_pick", {"position": 3})
-    assert at.select_slider(key="attn_query").value == 3
+    assert destination_slider(at).value == 3
     assert at.query_params["dest"] == "3"
     click_point(at, "attn_token_pick", {"position": 99})  # not a position of this text: ignored
-    assert at.select_slider(key="attn_query").value == 3
-    at.select_slider(key="attn_query").set_value(5).run()
+    assert destination_slider(at).value == 3
+    destination_slider(at).set_value(5).run()
     click_point(at, "attn_token_pick", {"position": 3})  # the same token again, after the slider moved it
-    assert at.select_slider(key="attn_query").value == 3
+    assert destination_slider(at).value == 3
     # A new text moves the destination but keeps the grid's element (its key), so the browser only swaps its data.
     grid = next(c.proto.id for c in at.get("vega_lite_chart") if "attn_token_pick" in c.proto.id)
     at.text_area(key="attn_text").set_value("xyzxyz xyzxyz xyzxyz").run()
-    assert at.select_slider(key="attn_query").value != 3
+    assert destination_slider(at).value != 3
     assert grid in [c.proto.id for c in at.get("vega_lite_chart")]
 
 
@@ -243,11 +243,11 @@ def test_attention_heatmap_window_survives_a_visit_to_another_page() -> None:
     at = open_app("pages/attention.py", run="attn2", step=str(LAST), text=text)
     assert not at.exception
     start = at.slider(key="attn_window_start").value
-    query = at.select_slider(key="attn_query").value
+    query = destination_slider(at).value
     assert 0 < start <= query
     at.switch_page("pages/ablation.py").run()
     assert not at.exception
     at.switch_page("pages/attention.py").run()
     assert not at.exception, at.exception
     assert at.slider(key="attn_window_start").value == start  # the window ending at the destination, again
-    assert at.select_slider(key="attn_query").value == query
+    assert destination_slider(at).value == query
