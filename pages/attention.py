@@ -215,9 +215,9 @@ def _settle_destination(an: TextAnalysis, text: str) -> str | None:
     return f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1})."
 
 
-def _settle_heatmap_choices(text: str, n: int, n_layers: int, query: int) -> list[str]:
+def _settle_heatmap_choices(text: str, n: int, n_layers: int, query: int) -> tuple[list[str], int, int]:
     """The heatmap controls' values in session state before they are drawn (the heatmaps are built first);
-    returns the layer options."""
+    returns the layer options, the window's length and its first token."""
     layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
     if st.session_state.get(LAYER_KEY) not in layer_options:
         st.session_state[LAYER_KEY] = layer_options[0]
@@ -230,7 +230,7 @@ def _settle_heatmap_choices(text: str, n: int, n_layers: int, query: int) -> lis
     if n > window and (moved or st.session_state.get(WSTART_KEY) not in range(n - window + 1)):
         st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
         st.session_state["_attn_wsig"] = ((text, n), window, query)
-    return layer_options
+    return layer_options, window, st.session_state[WSTART_KEY] if n > window else 0
 
 
 @st.fragment
@@ -254,9 +254,7 @@ def text_views() -> None:
         dest_warning = _settle_destination(an, text)
         query = st.session_state[QUERY_KEY]
         first_views = _destination_views(an, query, heads)
-        layer_options = _settle_heatmap_choices(text, n, n_layers, query)
-        window = min(st.session_state[WINDOW_KEY], n)
-        start = st.session_state[WSTART_KEY] if n > window else 0
+        layer_options, window, start = _settle_heatmap_choices(text, n, n_layers, query)
         layer_choice = st.session_state[LAYER_KEY]
         shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
         present = state.presenting()

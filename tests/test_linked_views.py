@@ -231,9 +231,12 @@ def test_clicking_a_token_makes_it_the_destination_and_the_link_follows() -> Non
     assert destination_slider(at).value == 3
     # A new text moves the destination but keeps the grid's element (its key), so the browser only swaps its data.
     grid = next(c.proto.id for c in at.get("vega_lite_chart") if "attn_token_pick" in c.proto.id)
+    slider = destination_slider(at).proto.id
     at.text_area(key="attn_text").set_value("xyzxyz xyzxyz xyzxyz").run()
     assert destination_slider(at).value != 3
     assert grid in [c.proto.id for c in at.get("vega_lite_chart")]
+    # ... and draws a new destination slider (one set to a new value reaches the screen after the paint).
+    assert destination_slider(at).proto.id != slider
 
 
 def test_attention_heatmap_window_survives_a_visit_to_another_page() -> None:
