@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
-from icl_core.analysis.ablation import ABLATION_MODES
+from icl_core.analysis.ablation import ABLATION_MODES, AblationEffect
 from icl_core.analysis.metrics import ICL_WINDOW
 from icl_core.analysis.summary import fmt_icl
-from icl_core.analysis.text import preset_text
+from icl_core.analysis.text import TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from ui import cache, charts, state
+from ui import cache, charts, layout, state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -58,38 +60,179 @@ def _ablate_random(found: list[Head], n_layers: int, n_heads: int, all_heads: li
     }
 
 
+def _apply_link(by_name: dict[str, Head], heads_all: list[Head]) -> list[str]:
+    """The link's ablated heads and mode, put into their widgets' state; a warning for each thing it names wrong."""
+    link = state.link_params("heads", "mode")
+    warnings = []
+    if "mode" in link:
+        if link["mode"] in ABLATION_MODES:
+            st.session_state[MODE_KEY] = link["mode"]
+        else:
+            warnings.append(
+                f"The link's ablation mode **{user_text(link['mode'])}** is not one of: {', '.join(ABLATION_MODES)}."
+            )
+    if "heads" in link:
+        named = [x.strip() for x in link["heads"].split(",") if x.strip()]
+        _set_heads([by_name[x] for x in named if x in by_name], heads_all)
+        unknown = [x for x in named if x not in by_name]
+        if unknown:
+            warnings.append(
+                f"The link names heads this model does not have: {user_text(', '.join(unknown))} "
+                f"(it has {head_name(heads_all[0])} to {head_name(heads_all[-1])})."
+            )
+    return warnings
+
+
+def _settled_heads(n_layers: int, n_heads: int) -> list[Head]:
+    """The ablated heads the layers' pickers below will return, read from their state before they are drawn."""
+    chosen = []
+    for layer in range(n_layers):
+        names = [head_name((layer, head)) for head in range(n_heads)]
+        key = layer_key(layer)
+        if not set(st.session_state.get(key) or []) <= set(names):  # another run's heads: keep only this model's
+            st.session_state[key] = [x for x in st.session_state[key] if x in names]
+        chosen += [(layer, names.index(x)) for x in st.session_state.get(key) or []]
+    return sorted(chosen)
+
+
+@dataclass
+class AblationViews:
+    """Everything the page draws from one ablation (heads, mode) of one snapshot, built before drawing."""
+
+    clean: AblationEffect
+    ablated: AblationEffect
+    curve_df: pd.DataFrame
+    curve_chart: charts.FilledChart
+    comparison: pd.DataFrame
+    comparison_html: str
+
+
+def _build_views(chosen: list[Head], mode: str) -> AblationViews:
+    clean = cache.ablation_effect(info, [], mode)
+    ablated = cache.ablation_effect(info, chosen, mode)
+    curve_df = pd.concat(
+        [
+            pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": charts.smooth(e.loss_curve), "series": name})
+            for name, e in (("clean", clean), ("ablated", ablated))  # the heads are named above the chart
+            if chosen or name == "clean"
+        ],
+        ignore_index=True,
+    )
+    curve_chart = charts.loss_curves(
+        curve_df,
+        "In-context loss curve (held-out text, 9-token moving average)",
+        present=state.presenting(),
+        series=("clean", "ablated"),  # one layout with or without the ablated curve: toggles only swap the data
+    ).ready()
+    compare = st.session_state.get(COMPARE_KEY, {})
+    scenarios: list[tuple[str, list[Head]]] = [("clean", [])]
+    if compare.get("induction"):
+        scenarios.append(
+            (f"induction heads ({', '.join(head_name(h) for h in compare['induction'])})", compare["induction"])
+        )
+    if compare.get("random"):
+        scenarios.append((f"random other head ({head_name(compare['random'][0])})", compare["random"]))
+    if chosen and sorted(chosen) not in [sorted(h) for _, h in scenarios]:
+        scenarios.append((f"your selection ({_names(chosen)})", chosen))
+    # A table with bars, not a Vega chart: updating a chart's data cost the browser ~60 ms of every head toggle
+    # (Chrome's profiler, a facet chart of a few bars), a table a few. The downloads still draw the chart.
+    rows = []
+    for name, hs in scenarios:
+        e = cache.ablation_effect(info, hs, mode)
+        rows.append(
+            {
+                "scenario": name,
+                "loss on second copy": e.second_half_loss,
+                "gain from the repeat": e.first_half_loss - e.second_half_loss,
+            }
+        )
+    comparison = pd.DataFrame(rows)
+    measures = ["loss on second copy", "gain from the repeat"]
+    low, high = min(0.0, float(comparison[measures].min().min())), max(0.0, float(comparison[measures].max().max()))
+    hint = "Press Ablate induction heads, then Ablate a random other head, to compare the two here."
+    comparison_html = block(
+        _comparison_title(mode),
+        note("Nats, on the repeated random tokens; one bar scale for both columns."),
+        html_table(comparison, bars=dict.fromkeys(measures, Bar(".3f", low, high))),
+        *([note(hint)] if len(scenarios) == 1 else []),
+    )
+    return AblationViews(clean, ablated, curve_df, curve_chart, comparison, comparison_html)
+
+
+def _names(heads: list[Head]) -> str:
+    return ", ".join(head_name(h) for h in heads) or "nothing (clean model)"
+
+
+def _comparison_title(mode: str) -> str:
+    return f"Comparison ({mode} ablation)"
+
+
+def _predictions_views(rows: list[dict]) -> tuple[str | None, str]:
+    """(the summary line over the tokens seen before, or None; the predictions table as HTML)."""
+    pred = pd.DataFrame(rows)
+    rep = pred[pred["repeat"]]
+    summary = (
+        f"Mean loss on tokens that occurred before: **{rep['clean_loss'].mean():.2f}** clean → "
+        f"**{rep['ablated_loss'].mean():.2f}** ablated (over the last {len(pred)} positions)."
+        if len(rep)
+        else None
+    )
+    table = pred.rename(
+        columns={
+            "clean_top": "clean: top",
+            "clean_p": "clean: p",
+            "clean_loss": "clean: loss",
+            "ablated_top": "ablated: top",
+            "ablated_p": "ablated: p",
+            "ablated_loss": "ablated: loss",
+            "repeat": "seen before",
+        }
+    )
+    numbers = {c: ".2f" for c in ("clean: p", "ablated: p", "clean: loss", "ablated: loss")}
+    return summary, html_table(table, formats=numbers, marked=table["seen before"], max_height=300)
+
+
+Predicted = tuple[TextInput, tuple[str | None, str] | None]  # the text's notes; its summary and table, if any
+
+
+def _build_all(chosen: list[Head], mode: str, text: str) -> tuple[AblationViews | ICLError, Predicted | ICLError]:
+    """(the ablation's views or why the snapshot is unusable; the text's (TextInput, predictions) or its error)."""
+    try:
+        views: AblationViews | ICLError = _build_views(chosen, mode)
+    except ICLError as exc:
+        views = exc
+    try:
+        prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
+        predicted: Predicted | ICLError = (prepared, _predictions_views(rows) if rows else None)
+    except ICLError as exc:  # shown under the text box (state.from_text)
+        predicted = exc
+    return views, predicted
+
+
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
-st.title("Ablation: which heads carry in-context learning?")
-st.caption(
-    "Switch heads off and measure, on held-out data, what the model loses. The test that matters: random tokens "
-    "repeated twice. The first copy is unpredictable; the second copy is predictable only by looking back, "
-    "which is exactly what induction heads do."
-)
 sel = state.require_selection()
 info = sel.snapshot
 cfg = info.model_config
 heads_all = all_heads(cfg.n_layers, cfg.n_heads)
 by_name = {head_name(h): h for h in heads_all}
 pm = info.metrics.get("prefix_matching")
+link_warnings = _apply_link(by_name, heads_all)
+if TEXT_KEY not in st.session_state:
+    st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
 
-link = state.link_params("heads", "mode")
-if "mode" in link:
-    if link["mode"] in ABLATION_MODES:
-        st.session_state[MODE_KEY] = link["mode"]
-    else:
-        st.warning(
-            f"The link's ablation mode **{user_text(link['mode'])}** is not one of: {', '.join(ABLATION_MODES)}."
-        )
-if "heads" in link:
-    named = [x.strip() for x in link["heads"].split(",") if x.strip()]
-    _set_heads([by_name[x] for x in named if x in by_name], heads_all)
-    unknown = [x for x in named if x not in by_name]
-    if unknown:
-        st.warning(
-            f"The link names heads this model does not have: {user_text(', '.join(unknown))} "
-            f"(it has {head_name(heads_all[0])} to {head_name(heads_all[-1])})."
-        )
+# Every view is built before the first element is drawn, from the widgets' values in session state: the browser
+# renders messages that arrive together in one pass (pages/attention.py's text_views says why).
+built_for = (_settled_heads(cfg.n_layers, cfg.n_heads), st.session_state.get(MODE_KEY, ABLATION_MODES[0]))
+built = _build_all(*built_for, st.session_state[TEXT_KEY])
 
+st.title("Ablation: which heads carry in-context learning?")
+st.caption(
+    "Switch heads off and measure, on held-out data, what the model loses. The test that matters: random tokens "
+    "repeated twice. The first copy is unpredictable; the second copy is predictable only by looking back, "
+    "which is exactly what induction heads do."
+)
+for warning in link_warnings:
+    st.warning(warning)
 top = st.columns([2, 1])
 with top[0]:
     mode = st.radio(
@@ -123,19 +266,20 @@ for layer in range(cfg.n_layers):
     shown = {
         name: f"{name} · {pm[layer][head]:.2f}" if isinstance(pm, list) else name for head, name in enumerate(names)
     }
-    key = layer_key(layer)
-    if not set(st.session_state.get(key) or []) <= set(names):  # another run's heads: keep only this model's
-        st.session_state[key] = [x for x in st.session_state[key] if x in names]
     picked = st.pills(
         f"Layer {layer}",
         names,
         selection_mode="multi",
-        key=key,
+        key=layer_key(layer),
         format_func=shown.__getitem__,
         persist_state="session",
     )
     chosen += [by_name[x] for x in picked]
 chosen.sort()
+text = st.session_state[TEXT_KEY]
+if (chosen, mode) != built_for:  # the widgets said otherwise (not expected): build what they say
+    built = _build_all(chosen, mode, text)
+views, predicted = built
 # The ablated heads and the mode go into the page's link, so it opens on this very ablation.
 state.set_url_params(heads=",".join(head_name(h) for h in chosen) or None, mode=mode if chosen else None)
 
@@ -161,42 +305,42 @@ if found:
 else:
     buttons.caption("No induction head at this step (none above the threshold): try a later step or a lower threshold.")
 
-try:
-    clean = cache.ablation_effect(info, [], mode)
-    ablated = cache.ablation_effect(info, chosen, mode)
-except ICLError as exc:
-    st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
+if isinstance(views, ICLError):
+    st.error(f"Cannot use this snapshot: {user_text(views, 500)}")
     st.stop()
+clean, ablated = views.clean, views.ablated
 
 
 def _delta(a: float | None, b: float | None) -> str | None:
     return f"{a - b:+.3f} vs clean" if a is not None and b is not None and chosen else None
 
 
-label = ", ".join(head_name(h) for h in chosen) or "nothing (clean model)"
-st.subheader(f"Ablated: {label}")
-m1, m2, m3, m4 = st.columns(4)
-m1.metric(
+st.subheader(f"Ablated: {_names(chosen)}")
+metrics = layout.wrapping_row()
+metrics.metric(
     "Loss on the first copy",
     f"{ablated.first_half_loss:.3f}",
     _delta(ablated.first_half_loss, clean.first_half_loss),
     delta_color="inverse",
+    width="content",
 )
-m2.metric(
+metrics.metric(
     "Loss on the second copy",
     f"{ablated.second_half_loss:.3f}",
     _delta(ablated.second_half_loss, clean.second_half_loss),
     delta_color="inverse",
+    width="content",
 )
-m3.metric(
+metrics.metric(
     "Gain from the repeat",
     f"{ablated.first_half_loss - ablated.second_half_loss:.3f}",
     _delta(ablated.first_half_loss - ablated.second_half_loss, clean.first_half_loss - clean.second_half_loss),
     help="first-copy loss − second-copy loss: how much seeing the sequence once helps",
+    width="content",
 )
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
 stored_icl = fmt_icl(info.metrics)
-m4.metric(
+metrics.metric(
     f"ICL score, windowed estimate ({len(cache.probes(sel.snapshot).heldout)} examples)",
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
@@ -209,6 +353,7 @@ m4.metric(
         if stored_icl
         else "."
     ),
+    width="content",
 )
 probes = cache.probes(sel.snapshot)
 st.caption(
@@ -220,96 +365,37 @@ st.caption(
     + (f" This snapshot's ICL score (exact, stored): {stored_icl}." if stored_icl else "")
 )
 
-curve_df = pd.concat(
-    [
-        pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": charts.smooth(e.loss_curve), "series": name})
-        for name, e in (("clean", clean), ("ablated", ablated))  # the heads are named above the chart
-        if chosen or name == "clean"
-    ],
-    ignore_index=True,
-)
-left, right = st.columns(2)
+left, right = layout.panels("results", 2)
 with left:
-    curve_chart = charts.loss_curves(
-        curve_df,
-        "In-context loss curve (held-out text, 9-token moving average)",
-        present=state.presenting(),
-        series=("clean", "ablated"),  # one layout with or without the ablated curve: toggles only swap the data
-    )
-    state.show_chart(curve_chart, width="stretch")
-    export_buttons(curve_chart, curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
-
-compare = st.session_state.get(COMPARE_KEY, {})
-scenarios: list[tuple[str, list[Head]]] = [("clean", [])]
-if compare.get("induction"):
-    scenarios.append(
-        (f"induction heads ({', '.join(head_name(h) for h in compare['induction'])})", compare["induction"])
-    )
-if compare.get("random"):
-    scenarios.append((f"random other head ({head_name(compare['random'][0])})", compare["random"]))
-if chosen and sorted(chosen) not in [sorted(h) for _, h in scenarios]:
-    scenarios.append((f"your selection ({label})", chosen))
+    state.show_chart(views.curve_chart, width="stretch")
+    export_buttons(views.curve_chart, views.curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
 with right:
-    # A table with bars, not a Vega chart: updating a chart's data cost the browser ~60 ms of every head toggle
-    # (Chrome's profiler, a facet chart of a few bars), a table a few. The downloads still draw the chart.
-    scenario_rows = []
-    for name, hs in scenarios:
-        e = cache.ablation_effect(info, hs, mode)
-        scenario_rows.append(
-            {
-                "scenario": name,
-                "loss on second copy": e.second_half_loss,
-                "gain from the repeat": e.first_half_loss - e.second_half_loss,
-            }
-        )
-    comparison = pd.DataFrame(scenario_rows)
-    measures = ["loss on second copy", "gain from the repeat"]
-    low, high = min(0.0, float(comparison[measures].min().min())), max(0.0, float(comparison[measures].max().max()))
-    hint = "Press Ablate induction heads, then Ablate a random other head, to compare the two here."
-    comparison_title = f"Comparison ({mode} ablation)"
-    st.html(
-        block(
-            comparison_title,
-            note("Nats, on the repeated random tokens; one bar scale for both columns."),
-            html_table(comparison, bars=dict.fromkeys(measures, Bar(".3f", low, high))),
-            *([note(hint)] if len(scenarios) == 1 else []),
-        )
-    )
+    st.html(views.comparison_html)
 
     def _long_form() -> pd.DataFrame:  # the downloads' table and chart, built only on a click
-        return comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
+        return views.comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
 
     export_buttons(
-        lambda: charts.comparison_bars(_long_form(), comparison_title, present=state.presenting()),
+        lambda: charts.comparison_bars(_long_form(), _comparison_title(mode), present=state.presenting()),
         _long_form,
         f"ablation comparison {sel.run.name} step {sel.step}",
     )
 
 st.subheader("Predictions on your text")
-if TEXT_KEY not in st.session_state:
-    st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
-text = st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=5000)
-rows = state.from_text(lambda: cache.ablated_predictions(info, text, chosen, mode))
-if not rows:
+st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=5000)
+
+
+def _predicted() -> Predicted:
+    if isinstance(predicted, ICLError):
+        raise predicted
+    return predicted
+
+
+shown_predictions = state.from_text(_predicted)
+if shown_predictions is None:
     st.info("Type at least two characters to see predictions.")
     st.stop()
-pred = pd.DataFrame(rows)
-rep = pred[pred["repeat"]]
-if len(rep):
-    st.markdown(
-        f"Mean loss on tokens that occurred before: **{rep['clean_loss'].mean():.2f}** clean → "
-        f"**{rep['ablated_loss'].mean():.2f}** ablated (over the last {len(pred)} positions)."
-    )
-table = pred.rename(
-    columns={
-        "clean_top": "clean: top",
-        "clean_p": "clean: p",
-        "clean_loss": "clean: loss",
-        "ablated_top": "ablated: top",
-        "ablated_p": "ablated: p",
-        "ablated_loss": "ablated: loss",
-        "repeat": "seen before",
-    }
-)
-numbers = {c: ".2f" for c in ("clean: p", "ablated: p", "clean: loss", "ablated: loss")}
-st.html(html_table(table, formats=numbers, marked=table["seen before"], max_height=300))
+summary, predictions_html = shown_predictions
+if summary:
+    st.markdown(summary)
+st.html(predictions_html)

@@ -11,7 +11,7 @@ from icl_core.analysis.metrics import ICL_WINDOW
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
-from ui import cache, charts, state
+from ui import cache, charts, layout, state
 from ui.export import export_buttons
 from ui.quote import user_text
 
@@ -60,17 +60,18 @@ if table is not None:
     df = pd.DataFrame(table.records())
     key = sort_by if table.clean_icl is not None else "delta_second_half"
     df = df.sort_values([key, "layer", "index"], ascending=[False, True, True], ignore_index=True)
-    m1, m2, m3 = st.columns(3)
+    metrics = layout.wrapping_row()
     stored_icl = fmt_icl(info.metrics)
-    m1.metric(
+    metrics.metric(
         f"Clean ICL score, windowed estimate ({table.n_examples} examples)",
         f"{table.clean_icl:+.3f}" if table.clean_icl is not None else "n/a",
         help="The same windowed estimate as the Ablation page, on the batch the Δ column is measured on. "
         + (f"This snapshot's ICL score (exact, stored) is {stored_icl}." if stored_icl else ""),
+        width="content",
     )
-    m2.metric("Clean second-copy loss", f"{table.clean_second_half:.3f}")
-    m3.metric("Induction heads (★)", ", ".join(df.loc[df["is_induction"], "head"]) or "none")
-    left, right = st.columns([3, 2])
+    metrics.metric("Clean second-copy loss", f"{table.clean_second_half:.3f}", width="content")
+    metrics.metric("Induction heads (★)", ", ".join(df.loc[df["is_induction"], "head"]) or "none", width="content")
+    left, right = layout.panels("table", [3, 2])
     with left:
         shown = df.assign(head=[f"★ {h}" if i else h for h, i in zip(df["head"], df["is_induction"], strict=True)])
         st.dataframe(
@@ -143,7 +144,7 @@ else:
         )
 if attr is not None:
     adf = pd.DataFrame(attr.records())
-    left, right = st.columns(2)
+    left, right = layout.panels("attribution", 2)
     with left:
         chart = charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
         state.show_chart(chart, width="stretch")
@@ -209,7 +210,7 @@ except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot run the fuzzy copying probe: {user_text(exc, 500)}")
 else:
     rows = fuzzy.fuzzy_rows(results)
-    left, right = st.columns([3, 2])
+    left, right = layout.panels("fuzzy", [3, 2])
     with left:
         chart = charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
         state.show_chart(chart, width="stretch")
@@ -254,12 +255,12 @@ if not chosen:
     st.info("Pick one or more runs to compare.")
 elif parts:
     cdf = pd.DataFrame(parts)
-    left, right = st.columns(2)
+    left, right = layout.panels("composition", 2)
     for col, y, title, y_title, what in (
         (
             left,
             "icl_score",
-            "ICL score (lower = more in-context learning; band: ±2 standard errors)",
+            "ICL score",
             "loss(500) − loss(50), nats",
             "ICL scores (they need a context over 500 tokens)",
         ),
@@ -267,8 +268,17 @@ elif parts:
     ):
         with col:
             if cdf[y].notna().any():
-                se = "icl_score_se" if y == "icl_score" else None
-                chart = charts.over_training(cdf, y, title, y_title, color="series", points=False, se=se)
+                icl = y == "icl_score"
+                chart = charts.over_training(
+                    cdf,
+                    y,
+                    title,
+                    y_title,
+                    color="series",
+                    points=False,
+                    se="icl_score_se" if icl else None,
+                    subtitle=charts.ICL_SUBTITLE if icl else "",
+                )
                 state.show_chart(chart, width="stretch")
                 export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")
             else:

@@ -15,7 +15,7 @@ from icl_core.analysis.text import PRESETS, TextAnalysis, TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from ui import cache, charts, state
+from ui import cache, charts, layout, state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -64,10 +64,8 @@ st.caption(
 )
 sel = state.require_selection()
 info = sel.snapshot
-play_col, step_col = st.columns([1, 11], vertical_alignment="center")
-with play_col:
+with st.container(horizontal=True, wrap=False, vertical_alignment="center"):  # the button keeps its width
     state.play_button(sel.steps, key="attn_play")
-with step_col:
     st.caption(
         f"Step {sel.step:,} of {sel.steps[-1]:,}: press Play to watch the heads change over training "
         "(the induction stripe appears at the phase change)."
@@ -332,7 +330,7 @@ def text_views() -> None:
         state.show_chart(
             views.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
         )
-        left, right = st.columns([3, 2], gap="large")
+        left, right = layout.panels("strip", [3, 2], gap="large")
         left.html(views.strip)
         right.html(views.prediction)
         state.show_chart(views.loss, width="stretch")
@@ -390,7 +388,7 @@ def text_views() -> None:
         )
         step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
         pair_head = heads[names.index(head_pick)]
-        pair_cols = st.columns(2)
+        pair_cols = layout.panels("pair", 2)
         for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
             with col:
                 try:

@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, charts, state
+from ui import cache, charts, layout, state
 from ui.export import export_buttons
 from ui.quote import user_text
 
@@ -98,7 +98,7 @@ try:
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute copying scores: {user_text(exc, 500)}")
 if copy_rows:
-    left, right = st.columns([3, 2])
+    left, right = layout.panels("copying", [3, 2])
     with left:
         chart = charts.copying_bars(copy_rows)
         state.show_chart(chart, width="stretch")
@@ -167,7 +167,7 @@ try:
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute this head's circuits: {user_text(exc, 500)}")
 else:
-    left, right = st.columns(2)
+    left, right = layout.panels("qk", 2)
     with left:
         chart = charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
         state.show_chart(chart, width="content")
@@ -184,7 +184,7 @@ else:
                 f"{head_label} is in layer 0: no earlier head writes into its keys, so it has no K-composition "
                 "circuit. Its QK circuit (left) sees token identities only (and positions, not shown)."
             )
-    left, right = st.columns(2)
+    left, right = layout.panels("ov", 2)
     with left:
         chart = charts.circuit_heatmap(
             ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
@@ -218,7 +218,7 @@ window = cache.phase_window_of(sel.run.path)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
 selected_tokens = info.tokens_seen or None
-left, right = st.columns(2)
+left, right = layout.panels("over-training", 2)
 with left:
     if not comp_rows:
         st.info("Composition over training needs at least two layers.")

@@ -6,7 +6,7 @@ import streamlit as st
 
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
-from ui import cache, state
+from ui import cache, layout, state
 from ui.quote import user_text
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -18,7 +18,7 @@ st.markdown(
     "switches on, and what breaks when a head is removed."
 )
 
-left, right = st.columns([3, 2], gap="large")
+left, right = layout.panels("tour", [3, 2], gap="large")
 with left:
     st.header("1. What is an induction head?")
     st.markdown(
@@ -126,10 +126,8 @@ steps = [
     ),
 ]
 for i, (path, title, text) in enumerate(steps, start=1):
-    cols = st.columns([1, 4])
-    with cols[0]:
+    with st.container(horizontal=True, wrap=False, vertical_alignment="center"):  # the link keeps its width
         st.page_link(path, label=f"{i}. {title}", icon=":material/arrow_forward:")
-    with cols[1]:
         st.markdown(text)
 
 st.header("5. The runs in this app")

@@ -90,15 +90,13 @@ else:
     for r in rows:
         if r.get("data") not in (None, SAME_DATA):
             st.warning(f"**{user_text(r['run'])}**: {user_text(r['data'], 300)}.")
-    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
     names = {r["run"]: r["path"] for r in rows}
     # The pick starts at (and follows) the sidebar's run, until the visitor picks another one here.
     if current is not None and st.session_state.get(PICK_FOR_KEY) != current.run.name:
         st.session_state[PICK_KEY] = current.run.name
         st.session_state[PICK_FOR_KEY] = current.run.name
-    with c1:
+    with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # the button keeps its width
         st.selectbox("Explore a run", list(names), key=PICK_KEY)
-    with c2:
         st.button("Open in the explorer", on_click=_open, args=(names,), key="models_open", type="primary")
     if current is not None:
         st.caption(f"Selected now: **{current.run.name}**.")

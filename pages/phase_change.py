@@ -10,7 +10,7 @@ from icl_core.analysis.phase import induction_onset, phase_status
 from icl_core.analysis.summary import describe_phase_change, fmt_icl, fmt_tokens, head_score_rows, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
-from ui import cache, charts, state
+from ui import cache, charts, layout, state
 from ui.export import export_buttons
 from ui.quote import user_text
 
@@ -60,16 +60,14 @@ if not seen and any(s.step > 0 for s in snaps):  # a step-labelled import withou
     )
 
 # The page's own slider drives the shared step; the sidebar slider follows on this rerun.
-slider_col, play_col = st.columns([12, 1], vertical_alignment="bottom")
-with play_col:
-    state.play_button(sel.steps, key="phase_play")
-with slider_col:
+with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # the button keeps its width
     step = state.step_slider(
         PHASE_STEP_KEY,
         sel.steps,
         "Training step",
         format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
     )
+    state.play_button(sel.steps, key="phase_play")
 
 try:
     window = cache.phase_window_of(sel.run.path)
@@ -109,7 +107,7 @@ rows = summary_rows(snaps)
 summary = pd.DataFrame(rows)
 current = next(r for r in rows if r["step"] == step)
 first = rows[0]
-m1, m2, m3, m4 = st.columns(4)
+metrics = layout.wrapping_row()
 
 
 def _delta(key: str, ref: dict | None = None, label: str = "since step 0") -> str | None:
@@ -126,23 +124,35 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec) if value is not None else "n/a"
 
 
-m1.metric(
+metrics.metric(
     "ICL score (loss₅₀₀ − loss₅₀)",
     fmt_icl(sel.snapshot.metrics) or "n/a",
     _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
     delta_color="inverse",
     help="negative = later tokens are predicted better than early ones: in-context learning. ± one standard error "
     "over the held-out examples it was measured on (stored with the snapshot).",
+    width="content",
 )
-m2.metric("Best induction head score", _fmt(current["max_prefix_matching"], ".2f"), _delta("max_prefix_matching"))
-m3.metric("Held-out loss", _fmt(current["heldout_loss"], ".3f"), _delta("heldout_loss"), delta_color="inverse")
-m4.metric("Tokens seen", fmt_tokens(tokens_at[step]))
+metrics.metric(
+    "Best induction head score",
+    _fmt(current["max_prefix_matching"], ".2f"),
+    _delta("max_prefix_matching"),
+    width="content",
+)
+metrics.metric(
+    "Held-out loss",
+    _fmt(current["heldout_loss"], ".3f"),
+    _delta("heldout_loss"),
+    delta_color="inverse",
+    width="content",
+)
+metrics.metric("Tokens seen", fmt_tokens(tokens_at[step]), width="content")
 
 selected_tokens = tokens_at[step] or None
 if not selected_tokens:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
 
-c1, c2 = st.columns(2)
+c1, c2 = layout.panels("scores", 2)
 with c1:
     if summary["icl_score"].notna().sum() == 0:
         st.info(
@@ -154,7 +164,7 @@ with c1:
             charts.over_training(
                 summary,
                 "icl_score",
-                "ICL score: loss(500) − loss(50), lower = more in-context learning (band: ±2 standard errors)",
+                "ICL score: loss(500) − loss(50)",
                 "nats",
                 window_tokens,
                 selected_tokens,
@@ -162,6 +172,7 @@ with c1:
                 x_domain=x_domain,
                 pick=PICK,
                 se="icl_score_se",
+                subtitle=charts.ICL_SUBTITLE,
             ),
             summary,
             "ICL score",
@@ -191,7 +202,7 @@ with c2:
             "pick_heads",
         )
 
-c3, c4 = st.columns(2)
+c3, c4 = layout.panels("losses", 2)
 with c3:
     log = cache.train_log_of(sel.run.path)
     parts = [pd.DataFrame({"tokens": summary["tokens"], "loss": summary["heldout_loss"], "series": "held-out loss"})]
@@ -256,7 +267,7 @@ if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
     highlighted = highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
-    left, right = st.columns([3, 1])
+    left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(
             charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK),

@@ -600,6 +600,45 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
         context.close()
 
 
+# Text that CSS cuts with an ellipsis (a metric's value or label, a button's label): what a projector's audience
+# cannot read.
+_CUT_TEXT_JS = """() => [...document.querySelectorAll('[data-testid=stMain] *')]
+  .filter(e => getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
+  .map(e => e.textContent.trim().slice(0, 60))"""
+# Charts (canvas or SVG) whose right edge passes the page's content column, and charts squashed under 300 px.
+_CHART_FIT_JS = """() => {
+  const column = document.querySelector('[data-testid=stMainBlockContainer]').getBoundingClientRect();
+  return [...document.querySelectorAll('[data-testid=stMain] .vega-embed canvas, [data-testid=stMain] .vega-embed svg')]
+    .map(c => c.getBoundingClientRect())
+    .filter(r => r.width > 0 && (r.right > column.right + 1 || r.width < 300))
+    .map(r => Math.round(r.width) + ' px wide, ends at ' + Math.round(r.right) + ' of ' + Math.round(column.right));
+}"""
+
+
+@pytest.mark.parametrize("present", [False, True], ids=["plain", "presenter-mode"])
+def test_every_page_fits_a_projector(browser: Browser, present: bool) -> None:
+    """At 1024 x 768 (a classroom projector) with the sidebar open, in presenter mode's large type too, no page
+    cuts text or charts: panels stack,
+    metric rows wrap, the composition facets fit. Streamlit's columns only stack below 640 px, and here they had
+    squashed each chart to ~270 px, cut metric values ("-0.264…") and run a facet chart past the page."""
+    context = browser.page.context.browser.new_context(viewport={"width": 1024, "height": 768})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(RUN_S * 1000)
+        for spec in PAGES:
+            path = "" if spec.name == "home" else spec.name
+            link = f"{browser.url}/{path}?run=attn2&step={shipped_last_step()}" + ("&present=1" if present else "")
+            page.goto(link, wait_until="domcontentloaded")
+            page.wait_for_selector(f"{MAIN} h1", timeout=FIRST_RUN_S * 1000)
+            page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
+            page.wait_for_timeout(1500)  # charts lay out after the script is done
+            assert page.evaluate(_OVERFLOW_JS) == [], spec.path
+            assert page.evaluate(_CUT_TEXT_JS) == [], spec.path
+            assert page.evaluate(_CHART_FIT_JS) == [], spec.path
+    finally:
+        context.close()
+
+
 def test_every_page_works_on_an_imported_transformer_lens_run(
     browser: Browser, server_data_dir: Path, fake_hub: Any, tl_repo: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -455,6 +455,9 @@ def pick_param(name: str, fields: Sequence[str]) -> alt.Parameter:
     return alt.selection_point(name=name, fields=list(fields), on="click", nearest=True)
 
 
+ICL_SUBTITLE = "lower = more in-context learning · band: ±2 standard errors"  # under every ICL-score chart's title
+
+
 def over_training(
     df: pd.DataFrame,
     y: str,
@@ -469,8 +472,10 @@ def over_training(
     pick: str | None = None,
     x_domain: tuple[int, int] | None = None,
     se: str | None = None,
+    subtitle: str = "",
 ) -> alt.LayerChart:
     """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled.
+    `subtitle`: how to read it, on a line of its own (a long title is cut to the chart's width).
 
     With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
     selection over the `step` field (the data needs a step column). With `se` (a column of standard errors),
@@ -506,7 +511,9 @@ def over_training(
             alt.Chart(data).mark_point(filled=True, size=size).encode(**enc).add_params(pick_param(pick, ["step"]))
         )
     layers = [*_window_layer(window_tokens), *_onset_layer(onset_tokens), *marks, *_rule_layer(selected_tokens)]
-    return alt.layer(*layers).properties(title=title, height=height)
+    return alt.layer(*layers).properties(
+        title=alt.TitleParams(title, subtitle=subtitle) if subtitle else title, height=height
+    )
 
 
 def pca_chart(
@@ -676,6 +683,9 @@ def _head_axis(n_heads: int) -> alt.Axis:
     return alt.Axis(labelAngle=0 if n_heads <= 12 else -90, labelOverlap=False)
 
 
+COMPOSITION_ROW_PX = 520  # the three facets' plot width that, with axes, fits a 1024 px page with the sidebar
+
+
 def composition_heatmaps(comp: circuits.CompositionScores) -> alt.FacetChart:
     """K, Q and V composition side by side: earlier heads down, later heads across, baseline subtracted."""
     df = pd.DataFrame(comp.records())
@@ -692,15 +702,20 @@ def composition_heatmaps(comp: circuits.CompositionScores) -> alt.FacetChart:
             "score:Q",
             scale=alt.Scale(scheme=DIVERGING, domain=[-top, top], domainMid=0),
             title="score − baseline",
+            legend=alt.Legend(orient="bottom"),  # beside the facets it pushed the chart past a 1024 px page
         ),
         tooltip=["composition", "early", "late", alt.Tooltip("score:Q", format="+.3f"), alt.Tooltip("raw:Q")],
     )
     text = base.mark_text(fontSize=11).encode(text=alt.Text("score:Q", format="+.2f"))
-    n = max(len(comp.col_labels), 1)
+    width = min(42 * max(len(comp.col_labels), 1), 300)
     return (
         alt.layer(rect, text, data=df)
-        .properties(width=min(46 * n, 300), height=min(30 * len(comp.row_labels), 300))
-        .facet(column=alt.Column("composition:N", title=None, sort=[KIND_LABEL[k] for k in circuits.COMPOSITION_KINDS]))
+        .properties(width=width, height=min(30 * len(comp.row_labels), 300))
+        .facet(
+            facet=alt.Facet("composition:N", title=None, sort=[KIND_LABEL[k] for k in circuits.COMPOSITION_KINDS]),
+            # Side by side while three fit a 1024 px page (a 2-layer model's 4 later heads); stacked beyond that.
+            columns=3 if 3 * width <= COMPOSITION_ROW_PX else 1,
+        )
         .properties(
             title=alt.TitleParams(
                 "Composition scores, random baseline subtracted",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import streamlit as st
 from streamlit.navigation.page import StreamlitPage
 
+from ui.layout import PAGE_CSS
+
 # (file, title, icon)
 PAGES = [
     ("pages/home.py", "Start here: the tour", ":material/school:"),
@@ -24,4 +26,5 @@ def navigation() -> StreamlitPage:
     page = st.navigation(pages)
     # After st.navigation: it sends the page's own title and icon, which would reset the layout.
     st.set_page_config(page_title="Induction heads explorer", page_icon="🔁", layout="wide")
+    st.html(PAGE_CSS)
     return page
