@@ -605,6 +605,20 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
 _CUT_TEXT_JS = """() => [...document.querySelectorAll('[data-testid=stMain] *')]
   .filter(e => getComputedStyle(e).textOverflow === 'ellipsis' && e.scrollWidth > e.clientWidth + 1)
   .map(e => e.textContent.trim().slice(0, 60))"""
+# Charts that drew nothing (no canvas or SVG of a real size): a chart Vega-Lite cannot lay out stays blank.
+_BLANK_CHART_JS = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stVegaLiteChart]')]
+  .filter(c => {
+    const drawn = c.querySelector('canvas, svg');
+    const r = drawn ? drawn.getBoundingClientRect() : {width: 0, height: 0};
+    return r.width <= 50 || r.height <= 50;
+  })
+  .map(c => c.closest('[data-testid=stElementContainer]')?.previousElementSibling?.textContent?.slice(0, 60) || '?')"""
+# Metrics whose value is drawn no larger than their label (presenter mode's paragraph rule once shrank them).
+_SMALL_METRIC_JS = """() => [...document.querySelectorAll('[data-testid=stMain] [data-testid=stMetric]')].filter(m => {
+  const text = (sel) => [...m.querySelectorAll(sel + ' *')].filter(e => !e.children.length && e.textContent.trim())
+    .map(e => parseFloat(getComputedStyle(e).fontSize));
+  return Math.min(...text('[data-testid=stMetricValue]')) <= Math.max(...text('[data-testid=stMetricLabel]'));
+}).map(m => m.textContent.trim().slice(0, 60))"""
 # Charts (canvas or SVG) whose right edge passes the page's content column, and charts squashed under 300 px.
 _CHART_FIT_JS = """() => {
   const column = document.querySelector('[data-testid=stMainBlockContainer]').getBoundingClientRect();
@@ -632,9 +646,12 @@ def test_every_page_fits_a_projector(browser: Browser, present: bool) -> None:
             page.wait_for_selector(f"{MAIN} h1", timeout=FIRST_RUN_S * 1000)
             page.wait_for_selector(APP_IDLE, timeout=FIRST_RUN_S * 1000)
             page.wait_for_timeout(1500)  # charts lay out after the script is done
+            assert page.locator(f"{EXCEPTION}, {ERROR_ALERT}").count() == 0, spec.path
             assert page.evaluate(_OVERFLOW_JS) == [], spec.path
             assert page.evaluate(_CUT_TEXT_JS) == [], spec.path
             assert page.evaluate(_CHART_FIT_JS) == [], spec.path
+            assert page.evaluate(_SMALL_METRIC_JS) == [], spec.path
+            assert page.evaluate(_BLANK_CHART_JS) == [], spec.path
     finally:
         context.close()
 

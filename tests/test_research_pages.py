@@ -52,7 +52,7 @@ def chart_titled(at: AppTest, prefix: str):
         if str(text).startswith(prefix):
             data = b"".join(d.data.data for d in chart.proto.datasets) + json.dumps(spec.get("data", {})).encode()
             return spec, data
-    raise AssertionError(f"no chart titled {wanted!r}")
+    raise AssertionError(f"no chart titled {prefix!r}")
 
 
 @pytest.mark.parametrize("run", ["attn2", "attn1"])

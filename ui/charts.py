@@ -141,11 +141,24 @@ def finish(chart: Any, present: bool = False) -> Any:
     if not present:
         return chart.configure_title(subtitleColor=SUBTITLE_COLOR)
     return (
-        chart.configure_axis(labelFontSize=16, titleFontSize=18, labelLimit=400)
+        _height_is_the_plots(chart)
+        .configure_axis(labelFontSize=16, titleFontSize=18, labelLimit=400)
         .configure_legend(labelFontSize=16, titleFontSize=16, symbolSize=160)
         .configure_title(fontSize=22, subtitleFontSize=16, subtitleColor=SUBTITLE_COLOR)
         .configure_header(labelFontSize=18, titleFontSize=18)
     )
+
+
+def _height_is_the_plots(chart: Any) -> Any:
+    """A full-width chart whose height is its plot's: Streamlit's default ("fit") keeps the whole chart at that
+    height, so presenter mode's large type squeezed a plot over training to ~60 px and pushed its title out of
+    view. Not for charts that size themselves (a width or an autosize of their own) or compound ones (Vega-Lite
+    cannot fit those: a facet chart drew nothing)."""
+    if not isinstance(chart, alt.Chart | alt.LayerChart):
+        return chart
+    if chart.autosize is not alt.Undefined or chart.width is not alt.Undefined:
+        return chart
+    return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def legend(columns: int = 1) -> alt.Legend:
