@@ -255,7 +255,7 @@ if not chosen:
     st.info("Pick one or more runs to compare.")
 elif parts:
     cdf = pd.DataFrame(parts)
-    left, right = layout.panels("composition", 2)
+    left, right = layout.panels("compare-runs", 2)
     for col, y, title, y_title, what in (
         (
             left,

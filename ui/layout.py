@@ -8,6 +8,7 @@ plot's room, titles and metric values were cut with an ellipsis, and a facet cha
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -28,7 +29,7 @@ PAGE_CSS = f"""<style>
 </style>"""
 
 
-def panels(name: str, spec: int | Sequence[float], **kwargs) -> list[DeltaGenerator]:
+def panels(name: str, spec: int | Sequence[float], **kwargs: Any) -> list[DeltaGenerator]:
     """st.columns(spec) whose columns stack when the page is too narrow for each to get PANEL_MIN_REM.
 
     `name`: unique on the page and the same on every rerun (the container's key: a new key would make the
@@ -37,6 +38,6 @@ def panels(name: str, spec: int | Sequence[float], **kwargs) -> list[DeltaGenera
         return st.columns(spec, **kwargs)
 
 
-def wrapping_row(**kwargs) -> DeltaGenerator:
+def wrapping_row(**kwargs: Any) -> DeltaGenerator:
     """A horizontal row whose elements wrap onto a new line rather than being cut: give them width="content"."""
     return st.container(horizontal=True, wrap=True, gap="medium", **kwargs)
