@@ -570,12 +570,12 @@ def pca_chart(
         .mark_text(dx=14, dy=-12, align="left", fontWeight="bold")
         .encode(x=x, y=y, text="run:N", color=color)
     )
-    subtitle = (
-        f"square: each run's first snapshot in the plane (step ≥ {PCA_MIN_STEP}) · "
+    # One line per hint: Vega cuts a subtitle line at the chart's width (the click hint, at a projector's size).
+    subtitle = [
+        f"square: each run's first snapshot in the plane (step ≥ {PCA_MIN_STEP})",
         "ring: the selected step (nearest in tokens seen)"
-    )
-    if pick:
-        subtitle += " · click a point to select that run and step"
+        + (" · click a point to select its run and step" if pick else ""),
+    ]
     return alt.layer(paths, *dots, starts, rings, names).properties(
         title=alt.TitleParams(PCA_TITLE, subtitle=subtitle),
         height=420,

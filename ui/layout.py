@@ -29,6 +29,16 @@ PAGE_CSS = f"""<style>
 </style>"""
 
 
+PRESENTER_PANEL_MIN_REM = 30  # presenter mode's larger type: a legend of head names takes twice the room
+
+# Added to the page's style in presenter mode (ui/state): at 1280 px its chart pairs had ~120 px plots.
+PRESENTER_CSS = f"""<style>
+[class*="st-key-{_PANELS}"] [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{
+  min-width: min(100%, {PRESENTER_PANEL_MIN_REM}rem);
+}}
+</style>"""
+
+
 def panels(name: str, spec: int | Sequence[float], **kwargs: Any) -> list[DeltaGenerator]:
     """st.columns(spec) whose columns stack when the page is too narrow for each to get PANEL_MIN_REM.
 

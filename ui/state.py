@@ -32,7 +32,7 @@ from icl_core.analysis.text import TextInput
 from icl_core.errors import ICLError, InputTextError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache, charts, export
+from ui import cache, charts, export, layout
 from ui.quote import user_text
 
 RUN_KEY = "run"
@@ -387,7 +387,7 @@ def _presenter_toggle() -> None:
         "Large type and labels for a projector; the link gets ?present=1.",
     )
     if presenting():
-        st.html(PRESENTER_CSS)
+        st.html(PRESENTER_CSS + layout.PRESENTER_CSS)
 
 
 def show_chart(chart: Any, **kwargs: Any) -> Any:
