@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from icl_core.analysis.evaluation import estimated_seconds
 from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
-from icl_core.storage import hub, imports, tl_hub
+from icl_core.storage import hub, imports, published, tl_hub
 from ui import cache, state
 from ui.quote import user_text
 
@@ -146,7 +147,11 @@ def _look_up() -> None:
     repo_id = (st.session_state.get("tl_repo") or "").strip() if pick == OTHER_REPO else pick
     st.session_state.pop(LISTED_KEY, None)
     try:
-        st.session_state[LISTED_KEY] = tl_hub.list_repo(repo_id, token=st.session_state.get("tl_token") or None)
+        listed = tl_hub.list_repo(repo_id, token=st.session_state.get("tl_token") or None)
+        st.session_state[LISTED_KEY] = listed
+        # The defaults follow the repo: as many checkpoints as the disk cap keeps, its own tokens per step.
+        st.session_state["tl_n"] = tl_hub.default_count(listed)
+        st.session_state["tl_tokens_per_step"] = listed.tokens_per_step or 0
     except ICLError as exc:
         st.session_state[TL_ERROR_KEY] = str(exc)
     except Exception as exc:  # a network stack can fail in ways the hub module did not foresee
@@ -179,10 +184,10 @@ def _import_card(info: imports.ImportInfo) -> None:
     with st.container(border=True):
         st.markdown(f"**{user_text(info.repo_id)}** · {info.stage}")
         if info.stage == "downloading":
-            text = f"downloaded {info.done} of {info.total} checkpoints ({hub.fmt_mb(info.done_bytes)} of "
-            text += f"{hub.fmt_mb(info.total_bytes)})"
+            text = f"downloaded, converted and evaluated {info.done} of {info.total} checkpoints, one at a time "
+            text += f"({hub.fmt_mb(info.done_bytes)} of {hub.fmt_mb(info.total_bytes)} downloaded)"
         elif info.stage == "evaluating":
-            text = f"evaluated {info.done} of {info.total} checkpoints (ICL score, loss PCA, head scores)"
+            text = f"evaluated {info.done} of {info.total} checkpoints left by an earlier attempt"
         else:
             text = user_text(info.message, 200) or info.stage
         st.progress(1.0 if info.stage == "finished" else info.fraction, text=text)
@@ -224,21 +229,27 @@ IMPORT_RUNS_SEEN_KEY = "_models_runs_seen"
 st.subheader("Published training runs (TransformerLens format)")
 st.caption(
     "Attention-only models the field studies over training: Neel Nanda's (the models TransformerLens calls "
-    "attn-only-1l … 4l) and Hoogland et al.'s. Pick how many checkpoints to fetch (log-spaced, first and last "
-    "always); only their weights, the config and the tokenizer are downloaded, never optimizer states. Each "
-    "checkpoint is converted once to safetensors and then evaluated in the background with the model's own "
-    "tokenizer, on the Python standard library's held-out source (random-token probes from the middle of the "
-    "tokenizer's frequency ranking)."
+    "attn-only-1l … 4l) and Hoogland et al.'s. Pick how many checkpoints to fetch: log-spaced (first and last "
+    "always), half of them inside the range where the run's induction heads are known to form. Only their "
+    "weights, the config and the tokenizer are downloaded, never optimizer states, one checkpoint at a time: "
+    "each is converted to fp16 safetensors, its download deleted, and it is evaluated in the background with "
+    "the model's own tokenizer on the Python standard library's held-out source (random-token probes from the "
+    "middle of the tokenizer's frequency ranking)."
 )
 c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
 with c1:
     preset = st.selectbox(
-        "Run", [*tl_hub.PUBLISHED_REPOS, OTHER_REPO], key="tl_preset",
-        format_func=lambda r: r if r == OTHER_REPO else f"{r} — {tl_hub.PUBLISHED_REPOS[r]}",
+        "Run", [*published.PRESETS, OTHER_REPO], key="tl_preset",
+        format_func=lambda r: r if r == OTHER_REPO else f"{r} — {published.PRESETS[r].description}",
     )  # fmt: skip
 with c2:
     n_checkpoints = st.number_input(
-        "Checkpoints", min_value=2, max_value=500, value=tl_hub.DEFAULT_CHECKPOINTS, key="tl_n"
+        "Checkpoints",
+        min_value=2,
+        max_value=500,
+        value=tl_hub.DEFAULT_CHECKPOINTS,
+        key="tl_n",
+        help="Set to what the disk cap keeps when a run is looked up.",
     )
 if preset == OTHER_REPO:
     st.text_input("Repository in the same format", placeholder="owner/name", key="tl_repo")
@@ -249,22 +260,27 @@ if problem:
     st.error(user_text(problem, 500))
 listed = st.session_state.get(LISTED_KEY)
 if listed is not None:
-    chosen = tl_hub.pick_log_spaced(listed.checkpoints, int(n_checkpoints))
+    chosen = tl_hub.choose(listed, int(n_checkpoints))
     cfg = listed.model_config
+    window = listed.window
     st.info(
         f"**{user_text(listed.repo_id)}**: {cfg.n_layers} layers × {cfg.n_heads} heads, d_model {cfg.d_model}, "
-        f"vocabulary {cfg.d_vocab:,}, context {cfg.n_ctx}, tokenizer {user_text(cfg.tokenizer)}. "
-        f"Will download {user_text(tl_hub.describe(listed, chosen))}."
-    )
+        f"vocabulary {cfg.d_vocab:,}, context {cfg.n_ctx}, tokenizer {user_text(cfg.tokenizer)}; config from "
+        f"{user_text(listed.config_source, 300)}. "
+        + (f"Induction heads form at {window.lo_tokens / 1e9:.2g}B–{window.hi_tokens / 1e9:.2g}B tokens "
+           f"({user_text(window.source)}). " if window else "")
+        + f"Will fetch {user_text(tl_hub.describe(listed, chosen, estimated_seconds(cfg, len(chosen))), 500)}."
+    )  # fmt: skip
     if listed.unit == "step":
         st.number_input(
-            "Tokens per training step (batch size × context)", min_value=0, value=0, step=1024,
-            key="tl_tokens_per_step",
+            "Tokens per training step (batch size × context)", min_value=0, step=1024, key="tl_tokens_per_step",
             help="This repo labels its checkpoints by training step. The charts over training are drawn against "
-            "tokens seen: give the tokens one step trained on (0: unknown, and those charts stay empty).",
+            "tokens seen: the tokens one step trained on (filled in where the run's training config is known; "
+            "0: unknown, and those charts stay empty).",
         )  # fmt: skip
     st.button(
-        f"Download and evaluate {len(chosen)} checkpoints ({hub.fmt_mb(listed.download_bytes(chosen))})",
+        f"Download and evaluate {len(chosen)} checkpoints ({hub.fmt_mb(listed.download_bytes(chosen))} through, "
+        f"{hub.fmt_mb(listed.kept_bytes(chosen))} kept)",
         key="tl_start", type="primary", on_click=_start, args=(len(chosen),),
     )  # fmt: skip
 st.session_state[IMPORT_RUNS_SEEN_KEY] = tuple(r.name for r in state.list_runs())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from fake_hub import fake_hub, no_internet, tiny_run_dir
 from streamlit.testing.v1 import AppTest
-from tl_fixtures import tl_repo
+from tl_fixtures import timaeus_repo, timaeus_tokenizer_json, tl_repo
 
 from ui import state
 
@@ -24,6 +24,8 @@ __all__ = [
     "open_page",
     "shipped_induction_head",
     "shipped_last_step",
+    "timaeus_repo",
+    "timaeus_tokenizer_json",
     "tiny_run_dir",
     "tl_repo",
 ]

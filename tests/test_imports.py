@@ -13,7 +13,7 @@ from tl_fixtures import REPO, TOKENS, pth
 
 from icl_core.errors import HubError
 from icl_core.processes import CHILDREN
-from icl_core.storage import imports, tl_hub
+from icl_core.storage import imports, published, tl_hub
 from icl_core.storage.runs import discover_runs
 from icl_core.storage.snapshots import list_snapshots
 
@@ -37,24 +37,32 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     fake_hub: FakeHub, tl_repo
 ) -> None:
     repo = tl_hub.list_repo(REPO)
+    chosen = tl_hub.choose(repo, 3)
     started = imports.start_import(repo, 3)
     assert started.active and started.repo_id == REPO
-    imports.cancel_import(started)  # the worker is still starting: it stops after its first checkpoint
+    imports.cancel_import(started)  # the worker is still starting: it stops before its first download
     cancelled = wait_until_ended(started)
     log = (cancelled.import_dir / imports.LOG_FILE).read_text()
     assert cancelled.stage == imports.CANCELLED and cancelled.resumable, (cancelled.error, log[-2000:])
-    assert cancelled.done == 1 and cancelled.total == 3
-    assert not tl_hub.run_dir_for(repo).exists(), "a cancelled download leaves no half-run in the picker"
-    first = tl_hub.pick_log_spaced(repo.checkpoints, 3)[0].path.split("/")[-1]
-    assert fake_hub.fetched(first)
+    assert cancelled.done == 0 and cancelled.total == 3
+    assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in chosen), "a cancel comes before the next download"
+    assert not tl_hub.run_dir_for(repo).exists(), "a cancelled import leaves no half-run in the picker"
 
+    # Cut short after two checkpoints (the third is unreadable): the resumed import keeps what it converted.
+    files = dict(fake_hub.files(REPO))
+    good = files[chosen[-1].path]
+    fake_hub.add_repo(REPO, {**files, chosen[-1].path: pth({"model": {"nested": 1}})})
+    failed = wait_until_ended(imports.resume_import(cancelled))
+    assert failed.stage == imports.FAILED and failed.done == 2, failed
+    fake_hub.add_repo(REPO, {**files, chosen[-1].path: good})
     fake_hub.requests.clear()
-    finished = wait_until_ended(imports.resume_import(cancelled))
+    finished = wait_until_ended(imports.resume_import(failed))
     assert finished.stage == imports.FINISHED, finished
-    assert not fake_hub.fetched(first), "the resumed import kept the checkpoint it had converted"
+    assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in chosen[:2]), "converted ones are kept"
+    assert fake_hub.fetched(chosen[-1].path.split("/")[-1])
     assert finished.done == finished.total == 3
     snaps = list_snapshots(tl_hub.run_dir_for(repo))
-    assert [s.tokens_seen for s in snaps] == [TOKENS[0], TOKENS[1], TOKENS[-1]]
+    assert [s.tokens_seen for s in snaps] == [c.label for c in chosen]
     assert all(s.metrics.get("loss_curve") and s.metrics.get("prefix_matching") for s in snaps), "evaluated"
     assert any(r.path == tl_hub.run_dir_for(repo) for r in discover_runs())
     assert [i.key for i in imports.list_imports()] == [finished.key]
@@ -92,18 +100,23 @@ def test_the_models_page_looks_up_a_published_run_shows_its_size_and_imports_it(
 
     at = open_page("pages/models.py")
     options = at.selectbox(key="tl_preset").options  # as shown: "repo — what it is"
-    assert all(any(o.startswith(repo_id) for o in options) for repo_id in tl_hub.PUBLISHED_REPOS), options
+    assert all(any(o.startswith(repo_id) for o in options) for repo_id in published.PRESETS), options
     at.selectbox(key="tl_preset").set_value("another repository…").run()
     at.text_input(key="tl_repo").set_value("nobody/missing-repo").run()
     at.button(key="tl_look_up").click().run()
     assert not at.exception and at.error, "a missing repo is one clear message"
     at.text_input(key="tl_repo").set_value(REPO).run()
-    at.number_input(key="tl_n").set_value(3).run()
     at.button(key="tl_look_up").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     repo = tl_hub.list_repo(REPO)
-    size = tl_hub.hub.fmt_mb(repo.download_bytes(tl_hub.pick_log_spaced(repo.checkpoints, 3)))
-    assert size in at.button(key="tl_start").label and "3 checkpoints" in at.button(key="tl_start").label
+    assert at.number_input(key="tl_n").value == tl_hub.default_count(repo), "the count follows the repo"
+    plan = next(i.value for i in at.info if REPO in i.value)
+    assert "keeps" in plan and "min of evaluation" in plan and "config from config" in plan, plan
+    at.number_input(key="tl_n").set_value(3).run()
+    chosen = tl_hub.choose(repo, 3)
+    label = at.button(key="tl_start").label
+    assert tl_hub.hub.fmt_mb(repo.download_bytes(chosen)) in label and "3 checkpoints" in label, label
+    assert tl_hub.hub.fmt_mb(repo.kept_bytes(chosen)) + " kept" in label, label
     assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in repo.checkpoints), "nothing large before the click"
     at.button(key="tl_start").click().run()
     assert not at.exception

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tl_fixtures import reference_model, tiny_neel_config
 
 from icl_core.analysis.metrics import attention_patterns
 from icl_core.errors import CheckpointError
@@ -14,46 +15,13 @@ transformer_lens = pytest.importorskip("transformer_lens")
 
 
 def tl_config(positional: str, normalization: str | None = "LN") -> dict:
-    """A tiny model's config.json as Neel Nanda's training code writes it."""
-    return {
-        "d_model": 32,
-        "n_layers": 2,
-        "d_head": 8,
-        "n_heads": 4,
-        "n_ctx": 48,
-        "d_vocab": 120,
-        "tokenizer_name": "test/tiny-bpe",
-        "attn_only": True,
-        "normalization": normalization,
-        "shortformer_pos": positional == "shortformer",
-        "d_mlp": -1,
-        "act_fn": "solu_ln",
-    }
+    """A tiny model's config.json as Neel Nanda's training code writes it: all ~50 keys (tl_fixtures)."""
+    return tiny_neel_config(positional, normalization)
 
 
 def hooked_transformer(config: dict, seed: int = 0):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=config["n_layers"],
-        d_model=config["d_model"],
-        d_head=config["d_head"],
-        n_heads=config["n_heads"],
-        n_ctx=config["n_ctx"],
-        d_vocab=config["d_vocab"],
-        attn_only=True,
-        normalization_type=config["normalization"],
-        positional_embedding_type="shortformer" if config["shortformer_pos"] else "standard",
-        act_fn="relu",
-        seed=seed,
-    )
-    model = HookedTransformer(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn_like(p) * (0.5 if "b_" in name or "ln" in name else 0.3))  # biases and LN too
-            if name.endswith(".w"):
-                p.add_(1.0)
-    return model.eval()
+    """TransformerLens's own reading of that config.json (convert_neel_model_config), random weights."""
+    return reference_model(config, seed)
 
 
 @pytest.mark.parametrize(
@@ -122,18 +90,35 @@ def test_bad_checkpoints_are_refused_with_the_file_named(tmp_path):
         convert_state_dict(missing, cfg, "x.pth")
 
 
+def test_a_training_scripts_whole_settings_dict_is_read_for_its_model_fields_only():
+    """The real config.json carries ~50 keys of training settings (tl_fixtures.neel_config); as TransformerLens
+    does, the model's fields are read and the rest ignored, whatever they are."""
+    config = tl_config("shortformer")
+    assert len(config) >= 45 and {"lr_hidden", "tokens_per_step", "betas", "control"} <= set(config)
+    cfg = model_config_from_tl({**config, "a_key_from_a_later_version": [1, 2]})
+    assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_head, cfg.n_ctx, cfg.d_vocab) == (2, 4, 32, 8, 1024, 120)
+    assert cfg.positional == "shortformer" and cfg.normalization == "LN" and cfg.tokenizer == config["tokenizer_name"]
+    no_norm = model_config_from_tl({k: v for k, v in tl_config("standard", None).items()})
+    assert no_norm.normalization == "none" and no_norm.positional == "learned"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"attn_only": False}, "attention-only"),
-        ({"surprise": 1}, "unknown config field"),
         ({"normalization": "RMS"}, "not supported"),
         ({"final_rms": True}, "final_rms"),
+        ({"shortformer_pos": None, "positional_embedding_type": "rotary"}, "rotary"),
+        ({"parallel_attn_mlp": True}, "parallel_attn_mlp"),
+        ({"d_vocab_out": 7}, "d_vocab_out"),
     ],
 )
 def test_configs_we_cannot_run_are_refused(change, message):
+    config = {**tl_config("standard"), **change}
+    if change.get("shortformer_pos", 0) is None:
+        del config["shortformer_pos"]
     with pytest.raises(CheckpointError, match=message):
-        model_config_from_tl({**tl_config("standard"), **change})
+        model_config_from_tl(config)
 
 
 @pytest.mark.parametrize("positional", ["standard", "shortformer"])
@@ -143,7 +128,9 @@ def test_circuit_weights_fold_layer_norm_as_transformer_lens_does(tmp_path, posi
     from icl_core.analysis.circuits import composition_scores
     from icl_core.model.fold import circuit_weights
 
-    config = tl_config(positional)
+    # TransformerLens's fold_ln reaches for an MLP's LayerNorm whenever act_fn is solu_ln (the published configs'
+    # value), attention-only or not, and fails: a relu act_fn (unused without MLPs) lets it fold.
+    config = {**tl_config(positional), "act_fn": "relu"}
     reference = hooked_transformer(config)
     path = tmp_path / "tokens_000000001000.pth"
     torch.save(reference.state_dict(), path)

@@ -1,7 +1,9 @@
-"""TransformerLens-format repos from the (fake) Hub: listed, chosen, downloaded, converted, checked against TL."""
+"""The field's published runs from the (fake) Hub, laid out as their authors' code writes them (tl_fixtures):
+listed, chosen, streamed, converted, and checked against TransformerLens loading the same files."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -9,47 +11,97 @@ import pytest
 import torch
 from fake_hub import FakeHub
 from test_tl_format import tl_config
-from tl_fixtures import REPO, TOKENIZER_REPO, TOKENS, pth
+from tl_fixtures import (
+    REPO,
+    TIMAEUS_REPO,
+    TIMAEUS_STEPS,
+    TIMAEUS_TOKENIZER_REPO,
+    TIMAEUS_TOKENS_PER_STEP,
+    TOKENIZER_REPO,
+    TOKENS,
+    neel_config,
+    pth,
+)
 
 from icl_core.errors import CheckpointError, HubError
-from icl_core.storage import tl_hub
+from icl_core.storage import hub, published, tl_hub
 from icl_core.storage.runs import discover_runs
 from icl_core.storage.snapshots import list_snapshots, load_model
 
 
-def test_listing_reads_labels_and_sizes_before_any_checkpoint_is_fetched(fake_hub: FakeHub, tl_repo) -> None:
+def fetched_files(fake_hub: FakeHub) -> set[str]:
+    """Every file a resolve call (HEAD or GET) asked for, as repo/path."""
+    out = set()
+    for _, path in fake_hub.requests:
+        parts = path.strip("/").split("/")
+        if len(parts) >= 5 and parts[2] == "resolve":
+            out.add(f"{parts[0]}/{parts[1]}/{'/'.join(parts[4:])}")
+    return out
+
+
+def cached_pth_files() -> list[Path]:
+    return [p for p in hub.hub_cache_dir().rglob("*") if p.is_file() and p.suffix == ".pth"] + [
+        p for p in hub.hub_cache_dir().rglob("blobs/*") if p.is_file() and p.stat().st_size > 50_000
+    ]
+
+
+def transformer_lens_loads(fake_hub: FakeHub, repo_id: str, path: str, reference: torch.nn.Module):
+    """The file as TransformerLens loads it without processing (from_pretrained_no_processing): a fresh
+    HookedTransformer of the reference's config, load_and_process_state_dict with every processing step off."""
+    from transformer_lens import HookedTransformer
+
+    state = torch.load(io.BytesIO(fake_hub.files(repo_id)[path]), map_location="cpu", weights_only=True)
+    model = HookedTransformer(reference.cfg)
+    model.load_and_process_state_dict(
+        state, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )  # fmt: skip
+    return model.eval()
+
+
+def test_listing_reads_the_real_layout_and_fetches_nothing_but_the_config(fake_hub: FakeHub, tl_repo) -> None:
     repo = tl_hub.list_repo(REPO)
     assert repo.unit == "tokens" and [c.label for c in repo.checkpoints] == TOKENS
+    assert repo.checkpoints[0].path == "model_init.pth", "the initial weights are step 0 (tokens 0)"
+    assert repo.checkpoints[1].label == 262_144, "the first saved label is one step's tokens"
     assert all(c.size > 1000 for c in repo.checkpoints)
     assert repo.model_config.normalization == "LN" and repo.model_config.tokenizer == TOKENIZER_REPO
-    assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in repo.checkpoints)
+    assert repo.config_source == "config.json" and len(repo.config) >= 45
+    assert fetched_files(fake_hub) == {f"{REPO}/config.json"}
     chosen = tl_hub.pick_log_spaced(repo.checkpoints, 3)
-    assert [c.label for c in chosen] == [0, 2_000, 20_000_000]  # nearest in log(label) to 1, 4472, 2e7
-    assert chosen[0] == repo.checkpoints[0] and chosen[-1] == repo.checkpoints[-1]
-    assert "3 of 6 checkpoints" in tl_hub.describe(repo, chosen)
+    assert [c.label for c in chosen] == [0, TOKENS[1], TOKENS[-1]], "tokens 0, then log-spaced from the first step"
+    assert "3 of 6 checkpoints" in tl_hub.describe(repo, chosen) and "keeps" in tl_hub.describe(repo, chosen)
 
 
-def test_import_converts_the_chosen_checkpoints_into_a_run_that_matches_transformer_lens(
+def test_an_import_streams_each_checkpoint_and_matches_transformer_lens_on_the_same_files(
     fake_hub: FakeHub, tl_repo, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     repo = tl_hub.list_repo(REPO)
-    chosen = [repo.checkpoints[1], repo.checkpoints[4]]
-    run_dir = tl_hub.import_checkpoints(repo, chosen)
-    assert not any(fake_hub.fetched(f"optimizer_{n:012d}.pth") for n in TOKENS), "optimizer states never fetched"
-    assert not fake_hub.fetched(f"tokens_{TOKENS[0]:012d}.pth"), "only the chosen checkpoints"
+    chosen = [repo.checkpoints[0], repo.checkpoints[2], repo.checkpoints[4]]
+    seen_in_cache = []
+
+    def on_snapshot(snap) -> None:  # the caller's evaluation happens here: the .pth is gone by then
+        seen_in_cache.append(len(cached_pth_files()))
+
+    run_dir = tl_hub.import_checkpoints(repo, chosen, on_snapshot=on_snapshot)
+    assert seen_in_cache == [0, 0, 0] and not cached_pth_files(), "each .pth dropped from the cache once converted"
+    allowed = {f"{REPO}/config.json", f"{TOKENIZER_REPO}/tokenizer.json", *(f"{REPO}/{c.path}" for c in chosen)}
+    assert fetched_files(fake_hub) == allowed, "nothing but the config, the chosen checkpoints and the tokenizer"
     snaps = list_snapshots(run_dir)
     assert [s.tokens_seen for s in snaps] == [c.label for c in chosen]
     assert (run_dir / "tokenizer" / "tokenizer.json").is_file()
     assert any(r.path == run_dir and r.source == "hub" for r in discover_runs())
-    tokens = torch.randint(0, 120, (2, 30), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 120, (2, 1024), generator=torch.Generator().manual_seed(0))
     for snap, c in zip(snaps, chosen, strict=True):
+        reference = transformer_lens_loads(fake_hub, REPO, c.path, tl_repo[c.label])
         with torch.no_grad():
             ours = load_model(snap).eval()(tokens)
-            reference = tl_repo[c.label](tokens)
-        torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-5)
+            theirs = reference(tokens)
+        torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+        assert snap.weights_path.stat().st_size < 0.6 * len(fake_hub.files(REPO)[c.path]), "kept as fp16"
     assert not list(run_dir.glob("*.pth")), "converted once: no pickle in the run folder"
 
-    # Offline, the same import is served by the cache.
+    # Offline, the same import needs nothing: the converted checkpoints are kept.
     fake_hub.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert tl_hub.list_repo(REPO).checkpoints == repo.checkpoints, "offline: the listing saved online, same steps"
@@ -57,14 +109,80 @@ def test_import_converts_the_chosen_checkpoints_into_a_run_that_matches_transfor
     assert [s.tokens_seen for s in list_snapshots(again)] == [c.label for c in chosen]
 
 
+def test_a_timaeus_run_imports_without_a_config_on_the_tokens_axis_and_matches_transformer_lens(
+    fake_hub: FakeHub, timaeus_repo
+) -> None:
+    repo = tl_hub.list_repo(TIMAEUS_REPO)
+    assert f"{TIMAEUS_REPO}/config.json" not in fetched_files(fake_hub), "the repo has none: never asked for"
+    assert repo.unit == "step" and [c.label for c in repo.checkpoints] == TIMAEUS_STEPS
+    assert repo.tokens_per_step == TIMAEUS_TOKENS_PER_STEP and "tetrahedron.py" in repo.config_source
+    cfg = repo.model_config
+    assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head, cfg.n_ctx, cfg.d_vocab) == (2, 256, 8, 32, 1024, 5000)
+    assert cfg.positional == "shortformer" and cfg.tokenizer == TIMAEUS_TOKENIZER_REPO
+    chosen = [repo.checkpoints[0], repo.checkpoints[2], repo.checkpoints[-1]]
+    run_dir = tl_hub.import_checkpoints(repo, chosen)
+    snaps = list_snapshots(run_dir)
+    assert [s.tokens_seen for s in snaps] == [c.label * 102_400 for c in chosen], "no tokens per step typed"
+    allowed = {f"{TIMAEUS_TOKENIZER_REPO}/tokenizer.json", *(f"{TIMAEUS_REPO}/{c.path}" for c in chosen)}
+    assert fetched_files(fake_hub) == allowed
+    tokens = torch.randint(0, 5000, (2, 300), generator=torch.Generator().manual_seed(0))
+    for snap, c in zip(snaps, chosen, strict=True):
+        reference = transformer_lens_loads(fake_hub, TIMAEUS_REPO, c.path, timaeus_repo[c.label])
+        with torch.no_grad():
+            torch.testing.assert_close(load_model(snap).eval()(tokens), reference(tokens), atol=1e-4, rtol=1e-4)
+    assert json.loads((run_dir / "run.json").read_text())["source"]["tokens_per_step"] == 102_400
+
+
+def real_scale_repo(repo_id: str) -> tl_hub.TLRepo:
+    """A preset's listing at its real size, without downloading: Neel Nanda's config (neel_config's real values)
+    and ~160 token labels up to 2.2e10, or timaeus' built-in config and its 2,100 steps; fp32 file sizes."""
+    from icl_core.model.config import parameter_count
+    from icl_core.model.tl_format import model_config_from_tl
+
+    builtin = published.builtin_config(repo_id)
+    config = builtin.tl_config if builtin else neel_config(n_layers=int(repo_id.split("_")[2][0]))
+    cfg = model_config_from_tl(config)
+    size = 4 * parameter_count(cfg)
+    if builtin:
+        steps = sorted({0, *(int(x) for x in torch.logspace(0, 4.7, 100)), *range(0, 50_000, 25)} - {50_000})
+        checkpoints = [tl_hub.Checkpoint(f"checkpoints/checkpoint_{s:07d}.pth", s, size) for s in steps]
+        return tl_hub.TLRepo(
+            repo_id, "main", config, cfg, "step", tuple(checkpoints), builtin.source, builtin.tokens_per_step,
+            published.known_window(repo_id),
+        )  # fmt: skip
+    labels = sorted({262_144 * int(s) for s in torch.logspace(0, 4.92, 163)})
+    checkpoints = [tl_hub.Checkpoint("model_init.pth", 0, size)]
+    checkpoints += [tl_hub.Checkpoint(f"checkpoints/tokens_{n:012d}.pth", n, size) for n in labels]
+    return tl_hub.TLRepo(
+        repo_id, "main", config, cfg, "tokens", tuple(checkpoints), window=published.known_window(repo_id)
+    )
+
+
+@pytest.mark.parametrize("repo_id", list(published.PRESETS))
+def test_each_presets_default_import_fits_the_caps_and_is_dense_where_the_change_is(repo_id: str) -> None:
+    repo = real_scale_repo(repo_id)
+    n = tl_hub.default_count(repo)
+    chosen = tl_hub.choose(repo, n)
+    assert len(chosen) == n >= 16, "enough checkpoints to see the change"
+    assert repo.kept_bytes(chosen) <= hub.DEFAULT_MAX_TOTAL_MB * 1e6, "what is kept fits the disk cap"
+    assert all(c.size <= tl_hub.DEFAULT_MAX_CHECKPOINT_MB * 1e6 for c in chosen), "each file fits the per-file cap"
+    assert chosen[0] == repo.checkpoints[0] and chosen[-1] == repo.checkpoints[-1]
+    w = repo.window
+    inside = [c for c in chosen if w.lo_tokens <= repo.tokens(c) <= w.hi_tokens]
+    assert len(inside) >= n // 2, (repo_id, len(inside), n)
+    assert len(set(chosen)) == n and chosen == sorted(chosen, key=lambda c: c.label)
+    if repo_id.startswith("NeelNanda"):
+        assert repo.download_bytes(chosen) > hub.DEFAULT_MAX_TOTAL_MB * 1e6, "more passes through than is kept"
+
+
 def test_a_checkpoint_that_is_not_a_tensor_dict_is_refused_and_nothing_half_written_is_listed(
     fake_hub: FakeHub, tl_repo
 ) -> None:
     files = dict(fake_hub.files(REPO))
-    files["checkpoints/tokens_000000002000.pth"] = pth({"model": {"nested": torch.zeros(1)}})
+    files[f"checkpoints/tokens_{TOKENS[1]:012d}.pth"] = pth({"model": {"nested": torch.zeros(1)}})
     fake_hub.add_repo(REPO, files)
     repo = tl_hub.list_repo(REPO)
-    with pytest.raises(CheckpointError, match="tokens_000000002000.pth.*flat dict of tensors"):
+    with pytest.raises(CheckpointError, match=f"tokens_{TOKENS[1]:012d}.pth.*flat dict of tensors"):
         tl_hub.import_checkpoints(repo, [repo.checkpoints[0], repo.checkpoints[1]])
     assert not tl_hub.run_dir_for(repo).exists()
     assert not any(r.name.startswith(REPO) for r in discover_runs())
@@ -81,10 +199,17 @@ def test_bad_repos_give_one_clear_message(fake_hub: FakeHub, tl_repo, monkeypatc
     )
     with pytest.raises(CheckpointError, match="attention-only"):
         tl_hub.list_repo("someone/mlp-model")
+    fake_hub.add_repo("someone/no-config", {k: v for k, v in fake_hub.files(REPO).items() if k != "config.json"})
+    with pytest.raises(HubError, match="no config.json, and it is not a run whose config is known"):
+        tl_hub.list_repo("someone/no-config")
     repo = tl_hub.list_repo(REPO)
     monkeypatch.setattr(tl_hub.hub, "cap_mb", lambda env, default: 0.00001 if "FILE" in env else default)
     with pytest.raises(HubError, match="over the .* limit for one file"):
         tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
+    monkeypatch.setattr(tl_hub.hub, "cap_mb", lambda env, default: 0.02 if "TOTAL" in env else default)
+    with pytest.raises(HubError, match="would keep .* on disk, over the 0.02 MB limit"):
+        tl_hub.import_checkpoints(repo, repo.checkpoints[:2])
+    assert not tl_hub.run_dir_for(repo).exists()
 
 
 def test_the_imported_runs_tokenizer_prepends_bos_and_labels_tokens_readably(fake_hub: FakeHub, tl_repo) -> None:
@@ -119,9 +244,9 @@ def test_an_imported_run_is_evaluated_with_its_own_tokenizer_once(fake_hub: Fake
     snaps = list_snapshots(run_dir)
     for s in snaps:
         m = s.metrics
-        assert len(m["loss_curve"]) == 47 and len(m["pca_losses"]) == 8
+        assert len(m["loss_curve"]) == 1023 and len(m["pca_losses"]) == 8
         assert len(m["prefix_matching"]) == 2 and len(m["prefix_matching"][0]) == 4
-        assert "icl_score" not in m, "a 48-token context cannot reach token 500"
+        assert m["icl_examples"] >= 128 and m["icl_score_se"] > 0, "a 1024-token context reaches token 500"
     tok = load_tokenizer(repo.model_config.tokenizer, run_dir)
     pool = data.tokenizer_probe_pool(tok)
     assert pool and tok.bos not in pool and max(pool) < repo.model_config.d_vocab
@@ -157,13 +282,14 @@ def test_a_retried_import_with_another_choice_does_not_reuse_a_different_checkpo
     repo = tl_hub.list_repo(REPO)
     staging = tl_hub.run_dir_for(repo).with_name(tl_hub.run_dir_for(repo).name + ".partial")
     files = dict(fake_hub.files(REPO))
-    good = files["checkpoints/tokens_000000200000.pth"]
-    files["checkpoints/tokens_000000200000.pth"] = pth({"bad": {"nested": torch.zeros(1)}})
+    bad = f"checkpoints/tokens_{TOKENS[3]:012d}.pth"
+    good = files[bad]
+    files[bad] = pth({"bad": {"nested": torch.zeros(1)}})
     fake_hub.add_repo(REPO, files)
     with pytest.raises(CheckpointError):  # the first attempt converts checkpoint 1, then fails on checkpoint 3
         tl_hub.import_checkpoints(repo, [repo.checkpoints[1], repo.checkpoints[3]])
     assert staging.exists()
-    files["checkpoints/tokens_000000200000.pth"] = good
+    files[bad] = good
     fake_hub.add_repo(REPO, files)
     repo = tl_hub.list_repo(REPO)
     run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[2], repo.checkpoints[3]])
@@ -215,25 +341,21 @@ def test_large_models_are_evaluated_on_fewer_examples_to_a_flop_budget_ours_on_a
     assert deeper[0] <= n_eval and deeper[1] < n_icl, "more layers, fewer examples"
 
 
-def test_step_labelled_safetensors_checkpoints_go_on_the_tokens_axis_with_their_tokens_per_step(
-    fake_hub: FakeHub, tl_repo
+def test_step_labels_go_on_the_tokens_axis_with_the_tokens_per_step_given_or_known(
+    fake_hub: FakeHub, tl_repo, timaeus_repo
 ) -> None:
-    """Hoogland et al.'s layout (checkpoints/checkpoint_{step:07d}), here as safetensors beside a .pth of the
-    same step: the safetensors file is taken, and steps times tokens_per_step become the tokens seen."""
+    """A repo in Hoogland et al.'s naming with a config.json of its own (another repository in the same format):
+    its tokens per step is unknown until given; timaeus' own is known, and a given one overrides it."""
     from conftest import open_page
-    from safetensors.torch import save as save_safetensors
-
-    from icl_core.model.tl_format import load_checkpoint
 
     files = {"config.json": fake_hub.files(REPO)["config.json"]}
     for step, n in zip([0, 100, 1000], TOKENS, strict=False):
-        state = {k: v.contiguous() for k, v in tl_repo[n].state_dict().items()}
-        files[f"checkpoints/checkpoint_{step:07d}.safetensors"] = save_safetensors(state)
-        files[f"checkpoints/checkpoint_{step:07d}.pth"] = pth({"not": {"this": 1}})  # never taken over the above
+        files[f"checkpoints/checkpoint_{step:07d}.pth"] = fake_hub.files(REPO)[
+            "model_init.pth" if n == 0 else f"checkpoints/tokens_{n:012d}.pth"
+        ]
     fake_hub.add_repo("someone/L2-steps", files)
     repo = tl_hub.list_repo("someone/L2-steps")
-    assert repo.unit == "step" and [c.label for c in repo.checkpoints] == [0, 100, 1000]
-    assert all(c.path.endswith(".safetensors") for c in repo.checkpoints)
+    assert repo.unit == "step" and [c.label for c in repo.checkpoints] == [0, 100, 1000] and not repo.tokens_per_step
     unknown = tl_hub.import_checkpoints(repo, list(repo.checkpoints))
     assert [s.tokens_seen for s in list_snapshots(unknown)] == [0, 0, 0]
     name = next(r.name for r in discover_runs() if r.path == unknown)
@@ -241,8 +363,10 @@ def test_step_labelled_safetensors_checkpoints_go_on_the_tokens_axis_with_their_
     assert any("tokens per step" in w.value for w in at.warning), "the empty charts are explained"
     run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints), tokens_per_step=51_200)
     assert [s.tokens_seen for s in list_snapshots(run_dir)] == [0, 5_120_000, 51_200_000]
-    assert not fake_hub.fetched("checkpoint_0000100.pth")
     at = open_page("pages/phase_change.py", run=name)
     assert not any("tokens per step" in w.value for w in at.warning)
-    with pytest.raises(CheckpointError, match="bad.safetensors.*safetensors"):
-        load_checkpoint(Path(__file__), "checkpoints/bad.safetensors")
+
+    timaeus = tl_hub.list_repo(TIMAEUS_REPO)
+    chosen = [timaeus.checkpoints[0], timaeus.checkpoints[1]]
+    overridden = tl_hub.import_checkpoints(timaeus, chosen, tokens_per_step=51_200)
+    assert [s.tokens_seen for s in list_snapshots(overridden)] == [0, 100 * 51_200]

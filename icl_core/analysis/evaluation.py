@@ -7,6 +7,7 @@ tokenizer on the stdlib's held-out text (data.tokenized_heldout).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from icl_core.analysis import metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
-from icl_core.storage.snapshots import atomic_write_json, list_snapshots, load_model, read_json, read_run_config
+from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, list_snapshots, load_model, read_json
 
 PROBE_TEXT_EXAMPLES = 16
 # One checkpoint's metrics cost about examples x tokens x the work per token. An imported model's 48k-token
@@ -30,6 +31,10 @@ PROBE_TEXT_EXAMPLES = 16
 FLOP_BUDGET = 9e11
 MIN_EVAL_EXAMPLES, MIN_ICL_EXAMPLES = 8, 128
 DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES = 64, 1024  # what evaluate_run asks for before example_counts
+# What one evaluation reaches on two CPU cores, and what a snapshot costs besides (probes, loading, writing):
+# fitted to benchmarks/published_import.py's timings at the published runs' shapes (README, "Published runs").
+EVAL_FLOPS_PER_S = 9e10
+SNAPSHOT_OVERHEAD_S = 2.0
 
 
 @dataclass
@@ -88,17 +93,62 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def example_counts(model: ModelConfig, eval_examples: int, icl_examples: int) -> tuple[int, int]:
-    """(loss-curve examples, ICL examples): at most those asked for, fewer where FLOP_BUDGET says so."""
+def _flops_per_example(model: ModelConfig) -> tuple[int, int]:
+    """(one loss-curve example, one ICL example): floating-point operations of their forward passes."""
     per_token = model.n_layers * 8 * model.d_model**2  # the Q, K, V and O projections (2 FLOPs a multiply-add)
     unembed = 2 * model.d_model * model.d_vocab
     per_loss_example = model.n_ctx * (per_token + 4 * model.d_model * model.n_ctx // 2 + unembed)
     icl_len = ICL_LATE_TOKEN + 2  # the ICL examples stop after the late token; only two positions are unembedded
     per_icl_example = icl_len * (per_token + model.n_layers * 4 * model.d_model * icl_len // 2)
+    return per_loss_example, per_icl_example
+
+
+def example_counts(model: ModelConfig, eval_examples: int, icl_examples: int) -> tuple[int, int]:
+    """(loss-curve examples, ICL examples): at most those asked for, fewer where FLOP_BUDGET says so."""
+    per_loss_example, per_icl_example = _flops_per_example(model)
     return (
         max(MIN_EVAL_EXAMPLES, min(eval_examples, int(FLOP_BUDGET // per_loss_example))),
         max(MIN_ICL_EXAMPLES, min(icl_examples, int(FLOP_BUDGET // per_icl_example))),
     )
+
+
+def estimated_seconds(model: ModelConfig, n_snapshots: int) -> float:
+    """Rough CPU time to evaluate n snapshots with evaluate_snapshot's defaults on two cores (the download and
+    conversion not included): their FLOPs at EVAL_FLOPS_PER_S, plus a fixed cost per snapshot."""
+    n_eval, n_icl = example_counts(model, DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES)
+    per_loss_example, per_icl_example = _flops_per_example(model)
+    flops = n_eval * per_loss_example + n_icl * per_icl_example
+    return n_snapshots * (flops / EVAL_FLOPS_PER_S + SNAPSHOT_OVERHEAD_S)
+
+
+def evaluate_snapshot(
+    snap: SnapshotInfo, eval_examples: int = DEFAULT_EVAL_EXAMPLES, icl_examples: int = DEFAULT_ICL_EXAMPLES
+) -> None:
+    """Store a snapshot's metrics in its JSON (atomically), with the tokenizer its run folder holds.
+
+    eval_examples and icl_examples are upper bounds: example_counts lowers them for large models. The evaluation
+    data of the last run evaluated is kept, so a run's snapshots evaluated one by one (an import does that, one
+    checkpoint at a time) tokenize the held-out text once.
+    """
+    tokenizer = load_tokenizer(snap.model_config.tokenizer, snap.run_dir)  # cached by file and mtime
+    counts = example_counts(snap.model_config, eval_examples, icl_examples)
+    ev = _eval_data(snap.model_config, tokenizer, *counts)
+    out = evaluate(load_model(snap), ev)
+    meta = read_json(snap.meta_path)
+    meta["metrics"] = out
+    atomic_write_json(snap.meta_path, meta)
+
+
+@functools.lru_cache(maxsize=1)
+def _eval_data(model: ModelConfig, tokenizer: Tokenizer, eval_examples: int, icl_examples: int) -> EvalData:
+    cfg = TrainConfig(
+        run_name="evaluation",
+        model=model,
+        eval_examples=eval_examples,
+        icl_examples=icl_examples,
+        compute_icl_score=model.n_ctx > ICL_LATE_TOKEN + 1,
+    )
+    return EvalData.for_config(cfg, tokenizer)
 
 
 def evaluate_run(
@@ -109,33 +159,12 @@ def evaluate_run(
 ) -> int:
     """Store the metrics of every snapshot of a run that has none yet (an imported run); returns how many.
 
-    eval_examples and icl_examples are upper bounds: example_counts lowers them for large models.
-
-    Each snapshot's JSON is rewritten atomically as soon as its metrics are known, so an interrupted
-    evaluation keeps what it finished and continues from there.
+    Each snapshot's JSON is rewritten as soon as its metrics are known, so an interrupted evaluation keeps what
+    it finished and continues from there.
     """
-    cfg = read_run_config(run_dir)
-    snaps = list_snapshots(run_dir)
-    todo = [s for s in snaps if not s.metrics]
-    if not todo:
-        return 0
-    tokenizer = load_tokenizer(cfg.model.tokenizer, run_dir)
-    eval_examples, icl_examples = example_counts(cfg.model, eval_examples, icl_examples)
-    ev = EvalData.for_config(
-        TrainConfig(
-            run_name=cfg.run_name,
-            model=cfg.model,
-            eval_examples=eval_examples,
-            icl_examples=icl_examples,
-            compute_icl_score=cfg.model.n_ctx > ICL_LATE_TOKEN + 1,
-        ),
-        tokenizer,
-    )
+    todo = [s for s in list_snapshots(run_dir) if not s.metrics]
     for i, snap in enumerate(todo):
-        out = evaluate(load_model(snap), ev)
-        meta = read_json(snap.meta_path)
-        meta["metrics"] = out
-        atomic_write_json(snap.meta_path, meta)
+        evaluate_snapshot(snap, eval_examples, icl_examples)
         if progress is not None:
             progress(i + 1, len(todo))
     return len(todo)

@@ -1,9 +1,10 @@
 """TransformerLens-format attention-only checkpoints (the field's published training runs) as our models.
 
 Neel Nanda's `NeelNanda/Attn_Only_*L512W_C4_Code` and Hoogland et al.'s `timaeus/L*W256-3m-rr` store flat
-TransformerLens state dicts in `.pth` files beside a `config.json` (formats: ../shared/notes/hub-models.md).
-Here: their config read into a ModelConfig, a `.pth` read without unpickling anything but tensors, and the
-state dict checked name by name and shape by shape, then renamed to AttnOnlyTransformer's names.
+TransformerLens state dicts in `.pth` files (formats: ../shared/notes/hub-models.md; which config each has:
+storage/published.py). Here: a TransformerLens config read into a ModelConfig, a `.pth` read without unpickling
+anything but tensors, and the state dict checked name by name and shape by shape, then renamed to
+AttnOnlyTransformer's names.
 """
 
 from __future__ import annotations
@@ -19,14 +20,11 @@ import torch
 from icl_core.errors import CheckpointError
 from icl_core.model.config import ModelConfig, model_config_from_dict
 
-# config.json keys TransformerLens reads for these models, and keys that change nothing for attention-only ones.
-_CONFIG_KEYS = {
-    "d_model", "n_layers", "d_head", "n_heads", "n_ctx", "d_vocab", "tokenizer_name", "attn_only",
-    "normalization", "normalization_type", "shortformer_pos", "positional_embedding_type", "final_rms",
-    "d_mlp", "act_fn", "model_name", "original_architecture", "n_params", "d_vocab_out", "init_range",
-    "seed", "use_attn_result", "use_split_qkv_input", "use_local_attn", "device", "dtype",
-    "default_prepend_bos", "eps", "attn_types", "window_size", "parallel_attn_mlp", "positional",
-}  # fmt: skip
+# TransformerLens options that change the forward pass in ways AttnOnlyTransformer does not implement: a config
+# that sets one is refused by name rather than run wrongly. Every other key (a training script's settings: lr,
+# batch sizes, seeds, ...) is ignored, as TransformerLens's convert_neel_model_config ignores it.
+_UNSUPPORTED_FLAGS = ("final_rms", "parallel_attn_mlp", "use_local_attn", "gated_mlp", "attn_scores_soft_cap")
+_POSITIONALS = {"standard": "learned", "shortformer": "shortformer"}
 # Buffers TransformerLens keeps in its state dicts: recomputed here, never read.
 _IGNORED = re.compile(r"^blocks\.\d+\.attn\.(mask|IGNORE)$")
 _RENAME = [
@@ -41,18 +39,26 @@ _RENAME = [
 
 
 def model_config_from_tl(config: Mapping[str, Any], where: str = "config.json") -> ModelConfig:
-    """Our ModelConfig for a TransformerLens attention-only model's config.json; refuses what we cannot run."""
-    unknown = sorted(set(config) - _CONFIG_KEYS)
-    if unknown:
-        raise CheckpointError(where, f"unknown config field(s) {', '.join(unknown)}: not a format this app reads")
-    if not config.get("attn_only", False):
+    """Our ModelConfig for a TransformerLens-format attention-only model's config, read as TransformerLens's
+    `convert_neel_model_config` (transformer_lens/loading_from_pretrained.py) reads it: the model's fields only,
+    every other key ignored. Refuses, with the reason, what we cannot run (MLPs, RMSNorm, rotary, ...)."""
+    if config.get("attn_only") is not True:
         raise CheckpointError(where, "not an attention-only model (attn_only is not true): it has MLPs")
-    if config.get("final_rms"):
-        raise CheckpointError(where, "final_rms models (RMSNorm) are not supported")
-    norm = config.get("normalization_type", config.get("normalization"))
+    for flag in _UNSUPPORTED_FLAGS:
+        if config.get(flag):
+            raise CheckpointError(where, f"{flag} is set: a TransformerLens option this app does not implement")
+    norm = config["normalization"] if "normalization" in config else config.get("normalization_type")
     if norm not in (None, "LN"):
         raise CheckpointError(where, f"normalization {norm!r} is not supported (LN or none)")
-    shortformer = bool(config.get("shortformer_pos")) or config.get("positional_embedding_type") == "shortformer"
+    if "shortformer_pos" in config:
+        positional = "shortformer" if config["shortformer_pos"] else "standard"
+    else:
+        positional = config.get("positional_embedding_type", "standard")
+    if positional not in _POSITIONALS:
+        raise CheckpointError(where, f"positional embedding {positional!r} is not supported (standard or shortformer)")
+    d_vocab_out = config.get("d_vocab_out", -1)
+    if d_vocab_out not in (-1, None, config.get("d_vocab")):
+        raise CheckpointError(where, f"d_vocab_out {d_vocab_out} differs from d_vocab: not supported")
     try:
         return model_config_from_dict(
             {
@@ -62,7 +68,7 @@ def model_config_from_tl(config: Mapping[str, Any], where: str = "config.json") 
                 "d_head": config["d_head"],
                 "n_ctx": config["n_ctx"],
                 "d_vocab": config["d_vocab"],
-                "positional": "shortformer" if shortformer else "learned",
+                "positional": _POSITIONALS[positional],
                 "normalization": "LN" if norm == "LN" else "none",
                 "biases": True,
                 "tokenizer": config.get("tokenizer_name") or "",
@@ -89,21 +95,6 @@ def load_pth(path: Path, where: str | None = None) -> dict[str, torch.Tensor]:
     if bad:
         raise CheckpointError(where, f"expected a flat dict of tensors; {bad[0]!r} is {type(obj[bad[0]]).__name__}")
     return dict(obj)
-
-
-def load_checkpoint(path: Path, where: str | None = None) -> dict[str, torch.Tensor]:
-    """A published checkpoint as a flat dict of tensors: `.safetensors` (no pickle at all) or `.pth` (load_pth);
-    the suffix is read from `where` (the repo path) when given, since a cache file's name may differ."""
-    where = where or str(path)
-    if str(where).endswith(".safetensors"):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise CheckpointError(where, f"not a readable safetensors file ({exc})") from exc
-    return load_pth(path, where)
 
 
 def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:

@@ -1,5 +1,5 @@
-"""Imports of published training runs (tl_hub) in the background: download, convert, then evaluate every
-checkpoint, in a process of its own, with all of its state in a folder on disk.
+"""Imports of published training runs (tl_hub) in the background: download, convert and evaluate one checkpoint
+at a time, in a process of its own, with all of its state in a folder on disk.
 
     <data_dir>/imports/<run folder name>/request.json  repo, revision, how many checkpoints
     <data_dir>/imports/<run folder name>/status.json   stage, counts, bytes, message, error, heartbeat (atomic)
@@ -195,8 +195,9 @@ def _write_status(folder: Path, **changes: Any) -> None:
 
 
 def run_import(folder: Path) -> None:
-    """What the worker does: list, download and convert, evaluate; status.json says where it is."""
-    from icl_core.analysis.evaluation import evaluate_run
+    """What the worker does: list, then download, convert and evaluate one checkpoint at a time (the disk holds
+    one published checkpoint at most); status.json says where it is."""
+    from icl_core.analysis.evaluation import evaluate_run, evaluate_snapshot
 
     request = _read(folder / REQUEST_FILE)
 
@@ -206,7 +207,7 @@ def run_import(folder: Path) -> None:
 
     _write_status(folder, stage=LISTING, message=f"reading {request['repo_id']}'s file list", error=None, ended=None)
     repo = tl_hub.list_repo(request["repo_id"], request.get("revision"))
-    chosen = tl_hub.pick_log_spaced(repo.checkpoints, int(request["n_checkpoints"]))
+    chosen = tl_hub.choose(repo, int(request["n_checkpoints"]))
     total_bytes = repo.download_bytes(chosen)
     _write_status(
         folder, stage=DOWNLOADING, done=0, total=len(chosen), done_bytes=0, total_bytes=total_bytes,
@@ -218,16 +219,17 @@ def run_import(folder: Path) -> None:
         check_cancel()
 
     run_dir = tl_hub.import_checkpoints(
-        repo, chosen, progress=downloaded, tokens_per_step=request.get("tokens_per_step")
-    )
+        repo, chosen, progress=downloaded, tokens_per_step=request.get("tokens_per_step"),
+        on_snapshot=evaluate_snapshot,
+    )  # fmt: skip
     _write_status(folder, stage=EVALUATING, done=0, total=len(chosen), run_dir=str(run_dir), message="evaluating")
 
     def evaluated(i: int, n: int) -> None:
         _write_status(folder, done=i, total=n, message=f"evaluated {i} of {n} checkpoints")
         check_cancel()
 
-    evaluate_run(run_dir, progress=evaluated)
-    _write_status(folder, stage=FINISHED, message="ready", ended=time.time())
+    evaluate_run(run_dir, progress=evaluated)  # what an earlier attempt converted but did not evaluate
+    _write_status(folder, stage=FINISHED, done=len(chosen), total=len(chosen), message="ready", ended=time.time())
 
 
 def main(argv: list[str]) -> int:

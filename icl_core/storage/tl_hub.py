@@ -1,11 +1,13 @@
 """The field's published attention-only training runs (TransformerLens format) from the Hub, as our runs.
 
-A repo holds `config.json` and one `.pth` per checkpoint, labelled by tokens seen
-(`checkpoints/tokens_{N:012d}.pth`, Neel Nanda's) or by step (`checkpoints/checkpoint_{S:07d}.pth`,
-Hoogland et al.'s); formats in ../shared/notes/hub-models.md. Here: list a repo's checkpoints (with
-sizes, before anything large is fetched), choose some log-spaced, download only those (plus config and
-tokenizer files; never optimizer or scheduler states), and convert each once into our run layout
-(safetensors + JSON) so later loads never unpickle.
+A repo holds one `.pth` per checkpoint, labelled by tokens seen (`checkpoints/tokens_{N:012d}.pth`, Neel
+Nanda's, with `model_init.pth` at the root as tokens 0) or by step (`checkpoints/checkpoint_{S:07d}.pth`,
+Hoogland et al.'s), and a `config.json` or, for runs whose authors ship none, a config known here
+(storage/published.py); formats in ../shared/notes/hub-models.md. Here: list a repo's checkpoints (with sizes,
+before anything large is fetched), choose some (dense where the phase change is known to be), and stream them:
+download one, convert it to our fp16 safetensors, hand it to the caller (who evaluates it), drop the `.pth`
+from the cache, then the next. Disk and memory hold one published checkpoint at a time; optimizer and
+scheduler states are never fetched, and nothing downloaded is ever unpickled beyond tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,31 +25,36 @@ import numpy as np
 import torch
 
 from icl_core.errors import CheckpointError, HubError
-from icl_core.model.config import ModelConfig, TrainConfig
-from icl_core.model.tl_format import convert_state_dict, load_checkpoint, model_config_from_tl
+from icl_core.model.config import ModelConfig, TrainConfig, parameter_count
+from icl_core.model.tl_format import convert_state_dict, load_pth, model_config_from_tl
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage import hub
+from icl_core.storage.published import KnownWindow, builtin_config, known_window
 from icl_core.storage.runs import IMPORTED_SUFFIX_PARTIAL, imported_runs_dir
-from icl_core.storage.snapshots import atomic_write_json, read_json, write_manifest, write_snapshot
-
-# Checkpoint files and the unit of their label; anything else in the repo (optimizer, scheduler) is never fetched.
-CHECKPOINT_PATTERNS = (
-    (re.compile(r"^checkpoints/tokens_(\d+)\.(?:pth|safetensors)$"), "tokens"),
-    (re.compile(r"^checkpoints/checkpoint_(\d+)\.(?:pth|safetensors)$"), "step"),
+from icl_core.storage.snapshots import (
+    SnapshotInfo,
+    atomic_write_json,
+    read_json,
+    read_snapshot_info,
+    write_manifest,
+    write_snapshot,
 )
+
+CONFIG_FILE = "config.json"
+# Checkpoint files and the unit of their label; anything else in the repo (optimizer, scheduler, model_final.pth,
+# whose label is not in its name) is never fetched.
+CHECKPOINT_PATTERNS = (
+    (re.compile(r"^checkpoints/tokens_(\d+)\.pth$"), "tokens"),
+    (re.compile(r"^checkpoints/checkpoint_(\d+)\.pth$"), "step"),
+)
+# solu_project's train_model_ddp.py saves the initial weights here before the first step: label 0.
+INIT_CHECKPOINT = "model_init.pth"
 TOKENIZER_FILES = ("tokenizer.json",)
-# The field's published attention-only runs over training (../shared/notes/hub-models.md), offered as presets.
-PUBLISHED_REPOS = {
-    "NeelNanda/Attn_Only_1L512W_C4_Code": "1 layer, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
-    "NeelNanda/Attn_Only_2L512W_C4_Code": "2 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
-    "NeelNanda/Attn_Only_3L512W_C4_Code": "3 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
-    "NeelNanda/Attn_Only_4L512W_C4_Code": "4 layers, 8 heads, 512 wide; C4 and code; ~160 checkpoints, ~200 MB each",
-    "timaeus/L2W256-3m-rr": "2 layers, 8 heads, 256 wide, shortformer; TinyStories (Hoogland et al. 2024); "
-    "thousands of checkpoints",
-}
-DEFAULT_CHECKPOINTS = 24
-# One published checkpoint is ~200 MB (48k vocabulary, fp32): a higher per-file cap than our own runs'.
+DEFAULT_CHECKPOINTS = 24  # at most; fewer where the disk cap says so (default_count)
+# One published checkpoint is ~200 MB (48k vocabulary, fp32); it passes through the cache one at a time.
 DEFAULT_MAX_CHECKPOINT_MB = 400
+SNAPSHOT_DTYPE = torch.float16  # what is kept: half the published fp32 (see the README for what it changes)
+_METADATA_BYTES = 64_000  # a snapshot's JSON with its metrics (loss curve, PCA vector, head scores)
 
 
 @dataclass(frozen=True)
@@ -65,9 +72,26 @@ class TLRepo:
     model_config: ModelConfig
     unit: str  # "tokens" or "step": what the checkpoint labels count
     checkpoints: tuple[Checkpoint, ...]  # in label order
+    config_source: str = CONFIG_FILE  # where the config came from: the repo's config.json or a cited loader
+    tokens_per_step: int | None = None  # known for step-labelled runs with a built-in config
+    window: KnownWindow | None = None  # where the phase change is known to be (tokens), if it is
 
     def download_bytes(self, chosen: Sequence[Checkpoint]) -> int:
         return sum(c.size for c in chosen)
+
+    def kept_bytes(self, chosen: Sequence[Checkpoint]) -> int:
+        """Disk the imported run keeps: fp16 weights and metrics per checkpoint (the .pth files do not stay)."""
+        return len(chosen) * snapshot_bytes(self.model_config)
+
+    def tokens(self, c: Checkpoint, tokens_per_step: int | None = None) -> int:
+        """Tokens seen at a checkpoint; 0 (unknown) for a step label when no tokens per step is known."""
+        if self.unit == "tokens":
+            return c.label
+        return c.label * (tokens_per_step or self.tokens_per_step or 0)
+
+
+def snapshot_bytes(cfg: ModelConfig) -> int:
+    return parameter_count(cfg) * torch.finfo(SNAPSHOT_DTYPE).bits // 8 + _METADATA_BYTES
 
 
 def parse_checkpoints(listing: dict[str, int]) -> tuple[str, list[Checkpoint]]:
@@ -78,18 +102,15 @@ def parse_checkpoints(listing: dict[str, int]) -> tuple[str, list[Checkpoint]]:
             m = pattern.match(path)
             if m:
                 found[unit].append(Checkpoint(path, int(m.group(1)), int(size)))
-    for unit_found in found.values():  # a label published both ways: the safetensors file (it holds no pickle)
-        by_label: dict[int, Checkpoint] = {}
-        for c in sorted(unit_found, key=lambda c: c.path.endswith(".safetensors")):
-            by_label[c.label] = c
-        unit_found[:] = by_label.values()
     unit = max(found, key=lambda u: len(found[u]))
-    if not found[unit]:
+    checkpoints = found[unit]
+    if not checkpoints:
         raise HubError(
-            "no training checkpoints found: expected checkpoints/tokens_<N>.pth or checkpoints/checkpoint_<step>.pth "
-            "(or .safetensors)"
+            "no training checkpoints found: expected checkpoints/tokens_<N>.pth or checkpoints/checkpoint_<step>.pth"
         )
-    return unit, sorted(found[unit], key=lambda c: c.label)
+    if INIT_CHECKPOINT in listing and not any(c.label == 0 for c in checkpoints):
+        checkpoints.append(Checkpoint(INIT_CHECKPOINT, 0, int(listing[INIT_CHECKPOINT])))
+    return unit, sorted(checkpoints, key=lambda c: c.label)
 
 
 def pick_log_spaced(checkpoints: Sequence[Checkpoint], n: int) -> list[Checkpoint]:
@@ -98,7 +119,11 @@ def pick_log_spaced(checkpoints: Sequence[Checkpoint], n: int) -> list[Checkpoin
         return list(checkpoints)
     if n < 2:
         raise ValueError("pick at least 2 checkpoints")
-    labels = np.array([max(c.label, 1) for c in checkpoints], dtype=float)
+    if checkpoints[0].label == 0:  # the initial weights, then log-spaced from the first step saved
+        return (
+            [checkpoints[0], *pick_log_spaced(checkpoints[1:], n - 1)] if n > 2 else [checkpoints[0], checkpoints[-1]]
+        )
+    labels = np.array([c.label for c in checkpoints], dtype=float)
     targets = np.geomspace(labels[0], labels[-1], n)
     chosen: list[int] = []
     for t in targets:
@@ -107,54 +132,139 @@ def pick_log_spaced(checkpoints: Sequence[Checkpoint], n: int) -> list[Checkpoin
     return [checkpoints[i] for i in sorted(chosen)]
 
 
-def list_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> TLRepo:
-    """The repo's config and checkpoints (sizes included), reading only config.json and the file listing."""
-    from huggingface_hub import hf_hub_download
+def choose(repo: TLRepo, n: int) -> list[Checkpoint]:
+    """n checkpoints: log-spaced over the run (first and last always) and, where the phase change is known to be
+    (repo.window), half of them log-spaced inside it, so the change is sampled densely."""
+    if n >= len(repo.checkpoints):
+        return list(repo.checkpoints)
+    inside: list[Checkpoint] = []
+    if repo.window is not None:
+        inside = [c for c in repo.checkpoints if repo.window.lo_tokens <= repo.tokens(c) <= repo.window.hi_tokens]
+    if len(inside) < 2 or n < 4:
+        return pick_log_spaced(repo.checkpoints, n)
+    chosen = set(pick_log_spaced(inside, n // 2)) | set(pick_log_spaced(repo.checkpoints, n - n // 2))
+    labels = np.log([max(c.label, 1) for c in repo.checkpoints])
+    while len(chosen) < n:  # the two choices overlapped: add the checkpoint farthest (in log label) from the rest
+        taken = np.log([max(c.label, 1) for c in chosen])
+        gaps = [
+            np.min(np.abs(taken - x)) if c not in chosen else -1.0
+            for c, x in zip(repo.checkpoints, labels, strict=True)
+        ]
+        chosen.add(repo.checkpoints[int(np.argmax(gaps))])
+    return sorted(chosen, key=lambda c: c.label)
 
+
+def default_count(repo: TLRepo) -> int:
+    """How many checkpoints a default import fetches: DEFAULT_CHECKPOINTS, or fewer where the disk cap
+    (ICL_HUB_MAX_TOTAL_MB, on what the run keeps) would refuse them."""
+    cap = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB) * 1_000_000
+    return max(2, min(DEFAULT_CHECKPOINTS, len(repo.checkpoints), cap // snapshot_bytes(repo.model_config)))
+
+
+def list_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> TLRepo:
+    """The repo's config and checkpoints (sizes included), reading only the file listing and config.json (or,
+    for a run that ships no config, the config its authors' loader hard-codes: storage/published.py)."""
     repo_id = hub.parse_repo_id(repo_id)
     revision = hub.check_revision(revision)
     endpoint, cache, offline = hub.hub_endpoint(), hub.hub_cache_dir(), hub.is_offline()
     saved = cache / "tl_listings" / (repo_id.replace("/", "--") + "@" + revision.replace("/", "-") + ".json")
+    builtin = builtin_config(repo_id)
     try:
-        config_path = hf_hub_download(
-            repo_id, "config.json", revision=revision, token=token or None, endpoint=endpoint, cache_dir=cache,
-            local_files_only=offline,
-        )  # fmt: skip
         if offline:
-            listing = _saved_listing(saved, Path(config_path).parent)
+            listing = _saved_listing(saved)
+            if listing is None:
+                if builtin is not None:
+                    raise HubError(
+                        f"{repo_id} was never listed on this machine, and the Hub is offline (HF_HUB_OFFLINE)."
+                    )
+                config_path = _fetch(repo_id, CONFIG_FILE, revision, token)  # raises the cache-miss message
+                listing = _cached_files(config_path.parent)
         else:
             listing = hub.list_files(repo_id, revision, token, endpoint)
             saved.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(saved, listing)
+        config_path = _fetch(repo_id, CONFIG_FILE, revision, token) if CONFIG_FILE in listing else None
     except HubError:
         raise
     except Exception as exc:
-        raise hub.download_error(exc, repo_id, revision, token, endpoint, offline, cache, "config.json") from exc
-    try:
-        config = json.loads(Path(config_path).read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError("config.json", f"not valid JSON ({exc})") from exc
-    if not isinstance(config, dict):
-        raise CheckpointError("config.json", "expected a JSON object")
-    model_config = model_config_from_tl(config, f"{repo_id}: config.json")
+        raise hub.download_error(exc, repo_id, revision, token, endpoint, offline, cache, CONFIG_FILE) from exc
+    if config_path is not None:
+        config, source, tokens_per_step = _read_config(config_path, repo_id), CONFIG_FILE, None
+    elif builtin is not None:
+        config, source, tokens_per_step = builtin.tl_config, builtin.source, builtin.tokens_per_step
+    else:
+        raise HubError(
+            f"{repo_id} has no config.json, and it is not a run whose config is known here "
+            "(the L*W256-3m-rr runs of timaeus are): its model cannot be built."
+        )
+    model_config = model_config_from_tl(config, f"{repo_id}: {source}")
     unit, checkpoints = parse_checkpoints(listing)
-    return TLRepo(repo_id, revision, config, model_config, unit, tuple(checkpoints))
+    window = known_window(repo_id)
+    return TLRepo(repo_id, revision, config, model_config, unit, tuple(checkpoints), source, tokens_per_step, window)
 
 
-def _saved_listing(saved: Path, snapshot_dir: Path) -> dict[str, int]:
+def _fetch(repo_id: str, filename: str, revision: str | None, token: str | None) -> Path:
+    """One file of a repo through the HF cache; a failure is one clear HubError."""
+    from huggingface_hub import hf_hub_download
+
+    endpoint, cache, offline = hub.hub_endpoint(), hub.hub_cache_dir(), hub.is_offline()
+    try:
+        return Path(
+            hf_hub_download(
+                repo_id, filename, revision=revision, token=token or None, endpoint=endpoint, cache_dir=cache,
+                local_files_only=offline,
+            )
+        )  # fmt: skip
+    except Exception as exc:
+        raise hub.download_error(exc, repo_id, revision or "main", token, endpoint, offline, cache, filename) from exc
+
+
+def _read_config(path: Path, repo_id: str) -> dict:
+    where = f"{repo_id}: {CONFIG_FILE}"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(where, f"not valid JSON ({exc})") from exc
+    if not isinstance(config, dict):
+        raise CheckpointError(where, "expected a JSON object")
+    return config
+
+
+def _saved_listing(saved: Path) -> dict[str, int] | None:
     """Offline: the listing saved when the repo was last listed online (the same checkpoints, so the same step
-    numbers), else the files the cache holds."""
+    numbers), if there is one."""
     try:
         listing = json.loads(saved.read_text())
         return {str(k): int(v) for k, v in listing.items()}
     except (OSError, ValueError, AttributeError):
-        cached = [p for p in snapshot_dir.rglob("*") if p.is_file()]
-        return {p.relative_to(snapshot_dir).as_posix(): p.stat().st_size for p in cached}
+        return None
+
+
+def _cached_files(snapshot_dir: Path) -> dict[str, int]:
+    cached = [p for p in snapshot_dir.rglob("*") if p.is_file()]
+    return {p.relative_to(snapshot_dir).as_posix(): p.stat().st_size for p in cached}
 
 
 def run_dir_for(repo: TLRepo) -> Path:
     safe = repo.repo_id.replace("/", "--") + ("" if repo.revision == "main" else "@" + repo.revision.replace("/", "-"))
     return imported_runs_dir() / safe
+
+
+def describe(repo: TLRepo, chosen: Sequence[Checkpoint], seconds: float | None = None) -> str:
+    """What an import will fetch and keep, for the confirmation shown before it starts."""
+    where = (
+        f"tokens {repo.tokens(chosen[0]):,} to {repo.tokens(chosen[-1]):,}"
+        if repo.unit == "tokens" or repo.tokens_per_step
+        else f"steps {chosen[0].label:,} to {chosen[-1].label:,}"
+    )
+    text = (
+        f"{len(chosen)} of {len(repo.checkpoints)} checkpoints ({where}): downloads "
+        f"{hub.fmt_mb(repo.download_bytes(chosen))} one checkpoint at a time, keeps "
+        f"{hub.fmt_mb(repo.kept_bytes(chosen))}"
+    )
+    if seconds is not None:
+        text += f", about {max(1, round(seconds / 60))} min of evaluation on 2 CPU cores plus the download time"
+    return text
 
 
 def import_checkpoints(
@@ -163,43 +273,25 @@ def import_checkpoints(
     token: str | None = None,
     progress: hub.ProgressFn | None = None,
     tokens_per_step: int | None = None,
+    on_snapshot: Callable[[SnapshotInfo], None] | None = None,
 ) -> Path:
-    """Download the chosen checkpoints (the HF cache is reused, so a second import or an offline one costs
-    nothing) and write them as one of our runs; returns its folder. Checkpoints already converted are kept.
-    tokens_per_step puts step-labelled checkpoints on the tokens axis (batch size x context of their training)."""
-    from huggingface_hub import hf_hub_download
-
-    endpoint, cache = hub.hub_endpoint(), hub.hub_cache_dir()
-    offline = hub.is_offline()
+    """Stream the chosen checkpoints into one of our runs and return its folder: for each, download the .pth,
+    convert it to fp16 safetensors, drop the .pth from the HF cache, then call on_snapshot (the caller evaluates
+    it there). Checkpoints converted (and evaluated) by an earlier attempt are kept, so a cancelled or failed
+    import continues where it stopped. tokens_per_step overrides the repo's own for step-labelled checkpoints."""
     max_file = hub.cap_mb(hub.MAX_FILE_MB_ENV, DEFAULT_MAX_CHECKPOINT_MB)
-    max_total = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
+    max_kept = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
     for c in chosen:
         if c.size > max_file * 1e6:
             raise HubError(f"{c.path} is {hub.fmt_mb(c.size)}, over the {max_file} MB limit for one file.")
-    if repo.download_bytes(chosen) > max_total * 1e6:
+    if repo.kept_bytes(chosen) > max_kept * 1e6:
         raise HubError(
-            f"{len(chosen)} checkpoints are {hub.fmt_mb(repo.download_bytes(chosen))}, over the {max_total} MB limit "
-            f"for a download ({hub.MAX_TOTAL_MB_ENV}): pick fewer checkpoints."
+            f"{len(chosen)} checkpoints would keep {hub.fmt_mb(repo.kept_bytes(chosen))} on disk, over the "
+            f"{max_kept} MB limit ({hub.MAX_TOTAL_MB_ENV}): pick at most {default_count(repo)}."
         )
     run_dir = run_dir_for(repo)
     cfg = repo.model_config
     total = repo.download_bytes(chosen)
-
-    def fetch(filename: str, repo_id: str = repo.repo_id) -> Path:
-        try:
-            return Path(
-                hf_hub_download(
-                    repo_id,
-                    filename,
-                    revision=repo.revision if repo_id == repo.repo_id else None,
-                    token=token or None,
-                    endpoint=endpoint,
-                    cache_dir=cache,
-                    local_files_only=offline,
-                )
-            )
-        except Exception as exc:
-            raise hub.download_error(exc, repo_id, repo.revision, token, endpoint, offline, cache, filename) from exc
 
     # Written beside the run, renamed into place at the end: a cut-short import leaves no half-run in the picker,
     # and a repeated one continues from the checkpoints already converted.
@@ -214,8 +306,8 @@ def import_checkpoints(
     for name in TOKENIZER_FILES:
         if not (tokenizer_dir / name).exists():
             if not cfg.tokenizer:
-                raise CheckpointError("config.json", "names no tokenizer (tokenizer_name)")
-            shutil.copy(fetch(name, cfg.tokenizer), tokenizer_dir / name)
+                raise CheckpointError(repo.config_source, "names no tokenizer (tokenizer_name)")
+            shutil.copy(_fetch(cfg.tokenizer, name, None, token), tokenizer_dir / name)
     done_bytes = 0
     kept: set[str] = set()
     for i, c in enumerate(chosen):
@@ -224,25 +316,32 @@ def import_checkpoints(
         step = c.label if repo.unit == "step" else repo.checkpoints.index(c)
         stem = staging / f"step_{step:06d}"
         kept.add(stem.name)
-        # Step-labelled checkpoints (Hoogland et al.'s) say nothing of tokens: 0 (unknown) without tokens_per_step.
-        tokens = c.label if repo.unit == "tokens" else c.label * (tokens_per_step or 0)
+        tokens = repo.tokens(c, tokens_per_step)
         meta_path = stem.with_suffix(".json")
+        if progress is not None:
+            message = f"{repo.repo_id}: checkpoint {i + 1}/{len(chosen)} ({c.path})"
+            progress(hub.DownloadProgress("downloading", i, len(chosen), done_bytes, total, message))
         if not meta_path.exists():
-            path = fetch(c.path)
+            path = _fetch(repo.repo_id, c.path, repo.revision, token)
             where = f"{repo.repo_id}/{c.path}"
-            state = convert_state_dict(load_checkpoint(path, where), cfg, where)
+            try:
+                state = convert_state_dict(load_pth(path, where), cfg, where)
+            finally:
+                _drop_from_cache(path)  # what passes through is not kept: the cap is on what stays
             model = AttnOnlyTransformer(cfg)
             model.load_state_dict(state)
-            write_snapshot(staging, model, step, tokens, {}, dtype=torch.float32)  # fp32: TransformerLens's numbers
+            del state
+            write_snapshot(staging, model, step, tokens, {}, dtype=SNAPSHOT_DTYPE)
+            del model
         elif read_json(meta_path).get("tokens_seen") != tokens:  # redone with another tokens_per_step
             atomic_write_json(meta_path, {**read_json(meta_path), "tokens_seen": tokens})
+        snap = read_snapshot_info(meta_path)
+        if on_snapshot is not None and not snap.metrics:
+            on_snapshot(snap)
         done_bytes += c.size
         if progress is not None:
-            progress(
-                hub.DownloadProgress(
-                    "downloading", i + 1, len(chosen), done_bytes, total, f"{repo.repo_id}: {i + 1}/{len(chosen)}"
-                )
-            )
+            message = f"{repo.repo_id}: {i + 1}/{len(chosen)} checkpoints converted and evaluated"
+            progress(hub.DownloadProgress("downloading", i + 1, len(chosen), done_bytes, total, message))
     for leftover in staging.glob("step_*"):  # converted by an earlier attempt that chose other checkpoints
         if leftover.name.split(".")[0] not in kept:
             leftover.unlink()
@@ -252,7 +351,8 @@ def import_checkpoints(
         {
             "status": "imported",
             "source": {"repo_id": repo.repo_id, "revision": repo.revision, "unit": repo.unit,
-                       "tokens_per_step": tokens_per_step, "checkpoints": [c.path for c in chosen]},
+                       "config": repo.config_source, "tokens_per_step": tokens_per_step or repo.tokens_per_step,
+                       "checkpoints": [c.path for c in chosen]},
             "imported_at": time.time(),
         },
     )  # fmt: skip
@@ -262,6 +362,14 @@ def import_checkpoints(
     return run_dir
 
 
+def _drop_from_cache(path: Path) -> None:
+    """Delete a downloaded file from the HF cache: the snapshot's link and the blob it points to."""
+    blob = path.resolve()
+    path.unlink(missing_ok=True)
+    if blob != path:
+        blob.unlink(missing_ok=True)
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     try:
         os.link(src, dst)
@@ -269,41 +377,39 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def describe(repo: TLRepo, chosen: Sequence[Checkpoint]) -> str:
-    """What a download will fetch, for the confirmation the page shows before it starts."""
-    return (
-        f"{len(chosen)} of {len(repo.checkpoints)} checkpoints ({repo.unit} {chosen[0].label:,} to "
-        f"{chosen[-1].label:,}), {hub.fmt_mb(repo.download_bytes(chosen))}"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     """python -m icl_core.storage.tl_hub REPO [--checkpoints N]: import and evaluate a published run."""
     import argparse
     import sys
 
-    from icl_core.analysis.evaluation import evaluate_run
+    from icl_core.analysis.evaluation import estimated_seconds, evaluate_snapshot
     from icl_core.errors import ICLError
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("repo", help="e.g. NeelNanda/Attn_Only_2L512W_C4_Code")
     parser.add_argument("--revision", default=None)
-    parser.add_argument("--checkpoints", type=int, default=DEFAULT_CHECKPOINTS, help="how many, log-spaced")
+    parser.add_argument(
+        "--checkpoints",
+        type=int,
+        default=None,
+        help=f"how many (default: {DEFAULT_CHECKPOINTS} or what the disk cap allows)",
+    )
     parser.add_argument("--yes", action="store_true", help="do not ask before downloading")
     parser.add_argument(
-        "--tokens-per-step", type=int, default=None, help="step-labelled checkpoints: tokens a training step saw"
-    )
+        "--tokens-per-step", type=int, default=None,
+        help="step-labelled checkpoints: tokens a training step saw (default: the run's own, where known)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         repo = list_repo(args.repo, args.revision)
-        chosen = pick_log_spaced(repo.checkpoints, args.checkpoints)
-        print(f"{repo.repo_id}: {describe(repo, chosen)}")
+        chosen = choose(repo, args.checkpoints or default_count(repo))
+        print(f"{repo.repo_id}: {describe(repo, chosen, estimated_seconds(repo.model_config, len(chosen)))}")
         if not args.yes and input("download? [y/N] ").strip().lower() != "y":
             return 1
         run_dir = import_checkpoints(
-            repo, chosen, progress=lambda p: print(p.message, flush=True), tokens_per_step=args.tokens_per_step
-        )
-        evaluate_run(run_dir, progress=lambda i, n: print(f"evaluated {i}/{n}", flush=True))
+            repo, chosen, progress=lambda p: print(p.message, flush=True), tokens_per_step=args.tokens_per_step,
+            on_snapshot=evaluate_snapshot,
+        )  # fmt: skip
     except ICLError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
