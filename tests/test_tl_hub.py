@@ -370,3 +370,58 @@ def test_step_labels_go_on_the_tokens_axis_with_the_tokens_per_step_given_or_kno
     chosen = [timaeus.checkpoints[0], timaeus.checkpoints[1]]
     overridden = tl_hub.import_checkpoints(timaeus, chosen, tokens_per_step=51_200)
     assert [s.tokens_seen for s in list_snapshots(overridden)] == [0, 100 * 51_200]
+
+
+def test_a_run_with_induction_heads_in_neel_nandas_layout_shows_its_phase_change(fake_hub: FakeHub) -> None:
+    """Neel Nanda's layout around a model that really forms induction heads (our shipped attn2's snapshots saved as
+    his training code would save them, byte tokens): imported and evaluated like a published run, the Phase
+    change page finds the same change as on the shipped run and draws its curves."""
+    from conftest import open_page
+    from tl_fixtures import as_neel_checkpoint, byte_tokenizer_json, neel_files
+
+    from icl_core.analysis.evaluation import evaluate_snapshot
+    from icl_core.analysis.phase import phase_window
+    from icl_core.storage.runs import SHIPPED_DIR
+    from icl_core.storage.snapshots import list_snapshots as snapshots_of
+
+    shipped = snapshots_of(SHIPPED_DIR / "attn2")
+    by_tokens = {s.tokens_seen: s for s in shipped}
+    picked = [c.label for c in tl_hub.pick_log_spaced([tl_hub.Checkpoint("", t, 0) for t in by_tokens], 12)]
+    states = {t: as_neel_checkpoint(by_tokens[t]) for t in picked}
+    config = neel_config(
+        n_layers=2, d_model=64, d_mlp=256, d_head=16, n_heads=4, n_ctx=512, d_vocab=257, normalization=None,
+        tokenizer_name="test/bytes", batch_size_per_device=8, n_devices=1, batch_size=8,
+    )  # fmt: skip
+    assert config["tokens_per_step"] == 4096 and all(t % 4096 == 0 for t in picked)
+
+    class Saved(torch.nn.Module):  # neel_files takes modules: hand it the state dicts as they are
+        def __init__(self, state: dict) -> None:
+            super().__init__()
+            self._state = state
+
+        def state_dict(self, *args, **kwargs) -> dict:
+            return {**self._state, "unembed.b_U": torch.zeros(257)}
+
+    fake_hub.add_repo("someone/Attn_Only_2L_bytes", neel_files({t: Saved(s) for t, s in states.items()}, config))
+    fake_hub.add_repo("test/bytes", {"tokenizer.json": byte_tokenizer_json()})
+    repo = tl_hub.list_repo("someone/Attn_Only_2L_bytes")
+    assert [c.label for c in repo.checkpoints] == picked
+    run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints), on_snapshot=evaluate_snapshot)
+    imported = snapshots_of(run_dir)
+    assert all(s.metrics.get("icl_score") is not None for s in imported)
+    window, reference = phase_window(imported), phase_window(shipped)
+    assert window is not None and reference is not None
+    start, end = by_tokens_step(imported, window.start_step), by_tokens_step(imported, window.end_step)
+    ref_start = next(s.tokens_seen for s in shipped if s.step == reference.start_step)
+    ref_end = next(s.tokens_seen for s in shipped if s.step == reference.end_step)
+    assert start <= ref_end and end >= ref_start, "the same change, found from the imported run's own metrics"
+    assert imported[-1].metrics["icl_score"] < imported[0].metrics["icl_score"] - 0.1
+    name = next(r.name for r in discover_runs() if r.path == run_dir)
+    at = open_page("pages/phase_change.py", run=name)
+    assert not at.exception and not at.error
+    assert any("phase change" in s.value.lower() for s in at.success), [s.value for s in at.success]
+    assert len(at.get("vega_lite_chart")) >= 3, "ICL score, induction scores and loss curves drawn"
+
+
+def by_tokens_step(snaps, step: int) -> int:
+    return next(s.tokens_seen for s in snaps if s.step == step)

@@ -176,3 +176,55 @@ def timaeus_repo(fake_hub: FakeHub, timaeus_tokenizer_json: bytes) -> dict[int, 
     fake_hub.add_repo(TIMAEUS_REPO, files)
     fake_hub.add_repo(TIMAEUS_TOKENIZER_REPO, {"tokenizer.json": timaeus_tokenizer_json})
     return models
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte-to-character map, which a ByteLevel pre-tokenizer applies before the vocabulary lookup."""
+    visible = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in visible:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return chars
+
+
+def byte_tokenizer_json() -> bytes:
+    """A tokenizer.json whose ids are the bytes themselves and whose start token is 256: our byte-level runs'
+    tokens, in the format TransformerLens-format repos name by tokenizer_name."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    vocab = {c: b for b, c in _bytes_to_unicode().items()} | {"<|endoftext|>": 256}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    return tok.to_str().encode()
+
+
+def as_neel_checkpoint(snap) -> dict[str, torch.Tensor]:
+    """One of our shipped snapshots (no LayerNorm, no biases, sinusoidal positions) as Neel Nanda's training code
+    would have saved the same model: a HookedTransformer's state dict (normalization None, zero biases, the
+    positions as a learned table) without unembed.b_U."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from icl_core.storage.snapshots import load_model
+
+    ours = load_model(snap)
+    c = ours.cfg
+    tl = HookedTransformer(
+        HookedTransformerConfig(
+            n_layers=c.n_layers, d_model=c.d_model, d_head=c.d_head, n_heads=c.n_heads, n_ctx=c.n_ctx,
+            d_vocab=c.d_vocab, attn_only=True, normalization_type=None, act_fn="relu",
+        )
+    )  # fmt: skip
+    state = {k: torch.zeros_like(v) for k, v in tl.state_dict().items()}
+    state |= {k: v for k, v in tl.state_dict().items() if k.endswith((".mask", ".IGNORE"))}
+    state["embed.W_E"], state["pos_embed.W_pos"], state["unembed.W_U"] = ours.W_E, ours.W_pos, ours.W_U
+    for i, block in enumerate(ours.blocks):
+        for x in "QKVO":
+            state[f"blocks.{i}.attn.W_{x}"] = getattr(block, f"W_{x}")
+    del state["unembed.b_U"]
+    return {k: v.detach().clone().float() for k, v in state.items()}

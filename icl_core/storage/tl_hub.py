@@ -263,7 +263,7 @@ def describe(repo: TLRepo, chosen: Sequence[Checkpoint], seconds: float | None =
         f"{hub.fmt_mb(repo.kept_bytes(chosen))}"
     )
     if seconds is not None:
-        text += f", about {max(1, round(seconds / 60))} min of evaluation on 2 CPU cores plus the download time"
+        text += f", about {max(1, round(seconds / 60))} min on 2 CPU cores plus the download time"
     return text
 
 

@@ -1,0 +1,172 @@
+"""A published run's default import at its real shapes, end to end: wall clock, peak memory, disk.
+
+Serves a repo laid out as Neel Nanda's 2-layer run (tests/tl_fixtures.py: the ~50-key config, model_init.pth,
+~160 checkpoints/tokens_{N:012d}.pth of 208 MB each, fp32, 48,262-token vocabulary, no b_U) from the local fake Hub,
+and runs the Models page's import as the app does: the background worker process (icl_core.storage.imports), which
+lists, downloads, converts to fp16 and evaluates the default selection one checkpoint at a time. Every checkpoint
+holds the same random weights (the cost of a checkpoint does not depend on its values); the tokenizer is a BPE
+tokenizer trained here on the held-out text (no download), smaller than the real one, which changes which tokens
+appear but not the cost, set by the model's 48k-wide unembedding.
+
+Reports, with a CPU reference measured in the same run (timings differ up to 3x between machines):
+- wall clock of the whole import (target < 15 min on 2 cores), and per checkpoint;
+- the worker's peak RSS (target < 4 GB) and the HF cache's peak size (one checkpoint at a time);
+- disk kept by the imported run against the cap, and icl_core.analysis.evaluation.estimated_seconds' estimate;
+- the fp16 copy's effect on the logits against the fp32 checkpoint (what keeping fp16 costs).
+
+Run: .venv/bin/python benchmarks/published_import.py [--checkpoints N]   (about 10 min on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench import cpu_reference_ms  # noqa: E402
+from fake_hub import FakeHub  # noqa: E402
+from published_model import train_tokenizer  # noqa: E402
+from tl_fixtures import neel_config, pth  # noqa: E402
+
+from icl_core.model.tl_format import convert_state_dict, expected_shapes, model_config_from_tl  # noqa: E402
+from icl_core.model.transformer import AttnOnlyTransformer  # noqa: E402
+
+REPO = "NeelNanda/Attn_Only_2L512W_C4_Code"
+
+
+def random_checkpoint(cfg) -> dict[str, torch.Tensor]:
+    """A checkpoint of the real shapes, as Neel Nanda's code saves it (TransformerLens names, no b_U)."""
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for name, shape in expected_shapes(cfg).items():
+        scale = 0.5 if name.endswith((".b", "b_Q", "b_K", "b_V", "b_O")) else 0.1 if "embed" in name else 0.04
+        state[name] = torch.randn(shape, generator=gen) * scale + (1.0 if name.endswith(".w") else 0.0)
+    return state
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=None, help="default: the import's own default count")
+    args = parser.parse_args()
+    ref_ms = cpu_reference_ms()
+    print(f"CPU reference: {ref_ms:.0f} ms ({os.cpu_count()} CPUs)")
+
+    config = neel_config(n_layers=2)
+    cfg = model_config_from_tl(config)
+    state = random_checkpoint(cfg)
+    checkpoint = pth(state)
+    print(f"one checkpoint: {len(checkpoint) / 1e6:.0f} MB (fp32, vocabulary {cfg.d_vocab:,})")
+    # ~160 labels, log-spaced from one step's tokens to 2.2e10, as the real run's (hub-models.md).
+    labels = sorted({262_144 * int(s) for s in torch.logspace(0, 4.92, 163)})
+    files = {"config.json": json.dumps(config).encode(), "model_init.pth": checkpoint}
+    files |= {f"checkpoints/tokens_{n:012d}.pth": checkpoint for n in labels}
+    files |= {"model_final.pth": checkpoint, "optimizer_state_dict.pth": b"x" * 1000}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        (tmp_path / "tok").mkdir()
+        tokenizer = train_tokenizer(tmp_path / "tok", vocab=8000)
+        hub = FakeHub().start()
+        hub.add_repo(REPO, files)
+        hub.add_repo(cfg.tokenizer, {"tokenizer.json": (tmp_path / "tok" / "tokenizer.json").read_bytes()})
+        os.environ.update(
+            HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", ICL_DATA_DIR=str(tmp_path / "data"),
+            HF_HUB_CACHE=str(tmp_path / "hf_cache"),
+        )  # fmt: skip
+        from icl_core.analysis.evaluation import estimated_seconds
+        from icl_core.processes import CHILDREN
+        from icl_core.storage import hub as hub_module
+        from icl_core.storage import imports, tl_hub
+
+        repo = tl_hub.list_repo(REPO)
+        n = args.checkpoints or tl_hub.default_count(repo)
+        chosen = tl_hub.choose(repo, n)
+        estimate = estimated_seconds(cfg, n)
+        print(f"{REPO}: {tl_hub.describe(repo, chosen, estimate)}")
+        inside = sum(repo.window.lo_tokens <= c.label <= repo.window.hi_tokens for c in chosen)
+        print(f"  {inside} of {n} inside the known window ({repo.window.source})")
+
+        peak_cache = 0
+        stop = threading.Event()
+
+        def watch_cache() -> None:
+            nonlocal peak_cache
+            while not stop.is_set():
+                cache = Path(os.environ["HF_HUB_CACHE"])
+                if cache.exists():
+                    peak_cache = max(peak_cache, folder_bytes(cache))
+                time.sleep(0.5)
+
+        watcher = threading.Thread(target=watch_cache, daemon=True)
+        watcher.start()
+        t0 = time.perf_counter()
+        info = imports.start_import(repo, n)
+        pid = int(imports._read(info.import_dir / imports.PID_FILE)["pid"])
+        peak_rss_kb = 0
+        while True:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+                peak_rss_kb = max(peak_rss_kb, int(status.split("VmHWM:")[1].split()[0]))
+            except (OSError, IndexError):
+                pass
+            info = imports.read_import(info.import_dir)
+            if not info.active:
+                break
+            time.sleep(1.0)
+        wall = time.perf_counter() - t0
+        proc = CHILDREN.pop(pid, None)
+        if proc is not None:
+            proc.wait(timeout=60)
+        stop.set()
+        watcher.join()
+        hub.stop()
+        assert info.stage == imports.FINISHED, (info.stage, info.error)
+        run_dir = tl_hub.run_dir_for(repo)
+        kept = folder_bytes(run_dir)
+        cap = hub_module.DEFAULT_MAX_TOTAL_MB * 1e6
+        print(
+            f"import + evaluation of {n} checkpoints: {wall / 60:.1f} min wall clock ({wall / n:.1f} s a checkpoint; "
+            f"estimate {estimate / 60:.1f} min + download) (target < 15 min); ratio to the CPU reference "
+            f"{wall * 1000 / ref_ms:.0f}x"
+        )
+        print(f"  worker peak RSS {peak_rss_kb / 1e6:.2f} GB (target < 4 GB)")
+        print(f"  HF cache peak {peak_cache / 1e6:.0f} MB (one checkpoint is {len(checkpoint) / 1e6:.0f} MB)")
+        n_kept = len(list(run_dir.glob("step_*.json")))
+        print(f"  disk kept {kept / 1e6:.0f} MB of the {cap / 1e6:.0f} MB cap ({n_kept} snapshots)")
+
+        # What fp16 costs: the stored copy's logits against the fp32 checkpoint's, on held-out tokens.
+        from icl_core.storage.snapshots import list_snapshots, load_model
+
+        fp32 = AttnOnlyTransformer(cfg)
+        fp32.load_state_dict(convert_state_dict(state, cfg, "checkpoint"))
+        fp16 = load_model(list_snapshots(run_dir)[-1])
+        tokens = tokenizer.encode("def f(x):\n    return x + 1\n" * 20).tokens[:256][None]
+        with torch.no_grad():
+            a, b = fp32.eval()(tokens), fp16.eval()(tokens)
+            diff = (a - b).abs()
+            loss_a = torch.nn.functional.cross_entropy(a[0, :-1], tokens[0, 1:])
+            loss_b = torch.nn.functional.cross_entropy(b[0, :-1], tokens[0, 1:])
+        print(
+            f"  fp16 copy vs the fp32 checkpoint: logits differ by {diff.max():.4f} at most ({diff.mean():.5f} on "
+            f"average; logits' std {a.std():.2f}), mean loss {loss_a:.5f} vs {loss_b:.5f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
