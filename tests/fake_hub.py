@@ -12,8 +12,17 @@ Routes served (as the real Hub answers them):
     HEAD|GET /{repo}/resolve/{rev}/{file}           X-Repo-Commit, ETag, Content-Length (+ body)
     POST /api/repos/create                          {"url"}; 409 if it exists
     POST /api/validate-yaml                         README front matter: always valid
-    POST /api/models/{repo}/preupload/{rev}         every file "regular" (sent inline, no LFS/Xet)
-    POST /api/models/{repo}/commit/{rev}            NDJSON: header, file (base64), deletedFile
+    POST /api/{models|spaces}/{repo}/preupload/{rev}  "lfs" for a binary file (a NUL byte in its sample, as the
+                                                    Hub's grep-like check: huggingface_hub PR #828), one of
+                                                    10 MB or more, or one the repo's .gitattributes routes to
+                                                    LFS; "regular" otherwise
+    POST /{spaces/}{repo}.git/info/lfs/objects/batch  the git-lfs batch API (basic transfer: an upload href per
+                                                    object not yet stored), as huggingface_hub/lfs.py reads it
+    PUT  /lfs-objects/{oid}                         the upload itself; its sha256 must be the oid
+    POST /api/{models|spaces}/{repo}/commit/{rev}   NDJSON: header, file (base64), lfsFile (a stored object),
+                                                    deletedFile; a binary file sent as "file" is refused with
+                                                    the Hub's pre-receive message (huggingface_hub #1404)
+Uploads take the LFS path only (huggingface_hub's Xet client needs a CAS server: tests set HF_HUB_DISABLE_XET).
 Errors: 404 + X-Error-Code RepoNotFound / RevisionNotFound / EntryNotFound (with X-Repo-Commit),
 401 + RepoNotFound for a private repo without a token, 401 "Invalid credentials in Authorization header" for an
 unknown token, 403 GatedRepo for a gated repo with a token that was not granted access.
@@ -22,6 +31,7 @@ unknown token, 403 GatedRepo for a gated repo with a token that was not granted 
 from __future__ import annotations
 
 import base64
+import fnmatch
 import functools
 import hashlib
 import ipaddress
@@ -37,6 +47,7 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+LFS_SIZE = 10 * 1024 * 1024  # bytes: the Hub stores files this big through LFS/Xet whatever they hold
 READ_TOKEN = "hf_fake_read_token"
 WRITE_TOKEN = "hf_fake_write_token"
 
@@ -46,11 +57,27 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _lfs_patterns(gitattributes: bytes) -> list[str]:
+    """The patterns a .gitattributes routes to LFS (filter=lfs)."""
+    out = []
+    for line in gitattributes.decode(errors="replace").splitlines():
+        fields = line.split()
+        if fields and not fields[0].startswith("#") and "filter=lfs" in fields[1:]:
+            out.append(fields[0])
+    return out
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)
+
+
 @dataclass
 class FakeRepo:
     repo_id: str
     private: bool = False
     gated: bool = False
+    repo_type: str = "model"
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # sha -> {path: content}
     refs: dict[str, str] = field(default_factory=dict)  # branch or tag -> sha
 
@@ -80,7 +107,10 @@ class FakeHub:
         self.read_tokens = {READ_TOKEN, WRITE_TOKEN}
         self.write_tokens = {WRITE_TOKEN}
         self.requests: list[tuple[str, str]] = []
+        self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded through the LFS batch API
+        self.lfs_commits: list[str] = []  # paths committed as lfsFile
         self.fail_with: int | None = None  # answer every request with this HTTP status (e.g. 500)
+        self.answer_regular = False  # preupload says "regular" for every file: a client sending binaries inline
         self.strip_headers: set[str] = set()  # e.g. {"X-Repo-Commit"}: a server that is not a Hub
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -150,6 +180,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._handle("POST")
 
+        def do_PUT(self) -> None:
+            self._handle("PUT")
+
         def _handle(self, method: str) -> None:
             path = urlsplit(self.path).path
             with hub.lock:
@@ -218,7 +251,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if method == "POST" and path == "/api/validate-yaml":
                 self._body()
                 return 200, {"errors": [], "warnings": []}, {}
-            if len(parts) >= 5 and parts[:2] == ["api", "models"]:
+            if method == "PUT" and len(parts) == 2 and parts[0] == "lfs-objects":
+                return self._lfs_put(parts[1])
+            if method == "POST" and path.endswith(".git/info/lfs/objects/batch"):
+                prefix = path.strip("/")[: -len(".git/info/lfs/objects/batch")]
+                repo_id = prefix.removeprefix("spaces/").removeprefix("datasets/")
+                self._check_write()
+                return self._lfs_batch(self._check_read(hub.repos.get(repo_id), repo_id))
+            if len(parts) >= 5 and parts[0] == "api" and parts[1] in ("models", "spaces"):
                 repo_id = f"{parts[2]}/{parts[3]}"
                 action, rest = parts[4], parts[5:]
                 if method == "POST" and action in ("preupload", "commit") and rest:
@@ -262,23 +302,46 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if repo_id in hub.repos:  # the Hub's 409 carries the URL, which create_repo(exist_ok=True) returns
                 error = "You already created this model repo"
                 raise _Reply(409, {"error": error, "url": f"{hub.url}/{repo_id}"}, {"X-Error-Message": error})
-            repo = hub.repos[repo_id] = FakeRepo(repo_id, private=payload.get("visibility") == "private")
+            repo = hub.repos[repo_id] = FakeRepo(
+                repo_id, private=payload.get("visibility") == "private", repo_type=payload.get("type") or "model"
+            )
             repo.commit({".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
             return 200, {"url": f"{hub.url}/{repo_id}", "name": repo_id}, {}
 
         def _preupload(self, repo: FakeRepo, revision: str) -> tuple[int, Any, dict[str, str]]:
             payload = json.loads(self._body())
             current = repo.commits.get(repo.resolve(revision) or "", {})
-            files = [
-                {
-                    "path": f["path"],
-                    "uploadMode": "regular",
-                    "shouldIgnore": False,
-                    "oid": git_blob_oid(current[f["path"]]) if f["path"] in current else None,
-                }
-                for f in payload["files"]
-            ]
+            lfs_rules = _lfs_patterns(current.get(".gitattributes", b""))
+            files = []
+            for f in payload["files"]:
+                sample = base64.b64decode(f.get("sample", ""))
+                lfs = b"\0" in sample or int(f.get("size", 0)) >= LFS_SIZE or _matches(f["path"], lfs_rules)
+                files.append(
+                    {
+                        "path": f["path"],
+                        "uploadMode": "lfs" if lfs and not hub.answer_regular else "regular",
+                        "shouldIgnore": False,
+                        "oid": git_blob_oid(current[f["path"]]) if f["path"] in current else None,
+                    }
+                )
             return 200, {"files": files, "commitOid": repo.resolve(revision)}, {}
+
+        def _lfs_batch(self, repo: FakeRepo) -> tuple[int, Any, dict[str, str]]:
+            payload = json.loads(self._body())
+            objects = []
+            for obj in payload["objects"]:
+                entry = {"oid": obj["oid"], "size": int(obj["size"]), "authenticated": True}
+                if obj["oid"] not in hub.lfs_objects:  # already stored: no actions, nothing to upload
+                    entry["actions"] = {"upload": {"href": f"{hub.url}/lfs-objects/{obj['oid']}", "header": {}}}
+                objects.append(entry)
+            return 200, {"transfer": "basic", "objects": objects}, {}
+
+        def _lfs_put(self, oid: str) -> tuple[int, Any, dict[str, str]]:
+            data = self._body()
+            if hashlib.sha256(data).hexdigest() != oid:
+                raise _Reply(400, headers={"X-Error-Message": "LFS object does not match its oid"})
+            hub.lfs_objects[oid] = data
+            return 200, b"", {}
 
         def _commit(self, repo: FakeRepo, revision: str) -> tuple[int, Any, dict[str, str]]:
             lines = [json.loads(line) for line in self._body().decode().splitlines() if line.strip()]
@@ -287,14 +350,30 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 raise _Reply(404, headers={"X-Error-Code": "RevisionNotFound", "X-Error-Message": "Invalid rev id"})
             changes: dict[str, bytes] = {}
             deleted: list[str] = []
+            binary: list[str] = []
             for line in lines:
                 key, value = line["key"], line["value"]
                 if key == "file":
-                    changes[value["path"]] = base64.b64decode(value["content"])
+                    content = base64.b64decode(value["content"])
+                    if b"\0" in content[:8000]:  # git's own binary test looks at the first 8000 bytes
+                        binary.append(value["path"])
+                    changes[value["path"]] = content
+                elif key == "lfsFile":
+                    if value["oid"] not in hub.lfs_objects:
+                        raise _Reply(400, headers={"X-Error-Message": f"LFS object {value['oid']} was not uploaded"})
+                    changes[value["path"]] = hub.lfs_objects[value["oid"]]
+                    hub.lfs_commits.append(value["path"])
                 elif key == "deletedFile":
                     deleted.append(value["path"])
                 elif key != "header":
                     raise _Reply(400, headers={"X-Error-Message": f"fake hub does not support {key} operations"})
+            if binary:  # the Hub's pre-receive hook (huggingface_hub #1404; its 2026 wording: qdonnars/ohmywind#289)
+                offending = "\n".join(f"  - {p} (ref: refs/heads/{revision})" for p in binary)
+                message = (
+                    "Your push was rejected because it contains binary files.\nPlease use "
+                    f"https://huggingface.co/docs/hub/xet to store binary files.\nOffending files:\n{offending}"
+                )
+                raise _Reply(400, {"error": message}, {"X-Error-Message": message.splitlines()[0]})
             if revision not in repo.refs:
                 raise _Reply(400, headers={"X-Error-Message": "fake hub commits only to a branch"})
             sha = repo.commit(changes, branch=revision, deleted=tuple(deleted))
@@ -373,6 +452,9 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_internet: list[
     # Building its user agent, huggingface_hub fetches an "agent harness" list from the endpoint it
     # read at import (huggingface.co), whatever endpoint= says; telemetry off skips that.
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    # Binary uploads take the LFS batch API, which the fake speaks; Xet's would need a CAS server.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")  # and in worker processes (background imports)
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path / "data"))
     for name in ("HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):

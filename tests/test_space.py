@@ -23,7 +23,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
-LFS_LIMIT = 10 * 1024 * 1024  # bytes: bigger files need Git LFS / Xet on the Hub
 
 
 def front_matter() -> dict:
@@ -225,25 +224,47 @@ def test_dockerignore_keeps_the_app_and_drops_local_state() -> None:
         assert dockerignored(junk, rules), f".dockerignore should exclude {junk}"
 
 
-def test_space_files_fit_without_lfs() -> None:
-    """Files pushed to a Space over 10 MB need Git LFS / Xet; flag them unless .gitattributes routes them there."""
+def binary_files_outside_lfs(root: Path) -> tuple[list[str], int]:
+    """(binary files not routed to LFS/Xet by .gitattributes, how many binary files there are) among the files git
+    would push from `root`: tracked ones and new ones it does not ignore. "Binary" is git's own judgement
+    (`git ls-files --eol`: -text in the index or the work tree), which is what the Hub's pre-receive hook checks:
+    it refuses any binary blob that is not an LFS/Xet pointer, whatever its size."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--eol", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=root, capture_output=True, check=True,
+    ).stdout.decode()  # fmt: skip
+    binary = []
+    for entry in filter(None, listed.split("\0")):
+        flags, _, rel = entry.partition("\t")
+        if "i/-text" in flags.split() or "w/-text" in flags.split():
+            binary.append(rel)
+    if not binary:
+        return [], 0
+    attrs = subprocess.run(
+        ["git", "check-attr", "-z", "filter", "--stdin"], cwd=root, input="\0".join(binary) + "\0",
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    values = dict(zip(attrs[0::3], attrs[2::3], strict=False))
+    return sorted(rel for rel in binary if values.get(rel) != "lfs"), len(binary)
+
+
+def test_every_binary_file_the_repo_ships_is_stored_through_lfs() -> None:
     try:
-        listed = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        ).stdout.decode()
+        outside, n_binary = binary_files_outside_lfs(ROOT)
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"not a git checkout: {exc}")
-    big = []
-    for rel in filter(None, listed.split("\0")):
-        path = ROOT / rel
-        if path.is_file() and path.stat().st_size > LFS_LIMIT:
-            attr = subprocess.run(["git", "check-attr", "filter", "--", rel], cwd=ROOT, capture_output=True, text=True)
-            if not attr.stdout.strip().endswith(": lfs"):
-                big.append(f"{rel} ({path.stat().st_size / 2**20:.1f} MiB)")
-    assert not big, f"files over 10 MB need Git LFS on the Hub (.gitattributes: filter=lfs): {big}"
+        pytest.fail(f"the tests run from a git checkout (CI clones the repo): {exc}")
+    assert n_binary > 300, "the shipped snapshots, the evaluation set and the screenshots are binary"
+    assert not outside, f"binary files the Hub would refuse (add their type to .gitattributes): {outside[:10]}"
+
+
+def test_the_binary_check_finds_an_uncovered_file(tmp_path: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitattributes").write_text((ROOT / ".gitattributes").read_text())
+    (tmp_path / "weights.safetensors").write_bytes(b"\0\1\2" * 100)
+    (tmp_path / "data.dat").write_bytes(b"\0\xff" * 100)
+    (tmp_path / "notes.txt").write_text("text is fine")
+    outside, n_binary = binary_files_outside_lfs(tmp_path)
+    assert outside == ["data.dat"] and n_binary == 2
 
 
 def test_streamlit_run_app_py_serves_explorer_py_with_its_modules_imported_first() -> None:

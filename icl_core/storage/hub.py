@@ -612,11 +612,11 @@ def publish_run(run_dir: str | Path, repo_id: str, token: str | None = None, pri
                 commit_message=f"Upload run {manifest.get('run_name', run_dir.name)} ({len(snapshots)} snapshots)",
             )
         except Exception as exc:
-            raise _publish_error(exc, repo_id, token, endpoint) from exc
+            raise publish_error(exc, repo_id, token, endpoint) from exc
     return f"{endpoint}/{repo_id}"
 
 
-def _publish_error(exc: Exception, repo_id: str, token: str | None, endpoint: str) -> HubError:
+def publish_error(exc: Exception, repo_id: str, token: str | None, endpoint: str) -> HubError:
     import httpx2
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
 
