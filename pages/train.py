@@ -12,6 +12,7 @@ import streamlit as st
 
 from icl_core.errors import ICLError
 from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
+from icl_core.server_policy import server_policy
 from icl_core.storage.runs import REPO_ROOT
 from icl_core.training import jobs
 from ui import state
@@ -89,10 +90,18 @@ def config_from_widgets(presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return cfg
 
 
+def _visitor() -> str:
+    """This browser session's id: on a shared server each visitor has one training job at a time."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx is not None else "local"
+
+
 def submit(presets: dict[str, dict[str, Any]]) -> None:
     # A callback, so the suggested next run name can be set before the widgets are drawn again.
     try:
-        info = jobs.submit_job(config_from_widgets(presets), nproc=int(st.session_state.train_nproc))
+        info = jobs.submit_job(config_from_widgets(presets), nproc=int(st.session_state.train_nproc), owner=_visitor())
     except ICLError as exc:
         st.session_state.train_flash = ("error", str(exc))
         return
@@ -103,55 +112,61 @@ def submit(presets: dict[str, dict[str, Any]]) -> None:
     st.session_state.train_run_name = jobs.suggest_run_name(info.run_name)
 
 
+def _between(low: int, high: int) -> str:
+    return f"{low:,} to {high:,}"
+
+
 def config_form(presets: dict[str, dict[str, Any]]) -> None:
     with st.form("train_form"):
         st.text_input(
             "Run name", key="train_run_name", max_chars=MAX_RUN_NAME, help="The run's folder name; must not be in use."
         )
         st.caption(
+            "Each field's limits are in its help; a value outside them is refused with a message, never changed. "
             f"Limits on this server: at most {LIMITS.max_parameters / 1e6:.0f}M parameters, about "
             f"{LIMITS.max_memory_bytes / 2**30:.0f} GiB for one training step, {LIMITS.max_eval_tokens / 1e6:.0f}M "
             f"evaluation tokens per snapshot (eval examples x context), {LIMITS.n_snapshots} snapshots."
         )
         st.markdown("**Model** (attention-only transformer)")
         c = st.columns(5)
-        c[0].number_input("Layers", min_value=1, max_value=LIMITS.n_layers, step=1, key="train_n_layers")
-        c[1].number_input("Heads", min_value=1, max_value=LIMITS.n_heads, step=1, key="train_n_heads")
-        c[2].number_input("d_model", min_value=1, max_value=LIMITS.d_model, step=8, key="train_d_model")
-        c[3].number_input("d_head", min_value=1, max_value=LIMITS.d_head, step=4, key="train_d_head")
-        c[4].number_input("Context (n_ctx)", min_value=3, max_value=LIMITS.n_ctx, step=64, key="train_n_ctx")
+        c[0].number_input("Layers", step=1, key="train_n_layers", help=_between(1, LIMITS.n_layers))
+        c[1].number_input("Heads", step=1, key="train_n_heads", help=_between(1, LIMITS.n_heads))
+        c[2].number_input("d_model", step=8, key="train_d_model", help=_between(1, LIMITS.d_model))
+        c[3].number_input("d_head", step=4, key="train_d_head", help=_between(1, LIMITS.d_head))
+        c[4].number_input("Context (n_ctx)", step=64, key="train_n_ctx", help=_between(1, LIMITS.n_ctx))
         st.checkbox("Smeared keys", key="train_smeared_keys", help="Olsson et al.'s smeared-key architecture.")
         st.markdown("**Training**")
         c = st.columns(4)
-        c[0].number_input("Batch size", min_value=1, max_value=LIMITS.batch_size, step=1, key="train_batch_size")
-        c[1].number_input("Steps", min_value=1, max_value=LIMITS.total_steps, step=100, key="train_total_steps")
-        c[2].number_input("Learning rate", min_value=0.0, step=1e-4, format="%.5f", key="train_lr")
+        c[0].number_input("Batch size", step=1, key="train_batch_size", help=_between(1, LIMITS.batch_size))
+        c[1].number_input("Steps", step=100, key="train_total_steps", help=_between(1, LIMITS.total_steps))
+        c[2].number_input("Learning rate", step=1e-4, format="%.5f", key="train_lr")
         # A browser number field holds integers up to 2^53 - 1 exactly.
-        c[3].number_input("Seed", min_value=0, max_value=min(MAX_SEED, 2**53 - 1), step=1, key="train_seed")
+        c[3].number_input("Seed", step=1, key="train_seed", help=f"0 to {min(MAX_SEED, 2**53 - 1):,}")
         c = st.columns(4)
         c[0].number_input(
-            "Snapshots", min_value=2, max_value=LIMITS.n_snapshots, step=1, key="train_n_snapshots",
-            help="Log-spaced in steps.",
-        )  # fmt: skip
-        c[1].number_input(
-            "Eval examples", min_value=1, max_value=LIMITS.eval_examples, step=8, key="train_eval_examples"
+            "Snapshots",
+            step=1,
+            key="train_n_snapshots",
+            help=f"Log-spaced in steps; {_between(2, LIMITS.n_snapshots)}.",
         )
+        c[1].number_input("Eval examples", step=8, key="train_eval_examples")
         c[2].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device", help="auto: a GPU when present.")
         c[3].number_input(
-            "Processes (DDP)", min_value=1, max_value=16, step=1, key="train_nproc", help="More than 1 runs torchrun."
-        )
+            "Processes (DDP)", step=1, key="train_nproc",
+            help=f"More than 1 runs torchrun; 1 to {server_policy().cpu_count} (this machine's cores).",
+        )  # fmt: skip
         c = st.columns([2, 1])
         c[0].checkbox("Compute the ICL score (needs n_ctx > 500)", key="train_compute_icl_score")
         c[1].number_input(
-            "ICL examples", min_value=1, max_value=LIMITS.icl_examples, step=256, key="train_icl_examples",
+            "ICL examples", step=256, key="train_icl_examples",
             help="Held-out examples for each snapshot's ICL score: its standard error shrinks as 1/√n "
             "(about 0.09 nats at 1024, 0.03 at 8192, the shipped runs' value).",
         )  # fmt: skip
         with st.expander("Advanced"):
             c = st.columns(3)
-            c[0].number_input("Warmup steps", min_value=0, step=10, key="train_warmup_steps")
-            c[1].number_input("Weight decay", min_value=0.0, step=0.01, key="train_weight_decay")
-            c[2].number_input("Gradient clip (0: off)", min_value=0.0, step=0.1, key="train_grad_clip")
+            c[0].number_input("Warmup steps", step=10, key="train_warmup_steps")
+            c[1].number_input("Weight decay", step=0.01, key="train_weight_decay")
+            c[2].number_input("Gradient clip (0: off)", step=0.1, key="train_grad_clip")
             c = st.columns(4)
             c[0].selectbox(
                 "LR schedule", ["cosine", "constant"], key="train_lr_schedule",
@@ -159,16 +174,15 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             )  # fmt: skip
             c[1].number_input(
                 "Extra snapshots",
-                min_value=0,
                 step=4,
                 key="train_n_dense_snapshots",
                 help="log-spaced between the two steps on the right: denser through a phase change",
             )
-            c[2].number_input("… from step", min_value=0, step=100, key="train_dense_from_step")
-            c[3].number_input("… to step", min_value=0, step=100, key="train_dense_to_step")
+            c[2].number_input("… from step", step=100, key="train_dense_from_step")
+            c[3].number_input("… to step", step=100, key="train_dense_to_step")
             c = st.columns(3)
-            c[0].number_input("Log every (steps)", min_value=1, step=1, key="train_log_every")
-            c[1].number_input("Resume state every (steps)", min_value=1, step=50, key="train_resume_every")
+            c[0].number_input("Log every (steps)", step=1, key="train_log_every")
+            c[1].number_input("Resume state every (steps)", step=50, key="train_resume_every")
             c[2].selectbox("Snapshot dtype", ["float32", "float16"], key="train_snapshot_dtype")
         st.form_submit_button("Start training", key="train_submit", type="primary", on_click=submit, args=(presets,))
 
@@ -194,9 +208,16 @@ def job_action(action: Callable[[str], Any], job_id: str) -> None:
         st.session_state[f"train_job_error_{job_id}"] = str(exc)
 
 
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
 def job_card(job: jobs.JobInfo) -> None:
     with st.container(border=True):
         state = job.state + (" (cancelling…)" if job.cancel_requested and job.active else "")
+        if job.waiting:
+            place = jobs.queue_positions().get(job.job_id)
+            state += f" · waiting for a free core, {_ordinal(place)} in line" if place else " · waiting"
         st.markdown(f"**{job.run_name}** · {state}")
         st.caption(
             f"job {job.job_id} · {job.device or 'device pending'}"

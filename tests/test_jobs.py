@@ -240,6 +240,9 @@ def test_names_of_existing_runs_and_bad_process_counts_are_refused(data_dir: Pat
         jobs.submit_job(TINY, nproc=3)
     with pytest.raises(ConfigError, match="positive integer"):
         jobs.submit_job(TINY, nproc=0)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    with pytest.raises(ConfigError, match="4 processes asked for but this machine has 2 CPU core"):
+        jobs.submit_job(TINY, nproc=4)
     assert jobs.list_jobs() == []
 
 
@@ -279,7 +282,8 @@ def test_job_whose_worker_never_started_is_failed_after_a_while(data_dir: Path, 
     assert jobs.read_status(info.job_id).state == jobs.QUEUED  # it may still be starting
     status_path = info.job_dir / jobs.STATUS_FILE
     status = json.loads(status_path.read_text())
-    status["created"] = time.time() - 2 * jobs.ORPHAN_TIMEOUT_S
+    assert not status["waiting"], "taken from the queue: judged by its last sign of life from now on"
+    status["created"] = status["heartbeat"] = time.time() - 2 * jobs.ORPHAN_TIMEOUT_S  # the spawn, long ago
     status_path.write_text(json.dumps(status))
     failed = jobs.read_status(info.job_id)
     assert failed.state == jobs.FAILED and failed.resumable

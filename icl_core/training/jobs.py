@@ -4,6 +4,7 @@
     <data_dir>/jobs/<job_id>/config.json  the TrainConfig
     <data_dir>/jobs/<job_id>/status.json  state, step, tokens, loss, ETA, heartbeat (atomic writes)
     <data_dir>/jobs/<job_id>/pid.json     the launched process (pid and kernel start time)
+    <data_dir>/jobs/<job_id>/ranks/N.json every training process (DDP rank N; rank 0 alone without DDP)
     <data_dir>/jobs/<job_id>/log.txt      the worker's stdout and stderr
     <data_dir>/jobs/<job_id>/cancel       present once a cancel was asked for
 
@@ -11,6 +12,11 @@ Nothing lives in the app's memory, so jobs outlive Streamlit reruns and server r
 browser session sees the same list. The run itself is written to user_runs_dir()/<run_name>, where
 discover_runs() finds it while it trains. Before the worker starts, the server writes status.json;
 afterwards only the worker does, except to record that a dead worker failed.
+
+On a shared server (icl_core.server_policy) a visitor has one job at a time, and jobs start only while the
+training processes already running leave room under the cap; the others wait in a queue (state queued,
+"waiting" in status.json), oldest first, and start when a job ends (the worker's exit and every listing of
+the jobs advance the queue).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 from icl_core.errors import ConfigError, ICLError
 from icl_core.model.config import TrainConfig, train_config_from_dict
 from icl_core.processes import CHILDREN, folder_lock, pid_alive, process_start_ticks, spawn_python
+from icl_core.server_policy import server_policy
 from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
 
@@ -38,6 +45,7 @@ STATUS_FILE = "status.json"
 PID_FILE = "pid.json"
 LOG_FILE = "log.txt"
 CANCEL_FILE = "cancel"
+RANKS_DIR = "ranks"
 
 QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
 ACTIVE_STATES = (QUEUED, RUNNING)
@@ -75,6 +83,8 @@ class JobInfo:
     cancel_requested: bool
     job_dir: Path
     run_dir: Path
+    waiting: bool = False  # queued for room under the server's process cap: no process yet
+    owner: str | None = None  # the visitor session that started it (one job each on a shared server)
 
     @property
     def active(self) -> bool:
@@ -96,23 +106,31 @@ def jobs_dir() -> Path:
 # ---------------------------------------------------------------- public API
 
 
-def submit_job(cfg: TrainConfig | dict[str, Any], nproc: int = 1) -> JobInfo:
-    """Validate `cfg` and start training it in a new process; nproc > 1 runs DDP under torchrun.
+def submit_job(cfg: TrainConfig | dict[str, Any], nproc: int = 1, owner: str | None = None) -> JobInfo:
+    """Validate `cfg` and start training it in a new process (or queue it, on a shared server with no room);
+    nproc > 1 runs DDP under torchrun. owner: the visitor session asking (one job each on a shared server).
 
     Raises ConfigError, before any process starts, for an invalid config or a run name in use.
     """
     cfg = _validated(cfg)
     _check_runnable(cfg, nproc)
     try:
-        return _create_job(cfg, nproc)
+        return _create_job(cfg, nproc, owner)
     except OSError as exc:  # a full disk, a read-only data folder: one sentence, no server paths
         raise JobError(f"could not create the job: {exc.strerror or exc}") from exc
 
 
-def _create_job(cfg: TrainConfig, nproc: int) -> JobInfo:
+def _create_job(cfg: TrainConfig, nproc: int, owner: str | None) -> JobInfo:
     root = jobs_dir()
     root.mkdir(parents=True, exist_ok=True)
     with _jobs_lock():
+        if owner and server_policy().one_job_per_session:
+            mine = [j for j in _read_all() if j.owner == owner and j.active]
+            if mine:
+                raise JobError(
+                    f"this server is shared: one training job per visitor at a time, and job {mine[0].job_id} "
+                    f"({mine[0].run_name}) is {mine[0].state}. Cancel it or wait for it to end."
+                )
         if _run_name_in_use(cfg.run_name):
             raise ConfigError(
                 f"run name {cfg.run_name!r} is already used by a run or a job; choose another "
@@ -130,16 +148,49 @@ def _create_job(cfg: TrainConfig, nproc: int) -> JobInfo:
                 "run_dir": str((user_runs_dir() / cfg.run_name).resolve()),
                 "nproc": nproc,
                 "created": now,
+                "owner": owner,
             },
         )
         atomic_write_json(job_dir / CONFIG_FILE, cfg.to_dict())
         atomic_write_json(job_dir / STATUS_FILE, _initial_status(cfg, now))
-        _spawn(job_dir, nproc)
+        _schedule()
     return read_status(job_id)
 
 
-def list_jobs() -> list[JobInfo]:
-    """Every job on disk, newest first; crashed workers are detected and marked failed."""
+def schedule() -> None:
+    """Start the waiting jobs the process cap has room for, oldest first (a no-op when none waits)."""
+    if not any(j.waiting for j in _read_all()):
+        return
+    with _jobs_lock():
+        _schedule()
+
+
+def _schedule() -> None:
+    """Under the jobs lock: start waiting jobs in order while running + theirs fits the cap. A job bigger than
+    the cap runs alone; the queue is strict (a small job never overtakes a big one), so none waits forever."""
+    cap = server_policy().max_job_processes
+    active = [j for j in _read_all() if j.active]
+    running = sum(j.nproc for j in active if not j.waiting)
+    for job in sorted((j for j in active if j.waiting), key=lambda j: (j.created, j.job_id)):
+        if cap is not None and running > 0 and running + job.nproc > cap:
+            break
+        status = _read_status_dict(job.job_dir)
+        status.update(waiting=False, heartbeat=time.time())
+        atomic_write_json(job.job_dir / STATUS_FILE, status)
+        try:
+            _spawn(job.job_dir, job.nproc)
+        except JobError:  # recorded in its status as failed; the next one may still start
+            continue
+        running += job.nproc
+
+
+def queue_positions() -> dict[str, int]:
+    """1-based places in the queue of the jobs waiting for room under the process cap."""
+    waiting = sorted((j for j in _read_all() if j.waiting and j.active), key=lambda j: (j.created, j.job_id))
+    return {j.job_id: i + 1 for i, j in enumerate(waiting)}
+
+
+def _read_all() -> list[JobInfo]:
     root = jobs_dir()
     if not root.is_dir():
         return []
@@ -150,14 +201,24 @@ def list_jobs() -> list[JobInfo]:
                 infos.append(read_status(child.name))
             except JobError:
                 continue  # a folder being created or removed right now
-    return sorted(infos, key=lambda j: (j.created, j.job_id), reverse=True)
+    return infos
+
+
+def list_jobs() -> list[JobInfo]:
+    """Every job on disk, newest first; crashed workers are detected and marked failed, and waiting jobs
+    start if there is room now."""
+    schedule()
+    return sorted(_read_all(), key=lambda j: (j.created, j.job_id), reverse=True)
 
 
 def read_status(job_id: str) -> JobInfo:
     """The job's current state. A job whose worker is gone but whose status says active becomes failed."""
     job_dir = _job_dir(job_id)
     status = _read_status_dict(job_dir)
-    if status.get("state") in ACTIVE_STATES and not _worker_alive(job_dir, status):
+    if status.get("state") == CANCELLED and any(pid_alive(p, t) for p, t in _processes(job_dir, status)):
+        # Rank 0 said so, but a rank is still exiting: the job is not over until every process is.
+        status = {**status, "state": RUNNING, "ended": None}
+    elif status.get("state") in ACTIVE_STATES and not _worker_alive(job_dir, status):
         status = _read_status_dict(job_dir)  # the worker may have written its last status and exited
         if status.get("state") in ACTIVE_STATES:
             if (job_dir / CANCEL_FILE).exists():  # it was asked to stop and is gone: that is a cancel
@@ -175,17 +236,35 @@ def cancel_job(job_id: str, force: bool = False) -> JobInfo:
     if not info.active:
         return info
     (info.job_dir / CANCEL_FILE).touch()
+    if info.waiting:  # no process yet: nothing to stop
+        with _jobs_lock():
+            status = _read_status_dict(info.job_dir)
+            if status.get("waiting"):
+                status.update(state=CANCELLED, waiting=False, ended=time.time(), error=None)
+                atomic_write_json(info.job_dir / STATUS_FILE, status)
+        return read_status(job_id)
     if force:
         for pid, ticks in _processes(info.job_dir, _read_status_dict(info.job_dir)):
             if pid_alive(pid, ticks):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)  # each runs in a session of its own
-        _wait_dead(info.job_dir, timeout=5.0)
+                _kill_group(pid)
+        _wait_dead(info.job_dir, timeout=10.0)
         status = _read_status_dict(info.job_dir)
-        if status.get("state") in ACTIVE_STATES:
+        if status.get("state") in ACTIVE_STATES and not _worker_alive(info.job_dir, status):
             status.update(state=CANCELLED, ended=time.time(), error=None)
             atomic_write_json(info.job_dir / STATUS_FILE, status)
+    schedule()
     return read_status(job_id)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group of pid (its own session for a worker; torchrun's ranks may sit in theirs),
+    never this process's own group."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        group = os.getpgid(pid)
+        if group != os.getpgrp():
+            os.killpg(group, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
 
 
 def resume_job(job_id: str) -> JobInfo:
@@ -204,11 +283,13 @@ def resume_job(job_id: str) -> JobInfo:
         status = _read_status_dict(job_dir)
         attempts = int(status.get("attempts") or 1) + 1
         status.update(state=QUEUED, error=None, ended=None, eta_s=None, heartbeat=time.time(), attempts=attempts)
-        status.update(pid=None, pid_start_ticks=None)
+        status.update(pid=None, pid_start_ticks=None, waiting=True)
         atomic_write_json(job_dir / STATUS_FILE, status)
+        for rank_file in (job_dir / RANKS_DIR).glob("*.json"):  # the last attempt's processes
+            rank_file.unlink(missing_ok=True)
         with (job_dir / LOG_FILE).open("a") as log:
             log.write(f"--- resume requested at {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n")
-        _spawn(job_dir, int(read_job_json(job_dir / JOB_FILE).get("nproc", 1)))
+        _schedule()
     return read_status(job_id)
 
 
@@ -266,6 +347,9 @@ def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
         raise ConfigError(f"number of processes must be a positive integer, got {nproc!r}")
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({nproc})")
+    cpus = server_policy().cpu_count
+    if nproc > cpus:  # more ranks than cores only slow every rank (and every visitor) down
+        raise ConfigError(f"{nproc} processes asked for but this machine has {cpus} CPU core(s): at most {cpus}")
     cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not cuda:
         raise ConfigError("device 'cuda' was asked for but this machine has no CUDA GPU; use 'auto' or 'cpu'")
@@ -328,10 +412,17 @@ def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | N
     worker = status.get("pid")
     if isinstance(worker, int) and worker not in [pid for pid, _ in procs]:
         procs.append((worker, status.get("pid_start_ticks")))
+    for rank_file in sorted((job_dir / RANKS_DIR).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            rank = json.loads(rank_file.read_text())
+            if isinstance(rank.get("pid"), int) and rank["pid"] not in [pid for pid, _ in procs]:
+                procs.append((rank["pid"], rank.get("start_ticks")))
     return procs
 
 
 def _worker_alive(job_dir: Path, status: dict[str, Any]) -> bool:
+    if status.get("waiting"):  # queued for room: alive by definition, it has no process to lose
+        return True
     if (job_dir / PID_FILE).exists() or status.get("pid"):
         return any(pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
     last_sign = status.get("heartbeat") or status.get("created") or 0.0
@@ -409,6 +500,7 @@ def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
         "device": None,
         "attempts": 1,
         "error": None,
+        "waiting": True,  # until _schedule starts it
     }
 
 
@@ -441,4 +533,6 @@ def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
         cancel_requested=(job_dir / CANCEL_FILE).exists(),
         job_dir=job_dir,
         run_dir=Path(job.get("run_dir", user_runs_dir() / str(job.get("run_name", "")))),
+        waiting=bool(status.get("waiting")) and str(status.get("state")) == QUEUED,
+        owner=job.get("owner") if isinstance(job.get("owner"), str) else None,
     )

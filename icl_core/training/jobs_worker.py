@@ -11,6 +11,7 @@ tiny job still running when they cancel or kill it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -31,9 +32,11 @@ from icl_core.training.jobs import (
     FAILED,
     FINISHED,
     JOB_FILE,
+    RANKS_DIR,
     RUNNING,
     STATUS_FILE,
     read_job_json,
+    schedule,
 )
 
 
@@ -142,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
         stop["signal"] = True
 
     signal.signal(signal.SIGTERM, on_term)
-    out = _StatusWriter(job_dir, is_main=int(os.environ.get("RANK", 0)) == 0)
+    rank = int(os.environ.get("RANK", 0))
+    # Every process of the job on disk, so a cancel can end them all (torchrun's ranks outlive their launcher).
+    (job_dir / RANKS_DIR).mkdir(exist_ok=True)
+    atomic_write_json(
+        job_dir / RANKS_DIR / f"{rank}.json", {"pid": os.getpid(), "start_ticks": process_start_ticks(os.getpid())}
+    )
+    out = _StatusWriter(job_dir, is_main=rank == 0)
     try:
         _train_job(job_dir, out, stop)
         return 0
@@ -151,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc) if isinstance(exc, ICLError) else f"{type(exc).__name__}: {exc}"
         out.write(state=FAILED, error=message, ended=time.time())
         return 1
+    finally:
+        if rank == 0:  # the queue advances as soon as a job ends, whether or not a page is open
+            with contextlib.suppress(Exception):
+                schedule()
 
 
 if __name__ == "__main__":
