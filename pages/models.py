@@ -11,6 +11,7 @@ from icl_core.analysis.evaluation import estimated_seconds
 from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
 from icl_core.storage import hub, imports, published, tl_hub
+from icl_core.storage.runs import refused_run_links
 from ui import cache, state
 from ui.quote import user_text
 
@@ -35,6 +36,8 @@ st.caption(
     "Train page, **hub** ones were downloaded from the Hugging Face Hub, **extra** ones come from folders named "
     "in ICL_EXTRA_RUNS_DIRS."
 )
+for line in refused_run_links():
+    st.warning(user_text(line, 300))
 flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)

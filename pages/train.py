@@ -139,7 +139,9 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
         c = st.columns(4)
         c[0].number_input("Batch size", step=1, key="train_batch_size", help=_between(1, LIMITS.batch_size))
         c[1].number_input("Steps", step=100, key="train_total_steps", help=_between(1, LIMITS.total_steps))
-        c[2].number_input("Learning rate", step=1e-4, format="%.5f", key="train_lr")
+        # value=None: a value Streamlit cannot take (NaN, inf) becomes None, which validation refuses, instead of
+        # the widget's default (0), which it would accept.
+        c[2].number_input("Learning rate", value=None, step=1e-4, format="%.5f", key="train_lr")
         # A browser number field holds integers up to 2^53 - 1 exactly.
         c[3].number_input("Seed", step=1, key="train_seed", help=f"0 to {min(MAX_SEED, 2**53 - 1):,}")
         c = st.columns(4)
@@ -165,8 +167,8 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
         with st.expander("Advanced"):
             c = st.columns(3)
             c[0].number_input("Warmup steps", step=10, key="train_warmup_steps")
-            c[1].number_input("Weight decay", step=0.01, key="train_weight_decay")
-            c[2].number_input("Gradient clip (0: off)", step=0.1, key="train_grad_clip")
+            c[1].number_input("Weight decay", value=None, step=0.01, key="train_weight_decay")
+            c[2].number_input("Gradient clip (0: off)", value=None, step=0.1, key="train_grad_clip")
             c = st.columns(4)
             c[0].selectbox(
                 "LR schedule", ["cosine", "constant"], key="train_lr_schedule",

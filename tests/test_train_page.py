@@ -100,3 +100,27 @@ def test_valid_config_starts_a_job_that_can_be_cancelled(data_dir: Path) -> None
     at.run()
     assert jobs.read_status(job.job_id).state == jobs.CANCELLED
     assert at.button(key=f"resume_{job.job_id}")  # offered once it has stopped
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train_n_layers", 1000, "model.n_layers must be a positive integer of at most 12"),
+        ("train_total_steps", 10**12, "total_steps must be a positive integer of at most 1,000,000"),
+        ("train_grad_clip", float("nan"), "grad_clip must be a non-negative number"),
+        ("train_nproc", 64, "64 processes asked for"),
+    ],
+)
+def test_out_of_range_values_are_refused_not_changed(data_dir: Path, key: str, value: float, message: str) -> None:
+    """The form passes what was typed to the validation, which refuses it by name: nothing is clamped to a bound
+    (1000 layers used to become 1) and no job starts."""
+    at = page()
+    set_tiny(at)
+    if key == "train_nproc":
+        at.number_input(key="train_batch_size").set_value(64)  # divisible: the process count itself is refused
+    at.number_input(key=key).set_value(value)
+    at.button(key="train_submit").click().run()
+    assert not at.exception
+    assert at.number_input(key=key).value == value or value != value, "the value is kept as typed"
+    assert any(message in e.value.replace("\\", "") for e in at.error), [e.value for e in at.error]
+    assert jobs.list_jobs() == []

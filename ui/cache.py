@@ -100,6 +100,11 @@ def skipped_snapshots_of(run_dir: Path) -> list[str]:
     return _scan(run_signature(run_dir)).skipped
 
 
+def metric_notes_of(run_dir: Path) -> list[str]:
+    """Snapshots kept with some metrics left out (NaN or inf), one line each."""
+    return _scan(run_signature(run_dir)).notes
+
+
 @st.cache_data(max_entries=64, show_spinner=False)
 def _phase_window(signature: tuple[str, int, int]) -> PhaseWindow | None:
     return phase.phase_window(_snapshots(signature))

@@ -436,6 +436,13 @@ def _picker() -> Selection | None:
                 + "; ".join(user_text(line, 200) for line in skipped[:3])
                 + (" …" if len(skipped) > 3 else "")
             )
+        notes = cache.metric_notes_of(run.path)
+        if notes:
+            st.warning(
+                "Some stored metrics hold NaN or inf and are shown as n/a: "
+                + "; ".join(user_text(line, 200) for line in notes[:3])
+                + (" …" if len(notes) > 3 else "")
+            )
         if not snaps:
             st.warning("This run has no snapshots yet (is it still starting?). Pick another run or wait.")
             return None

@@ -38,13 +38,33 @@ class RunRef:
     source: str  # "shipped", "trained" or "hub"
 
 
-def _runs_under(root: Path, source: str) -> list[RunRef]:
-    """The runs in `root`: `root` itself if it is a run folder, else its child folders that are."""
+def _runs_under(root: Path, source: str, links: bool = True) -> list[RunRef]:
+    """The runs in `root`: `root` itself if it is a run folder, else its child folders that are. links=False
+    (the data folder, where visitors' jobs and imports write) leaves out run folders that are symbolic links:
+    whatever they point at was not written here (refused_run_links names them)."""
     if (root / MANIFEST).is_file():
         return [RunRef(root.name, root, source)]
     if not root.is_dir():
         return []
-    return [RunRef(c.name, c, source) for c in sorted(root.iterdir()) if (c / MANIFEST).is_file()]
+    return [
+        RunRef(c.name, c, source)
+        for c in sorted(root.iterdir())
+        if (c / MANIFEST).is_file() and (links or not c.is_symlink())
+    ]
+
+
+def refused_run_links() -> list[str]:
+    """One line for each run folder in the data folder that is a symbolic link, left out of the run picker."""
+    out = []
+    for root in (user_runs_dir(), imported_runs_dir()):
+        if root.is_dir():
+            for child in sorted(root.iterdir()):
+                if child.is_symlink():
+                    out.append(
+                        f"{child.relative_to(data_dir())} is a symbolic link: runs are read only from folders "
+                        "written in the data folder"
+                    )
+    return out
 
 
 EXTRA_RUNS_ENV = "ICL_EXTRA_RUNS_DIRS"
@@ -164,12 +184,12 @@ def discover_runs(extra: list[RunRef] | None = None) -> list[RunRef]:
     hub = [RunRef(r.label, r.path, "hub") for r in hub_runs()]
     imported = [
         RunRef(r.name.replace("--", "/", 1), r.path, "hub")
-        for r in _runs_under(imported_runs_dir(), "hub")
+        for r in _runs_under(imported_runs_dir(), "hub", links=False)
         if not r.name.endswith(IMPORTED_SUFFIX_PARTIAL)
     ]
     refs = (
         _runs_under(SHIPPED_DIR, "shipped")
-        + _runs_under(user_runs_dir(), "trained")
+        + _runs_under(user_runs_dir(), "trained", links=False)
         + hub
         + imported
         + list(extra or [])

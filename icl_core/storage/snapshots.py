@@ -11,6 +11,7 @@ never leaves a visible snapshot without complete weights.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import tempfile
@@ -85,6 +86,7 @@ class SnapshotInfo:
     tokens_seen: int
     model_config: ModelConfig
     metrics: dict[str, Any] = field(default_factory=dict)
+    non_finite: tuple[str, ...] = ()  # stored metrics left out of `metrics` because they hold NaN or inf
 
     @property
     def weights_path(self) -> Path:
@@ -162,6 +164,15 @@ class SnapshotScan:
     def skipped(self) -> list[str]:
         return [str(e) for e in self.errors]
 
+    @property
+    def notes(self) -> list[str]:
+        """One line per snapshot kept with metrics left out (NaN or inf): those figures show as n/a."""
+        return [
+            f"step {s.step}: {', '.join(s.non_finite)} stored with NaN or inf values, shown as n/a"
+            for s in self.snapshots
+            if s.non_finite
+        ]
+
 
 def scan_snapshots(run_dir: Path) -> SnapshotScan:
     """The run's usable snapshots, and why each other one was left out (the app shows a run with bad steps)."""
@@ -170,10 +181,18 @@ def scan_snapshots(run_dir: Path) -> SnapshotScan:
     for path in sorted(run_dir.iterdir()) if run_dir.is_dir() else []:
         if _SNAPSHOT_RE.match(path.name):
             try:
+                _refuse_link(path)
+                _refuse_link(path.with_suffix(".safetensors"))
                 infos.append(read_snapshot_info(path))
             except CheckpointError as exc:
                 errors.append(exc)
     return SnapshotScan(sorted(infos, key=lambda s: s.step), errors)
+
+
+def _refuse_link(path: Path) -> None:
+    # A link would make the app read a file that was never written into the run (anything the server can read).
+    if path.is_symlink():
+        raise CheckpointError(path, "is a symbolic link: a snapshot is read only from files in its run folder")
 
 
 def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
@@ -197,7 +216,22 @@ def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
     problem = metrics_problem(metrics, cfg)
     if problem:
         raise CheckpointError(meta_path, problem)
-    return SnapshotInfo(meta_path.parent, step, tokens, cfg, metrics)
+    usable, dropped = _finite_metrics(metrics)
+    return SnapshotInfo(meta_path.parent, step, tokens, cfg, usable, dropped)
+
+
+def _finite_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The metrics without those holding a NaN or an infinity anywhere, and the names of those: a pair of them
+    makes every figure drawn from the metric wrong (max() over a NaN returns whatever came first), so the
+    metric is left out whole and its pages say n/a."""
+
+    def finite(value: Any) -> bool:
+        if isinstance(value, list):
+            return all(finite(v) for v in value)
+        return not isinstance(value, float) or math.isfinite(value)
+
+    dropped = tuple(name for name, value in metrics.items() if not finite(value))
+    return {k: v for k, v in metrics.items() if k not in dropped}, dropped
 
 
 GRID_METRICS = ("prefix_matching", "previous_token", "copying")  # one number per head: layer x head
@@ -248,6 +282,7 @@ def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOn
     path = info.weights_path
     if not path.exists():
         raise CheckpointError(path, "weights file is missing")
+    _refuse_link(path)
     try:
         state = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
