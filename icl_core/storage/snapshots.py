@@ -190,8 +190,13 @@ def scan_snapshots(run_dir: Path) -> SnapshotScan:
 
 
 def _refuse_link(path: Path) -> None:
-    # A link would make the app read a file that was never written into the run (anything the server can read).
-    if path.is_symlink():
+    """A link could make the app read any file the server can read, never written into the run: refused, but for
+    the HF cache's own links (a run downloaded from the Hub lives in `<repo>/snapshots/<commit>/`, each file a
+    link to `<repo>/blobs/<etag>`: huggingface_hub file_download.py)."""
+    if not path.is_symlink():
+        return
+    blobs = path.parent.resolve().parent.parent / "blobs"
+    if path.resolve().parent != blobs:
         raise CheckpointError(path, "is a symbolic link: a snapshot is read only from files in its run folder")
 
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the Space's image from the Dockerfile, from a fresh clone, as the Hub would; serve it as uid 1000; open
+# every page in a headless browser; print the figures (build time, image size, time to healthy, server RSS).
+# Needs root and podman (Debian: apt-get install -y podman mmdebstrap); not part of CI (minutes, gigabytes).
+#
+# This machine has no container registry, so python:3.11-slim is stood in for by Debian bookworm's Python 3.11
+# (bootstrapped with mmdebstrap), and `podman run` cannot set rlimits in this sandbox, so the image's CMD runs
+# in a chroot of the mounted image instead. pip inside the build uses this machine's pip configuration and
+# wheel folder (read-only mounts); the PyTorch CPU index is unreachable here, so its host is sent to 127.0.0.1
+# and the CPU torch wheel comes from the wheel folder (on a real Space it comes from that index).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+WORK=${WORK:-/var/tmp/icl-space-image}
+PORT=${PORT:-8591}
+TAG=localhost/icl-explorer:space
+P=(podman --storage-driver vfs)
+BUILD=("${P[@]}" --cgroup-manager cgroupfs build --isolation chroot --network host)
+mkdir -p "$WORK"
+
+if ! "${P[@]}" image exists docker.io/library/python:3.11-slim; then
+  [ -f "$WORK/base.tar" ] || mmdebstrap --variant=minbase \
+    --include=python3,python3-pip,python3-venv,ca-certificates bookworm "$WORK/base.tar"
+  "${P[@]}" import "$WORK/base.tar" localhost/debian-py311:base
+  printf '%s\n' 'FROM localhost/debian-py311:base' \
+    'RUN rm -f /usr/lib/python3.11/EXTERNALLY-MANAGED && ln -sf /usr/bin/python3 /usr/local/bin/python && ln -sf /usr/bin/pip3 /usr/local/bin/pip' \
+    > "$WORK/Containerfile.base"
+  "${BUILD[@]}" -t docker.io/library/python:3.11-slim -f "$WORK/Containerfile.base" "$WORK"
+fi
+
+# What the Space builds: the committed files, nothing else.
+rm -rf "$WORK/clone" && git clone -q "$REPO" "$WORK/clone"
+printf '[global]\nfind-links = /opt/wheels\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$WORK/pip.conf"
+start=$(date +%s)
+"${BUILD[@]}" -t "$TAG" \
+  -v "$WORK/pip.conf:/etc/pip.conf:ro" -v /opt/wheels:/opt/wheels:ro \
+  -v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro \
+  --add-host download.pytorch.org:127.0.0.1 "$WORK/clone"
+build_s=$(( $(date +%s) - start ))
+size=$("${P[@]}" image inspect --format '{{.Size}}' "$TAG")
+
+# Serve the image's CMD as uid 1000 with the image's environment.
+root=$("${P[@]}" image mount "$TAG")
+torch=$(ls "$root/home/user/.local/lib/python3.11/site-packages" | sed -n 's/^torch-\(.*\)\.dist-info$/\1/p')
+mapfile -t envs < <("${P[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
+workdir=$("${P[@]}" image inspect --format '{{.Config.WorkingDir}}' "$TAG")
+start=$(date +%s.%N)
+chroot --userspec=1000:1000 "$root" env -i "${envs[@]}" sh -c \
+  "cd '$workdir' && exec streamlit run app.py --server.port=$PORT --server.address=127.0.0.1 --server.headless=true --server.fileWatcherType=none" \
+  > "$WORK/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; "${P[@]}" image unmount "$TAG" >/dev/null' EXIT
+for _ in $(seq 1 240); do
+  if [ "$(curl -s "http://127.0.0.1:$PORT/_stcore/health" || true)" = "ok" ]; then break; fi
+  sleep 0.25
+done
+healthy_s=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+"$REPO/.venv/bin/python" "$REPO/scripts/smoke_pages.py" "http://127.0.0.1:$PORT"
+rss_kb=$(ps -o rss= --ppid "$server" -p "$server" | awk '{s += $1} END {print s}')
+echo "build: ${build_s} s; image: $(( size / 1000000 )) MB; torch in the image: ${torch:-unknown}"
+echo "healthy after ${healthy_s} s; server RSS after every page: $(( rss_kb / 1024 )) MiB"
