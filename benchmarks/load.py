@@ -7,13 +7,20 @@ time. Timed: from the action to the script state returning to idle. Prints p50/p
 server's peak RSS (the whole process tree); with --check, also checks that every session read exactly the
 numbers a solo session reads first (no leak between sessions), exiting 1 if not.
 
-Run: .venv/bin/python benchmarks/load.py --sessions 5 --seconds 60
+With --hostile, the server runs as a shared one (ICL_SHARED_SERVER=1, as on a Space) and the N sessions run twice:
+alone, then beside a hostile visitor who asks for training jobs at the form's limits (the shipped attn2 preset
+for a million steps, as many processes as allowed, several times over). It reports what was refused, queued
+and run, and --check also requires every normal session's p95 beside the hostile one to stay within 2x its
+figure alone.
+
+Run: .venv/bin/python benchmarks/load.py --sessions 5 --seconds 60 [--hostile] [--check]
      (tests/test_load.py runs it with --sessions 2 --seconds 10 --check)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import signal
@@ -57,14 +64,14 @@ class SessionLog:
         self.times.setdefault(what, []).append(seconds)
 
 
-def start_server(data_dir: str) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: str, shared: bool = False) -> tuple[subprocess.Popen, str]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cmd = [str(ROOT / ".venv" / "bin" / "streamlit"), "run", "app.py", "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--global.developmentMode", "false",
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
-    env = {**os.environ, "ICL_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "ICL_DATA_DIR": data_dir, "HF_HUB_OFFLINE": "1", "ICL_SHARED_SERVER": "1" if shared else "0"}
     env.pop("ICL_EXTRA_RUNS_DIRS", None)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                             start_new_session=True)  # fmt: skip
@@ -211,14 +218,77 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def measure(url: str, sessions: int, seconds: float) -> tuple[SessionLog, list[SessionLog]]:
+    """A solo round (the reference numbers, warm caches), then `sessions` sessions at once for `seconds`."""
+    solo = SessionLog()
+    run_session(url, 0, solo, 0)
+    logs = [SessionLog() for _ in range(sessions)]
+    threads = [threading.Thread(target=run_session, args=(url, seconds, lg, i + 1)) for i, lg in enumerate(logs)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return solo, logs
+
+
+def report(title: str, solo: SessionLog, logs: list[SessionLog]) -> dict[str, float]:
+    """Prints p50/p95 per interaction; returns the p95s."""
+    print(title)
+    print(f"{'interaction':<22} {'n':>4} {'p50 ms':>8} {'p95 ms':>8}   solo p50 ms")
+    p95 = {}
+    for what in sorted({w for lg in logs for w in lg.times}):
+        values = [v for lg in logs for v in lg.times.get(what, [])]
+        solo_values = solo.times.get(what, [])
+        solo_txt = f"{1000 * statistics.median(solo_values):.0f}" if solo_values else "-"
+        p95[what] = percentile(values, 0.95)
+        print(f"{what:<22} {len(values):>4} {1000 * statistics.median(values):>8.0f} "
+              f"{1000 * p95[what]:>8.0f}   {solo_txt}")  # fmt: skip
+    return p95
+
+
+def readings_failures(solo: SessionLog, logs: list[SessionLog]) -> list[str]:
+    failures = []
+    reference = dict(solo.readings)
+    for i, lg in enumerate(logs, start=1):
+        for state, value in lg.readings:
+            if value != reference.get(state):
+                failures.append(f"session {i} read {METRIC} = {value} ({state}); solo read {reference.get(state)}")
+        if not lg.readings:
+            failures.append(f"session {i} read nothing")
+    return failures
+
+
+def hostile_visitor(data_dir: str) -> list:
+    """A visitor asking for everything the form allows, again and again: returns the jobs it got started."""
+    from icl_core.errors import ICLError
+    from icl_core.model.config import load_train_config
+    from icl_core.server_policy import server_policy
+    from icl_core.training import jobs
+
+    os.environ["ICL_DATA_DIR"], os.environ["ICL_SHARED_SERVER"] = data_dir, "1"
+    cfg = load_train_config(ROOT / "configs" / "attn2.json")
+    started, refused = [], []
+    for i in range(4):
+        for nproc in (os.cpu_count() or 1, server_policy().max_job_processes or 1):
+            big = dataclasses.replace(cfg, run_name=f"hostile-{i}-{nproc}", total_steps=1_000_000)
+            try:
+                started.append(jobs.submit_job(big, nproc=nproc, owner="hostile"))
+            except ICLError as exc:
+                refused.append(str(exc).split(":")[0][:80])
+    print(f"hostile visitor: {len(started)} job(s) started, {len(refused)} refused ({'; '.join(sorted(set(refused)))})")
+    return started
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--check", action="store_true", help="compare every session's numbers with a solo session")
+    parser.add_argument("--hostile", action="store_true", help="also measure beside a hostile visitor's jobs")
     args = parser.parse_args(argv)
+    failures: list[str] = []
     with tempfile.TemporaryDirectory() as data_dir:
-        proc, url = start_server(data_dir)
+        proc, url = start_server(data_dir, shared=args.hostile)
         peak = [0.0]
         stop = threading.Event()
 
@@ -229,39 +299,38 @@ def main(argv: list[str] | None = None) -> int:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        started = []
         try:
-            solo = SessionLog()
-            run_session(url, 0, solo, 0)  # one round alone: the reference numbers (and warm caches)
-            logs = [SessionLog() for _ in range(args.sessions)]
-            threads = [
-                threading.Thread(target=run_session, args=(url, args.seconds, lg, i + 1)) for i, lg in enumerate(logs)
-            ]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
+            solo, logs = measure(url, args.sessions, args.seconds)
+            if args.hostile:
+                started = hostile_visitor(data_dir)
+                time.sleep(5)  # the job is training (and evaluating) by now
+                hostile_solo, hostile_logs = measure(url, args.sessions, args.seconds)
         finally:
+            from icl_core.training import jobs
+
+            for job in started:
+                jobs.cancel_job(job.job_id, force=True)
+            left = [j.job_id for j in jobs.list_jobs() if j.active] if started else []
             stop.set()
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=20)
-    failures = [lg.error for lg in [solo, *logs] if lg.error]
-    print(f"{args.sessions} concurrent sessions for {args.seconds:.0f} s on {os.cpu_count()} CPUs; "
-          f"server peak RSS {peak[0]:.0f} MB")  # fmt: skip
-    print(f"{'interaction':<22} {'n':>4} {'p50 ms':>8} {'p95 ms':>8}   solo p50 ms")
-    for what in sorted({w for lg in logs for w in lg.times}):
-        values = [v for lg in logs for v in lg.times.get(what, [])]
-        solo_values = solo.times.get(what, [])
-        solo_txt = f"{1000 * statistics.median(solo_values):.0f}" if solo_values else "-"
-        print(f"{what:<22} {len(values):>4} {1000 * statistics.median(values):>8.0f} "
-              f"{1000 * percentile(values, 0.95):>8.0f}   {solo_txt}")  # fmt: skip
-    if args.check:
-        reference = dict(solo.readings)
-        for i, lg in enumerate(logs, start=1):
-            for state, value in lg.readings:
-                if value != reference.get(state):
-                    failures.append(f"session {i} read {METRIC} = {value} ({state}); solo read {reference.get(state)}")
-            if not lg.readings:
-                failures.append(f"session {i} read nothing")
+        print(f"{args.sessions} concurrent sessions for {args.seconds:.0f} s on {os.cpu_count()} CPUs; "
+              f"server peak RSS {peak[0]:.0f} MB")  # fmt: skip
+        alone = report("alone:", solo, logs)
+        failures += [lg.error for lg in [solo, *logs] if lg.error]
+        if args.check:
+            failures += readings_failures(solo, logs)
+        if args.hostile:
+            beside = report("beside the hostile visitor's job:", hostile_solo, hostile_logs)
+            failures += [lg.error for lg in [hostile_solo, *hostile_logs] if lg.error]
+            failures += [f"jobs still active after a forced cancel: {left}"] if left else []
+            if args.check:
+                failures += readings_failures(hostile_solo, hostile_logs)
+                for what, p95 in beside.items():
+                    if p95 > 2 * alone.get(what, float("inf")):
+                        failures.append(f"{what}: p95 {1000 * p95:.0f} ms beside the hostile visitor, over 2x "
+                                        f"its {1000 * alone[what]:.0f} ms alone")  # fmt: skip
     for failure in failures:
         print("FAIL:", failure)
     return 1 if failures else 0

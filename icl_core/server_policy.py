@@ -8,7 +8,10 @@ overrides the detection; ICL_MAX_JOB_PROCESSES sets the cap on training processe
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 SHARED_ENV, MAX_PROCESSES_ENV = "ICL_SHARED_SERVER", "ICL_MAX_JOB_PROCESSES"
@@ -42,3 +45,18 @@ def server_policy() -> ServerPolicy:
         # Shared: half the cores for training, the rest for the pages every visitor is using (one on 2 cores).
         cap = max(1, cpus // 2) if shared else None
     return ServerPolicy(shared, cap, cpus)
+
+
+_HEAVY = threading.Lock()
+
+
+@contextlib.contextmanager
+def heavy_work() -> Iterator[None]:
+    """Around an expensive on-demand analysis (every head ablated at every snapshot, ...): on a shared server one
+    at a time, since every visitor's session runs in this one process and two would halve each other's cores;
+    elsewhere no wait."""
+    if not server_policy().shared:
+        yield
+        return
+    with _HEAVY:
+        yield

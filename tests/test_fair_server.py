@@ -116,3 +116,34 @@ def test_more_processes_than_cores_are_refused(data_dir: Path, monkeypatch: pyte
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
     with pytest.raises(ConfigError, match="at most 2"):
         jobs.submit_job(dataclasses.replace(TINY, run_name="big"), nproc=4)
+    monkeypatch.setenv("ICL_SHARED_SERVER", "1")  # a 2-core Space: one training process at a time
+    with pytest.raises(ConfigError, match="shared server runs at most 1 training process"):
+        jobs.submit_job(dataclasses.replace(TINY, run_name="big"), nproc=2)
+    assert jobs.list_jobs() == []
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_expensive_analyses_run_one_at_a_time_on_a_shared_server(monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
+    import threading
+
+    from icl_core.server_policy import heavy_work
+
+    monkeypatch.setenv("ICL_SHARED_SERVER", "1" if shared else "0")
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def analysis() -> None:
+        with heavy_work():
+            with guard:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            time.sleep(0.2)
+            with guard:
+                inside[0] -= 1
+
+    threads = [threading.Thread(target=analysis) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == (1 if shared else 3)

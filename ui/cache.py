@@ -29,6 +29,7 @@ from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, pred
 from icl_core.errors import ICLError
 from icl_core.heads import Head
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
+from icl_core.server_policy import heavy_work
 from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
@@ -324,7 +325,8 @@ def _circuits_over_training(
     stored = precompute.load(Path(key[0][0]), precompute.CIRCUITS_OVER_TRAINING, _snaps)
     if stored is not None:
         return stored["composition"], stored["copying"]
-    return precompute.circuits_rows(_snaps)  # its own model copies: the pages keep the shared model cache
+    with heavy_work():
+        return precompute.circuits_rows(_snaps)  # its own model copies: the pages keep the shared model cache
 
 
 def circuits_over_training(
@@ -344,7 +346,7 @@ def _ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> att
     if stored is not None:
         return stored
     loaded = model_of(_info)
-    with loaded.use():
+    with heavy_work(), loaded.use():
         return attribution.ablation_table(loaded.model, mode, prefix_matching=stored_prefix_matching(_info))
 
 
@@ -357,7 +359,10 @@ def _phase_attribution(
     key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
 ) -> attribution.PhaseAttribution | None:
     stored, found = precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
-    return stored if found else attribution.phase_change_attribution(list(_snaps), mode)
+    if found:
+        return stored
+    with heavy_work():
+        return attribution.phase_change_attribution(list(_snaps), mode)
 
 
 def phase_attribution_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str):
@@ -371,7 +376,8 @@ def _attribution_over_training(
     stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
     if isinstance(stored, dict) and mode in stored:
         return stored[mode]
-    return attribution.attribution_over_training(list(_snaps), mode)
+    with heavy_work():
+        return attribution.attribution_over_training(list(_snaps), mode)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)

@@ -166,8 +166,9 @@ def schedule() -> None:
 
 
 def _schedule() -> None:
-    """Under the jobs lock: start waiting jobs in order while running + theirs fits the cap. A job bigger than
-    the cap runs alone; the queue is strict (a small job never overtakes a big one), so none waits forever."""
+    """Under the jobs lock: start waiting jobs in order while running + theirs fits the cap (no job is bigger
+    than the cap: _check_runnable refuses it); the queue is strict (a small job never overtakes a bigger one
+    ahead of it), so none waits forever."""
     cap = server_policy().max_job_processes
     active = [j for j in _read_all() if j.active]
     running = sum(j.nproc for j in active if not j.waiting)
@@ -347,9 +348,17 @@ def _check_runnable(cfg: TrainConfig, nproc: int) -> None:
         raise ConfigError(f"number of processes must be a positive integer, got {nproc!r}")
     if cfg.batch_size % nproc:
         raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the number of processes ({nproc})")
-    cpus = server_policy().cpu_count
-    if nproc > cpus:  # more ranks than cores only slow every rank (and every visitor) down
-        raise ConfigError(f"{nproc} processes asked for but this machine has {cpus} CPU core(s): at most {cpus}")
+    policy = server_policy()
+    if nproc > policy.cpu_count:  # more ranks than cores only slow every rank (and every visitor) down
+        raise ConfigError(
+            f"{nproc} processes asked for but this machine has {policy.cpu_count} CPU core(s): at most "
+            f"{policy.cpu_count}"
+        )
+    if policy.max_job_processes is not None and nproc > policy.max_job_processes:
+        raise ConfigError(
+            f"{nproc} processes asked for but this shared server runs at most {policy.max_job_processes} training "
+            "process(es) at once (the other cores serve the pages)"
+        )
     cuda = torch.cuda.is_available()
     if cfg.device == "cuda" and not cuda:
         raise ConfigError("device 'cuda' was asked for but this machine has no CUDA GPU; use 'auto' or 'cpu'")
