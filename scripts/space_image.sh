@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 WORK=${WORK:-/var/tmp/icl-space-image}
-PORT=${PORT:-8591}
+PORT=8501  # the Dockerfile's CMD and the README's app_port
 TAG=localhost/icl-explorer:space
 P=(podman --storage-driver vfs)
 BUILD=("${P[@]}" --cgroup-manager cgroupfs build --isolation chroot --network host)
@@ -39,23 +39,37 @@ start=$(date +%s)
 build_s=$(( $(date +%s) - start ))
 size=$("${P[@]}" image inspect --format '{{.Size}}' "$TAG")
 
-# Serve the image's CMD as uid 1000 with the image's environment.
+echo "build: ${build_s} s; image: $(( size / 1000000 )) MB"
+
+# Serve the image's CMD as uid 1000 with the image's environment, in a chroot with /proc, /sys and /dev as a
+# container has them (torch reads the CPU's description there).
 root=$("${P[@]}" image mount "$TAG")
+mount -t proc proc "$root/proc"
+for d in sys dev; do mount --rbind "/$d" "$root/$d" && mount --make-rslave "$root/$d"; done
 torch=$(ls "$root/home/user/.local/lib/python3.11/site-packages" | sed -n 's/^torch-\(.*\)\.dist-info$/\1/p')
 mapfile -t envs < <("${P[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
 workdir=$("${P[@]}" image inspect --format '{{.Config.WorkingDir}}' "$TAG")
+mapfile -t cmd < <("${P[@]}" image inspect --format '{{range .Config.Cmd}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
 start=$(date +%s.%N)
-chroot --userspec=1000:1000 "$root" env -i "${envs[@]}" sh -c \
-  "cd '$workdir' && exec streamlit run app.py --server.port=$PORT --server.address=127.0.0.1 --server.headless=true --server.fileWatcherType=none" \
+# The image's own CMD (its port: 8501), as the Space runs it.
+chroot --userspec=1000:1000 "$root" env -i "${envs[@]}" sh -c 'cd "$0" && exec "$@"' "$workdir" "${cmd[@]}" \
   > "$WORK/server.log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; wait $server 2>/dev/null; "${P[@]}" image unmount "$TAG" >/dev/null' EXIT
+cleanup() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  umount -R "$root/dev" "$root/sys" "$root/proc" || true
+  "${P[@]}" image unmount "$TAG" >/dev/null || true
+}
+trap cleanup EXIT
 for _ in $(seq 1 240); do
   if [ "$(curl -s "http://127.0.0.1:$PORT/_stcore/health" || true)" = "ok" ]; then break; fi
   sleep 0.25
 done
 healthy_s=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+echo "torch in the image: ${torch:-unknown}; healthy after ${healthy_s} s"
 "$REPO/.venv/bin/python" "$REPO/scripts/smoke_pages.py" "http://127.0.0.1:$PORT"
 rss_kb=$(ps -o rss= --ppid "$server" -p "$server" | awk '{s += $1} END {print s}')
-echo "build: ${build_s} s; image: $(( size / 1000000 )) MB; torch in the image: ${torch:-unknown}"
-echo "healthy after ${healthy_s} s; server RSS after every page: $(( rss_kb / 1024 )) MiB"
+echo "server RSS after every page: $(( rss_kb / 1024 )) MiB"
+trap - EXIT
+cleanup
