@@ -110,6 +110,7 @@ def test_the_models_page_looks_up_a_published_run_shows_its_size_and_imports_it(
     assert not at.exception and not at.error, [e.value for e in at.error]
     repo = tl_hub.list_repo(REPO)
     assert at.number_input(key="tl_n").value == tl_hub.default_count(repo), "the count follows the repo"
+    assert not any("Session State API" in w.value for w in at.warning), "set from a callback, quietly"
     plan = next(i.value for i in at.info if REPO in i.value)
     assert "keeps" in plan and "min on 2 CPU cores" in plan and "config from config" in plan, plan
     at.number_input(key="tl_n").set_value(3).run()
