@@ -157,12 +157,14 @@ def _create_job(cfg: TrainConfig, nproc: int, owner: str | None) -> JobInfo:
     return read_status(job_id)
 
 
-def schedule() -> None:
-    """Start the waiting jobs the process cap has room for, oldest first (a no-op when none waits)."""
-    if not any(j.waiting for j in _read_all()):
-        return
+def schedule(infos: list[JobInfo] | None = None) -> bool:
+    """Start the waiting jobs the process cap has room for, oldest first; infos: every job, if just read.
+    Returns whether any job was waiting (then the jobs' states may have changed)."""
+    if not any(j.waiting for j in (infos if infos is not None else _read_all())):
+        return False
     with _jobs_lock():
         _schedule()
+    return True
 
 
 def _schedule() -> None:
@@ -208,8 +210,10 @@ def _read_all() -> list[JobInfo]:
 def list_jobs() -> list[JobInfo]:
     """Every job on disk, newest first; crashed workers are detected and marked failed, and waiting jobs
     start if there is room now."""
-    schedule()
-    return sorted(_read_all(), key=lambda j: (j.created, j.job_id), reverse=True)
+    infos = _read_all()
+    if schedule(infos):
+        infos = _read_all()
+    return sorted(infos, key=lambda j: (j.created, j.job_id), reverse=True)
 
 
 def read_status(job_id: str) -> JobInfo:
