@@ -425,3 +425,17 @@ def test_a_run_with_induction_heads_in_neel_nandas_layout_shows_its_phase_change
 
 def by_tokens_step(snaps, step: int) -> int:
     return next(s.tokens_seen for s in snaps if s.step == step)
+
+
+def test_the_command_line_imports_and_evaluates_the_default_selection(
+    fake_hub: FakeHub, tl_repo, capsys: pytest.CaptureFixture
+) -> None:
+    assert tl_hub.main([REPO, "--yes"]) == 0
+    out = capsys.readouterr().out
+    repo = tl_hub.list_repo(REPO)
+    assert f"{tl_hub.default_count(repo)} of {len(repo.checkpoints)} checkpoints" in out and "keeps" in out
+    snaps = list_snapshots(tl_hub.run_dir_for(repo))
+    assert [s.tokens_seen for s in snaps] == TOKENS, "the default: every checkpoint of a repo this small"
+    assert all(s.metrics.get("icl_score") is not None for s in snaps), "evaluated as it streamed"
+    assert tl_hub.main(["nobody/missing-repo", "--yes"]) == 1
+    assert "error:" in capsys.readouterr().err
