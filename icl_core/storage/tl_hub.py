@@ -169,6 +169,7 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
     endpoint, cache, offline = hub.hub_endpoint(), hub.hub_cache_dir(), hub.is_offline()
     saved = cache / "tl_listings" / (repo_id.replace("/", "--") + "@" + revision.replace("/", "-") + ".json")
     builtin = builtin_config(repo_id)
+    config_path: Path | None = None
     try:
         if offline:
             listing = _saved_listing(saved)
@@ -183,7 +184,8 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
             listing = hub.list_files(repo_id, revision, token, endpoint)
             saved.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(saved, listing)
-        config_path = _fetch(repo_id, CONFIG_FILE, revision, token) if CONFIG_FILE in listing else None
+        if config_path is None and CONFIG_FILE in listing:
+            config_path = _fetch(repo_id, CONFIG_FILE, revision, token)
     except HubError:
         raise
     except Exception as exc:
@@ -340,7 +342,8 @@ def import_checkpoints(
             on_snapshot(snap)
         done_bytes += c.size
         if progress is not None:
-            message = f"{repo.repo_id}: {i + 1}/{len(chosen)} checkpoints converted and evaluated"
+            done = "converted and evaluated" if on_snapshot is not None else "converted"
+            message = f"{repo.repo_id}: {i + 1}/{len(chosen)} checkpoints {done}"
             progress(hub.DownloadProgress("downloading", i + 1, len(chosen), done_bytes, total, message))
     for leftover in staging.glob("step_*"):  # converted by an earlier attempt that chose other checkpoints
         if leftover.name.split(".")[0] not in kept:
