@@ -60,3 +60,8 @@ def heavy_work() -> Iterator[None]:
         return
     with _HEAVY:
         yield
+
+
+def heavy_work_busy() -> bool:
+    """Whether heavy_work() would wait now (another analysis holds the shared server's turn)."""
+    return server_policy().shared and _HEAVY.locked()

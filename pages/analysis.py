@@ -12,14 +12,12 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from ui import cache, charts, layout, state
+from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
 
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
-ATTR_MODE_KEY, OVER_KEY, DONE_KEY = "attribution_mode", "btn_attr_over_training", "_attr_over_training_done"
-# Live attribution over training costs about this per snapshot on one core (attn2: 22-32 s for 48 snapshots in
-# each mode, measured by icl_core.analysis.precompute); runs that carry their stored analyses show it at once.
-SECONDS_PER_SNAPSHOT = 0.7
+ATTR_MODE_KEY, OVER_KEY = "attribution_mode", "btn_attr_over_training"
 COMPARE_KEY = "compare_runs"
 MODE_LABEL = {"zero": "zero", "mean": "mean", "pattern-preserving": "pattern-preserving (the paper's)"}
 SORT_LABEL = {"delta_icl": "ICL score change", "delta_second_half": "Second-copy loss change"}
@@ -52,8 +50,7 @@ mode = c1.radio(
 sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, format_func=SORT_LABEL.get)
 table = None
 try:
-    with st.spinner(f"Ablating each of the {cfg.n_layers * cfg.n_heads} heads ({mode})…"):
-        table = cache.ablation_table_of(info, mode)
+    table = costly_result(cache.ablation_table_of(info, mode), "btn_ablation_table")
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot ablate this snapshot's heads: {user_text(exc, 500)}")
 if table is not None:
@@ -108,7 +105,7 @@ if table is not None:
     st.caption(
         f"ICL score here: the windowed estimate, loss(500) − loss(50) on {table.n_examples} held-out examples "
         f"averaged over ±{ICL_WINDOW} token indices around each (the Ablation page's estimate), "
-        "**positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
+        f"**positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
         f"{table.repeat_len} random tokens repeated twice; positive Δ = the head helped predict the repeat. "
         f"★ = induction head (stored prefix-matching score above {INDUCTION_THRESHOLD}, layers ≥ 1)."
         + (" This model's context is too short for an ICL score." if table.clean_icl is None else "")
@@ -130,13 +127,13 @@ attr_mode = st.radio(
     format_func=MODE_LABEL.get,
 )
 attr = None
+attr_job = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)
 try:
-    with st.spinner("Attributing the phase change…"):
-        attr = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)
+    attr = costly_result(attr_job, "btn_phase_attribution")
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot attribute the phase change: {user_text(exc, 500)}")
 else:
-    if attr is None:
+    if attr is None and attr_job.stored[0]:
         one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
         st.info(
             f"**{sel.run.name}** shows no phase change, so there is nothing to attribute."
@@ -155,47 +152,30 @@ if attr is not None:
             "ablation at the end of the window. Score = (unit before-and-after vector) · (ablation-change vector)."
         )
     with right:
-        run_id = (str(sel.run.path), len(snaps), attr_mode)
-        done = st.session_state.setdefault(DONE_KEY, set())
-        if cache.stored_attribution_over_training(sel.run.path, snaps, attr_mode):
-            done.add(run_id)  # stored beside the run's snapshots: instant
-        if run_id not in done:
-            # A callback, so the click's own rerun already draws the chart instead of the button.
-            seconds = len(snaps) * SECONDS_PER_SNAPSHOT
-            cost = f"about {seconds:.0f} s" if seconds < 90 else f"about {seconds / 60:.0f} min"
-            st.button(
-                f"Compute the attribution over training ({cost} on an idle CPU, once per run and mode)",
-                key=OVER_KEY,
-                on_click=done.add,
-                args=(run_id,),
+        st.caption(
+            "Over training: every head's ablation-change vector at every snapshot, dotted with the same "
+            "before-and-after vector. Induction heads' scores fall as they form."
+        )
+        over = []
+        try:
+            over = costly_result(cache.attribution_over_training_of(sel.run.path, snaps, attr_mode), OVER_KEY)
+        except cache.ANALYSIS_ERRORS as exc:
+            st.error(f"Cannot compute the attribution over training: {user_text(exc, 500)}")
+        if over:
+            odf = pd.DataFrame(over)
+            window = attr.window
+            chart = charts.over_training(
+                odf,
+                "score",
+                "Attribution per head over training",
+                "attribution score",
+                (tokens_at[window.start_step], tokens_at[window.end_step]),
+                info.tokens_seen or None,
+                color="head",
+                points=False,
             )
-        if run_id in done:
-            try:
-                with st.spinner("Ablating every head at every snapshot…"):
-                    over = cache.attribution_over_training_of(sel.run.path, snaps, attr_mode)
-            except cache.ANALYSIS_ERRORS as exc:
-                st.error(f"Cannot compute the attribution over training: {user_text(exc, 500)}")
-                over = []
-            if over:
-                odf = pd.DataFrame(over)
-                window = attr.window
-                chart = charts.over_training(
-                    odf,
-                    "score",
-                    "Attribution per head over training",
-                    "attribution score",
-                    (tokens_at[window.start_step], tokens_at[window.end_step]),
-                    info.tokens_seen or None,
-                    color="head",
-                    points=False,
-                )
-                state.show_chart(chart, width="stretch")
-                export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
-        else:
-            st.caption(
-                "Over training: every head's ablation-change vector at every snapshot, dotted with the same "
-                "before-and-after vector. Induction heads' scores fall as they form."
-            )
+            state.show_chart(chart, width="stretch")
+            export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
 
 # --- Fuzzy copying ---------------------------------------------------------------------------------
 st.subheader(f"Fuzzy copying · step {sel.step:,}")

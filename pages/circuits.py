@@ -9,6 +9,7 @@ from icl_core.analysis.phase import best_induction_head
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
 from ui import cache, charts, layout, state
+from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
 
@@ -209,11 +210,13 @@ else:
 # --- Over training -------------------------------------------------------------------------------
 st.subheader("Over training")
 try:
-    with st.spinner("Scoring every snapshot (once per run)…"):
-        comp_rows, copy_over = cache.circuits_over_training(sel.run.path, sel.snapshots)
+    rows = costly_result(cache.circuits_over_training(sel.run.path, sel.snapshots), "btn_circuits_over_training")
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute scores over training: {user_text(exc, 500)}")
     st.stop()
+if rows is None:
+    st.stop()  # waiting for the visitor's click
+comp_rows, copy_over = rows
 window = cache.phase_window_of(sel.run.path)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import open_page
 
-from icl_core.analysis import attribution, precompute
+from icl_core.analysis import attribution, costs, precompute
 from icl_core.analysis.phase import stored_prefix_matching
 from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, load_model
 from icl_core.training.train import train
@@ -92,3 +93,71 @@ def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
     for a, b in zip(stored.rows, live.rows, strict=True):
         for field in ("delta_icl", "delta_second_half", "prefix_matching"):
             assert getattr(a, field) == pytest.approx(getattr(b, field), abs=1e-4), (a.head, field)
+
+
+@pytest.fixture(scope="module")
+def live_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run that carries no stored analyses: every analysis of it is computed live."""
+    cfg = TrainConfig(
+        run_name="live",
+        model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=96),
+        compute_icl_score=False,
+        total_steps=4,
+        n_snapshots=3,
+        eval_examples=4,
+        batch_size=2,
+        log_every=2,
+        device="cpu",
+    )
+    run_dir = tmp_path_factory.mktemp("live") / "live"
+    train(cfg, run_dir)
+    return run_dir
+
+
+def test_a_costly_analysis_states_its_cost_and_runs_only_when_asked(
+    live_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The tiny run costs milliseconds; slower rates make its estimates those of a large model (above a second).
+    for rate in ("ABLATION_TABLE_RATE", "CIRCUITS_RATE"):
+        monkeypatch.setattr(costs, rate, 1e3)
+    calls: list[str] = []
+    real_table, real_rows = attribution.ablation_table, precompute.circuits_rows
+    monkeypatch.setattr(attribution, "ablation_table", lambda *a, **k: calls.append("table") or real_table(*a, **k))
+    monkeypatch.setattr(precompute, "circuits_rows", lambda *a, **k: calls.append("circuits") or real_rows(*a, **k))
+    monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(live_run))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = open_page("pages/analysis.py", run="live")
+    button = next(b for b in at.button if b.label.startswith("Ablate each of the 4 heads"))
+    seconds = costs.ablation_table_seconds(list_snapshots(live_run)[-1].model_config)
+    assert seconds > 1 and costs.say_seconds(seconds) in button.label and "server CPU" in button.label
+    assert not at.dataframe and calls == []  # nothing computed before the click
+    button.click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert calls == ["table"] and len(at.dataframe[0].value) == 4
+    assert not [b for b in at.button if b.label.startswith("Ablate each")]
+
+    at.switch_page("pages/circuits.py").run()
+    button = next(b for b in at.button if b.label.startswith("Score the circuits of all 3 snapshots"))
+    assert "Copying score" not in " ".join(r.label for r in at.radio)  # the over-training charts wait for it
+    button.click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert calls == ["table", "circuits"] and "Copying score" in [r.label for r in at.radio]
+
+    # Kept for every visitor: another session shows both at once, computing nothing again.
+    other = open_page("pages/analysis.py", run="live")
+    assert len(other.dataframe[0].value) == 4 and not [b for b in other.button if b.label.startswith("Ablate")]
+    other.switch_page("pages/circuits.py").run()
+    assert not [b for b in other.button if b.label.startswith("Score the circuits")]
+    assert calls == ["table", "circuits"]
+
+
+def test_the_costly_analyses_report_their_progress(live_run: Path) -> None:
+    snaps = list_snapshots(live_run)
+    seen: dict[str, list[tuple[int, int]]] = {"table": [], "circuits": []}
+    long_context = AttnOnlyTransformer(ModelConfig(n_layers=2, n_heads=1, d_model=8, d_head=8, n_ctx=520)).eval()
+    attribution.ablation_table(long_context, "zero", n_examples=40, progress=lambda d, t: seen["table"].append((d, t)))
+    precompute.circuits_rows(snaps, progress=lambda d, t: seen["circuits"].append((d, t)))
+    # Batches of 16: 40 held-out examples for the ICL score (3), then 16 repeated sequences (1).
+    assert seen["table"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert seen["circuits"] == [(1, 3), (2, 3), (3, 3)]

@@ -22,17 +22,17 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import ablation, attribution, circuits, fuzzy, pca, phase, precompute, summary
+from icl_core.analysis import ablation, attribution, circuits, costs, fuzzy, pca, phase, precompute, summary
 from icl_core.analysis.ablation import run_ablated
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
-from icl_core.server_policy import heavy_work
 from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
+from ui.costly import CostlyAnalysis, Progress
 
 # What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
 # the pages show these as st.error instead of a traceback.
@@ -319,85 +319,105 @@ def circuit_of(
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _circuits_over_training(
+def _stored_circuits_over_training(
     key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     stored = precompute.load(Path(key[0][0]), precompute.CIRCUITS_OVER_TRAINING, _snaps)
-    if stored is not None:
-        return stored["composition"], stored["copying"]
-    with heavy_work():
-        return precompute.circuits_rows(_snaps)  # its own model copies: the pages keep the shared model cache
+    return (stored["composition"], stored["copying"]) if stored is not None else None
 
 
-def circuits_over_training(
-    run_dir: Path, snaps: Sequence[SnapshotInfo]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot."""
-    return _circuits_over_training(run_key(run_dir, snaps), tuple(snaps))
+CircuitRows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def circuits_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> CostlyAnalysis[CircuitRows]:
+    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot
+    (loops load their own model copies: the pages keep the shared model cache)."""
+    key = run_key(run_dir, snaps)
+    stored = _stored_circuits_over_training(key, tuple(snaps))
+    return CostlyAnalysis(
+        key=("circuits over training", key),
+        scope=("circuits over training", str(run_dir)),
+        what=f"Score the circuits of all {len(snaps)} snapshots",
+        seconds=costs.circuits_over_training_seconds(snaps[-1].model_config, len(snaps)),
+        compute=lambda progress: precompute.circuits_rows(snaps, progress),
+        stored=(stored is not None, stored),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
-# Attribution
+# Attribution: results stored beside a run (scripts/precompute) are instant; otherwise ui.costly computes them
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> attribution.AblationTable:
-    stored = precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
-    if stored is not None:
-        return stored
-    loaded = model_of(_info)
-    with heavy_work(), loaded.use():
-        return attribution.ablation_table(loaded.model, mode, prefix_matching=stored_prefix_matching(_info))
+def _stored_ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> attribution.AblationTable | None:
+    return precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
 
 
-def ablation_table_of(info: SnapshotInfo, mode: str) -> attribution.AblationTable:
-    return _ablation_table(snapshot_key(info), mode, info)
+def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[attribution.AblationTable]:
+    stored = _stored_ablation_table(snapshot_key(info), mode, info)
+
+    def compute(progress: Progress) -> attribution.AblationTable:
+        loaded = model_of(info)
+        with loaded.use():
+            pm = stored_prefix_matching(info)
+            return attribution.ablation_table(loaded.model, mode, prefix_matching=pm, progress=progress)
+
+    return CostlyAnalysis(
+        key=("ablation table", snapshot_key(info), mode),
+        scope=("ablation table", str(info.run_dir), mode),
+        what=f"Ablate each of the {info.model_config.n_layers * info.model_config.n_heads} heads ({mode})",
+        seconds=costs.ablation_table_seconds(info.model_config),
+        compute=compute,
+        stored=(stored is not None, stored),
+    )
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _phase_attribution(
+def _stored_phase_attribution(
     key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
-) -> attribution.PhaseAttribution | None:
-    stored, found = precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
-    if found:
-        return stored
-    with heavy_work():
-        return attribution.phase_change_attribution(list(_snaps), mode)
+) -> tuple[attribution.PhaseAttribution | None, bool]:
+    return precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
 
 
-def phase_attribution_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str):
-    return _phase_attribution(run_key(run_dir, snaps), mode, tuple(snaps))
+def phase_attribution_of(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str
+) -> CostlyAnalysis[attribution.PhaseAttribution | None]:
+    """None as the result: the run shows no phase change (found at once, nothing to ablate)."""
+    key = run_key(run_dir, snaps)
+    value, found = _stored_phase_attribution(key, mode, tuple(snaps))
+    no_window = not found and phase_window_of(run_dir) is None
+    return CostlyAnalysis(
+        key=("phase attribution", key, mode),
+        scope=("phase attribution", str(run_dir), mode),
+        what="Attribute the phase change to heads",
+        seconds=0.0 if no_window else costs.phase_attribution_seconds(snaps[-1].model_config),
+        compute=lambda progress: attribution.phase_change_attribution(list(snaps), mode, progress=progress),
+        stored=(found or no_window, value),
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _attribution_over_training(
-    key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
-) -> list[dict[str, object]]:
-    stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
-    if isinstance(stored, dict) and mode in stored:
-        return stored[mode]
-    with heavy_work():
-        return attribution.attribution_over_training(list(_snaps), mode)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _stored_over_training_modes(
+def _stored_attribution_over_training(
     key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
-) -> tuple[str, ...]:
+) -> dict[str, list[dict[str, object]]]:
     stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
-    return tuple(stored) if isinstance(stored, dict) else ()
+    return stored if isinstance(stored, dict) else {}
 
 
-def stored_attribution_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> bool:
-    """Whether the run carries its attribution over training for `mode` (then showing it is instant).
-
-    Asked on every rerun of the Head attribution page: the stored file is read once per run version.
-    """
-    return mode in _stored_over_training_modes(run_key(run_dir, snaps), tuple(snaps))
-
-
-def attribution_over_training_of(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str) -> list[dict[str, object]]:
-    return _attribution_over_training(run_key(run_dir, snaps), mode, tuple(snaps))
+def attribution_over_training_of(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str
+) -> CostlyAnalysis[list[dict[str, object]]]:
+    """Rows (step, tokens, head, score, ...) for every snapshot; the stored file is read once per run version."""
+    key = run_key(run_dir, snaps)
+    stored = _stored_attribution_over_training(key, tuple(snaps))
+    return CostlyAnalysis(
+        key=("attribution over training", key, mode),
+        scope=("attribution over training", str(run_dir), mode),
+        what=f"Compute the attribution over training ({len(snaps)} snapshots, {mode})",
+        seconds=costs.attribution_over_training_seconds(snaps[-1].model_config, len(snaps)),
+        compute=lambda progress: attribution.attribution_over_training(list(snaps), mode, progress=progress),
+        stored=(mode in stored, stored.get(mode)),
+    )
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -84,6 +84,7 @@ def head_ablation_losses(
     heads: Sequence[Head] | None = None,
     means: dict[int, torch.Tensor] | None = None,
     chunk: int = 16,
+    on_chunk: Callable[[], None] | None = None,
 ) -> tuple[torch.Tensor, dict[Head, torch.Tensor]]:
     """Clean losses and, for each head ablated alone, losses at the given loss indices.
 
@@ -139,7 +140,27 @@ def head_ablation_losses(
                 continue
             ablated = model.run_with_hooks(part, ablation_hooks(model, part, [head], mode, means))
             out[head][idx] = _loss_at(_at(ablated, pos), part, pos).cpu()
+        if on_chunk is not None:
+            on_chunk()
     return clean_out, out
+
+
+def n_chunks(n_examples: int, chunk: int = 16) -> int:
+    """How many times head_ablation_losses calls on_chunk for n_examples."""
+    return -(-n_examples // chunk)
+
+
+def _counter(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None] | None:
+    """An on_chunk callback that reports progress(done, total) across several head_ablation_losses calls."""
+    if progress is None:
+        return None
+    done = [0]
+
+    def tick() -> None:
+        done[0] += 1
+        progress(min(done[0], total), total)
+
+    return tick
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,6 +215,7 @@ def _windowed_icl_per_head(
     heads: Sequence[Head],
     means: dict[int, torch.Tensor] | None,
     chunk: int,
+    on_chunk: Callable[[], None] | None = None,
 ) -> tuple[float, dict[Head, float]]:
     """Windowed ICL score (metrics.windowed_icl_score) clean and with each head ablated, on held-out text.
 
@@ -205,7 +227,7 @@ def _windowed_icl_per_head(
     offsets = torch.arange(-w, w + 1)
     where = torch.cat([ICL_EARLY_TOKEN + offsets, ICL_LATE_TOKEN + offsets])
     clean, ablated = head_ablation_losses(
-        model, examples, where[None].expand(len(examples), -1), mode, heads, means, chunk
+        model, examples, where[None].expand(len(examples), -1), mode, heads, means, chunk, on_chunk
     )
 
     def score(losses: torch.Tensor) -> float:
@@ -228,6 +250,7 @@ def ablation_table(
     sort_by: str = "delta_icl",
     icl_window: int = ICL_WINDOW,
     chunk: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> AblationTable:
     """Ablate every head alone; change in ICL score and in second-half loss on repeated random tokens.
 
@@ -239,6 +262,7 @@ def ablation_table(
     leaves out the first token of the copy, which nothing in the context predicts.
     Rows are sorted by `sort_by` ("delta_icl" or "delta_second_half"), largest increase first; with no ICL
     score, by delta_second_half. prefix_matching (layer x head) may come from the snapshot's stored metrics.
+    progress(done, total) is called after each batch of examples.
     """
     check_mode(mode)
     if sort_by not in ("delta_icl", "delta_second_half"):
@@ -255,14 +279,15 @@ def ablation_table(
     flagged = induction_flags(pm.tolist(), induction_threshold)
 
     has_icl = cfg.n_ctx > ICL_LATE_TOKEN + 1
+    tick = _counter(progress, (n_chunks(n_examples, chunk) if has_icl else 0) + n_chunks(n_repeated, chunk))
     icl_clean: float | None = None
     icl_ablated: dict[Head, float] = {}
     if has_icl:
-        icl_clean, icl_ablated = _windowed_icl_per_head(model, n_examples, icl_window, mode, heads, means, chunk)
+        icl_clean, icl_ablated = _windowed_icl_per_head(model, n_examples, icl_window, mode, heads, means, chunk, tick)
 
     repeated, half = data.repeated_twice(cfg.n_ctx, n_repeated, repeat_len, model.require_tokenizer())
     pos = torch.arange(half + 1, 2 * half)[None].expand(len(repeated), -1)
-    clean_rep, ablated_rep = head_ablation_losses(model, repeated, pos, mode, heads, means, chunk)
+    clean_rep, ablated_rep = head_ablation_losses(model, repeated, pos, mode, heads, means, chunk, tick)
     second_clean = float(clean_rep.mean())
 
     rows = []
@@ -337,10 +362,11 @@ def ablation_change_vectors(
     n_examples: int | None = None,
     heads: Sequence[Head] | None = None,
     chunk: int = 16,
+    on_chunk: Callable[[], None] | None = None,
 ) -> dict[Head, torch.Tensor]:
     """Per head: loss with the head ablated - loss without, at the stored PCA examples and positions: (n,)."""
     examples, positions = pca_examples(n_total, model.cfg.n_ctx, n_examples, model.require_tokenizer())
-    clean, ablated = head_ablation_losses(model, examples, positions, mode, heads, chunk=chunk)
+    clean, ablated = head_ablation_losses(model, examples, positions, mode, heads, chunk=chunk, on_chunk=on_chunk)
     return {h: (v - clean)[:, 0] for h, v in ablated.items()}
 
 
@@ -415,11 +441,13 @@ def phase_change_attribution(
     n_examples: int | None = 128,
     induction_threshold: float = INDUCTION_THRESHOLD,
     chunk: int = 16,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PhaseAttribution | None:
     """Attribute the phase change to heads (Olsson et al. 2022); None if the run shows no phase change.
 
     n_examples: the first n of the stored examples (None: all, as stored: 512 in the shipped runs); both the
     before-and-after vector and the ablation vectors use the same subset, re-normalised on it.
+    progress(done, total) is called after each batch of examples.
     """
     check_mode(mode)
     ends = phase_endpoints(snaps)
@@ -428,7 +456,8 @@ def phase_change_attribution(
     ba = before_after_vector(ends.start, ends.end, n_examples)
     model = load_model(ends.end)
     n_total = len(stored_loss_vector(ends.end))
-    changes = ablation_change_vectors(model, n_total, mode, len(ba), chunk=chunk)
+    tick = _counter(progress, n_chunks(len(ba), chunk))
+    changes = ablation_change_vectors(model, n_total, mode, len(ba), chunk=chunk, on_chunk=tick)
     scores = attribution_scores(ba, changes)
     pm = _stored_prefix_matching(ends.end, model)
     flagged = induction_flags(pm.tolist(), induction_threshold)

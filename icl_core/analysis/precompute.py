@@ -98,11 +98,14 @@ def stored_phase_attribution(run_dir: Path, snaps: Sequence[SnapshotInfo], mode:
 # -- computing ----------------------------------------------------------------------------------------------
 
 
-def circuits_rows(snaps: Sequence[SnapshotInfo]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot."""
+def circuits_rows(
+    snaps: Sequence[SnapshotInfo], progress: Callable[[int, int], None] | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot;
+    progress(done, total) after each."""
     comp_rows: list[dict[str, Any]] = []
     copy_rows: list[dict[str, Any]] = []
-    for snap in snaps:
+    for i, snap in enumerate(snaps):
         model = load_model(snap)
         base = {"step": snap.step, "tokens": snap.tokens_seen}
         if model.cfg.n_layers >= 2:
@@ -110,6 +113,8 @@ def circuits_rows(snaps: Sequence[SnapshotInfo]) -> tuple[list[dict[str, Any]], 
                 comp_rows.append({**base, "kind": r["kind"], "pair": f"{r['early']} → {r['late']}", **r})
         for r in circuits.copying_table(model):
             copy_rows.append({**base, **r})
+        if progress is not None:
+            progress(i + 1, len(snaps))
     return comp_rows, copy_rows
 
 
