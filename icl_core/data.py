@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icl_core import evalset
+from icl_core import evalset, proseset
 from icl_core.model.tokenizer import BOS, BYTES, Tokenizer
 
 _SKIP_DIRS = {"site-packages", "test", "tests", "idle_test", "__pycache__"}
@@ -92,6 +92,17 @@ def _byte_heldout(n_examples: int, n_ctx: int, seed: int) -> torch.Tensor:
         rows = np.sort(np.random.default_rng(seed).permutation(n_rows)[:n_examples])
     body = torch.from_numpy(ev.examples[rows, : n_ctx - 1].astype(np.int64))
     return torch.cat([torch.full((n_examples, 1), BOS, dtype=torch.long), body], dim=1)
+
+
+@functools.lru_cache(maxsize=2)
+def prose_examples(n_ctx: int = 512) -> torch.Tensor | None:
+    """Every window of the shipped prose set (icl_core/proseset.py), start token first, in bytes; None if the
+    context is longer than its windows."""
+    ps = proseset.load()
+    if n_ctx - 1 > ps.examples.shape[1]:
+        return None
+    body = torch.from_numpy(ps.examples[:, : n_ctx - 1].astype(np.int64))
+    return torch.cat([torch.full((len(body), 1), BOS, dtype=torch.long), body], dim=1)
 
 
 def probe_tokens(tokenizer: Tokenizer = BYTES) -> list[int]:

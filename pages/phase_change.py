@@ -6,8 +6,17 @@ import pandas as pd
 import streamlit as st
 
 from icl_core.analysis.pca import highlighted_pca_rows
-from icl_core.analysis.phase import induction_onset, phase_status
-from icl_core.analysis.summary import describe_phase_change, fmt_icl, fmt_tokens, head_score_rows, summary_rows
+from icl_core.analysis.phase import EARLY_STAGE_LABEL, early_stage_end, induction_onset, phase_status
+from icl_core.analysis.summary import (
+    describe_phase_change,
+    fmt_icl,
+    fmt_icl_prose,
+    fmt_tokens,
+    head_score_rows,
+    icl_rows,
+    summary_rows,
+)
+from icl_core.analysis.text import repeat_lengths
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from ui import cache, charts, layout, state
@@ -15,6 +24,20 @@ from ui.export import export_buttons
 from ui.quote import user_text
 
 PHASE_STEP_KEY = "phase_step"
+LOG_AXIS_KEY = "phase_log_axis"
+MAX_LOSS_CHANGE_TEXT = 2_000  # characters: two forward passes per edit
+MIN_REPEAT = 4  # tokens: a repeated stretch at least this long counts as something induction can continue
+# Code like the training text, with long names repeated: after the phase change their second occurrences are
+# predicted far better (Olsson et al.'s per-token figure shows the same on prose).
+LOSS_CHANGE_TEXT = """def compute_gradient_norm(parameters):
+    total_squared_norm = 0.0
+    for parameter in parameters:
+        total_squared_norm += parameter.grad.norm() ** 2
+    return total_squared_norm ** 0.5
+
+
+gradient_norm = compute_gradient_norm(model.parameters())
+"""
 PICK = "pick"  # the charts' click-selection parameter
 
 
@@ -68,6 +91,13 @@ with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # 
         format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
     )
     state.play_button(sel.steps, key="phase_play")
+log_x = st.toggle(
+    "Log token axis",
+    key=LOG_AXIS_KEY,
+    help="Off: tokens seen on a linear axis, as Olsson et al. draw it; the change is a short stretch followed by "
+    "a long plateau. On: a log axis, which spreads out the first few hundred thousand tokens.",
+)
+stage_end = early_stage_end(snaps)
 
 try:
     window = cache.phase_window_of(sel.run.path)
@@ -133,6 +163,15 @@ metrics.metric(
     "over the held-out examples it was measured on (stored with the snapshot).",
     width="content",
 )
+prose = fmt_icl_prose(sel.snapshot.metrics)
+if prose:
+    metrics.metric(
+        "ICL score on English prose",
+        prose,
+        help="The same score on a second held-out set: English prose (licence texts, IDLE's notes) sharing no "
+        "24-byte string with the Python training text. A claim that holds on both sets does not depend on code.",
+        width="content",
+    )
 metrics.metric(
     "Best induction head score",
     _fmt(current["max_prefix_matching"], ".2f"),
@@ -148,9 +187,10 @@ metrics.metric(
 )
 metrics.metric("Tokens seen", fmt_tokens(tokens_at[step]), width="content")
 
-selected_tokens = tokens_at[step] or None
-if not selected_tokens:
+selected_tokens = (tokens_at[step] or None) if log_x else tokens_at[step]
+if log_x and not selected_tokens:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
+axes = {"x_domain": x_domain, "log_x": log_x, "early_stage_end": stage_end}  # every chart over training here
 
 c1, c2 = layout.panels("scores", 2)
 with c1:
@@ -160,21 +200,23 @@ with c1:
             "so its in-context learning shows only in the prefix-matching scores."
         )
     else:
+        icl = pd.DataFrame(icl_rows(rows))
         chart_with_export(
             charts.over_training(
-                summary,
+                icl,
                 "icl_score",
                 "ICL score: loss(500) − loss(50)",
                 "nats",
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
-                x_domain=x_domain,
                 pick=PICK,
                 se="icl_score_se",
                 subtitle=charts.ICL_SUBTITLE,
+                color="series" if icl["series"].nunique() > 1 else None,
+                **axes,
             ),
-            summary,
+            icl,
             "ICL score",
             "pick_icl",
         )
@@ -192,10 +234,10 @@ with c2:
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
-                x_domain=x_domain,
                 color="head",
                 points=False,
                 pick=PICK,
+                **axes,
             ),
             heads,
             "prefix-matching",
@@ -223,9 +265,9 @@ with c3:
             window_tokens,
             selected_tokens,
             onset_tokens=onset_tokens,
-            x_domain=x_domain,
             color="series",
             points=False,
+            **axes,
         ),
         losses,
         "loss",
@@ -259,6 +301,91 @@ with c4:
             st.caption("The y-axis fits the selected and final steps; step 0's curve (about ln 257 nats) is cut.")
     else:
         st.info("This run did not record loss curves.")
+
+if stage_end:
+    st.caption(
+        f"Grey: the {EARLY_STAGE_LABEL} (until {fmt_tokens(stage_end)} tokens, when the held-out loss first "
+        "reaches the entropy of the byte frequencies). Its ICL swing is positional: see the tour."
+        + ("" if log_x else " On this linear axis it is a sliver at the left edge; the log axis spreads it out.")
+    )
+
+st.subheader("1, 2 and 3 layers side by side")
+by_layers = state.shipped_by_layers(state.list_runs())
+if len(by_layers) < 2:
+    st.info("The shipped 1-, 2- and 3-layer runs are not all here, so there is nothing to compare side by side.")
+else:
+    columns = layout.panels("layers", len(by_layers))
+    for (n_layers, ref), column in zip(by_layers.items(), columns, strict=True):
+        with column:
+            run_snaps = cache.snapshots_of(ref.path)
+            run_rows = summary_rows(run_snaps)
+            run_window = cache.phase_window_of(ref.path)
+            run_tokens = {s.step: s.tokens_seen for s in run_snaps}
+            both = pd.DataFrame(icl_rows(run_rows))
+            if both.empty:
+                st.info(f"{ref.name} recorded no ICL score.")
+                continue
+            state.show_chart(
+                charts.over_training(
+                    both,
+                    "icl_score",
+                    f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})",
+                    "ICL score (nats)",
+                    (run_tokens[run_window.start_step], run_tokens[run_window.end_step]) if run_window else None,
+                    color="series" if both["series"].nunique() > 1 else None,
+                    se="icl_score_se",
+                    points=False,
+                    height=200,
+                    x_domain=x_domain,
+                    log_x=log_x,
+                    early_stage_end=early_stage_end(run_snaps),
+                ),
+                width="stretch",
+            )
+            st.caption(describe_phase_change(run_window, run_snaps) + ".")
+    st.caption(
+        "Olsson et al.'s figure: the same ICL score against tokens seen, one panel per depth, on both evaluation "
+        "sets (held-out code and English prose; band ±2 s.e.). Only models with two or more layers fall, inside "
+        "their orange window."
+    )
+
+st.subheader("Per-token loss: before and after")
+before_default = window.start_step if window else snaps[0].step
+after_default = window.end_step if window else snaps[-1].step
+pair = st.select_slider(
+    "Compare the loss of each token at two steps",
+    options=sel.steps,
+    value=(before_default, after_default),
+    key=f"phase_loss_pair_{sel.run.name}",  # a run's own steps: a new pair, at its window, for another run
+    format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])}",
+)
+text = st.text_area("Text", value=LOSS_CHANGE_TEXT, key="phase_loss_text", max_chars=MAX_LOSS_CHANGE_TEXT, height=140)
+by_step = {s.step: s for s in snaps}
+try:
+    _, before = cache.text_analysis(by_step[pair[0]], text)
+    prepared, after = cache.text_analysis(by_step[pair[1]], text)
+except cache.ANALYSIS_ERRORS as exc:
+    st.error(user_text(exc, 500))
+else:
+    change = after.losses - before.losses
+    st.html(charts.loss_change_html(after.labels, change))
+    # Loss i predicts token i + 1 from position i: an induction head can copy it where the text up to i repeats
+    # an earlier stretch (a single repeated byte is too common to count).
+    repeated = repeat_lengths(after.tokens)[:-1] >= MIN_REPEAT
+    parts = [f"Mean change {change.mean():+.3f} nats over {len(change)} tokens"]
+    if repeated.any() and (~repeated).any():
+        parts.append(
+            f"{change[repeated].mean():+.3f} on the {int(repeated.sum())} tokens that continue a stretch of "
+            f"{MIN_REPEAT}+ tokens seen earlier (what induction heads copy), {change[~repeated].mean():+.3f} on "
+            "the rest"
+        )
+    st.caption(
+        f"Each token shaded by loss at step {pair[1]:,} − loss at step {pair[0]:,}: **blue = predicted better "
+        "later**, red = worse (darkest at ±3 nats; hover for the value). "
+        + "; ".join(parts)
+        + ". "
+        + " ".join(prepared.notes)
+    )
 
 st.subheader("Per-token-loss PCA")
 runs = {r.name: r.path for r in state.list_runs()}

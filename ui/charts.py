@@ -23,6 +23,7 @@ import pandas as pd
 
 from icl_core.analysis import circuits, fuzzy
 from icl_core.analysis.pca import PCA_MIN_STEP
+from icl_core.analysis.phase import EARLY_STAGE_LABEL
 from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
@@ -440,6 +441,29 @@ def _window_layer(window_tokens: tuple[int, int] | None) -> list[alt.Chart]:
 
 
 ONSET_COLOR = "#7b3294"
+EARLY_STAGE_COLOR = "#9e9e9e"
+
+
+def _early_stage_layer(stage_end: int | None, first_tokens: int, log_x: bool) -> list[alt.Chart]:
+    """The early stage (icl_core.analysis.phase.early_stage_end) shaded grey and named: its swing of the ICL
+    score is positional, not in-context learning. On a linear axis over millions of tokens it is a sliver, so
+    the name is written only on the log axis, where the stage takes a visible share of the width."""
+    if not stage_end or stage_end <= first_tokens:
+        return []
+    df = pd.DataFrame({"start": [first_tokens], "end": [stage_end], "label": [EARLY_STAGE_LABEL]})
+    base = alt.Chart(df)
+    layers = [
+        base.mark_rect(color=EARLY_STAGE_COLOR, opacity=0.18).encode(
+            x="start:Q", x2="end:Q", tooltip=[alt.Tooltip("label:N", title="")]
+        )
+    ]
+    if log_x:
+        layers.append(
+            base.mark_text(align="left", baseline="top", dx=3, dy=3, color="#616161", fontSize=11).encode(
+                x="start:Q", y=alt.value(0), text=alt.value("early stage")
+            )
+        )
+    return layers
 
 
 def _onset_layer(onset_tokens: int | None) -> list[alt.Chart]:
@@ -486,18 +510,24 @@ def over_training(
     x_domain: tuple[int, int] | None = None,
     se: str | None = None,
     subtitle: str = "",
+    log_x: bool = True,
+    early_stage_end: int | None = None,
 ) -> alt.LayerChart:
-    """A metric against tokens seen (log x): phase-change window shaded, induction onset dashed, selected step ruled.
+    """A metric against tokens seen (log x, or linear as the paper draws it): phase-change window shaded orange,
+    the early stage (`early_stage_end`: tokens) grey, induction onset dashed, selected step ruled.
     `subtitle`: how to read it, on a line of its own (a long title is cut to the chart's width).
 
     With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
     selection over the `step` field (the data needs a step column). With `se` (a column of standard errors),
     a band of ±2 standard errors is drawn around the line.
     """
-    data = df[(df["tokens"] > 0) & df[y].notna()]  # log axis: step 0 (no tokens yet) cannot be placed
+    data = df[((df["tokens"] > 0) | (not log_x)) & df[y].notna()]  # log axis: step 0 (no tokens) has no place
     # Charts read together share x_domain (tokens seen): the phase window and the selected step line up.
-    x_scale = alt.Scale(type="log", domain=list(x_domain), nice=False) if x_domain else alt.Scale(type="log")
-    x = alt.X("tokens:Q", scale=x_scale, title="tokens seen (log scale)")
+    if log_x:
+        x_scale = alt.Scale(type="log", domain=list(x_domain), nice=False) if x_domain else alt.Scale(type="log")
+    else:
+        x_scale = alt.Scale(domain=[0, x_domain[1]], nice=False) if x_domain else alt.Scale(zero=True)
+    x = alt.X("tokens:Q", scale=x_scale, title="tokens seen" + (" (log scale)" if log_x else ""))
     enc: dict[str, Any] = {"x": x, "y": alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False))}
     tips = [c for c in ("step", "tokens", "head", "series") if c in data.columns]
     enc["tooltip"] = [*tips, alt.Tooltip(f"{y}:Q", format=".3f")]
@@ -523,7 +553,15 @@ def over_training(
         marks.append(
             alt.Chart(data).mark_point(filled=True, size=size).encode(**enc).add_params(pick_param(pick, ["step"]))
         )
-    layers = [*_window_layer(window_tokens), *_onset_layer(onset_tokens), *marks, *_rule_layer(selected_tokens)]
+    positive = data["tokens"][data["tokens"] > 0]
+    first = (x_domain[0] if x_domain else int(positive.min()) if len(positive) else 1) if log_x else 0
+    layers = [
+        *_early_stage_layer(early_stage_end, first, log_x),
+        *_window_layer(window_tokens),
+        *_onset_layer(onset_tokens),
+        *marks,
+        *_rule_layer(selected_tokens),
+    ]
     return alt.layer(*layers).properties(
         title=alt.TitleParams(title, subtitle=subtitle) if subtitle else title, height=height
     )
@@ -876,3 +914,39 @@ def fuzzy_loss_bars(df: pd.DataFrame) -> alt.Chart:
         )
         .properties(title="Loss on the second copy", height=240)
     )
+
+
+LOSS_CHANGE_LEVELS = 8  # shades each way: better after (blue) and worse after (red)
+LOSS_CHANGE_FULL_NATS = 3.0  # a change this large or larger takes the darkest shade
+
+
+def _loss_change_css() -> str:
+    rules = []
+    for level in range(1, LOSS_CHANGE_LEVELS + 1):
+        alpha = level / LOSS_CHANGE_LEVELS
+        for name, rgb in (("b", STRIP_RGB), ("r", (214, 39, 40))):
+            r, g, b = (round(255 + alpha * (c - 255)) for c in rgb)
+            rules.append(
+                f".loss-change .{name}{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
+            )
+    return (
+        "<style>.loss-change{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9;display:flex;"
+        "flex-wrap:wrap}.loss-change>span{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre}"
+        + "".join(rules)
+        + "</style>"
+    )
+
+
+_LOSS_CHANGE_CSS = _loss_change_css()
+
+
+def loss_change_html(labels: Sequence[str], change: np.ndarray) -> str:
+    """The text, each token shaded by how its loss changed between two snapshots (Olsson et al.'s per-token
+    figure): blue where the later snapshot predicts it better, red where worse. change[i] is the change of the
+    loss of predicting token i + 1, so the first token (nothing predicts it) is unshaded."""
+    spans = [f"<span>{html.escape(labels[0])}</span>"] if labels else []
+    for label, d in zip(labels[1:], change, strict=False):
+        level = int(np.ceil(min(abs(float(d)), LOSS_CHANGE_FULL_NATS) / LOSS_CHANGE_FULL_NATS * LOSS_CHANGE_LEVELS))
+        cls = f' class="{"b" if d < 0 else "r"}{level}"' if level else ""
+        spans.append(f'<span{cls} title="{float(d):+.2f} nats">{html.escape(label)}</span>')
+    return f"{_LOSS_CHANGE_CSS}<div class='loss-change'>{''.join(spans)}</div>"

@@ -91,6 +91,20 @@ def _default_run(runs: list[RunRef]) -> RunRef:
     return runs[0]
 
 
+def shipped_by_layers(runs: list[RunRef], layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, RunRef]:
+    """The shipped plain (no smeared keys) run of each depth, for the paper's side-by-side figure."""
+    found: dict[int, RunRef] = {}
+    for ref in runs:
+        try:
+            cfg = read_run_config(ref.path)
+        except ICLError:
+            continue
+        n = cfg.model.n_layers
+        if ref.source == "shipped" and not cfg.model.smeared_keys and n in layers and n not in found:
+            found[n] = ref
+    return dict(sorted(found.items()))
+
+
 def request_run(path: Path) -> None:
     """Select the run at `path` on the next rerun (a widget's value cannot change once it is drawn)."""
     st.session_state[PENDING_RUN_KEY] = str(Path(path).resolve())

@@ -42,6 +42,7 @@ SNAPSHOT_OVERHEAD_S = 5.0
 class EvalData:
     heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
     icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
+    icl_prose: torch.Tensor | None  # (2048, 502): the same on English prose (icl_core/proseset.py), bytes only
     repeated: torch.Tensor  # repeated random tokens: prefix-matching score
     repeat_len: int  # length of the random sequence that `repeated` repeats
     probe_text: torch.Tensor  # held-out text: previous-token score
@@ -58,8 +59,9 @@ class EvalData:
             if cfg.compute_icl_score and n_ctx > ICL_LATE_TOKEN + 1
             else None
         )
+        prose = data.prose_examples(ICL_LATE_TOKEN + 2) if icl is not None and tokenizer == BYTES else None
         repeated, repeat_len = data.prefix_matching_probe(n_ctx, tokenizer)
-        return cls(heldout, icl, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+        return cls(heldout, icl, prose, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
 
 
 @torch.no_grad()
@@ -84,6 +86,9 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
     if ev.icl is not None:
         icl = metrics.exact_icl_score(model, ev.icl)
         out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)
+    if ev.icl_prose is not None:
+        icl = metrics.exact_icl_score(model, ev.icl_prose)
+        out.update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
     if model.cfg.smeared_keys:
         out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
     model.train(was_training)
@@ -169,3 +174,41 @@ def evaluate_run(
         if progress is not None:
             progress(i + 1, len(todo))
     return len(todo)
+
+
+def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
+    """Store the prose ICL score (icl_core/proseset.py) in every snapshot of a byte-level run that lacks it, each
+    JSON rewritten atomically as soon as its score is known (so an interrupted pass continues); returns how many.
+
+    Runs trained before the prose set existed get it this way; training stores it itself since.
+    """
+    prose = data.prose_examples(ICL_LATE_TOKEN + 2)
+    todo = [
+        s
+        for s in list_snapshots(run_dir)
+        if "icl_score_prose" not in s.metrics
+        and s.model_config.tokenizer == BYTES.name
+        and s.model_config.n_ctx > ICL_LATE_TOKEN + 1
+    ]
+    for i, snap in enumerate(todo):
+        icl = metrics.exact_icl_score(load_model(snap).eval(), prose)
+        meta = read_json(snap.meta_path)
+        meta["metrics"].update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
+        atomic_write_json(snap.meta_path, meta)
+        say(f"{run_dir.name} step {snap.step}: prose ICL {icl.value:+.3f} ± {icl.se:.3f} ({i + 1}/{len(todo)})")
+    return len(todo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Add the prose ICL score to every snapshot of byte-level runs.")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (e.g. checkpoints/attn2)")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        add_prose_scores(run)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -8,6 +8,7 @@ window is located on it; runs without stored head scores fall back to the ICL sc
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -15,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from icl_core import evalset
 from icl_core.heads import INDUCTION_THRESHOLD, Head, induction_heads, min_induction_layer
+from icl_core.model.config import BYTES_TOKENIZER
 from icl_core.storage.snapshots import SnapshotInfo
 
 # A run whose ICL score never falls by this much (nats) from its early plateau has no phase change.
@@ -173,3 +176,33 @@ def phase_status(window: PhaseWindow | None, step: int) -> str:
     if step <= window.end_step:
         return "during the phase change"
     return "after the phase change"
+
+
+# The early stage: before a model has learned even the byte frequencies of its text, its predictions depend on
+# the absolute position (the positional embedding is the one input that varies along the context), so
+# loss(500) − loss(50) swings by ±0.1–0.2 nats for reasons that have nothing to do with the context: with every
+# position given position 50's embedding the swing vanishes (staging/issue26/README.md, probe_early_swing.py).
+# A run is in that stage while its held-out loss is above the unigram entropy of the held-out text, the loss a
+# model that knows only byte frequencies would reach (3.05 nats on the shipped evaluation set).
+EARLY_STAGE_LABEL = "early stage: positional swing, before byte frequencies are learned"
+
+
+@functools.lru_cache(maxsize=1)
+def unigram_entropy_nats() -> float:
+    """Entropy of the byte frequencies of the shipped evaluation set's examples (what the held-out loss is on)."""
+    counts = np.bincount(evalset.load().examples.reshape(-1), minlength=256).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def early_stage_end(snaps: Sequence[SnapshotInfo]) -> int | None:
+    """Tokens seen at the first snapshot whose held-out loss is at or below the unigram entropy: the end of the
+    early stage. None for runs not on bytes (their held-out text differs) or without a held-out loss from start."""
+    scored = [
+        (s.tokens_seen, loss)
+        for s in snaps
+        if s.model_config.tokenizer == BYTES_TOKENIZER and (loss := finite_or_none(s.metrics.get("heldout_loss")))
+    ]
+    if not scored or scored[0][1] <= unigram_entropy_nats():  # no snapshot from before the stage ended
+        return None
+    return next((tokens for tokens, loss in scored if loss <= unigram_entropy_nats()), None)

@@ -40,6 +40,25 @@ def fmt_icl(metrics: dict[str, Any]) -> str | None:
     return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
+def fmt_icl_prose(metrics: dict[str, Any]) -> str | None:
+    """The ICL score on the prose evaluation set (icl_core/proseset.py), as fmt_icl writes the code set's."""
+    return fmt_icl({"icl_score": metrics.get("icl_score_prose"), "icl_score_se": metrics.get("icl_score_prose_se")})
+
+
+ICL_SETS = {"icl_score": "held-out code", "icl_score_prose": "English prose"}  # stored key -> evaluation set
+
+
+def icl_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """summary_rows in long form for a chart of the ICL score on both evaluation sets: step, tokens, series,
+    icl_score, icl_score_se (rows without a score left out)."""
+    return [
+        {"step": r["step"], "tokens": r["tokens"], "series": label, "icl_score": r[key], "icl_score_se": r[f"{key}_se"]}
+        for key, label in ICL_SETS.items()
+        for r in rows
+        if r.get(key) is not None
+    ]
+
+
 def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
     """One row per snapshot: step, tokens seen, losses, ICL score, strongest induction (prefix-matching) score."""
     rows = []
@@ -55,6 +74,8 @@ def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
                 "heldout_loss": finite_or_none(m.get("heldout_loss")),
                 "icl_score": finite_or_none(m.get("icl_score")),
                 "icl_score_se": finite_or_none(m.get("icl_score_se")),
+                "icl_score_prose": finite_or_none(m.get("icl_score_prose")),
+                "icl_score_prose_se": finite_or_none(m.get("icl_score_prose_se")),
                 "max_prefix_matching": best,
             }
         )

@@ -6,6 +6,7 @@ Used by the Attention and Ablation pages; pure functions of a model and a token 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,3 +183,23 @@ def prediction_rows(
             }
         )
     return rows
+
+
+def repeat_lengths(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+    """For each position q, the length of the longest run of tokens ending at q that also occurs ending at an
+    earlier position: how much of an earlier copy the text at q repeats (0: token q is new here).
+
+    Loss q predicts token q + 1, so where repeat_lengths[q] is long, an induction head can copy the token
+    that followed the earlier copy.
+    """
+    t = np.asarray(tokens)
+    n = len(t)
+    out = np.zeros(n, dtype=int)
+    prev = np.zeros(n, dtype=int)  # prev[j]: match length of the runs ending at q - 1 and at j
+    for q in range(n):
+        cur = np.zeros(n, dtype=int)
+        same = np.flatnonzero(t[:q] == t[q])
+        cur[same] = 1 + np.where(same > 0, prev[np.maximum(same - 1, 0)], 0)
+        out[q] = cur[:q].max() if q else 0
+        prev = cur
+    return out

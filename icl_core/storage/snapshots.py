@@ -240,7 +240,16 @@ def _finite_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], tuple[str,
 
 
 GRID_METRICS = ("prefix_matching", "previous_token", "copying")  # one number per head: layer x head
-SCALAR_METRICS = ("heldout_loss", "train_loss", "icl_score", "icl_score_se", "icl_examples")
+SCALAR_METRICS = (
+    "heldout_loss",
+    "train_loss",
+    "icl_score",
+    "icl_score_se",
+    "icl_examples",
+    "icl_score_prose",
+    "icl_score_prose_se",
+    "icl_examples_prose",
+)
 
 
 def _short(value: Any) -> str:
