@@ -227,6 +227,9 @@ def provenance_notes(manifest: dict) -> list[str]:
     recorded_eval = manifest.get("eval_set_sha256")
     if recorded_eval and recorded_eval != evalset.load().sha256:
         notes.append("stored metrics used another evaluation set than this app's: live numbers may differ from them")
+    recorded_prose = manifest.get("prose_set_sha256")
+    if recorded_prose and recorded_prose != proseset.load().sha256:
+        notes.append("stored prose scores used another prose set than this app's: live numbers may differ from them")
     recorded_train = manifest.get("train_corpus_sha256")
     if recorded_train and recorded_train != corpus_sha256("train"):
         notes.append("trained on another Python's standard library: retraining here will not reproduce it exactly")

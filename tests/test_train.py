@@ -65,7 +65,7 @@ def test_constant_schedule_holds_the_rate_after_warmup():
 
 
 def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp_path):
-    from icl_core import data, evalset
+    from icl_core import data, evalset, proseset
     from icl_core.storage.snapshots import read_manifest
 
     cfg = train_config_from_dict(
@@ -82,9 +82,48 @@ def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp
     assert train(cfg, tmp_path / "icl") == "finished"
     m = list_snapshots(tmp_path / "icl")[-1].metrics
     assert m["icl_examples"] == 40 and m["icl_score_se"] > 0
+    assert m["icl_examples_prose"] == proseset.N_EXAMPLES and m["icl_score_prose_se"] > 0
+    assert m["icl_score_prose"] != m["icl_score"]  # another set of examples, not a copy
     manifest = read_manifest(tmp_path / "icl")
     assert manifest["eval_set_sha256"] == evalset.load().sha256
+    assert manifest["prose_set_sha256"] == proseset.load().sha256
     assert manifest["train_corpus_sha256"] == data.corpus_sha256("train")
     assert data.provenance_notes(manifest) == []
-    other = {**manifest, "eval_set_sha256": "0" * 64, "train_corpus_sha256": "1" * 64}
-    assert len(data.provenance_notes(other)) == 2
+    other = {**manifest, "eval_set_sha256": "0" * 64, "train_corpus_sha256": "1" * 64, "prose_set_sha256": "2" * 64}
+    assert len(data.provenance_notes(other)) == 3
+
+
+def test_runs_trained_before_the_prose_set_get_its_scores_added(tmp_path):
+    import json
+
+    from icl_core import proseset
+    from icl_core.analysis.evaluation import add_prose_scores
+    from icl_core.storage.snapshots import read_manifest
+
+    cfg = train_config_from_dict(
+        {
+            "run_name": "old",
+            "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 512},
+            "batch_size": 2,
+            "total_steps": 2,
+            "n_snapshots": 2,
+            "eval_examples": 4,
+            "icl_examples": 40,
+        }
+    )
+    run = tmp_path / "old"
+    assert train(cfg, run) == "finished"
+    stored = {s.step: s.metrics["icl_score_prose"] for s in list_snapshots(run)}
+    for snap in list_snapshots(run):  # as a run trained before the prose set existed
+        meta = json.loads(snap.meta_path.read_text())
+        for key in ("icl_score_prose", "icl_score_prose_se", "icl_examples_prose"):
+            del meta["metrics"][key]
+        snap.meta_path.write_text(json.dumps(meta))
+    manifest = read_manifest(run)
+    del manifest["prose_set_sha256"]
+    (run / "run.json").write_text(json.dumps(manifest))
+    assert add_prose_scores(run, say=lambda _: None) == len(stored)
+    again = {s.step: s.metrics["icl_score_prose"] for s in list_snapshots(run)}
+    assert again == pytest.approx(stored, abs=1e-6)
+    assert read_manifest(run)["prose_set_sha256"] == proseset.load().sha256
+    assert add_prose_scores(run, say=lambda _: None) == 0  # nothing left to do

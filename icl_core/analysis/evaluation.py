@@ -15,12 +15,19 @@ from typing import Any
 
 import torch
 
-from icl_core import data
+from icl_core import data, proseset
 from icl_core.analysis import metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
-from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, list_snapshots, load_model, read_json
+from icl_core.storage.snapshots import (
+    MANIFEST,
+    SnapshotInfo,
+    atomic_write_json,
+    list_snapshots,
+    load_model,
+    read_json,
+)
 
 PROBE_TEXT_EXAMPLES = 16
 # One checkpoint's metrics cost about examples x tokens x the work per token. An imported model's 48k-token
@@ -183,10 +190,13 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
     Runs trained before the prose set existed get it this way; training stores it itself since.
     """
     prose = data.prose_examples(ICL_LATE_TOKEN + 2)
+    manifest = read_json(run_dir / MANIFEST)
+    # Scores from another prose set (a rebuilt file) are recomputed, not mixed with this one's.
+    stale = manifest.get("prose_set_sha256") not in (None, proseset.load().sha256)
     todo = [
         s
         for s in list_snapshots(run_dir)
-        if "icl_score_prose" not in s.metrics
+        if (stale or "icl_score_prose" not in s.metrics)
         and s.model_config.tokenizer == BYTES.name
         and s.model_config.n_ctx > ICL_LATE_TOKEN + 1
     ]
@@ -196,6 +206,10 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
         meta["metrics"].update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
         atomic_write_json(snap.meta_path, meta)
         say(f"{run_dir.name} step {snap.step}: prose ICL {icl.value:+.3f} ± {icl.se:.3f} ({i + 1}/{len(todo)})")
+    if todo:
+        atomic_write_json(
+            run_dir / MANIFEST, {**read_json(run_dir / MANIFEST), "prose_set_sha256": proseset.load().sha256}
+        )
     return len(todo)
 
 

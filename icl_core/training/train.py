@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from icl_core import data, evalset
+from icl_core import data, evalset, proseset
 from icl_core.analysis.evaluation import EvalData, evaluate
 from icl_core.errors import CheckpointError, ICLError
 from icl_core.model.config import TrainConfig, load_train_config
@@ -430,6 +430,7 @@ def _provenance(
         "python": platform.python_version(),
         # What the stored metrics were computed on, and what the model was trained on: the app compares both.
         "eval_set_sha256": evalset.load().sha256,
+        "prose_set_sha256": proseset.load().sha256,
         "train_corpus_sha256": data.corpus_sha256("train"),
     }
 
