@@ -1,7 +1,8 @@
 """The figures behind the scientific claims made about a run (README table, tests/test_shipped.py).
 
-Each is a pure function of a run's stored snapshot metrics, so the test that checks a claim and the
-table that states it read the same number.
+Each is a pure function of a run's stored snapshot metrics (or, for paired comparisons, of its snapshots'
+weights on the shipped evaluation sets), so the test that checks a claim and the table that states it read
+the same number.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from icl_core import data, evalset
+from icl_core.analysis import metrics
+from icl_core.analysis.attribution import head_ablation_losses
+from icl_core.analysis.metrics import ICLScore
 from icl_core.analysis.phase import (
     PhaseWindow,
     best_induction_head,
@@ -19,14 +25,18 @@ from icl_core.analysis.phase import (
     phase_window,
     stored_prefix_matching,
 )
-from icl_core.storage.snapshots import SnapshotInfo
+from icl_core.heads import Head
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.snapshots import SnapshotInfo, load_model
+
+ICL_KEYS = ("icl_score", "icl_score_prose")  # the stored ICL score on each evaluation set: held-out code, prose
 
 
-def icl_series(snaps: Sequence[SnapshotInfo]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(tokens seen, ICL score, its standard error) of the snapshots that stored an ICL score."""
+def icl_series(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens seen, ICL score, its standard error) of the snapshots that stored an ICL score (`key`: which set)."""
     rows = [
-        (s.tokens_seen, finite_or_none(s.metrics.get("icl_score")), finite_or_none(s.metrics.get("icl_score_se")))
-        for s in snaps
+        (s.tokens_seen, finite_or_none(s.metrics.get(key)), finite_or_none(s.metrics.get(f"{key}_se"))) for s in snaps
     ]
     rows = [(t, v, se if se is not None else math.nan) for t, v, se in rows if v is not None]
     t, v, se = zip(*rows, strict=True) if rows else ((), (), ())
@@ -136,3 +146,74 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# -- claims on both evaluation sets, with paired standard errors -----------------------------------------------
+
+
+def eval_tokens(key: str, n_examples: int | None = None) -> torch.Tensor:
+    """The examples behind a stored ICL score: the code set's first n (8,192 in the shipped runs) or the prose set."""
+    if key == "icl_score_prose":
+        return data.prose_examples(ICL_LATE_TOKEN + 2)
+    return data.heldout_examples(n_examples or evalset.N_EXAMPLES, ICL_LATE_TOKEN + 2)
+
+
+def paired_icl_change(start: SnapshotInfo, end: SnapshotInfo, tokens: torch.Tensor) -> ICLScore:
+    """ICL score at `end` minus at `start` on the same examples, with the standard error of the per-example
+    differences: the two snapshots' errors are correlated, so this is far tighter than the two s.e. combined."""
+    a = metrics.per_example_icl(load_model(start).eval(), tokens)
+    b = metrics.per_example_icl(load_model(end).eval(), tokens)
+    return metrics.mean_with_se(b - a)
+
+
+def ablation_icl_changes(model: AttnOnlyTransformer, tokens: torch.Tensor, mode: str = "zero") -> dict[Head, ICLScore]:
+    """Per head ablated alone: its ICL score minus the clean one, example by example, with the paired s.e.
+    Positive = the head carried in-context learning."""
+    positions = torch.tensor([ICL_EARLY_TOKEN, ICL_LATE_TOKEN])[None].expand(len(tokens), -1)
+    clean, ablated = head_ablation_losses(model, tokens, positions, mode)
+    base = (clean[:, 1] - clean[:, 0]).double()
+    return {h: metrics.mean_with_se((v[:, 1] - v[:, 0]).double() - base) for h, v in ablated.items()}
+
+
+def nearest(snaps: Sequence[SnapshotInfo], tokens: float) -> SnapshotInfo:
+    return min(snaps, key=lambda s: abs(math.log10(max(s.tokens_seen, 1)) - math.log10(max(tokens, 1))))
+
+
+FALL_FROM_TOKENS = 1_000_000  # the ICL fall is measured from here: past the early stage, before any window
+
+
+def fall_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow, key: str = "icl_score") -> float:
+    """Share of the ICL fall from the 1M-token snapshot to the final one that happens between the window's start
+    and end (stored scores of `key`)."""
+    by_step = {s.step: s for s in snaps}
+    level = nearest(snaps, FALL_FROM_TOKENS).metrics[key]
+    total = level - snaps[-1].metrics[key]
+    inside = by_step[window.start_step].metrics[key] - by_step[window.end_step].metrics[key]
+    return float(inside / total) if total > 0 else math.nan
+
+
+def linear_tail(snaps: Sequence[SnapshotInfo], fraction: float = 1 / 3) -> list[SnapshotInfo]:
+    """The snapshots of the last `fraction` of the tokens seen, on a linear axis (as the paper draws training)."""
+    last = snaps[-1].tokens_seen
+    return [s for s in snaps if s.tokens_seen >= last * (1 - fraction)]
+
+
+def induction_change_in_tail(snaps: Sequence[SnapshotInfo]) -> float | None:
+    """Max − min of the final induction head's prefix-matching score over the last third of the tokens (linear)."""
+    head = best_induction_head(snaps[-1])
+    if head is None:
+        return None
+    scores = [stored_prefix_matching(s)[head[0]][head[1]] for s in linear_tail(snaps)]
+    return float(max(scores) - min(scores))
+
+
+def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[float, float]:
+    """(rms difference between consecutive snapshots, mean stored s.e.) over the last third of the tokens: the
+    model's own snapshot-to-snapshot noise beside the sampling error the s.e. covers (a pair of independent
+    estimates would differ by √2 s.e. rms)."""
+    tail = [s for s in linear_tail(snaps) if finite_or_none(s.metrics.get(key)) is not None]
+    values = np.array([s.metrics[key] for s in tail])
+    ses = np.array([s.metrics.get(f"{key}_se") or math.nan for s in tail])
+    if len(values) < 2:
+        return math.nan, math.nan
+    return float(np.sqrt(np.mean(np.diff(values) ** 2))), float(np.nanmean(ses))

@@ -59,8 +59,9 @@ ICL_BATCH_ACTIVATIONS = 2**21
 
 
 @torch.no_grad()
-def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> ICLScore:
-    """The ICL score (Olsson et al. 2022) with its standard error, from per-example paired differences.
+def per_example_icl(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+    """loss(token 500) − loss(token 50) of each example (float64, on the CPU): what exact_icl_score averages, and
+    what a paired comparison of two snapshots or of a clean and an ablated model subtracts example by example.
 
     Only the logits at positions 50 and 500 are computed (AttnOnlyTransformer.logits_at), so the
     thousands of examples a 0.03-nat standard error needs cost about half a full forward pass each.
@@ -76,9 +77,18 @@ def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size
         targets = chunk[:, positions + 1]
         loss = -logp.gather(-1, targets[..., None]).squeeze(-1)  # (batch, 2)
         diffs.append((loss[:, 1] - loss[:, 0]).double().cpu())
-    d = torch.cat(diffs)
-    se = float(d.std() / math.sqrt(len(d))) if len(d) > 1 else float("nan")
-    return ICLScore(float(d.mean()), se, len(d))
+    return torch.cat(diffs) if diffs else torch.zeros(0, dtype=torch.float64)
+
+
+def mean_with_se(values: torch.Tensor) -> ICLScore:
+    """Mean of per-example values with its standard error (sd / sqrt(n))."""
+    se = float(values.std() / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return ICLScore(float(values.mean()), se, len(values))
+
+
+def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> ICLScore:
+    """The ICL score (Olsson et al. 2022) with its standard error, from per-example paired differences."""
+    return mean_with_se(per_example_icl(model, tokens, batch_size))
 
 
 ICL_WINDOW = 10  # token indices either side of 50 and 500 averaged by the windowed ICL estimate
