@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from icl_core import data, evalset
-from icl_core.analysis import metrics
+from icl_core.analysis import claims, metrics
 from icl_core.analysis.ablation import run_ablated
 from icl_core.analysis.claims import run_figures
 from icl_core.analysis.pca import TURN_SPAN_DECADES, pca_table, sharpest_turn, token_positions
@@ -198,3 +198,39 @@ def test_loss_pca_is_deterministic_and_turns_at_the_onset_of_the_phase_change(sn
         assert math.log10(start) - TURN_SPAN_DECADES <= math.log10(turn) <= math.log10(end), (name, turn, start)
     # Not claimed for attn1-smeared: its sharpest turn is at 12.8M tokens, long after its window (0.59M-1.9M),
     # where the plain 1-layer run turns too.
+
+
+# -- both evaluation sets (held-out code, English prose), paired standard errors --------------------------------
+
+
+@pytest.mark.parametrize("key", claims.ICL_KEYS)
+def test_one_layer_stays_flat_across_the_two_layer_window_as_a_paired_test(snaps, figures, key):
+    start, _, end = figures["attn2"]["window_tokens"]
+    tokens = claims.eval_tokens(key, 2048)
+    one = claims.paired_icl_change(claims.nearest(snaps["attn1"], start), claims.nearest(snaps["attn1"], end), tokens)
+    two = claims.paired_icl_change(claims.nearest(snaps["attn2"], start), claims.nearest(snaps["attn2"], end), tokens)
+    # measured (2,048 examples each): attn1 code +0.02 ± 0.02, prose -0.009 ± 0.029
+    assert abs(one.value) <= 2 * one.se, one
+    # measured: attn2 code -0.14 ± 0.02 (~7 s.e.); prose -0.127 ± 0.040 (3.2 s.e.: the issue's 5 s.e. NOT met on
+    # prose by these runs, whose windows are wide and whose prose scores are noisier)
+    assert two.value <= -3 * two.se and two.value < one.value - 0.08, (two, one)
+
+
+@pytest.mark.parametrize("key", claims.ICL_KEYS)
+def test_ablation_on_both_sets_the_induction_head_and_the_layer_0_head_feeding_it_matter(final, key):
+    model = final["attn2"]
+    changes = claims.ablation_icl_changes(model, claims.eval_tokens(key, 1024), "zero")
+    pm = metrics.prefix_matching_scores(model, data.repeated_random_tokens(n_sequences=20, seed=99))
+    induction = (1, int(pm[1].argmax()))
+    # Zeroing the induction head raises the ICL score by many paired s.e. on both sets (2,048 examples: code
+    # +0.250 ± 0.024, prose +0.228 ± 0.025) ...
+    assert changes[induction].value > 5 * changes[induction].se, changes[induction]
+    # ... and so does zeroing a layer-0 head, as much or more on prose (code L0H3 +0.203 ± 0.028; prose L0H3
+    # +0.254 ± 0.030): zero ablation removes what the induction head's keys are built from. So "no other head
+    # does as much" holds on code (test above) but not on prose.
+    strongest_layer0 = max((h for h in changes if h[0] == 0), key=lambda h: changes[h].value)
+    assert changes[strongest_layer0].value > 5 * changes[strongest_layer0].se
+    # The other layer-1 heads carry little of it (at most +0.08 on prose; negative on code).
+    for head, change in changes.items():
+        if head[0] == 1 and head != induction:
+            assert change.value < 0.5 * changes[induction].value, (head, change)
