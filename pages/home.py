@@ -74,11 +74,17 @@ $$\text{ICL score} = \overline{\text{loss}}(\text{token }500) - \overline{\text{
 averaged over held-out text. **Sign convention used everywhere in this app: loss(500) − loss(50),
 so more negative = more in-context learning.** (The paper states the sign both ways in places.)
 In the paper, its size is under ~0.15 nats before the phase change and ~0.4 nats after. In this app's
-byte-level runs (a token is a byte, so token 500 has seen ~500 characters, not ~2,000) the 2-layer run
-goes from −0.13 at the start of its phase change to −0.27 after, the 1-layer run stays near −0.06. Each
-snapshot's score is measured on 8,192 held-out examples and shown with its standard error (± ~0.03).
+byte-level runs a token is a byte, so token 500 has seen ~500 characters, not ~2,000, and the scores are
+smaller. Each snapshot's score is measured on two held-out sets, Python code (8,192 examples) and English
+prose (2,048), and shown with its standard error.
 """
     )
+    finals = state.final_icl_by_layers()
+    if finals:
+        st.markdown(
+            "Final ICL scores of the shipped runs (± one standard error):\n"
+            + "\n".join(f"- **{n} layer{'s' * (n > 1)}**: {text}" for n, text in finals.items())
+        )
 
 st.header("4. A guided path (about 15 minutes in class)")
 steps = [

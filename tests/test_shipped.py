@@ -211,8 +211,8 @@ def test_one_layer_stays_flat_across_the_two_layer_window_as_a_paired_test(snaps
     two = claims.paired_icl_change(claims.nearest(snaps["attn2"], start), claims.nearest(snaps["attn2"], end), tokens)
     # measured (2,048 examples each): attn1 code +0.022 ± 0.024, prose -0.009 ± 0.029
     assert abs(one.value) <= 2 * one.se, one
-    # measured: attn2 code -0.162 ± 0.033 (4.9 s.e.; -0.141 ± 0.017 on all 8,192); prose -0.127 ± 0.040 (3.2 s.e.: the 5 s.e. NOT met on
-    # prose by these runs, whose windows are wide and whose prose scores are noisier)
+    # measured: attn2 code -0.162 ± 0.033 (4.9 s.e.; -0.141 ± 0.017 on all 8,192); prose -0.127 ± 0.040
+    # (3.2 s.e.: the 5 s.e. NOT met on prose by these runs: wide windows, noisier prose scores)
     assert two.value <= -3 * two.se and two.value < one.value - 0.08, (two, one)
 
 

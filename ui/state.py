@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import streamlit as st
 
 from icl_core.analysis.phase import phase_status
-from icl_core.analysis.summary import fmt_icl, fmt_tokens, nearest_step
+from icl_core.analysis.summary import fmt_icl, fmt_icl_prose, fmt_tokens, nearest_step
 from icl_core.analysis.text import TextInput
 from icl_core.errors import ICLError, InputTextError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
@@ -103,6 +103,21 @@ def shipped_by_layers(runs: list[RunRef], layers: tuple[int, ...] = (1, 2, 3)) -
         if ref.source == "shipped" and not cfg.model.smeared_keys and n in layers and n not in found:
             found[n] = ref
     return dict(sorted(found.items()))
+
+
+def final_icl_by_layers() -> dict[int, str]:
+    """'code −0.264 ± 0.028 · prose −0.154 ± 0.057' for the last snapshot of each shipped plain run, by depth."""
+    out = {}
+    for n, ref in shipped_by_layers(list_runs()).items():
+        snaps = cache.snapshots_of(ref.path)
+        if snaps:
+            parts = [
+                f"{name} {value}"
+                for name, value in (("code", fmt_icl(snaps[-1].metrics)), ("prose", fmt_icl_prose(snaps[-1].metrics)))
+                if value
+            ]
+            out[n] = " · ".join(parts) or "n/a"
+    return out
 
 
 def request_run(path: Path) -> None:
