@@ -9,13 +9,13 @@ import pandas as pd
 import streamlit as st
 
 from icl_core.analysis.ablation import ABLATION_MODES, AblationEffect
-from icl_core.analysis.metrics import ICL_WINDOW
+from icl_core.analysis.metrics import ICL_WINDOW, moving_average
 from icl_core.analysis.summary import fmt_icl
 from icl_core.analysis.text import TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
-from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from ui import cache, charts, layout, state
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
+from ui import cache, layout, state, text_charts, training_charts, vega
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -102,7 +102,7 @@ class AblationViews:
     clean: AblationEffect
     ablated: AblationEffect
     curve_df: pd.DataFrame
-    curve_chart: charts.FilledChart
+    curve_chart: vega.FilledChart
     comparison: pd.DataFrame
     comparison_html: str
 
@@ -112,13 +112,13 @@ def _build_views(chosen: list[Head], mode: str) -> AblationViews:
     ablated = cache.ablation_effect(info, chosen, mode)
     curve_df = pd.concat(
         [
-            pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": charts.smooth(e.loss_curve), "series": name})
+            pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": moving_average(e.loss_curve), "series": name})
             for name, e in (("clean", clean), ("ablated", ablated))  # the heads are named above the chart
             if chosen or name == "clean"
         ],
         ignore_index=True,
     )
-    curve_chart = charts.loss_curves(
+    curve_chart = training_charts.loss_curves(
         curve_df,
         "In-context loss curve (held-out text, 9-token moving average)",
         present=state.presenting(),
@@ -345,10 +345,10 @@ metrics.metric(
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
     delta_color="inverse",
-    help="loss(≈500) − loss(≈50) on a small held-out batch, to compare ablations live: negative = in-context "
-    "learning. Not this snapshot's ICL score"
+    help=f"loss(≈{ICL_LATE_TOKEN}) − loss(≈{ICL_EARLY_TOKEN}) on a small held-out batch, to compare ablations "
+    "live: negative = in-context learning. Not this snapshot's ICL score"
     + (
-        f", which is {stored_icl} (loss(500) − loss(50) exactly, on the run's held-out set; the windowed estimate "
+        f", which is {stored_icl} ({ICL_FORMULA} exactly, on the run's held-out set; the windowed estimate "
         "differs from it by the batch's noise and by the averaging over neighbouring tokens)."
         if stored_icl
         else "."
@@ -361,7 +361,7 @@ st.caption(
     f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens "
     f"{ICL_EARLY_TOKEN - ICL_WINDOW}–{ICL_EARLY_TOKEN + ICL_WINDOW} and "
     f"{ICL_LATE_TOKEN - ICL_WINDOW}–{ICL_LATE_TOKEN + ICL_WINDOW} "
-    "(loss(500) − loss(50), negative = in-context learning) to steady the small batch."
+    f"({ICL_FORMULA}, negative = in-context learning) to steady the small batch."
     + (f" This snapshot's ICL score (exact, stored): {stored_icl}." if stored_icl else "")
 )
 
@@ -376,7 +376,7 @@ with right:
         return views.comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
 
     export_buttons(
-        lambda: charts.comparison_bars(_long_form(), _comparison_title(mode), present=state.presenting()),
+        lambda: text_charts.comparison_bars(_long_form(), _comparison_title(mode), present=state.presenting()),
         _long_form,
         f"ablation comparison {sel.run.name} step {sel.step}",
     )

@@ -11,7 +11,8 @@ from icl_core.analysis.metrics import ICL_WINDOW
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
-from ui import cache, charts, layout, state
+from icl_core.model.config import ICL_FORMULA
+from ui import cache, head_charts, layout, state, training_charts
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -94,7 +95,7 @@ if table is not None:
             },
         )
     with right:
-        chart = charts.head_bars(
+        chart = head_charts.head_bars(
             df,
             key,
             f"{SORT_LABEL[key]} ({mode} ablation)",
@@ -103,7 +104,7 @@ if table is not None:
         state.show_chart(chart, width="stretch")
         export_buttons(chart, df, f"ablation_table_{mode}")
     st.caption(
-        f"ICL score here: the windowed estimate, loss(500) − loss(50) on {table.n_examples} held-out examples "
+        f"ICL score here: the windowed estimate, {ICL_FORMULA} on {table.n_examples} held-out examples "
         f"averaged over ±{ICL_WINDOW} token indices around each (the Ablation page's estimate), "
         f"**positive Δ = less in-context learning**. Second-copy loss: {table.n_repeated} sequences of "
         f"{table.repeat_len} random tokens repeated twice; positive Δ = the head helped predict the repeat. "
@@ -143,7 +144,7 @@ if attr is not None:
     adf = pd.DataFrame(attr.records())
     left, right = layout.panels("attribution", 2)
     with left:
-        chart = charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
+        chart = head_charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
         state.show_chart(chart, width="stretch")
         export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
         st.caption(
@@ -164,7 +165,7 @@ if attr is not None:
         if over:
             odf = pd.DataFrame(over)
             window = attr.window
-            chart = charts.over_training(
+            chart = training_charts.over_training(
                 odf,
                 "score",
                 "Attribution per head over training",
@@ -192,7 +193,7 @@ else:
     rows = fuzzy.fuzzy_rows(results)
     left, right = layout.panels("fuzzy", [3, 2])
     with left:
-        chart = charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
+        chart = head_charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
         state.show_chart(chart, width="stretch")
         export_buttons(chart, rows, "fuzzy_prefix_matching")
     with right:
@@ -206,7 +207,7 @@ else:
                 )
             ]
         )
-        chart = charts.fuzzy_loss_bars(ldf)
+        chart = head_charts.fuzzy_loss_bars(ldf)
         state.show_chart(chart, width="stretch")
         export_buttons(chart, ldf, "fuzzy_second_copy_loss")
     if examples:
@@ -241,7 +242,7 @@ elif parts:
             left,
             "icl_score",
             "ICL score",
-            "loss(500) − loss(50), nats",
+            f"{ICL_FORMULA}, nats",
             "ICL scores (they need a context over 500 tokens)",
         ),
         (right, "max_prefix_matching", "Best induction head score", "prefix-matching score", "prefix-matching scores"),
@@ -249,7 +250,7 @@ elif parts:
         with col:
             if cdf[y].notna().any():
                 icl = y == "icl_score"
-                chart = charts.over_training(
+                chart = training_charts.over_training(
                     cdf,
                     y,
                     title,
@@ -257,7 +258,7 @@ elif parts:
                     color="series",
                     points=False,
                     se="icl_score_se" if icl else None,
-                    subtitle=charts.ICL_SUBTITLE if icl else "",
+                    subtitle=training_charts.ICL_SUBTITLE if icl else "",
                 )
                 state.show_chart(chart, width="stretch")
                 export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")

@@ -15,7 +15,7 @@ from icl_core.analysis.text import PRESETS, TextAnalysis, TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from ui import cache, charts, layout, state
+from ui import cache, layout, state, strips, text_charts, vega
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -105,10 +105,10 @@ class DestinationViews:
     """What the destination's views draw for one destination token, built before any of them is drawn."""
 
     query: int
-    picker: charts.FilledChart
+    picker: vega.FilledChart
     strip: str  # HTML: where each head looks from the destination
     prediction: str  # HTML: next-token prediction and the heads' summary
-    loss: charts.FilledChart
+    loss: vega.FilledChart
 
 
 def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> DestinationViews:
@@ -120,7 +120,7 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
             "Blue shading = attention weight (darker = more). Orange underline = induction target. "
             "Black outline = the destination token. Hover a token for its exact weight (none under 0.01)."
         ),
-        charts.token_attention_html(an, query, heads),
+        strips.token_attention_html(an, query, heads),
     )
     actual = an.labels[query + 1] if query + 1 < n else None
     guesses = {an.labels[k] for k in np.flatnonzero(an.targets[query])}
@@ -153,10 +153,10 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
     )
     return DestinationViews(
         query,
-        charts.token_picker(an, query, TOKEN_PICK, present=present).ready(),
+        text_charts.token_picker(an, query, TOKEN_PICK, present=present).ready(),
         strip,
         prediction,
-        charts.loss_along_sequence(an, query, present=present).ready(),
+        text_charts.loss_along_sequence(an, query, present=present).ready(),
     )
 
 
@@ -352,8 +352,8 @@ def text_views() -> None:
         hc3.caption(f"All {n} tokens shown.")
     st.html(heatmaps)
 
-    def _vector_heatmaps() -> charts.FilledChart:  # the files are the vector chart, built only on a click
-        return charts.attention_heatmaps(an, shown, start, start + window, present=present)
+    def _vector_heatmaps() -> vega.FilledChart:  # the files are the vector chart, built only on a click
+        return text_charts.attention_heatmaps(an, shown, start, start + window, present=present)
 
     # The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
     export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")

@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, charts, layout, state
+from ui import cache, head_charts, layout, state, training_charts
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -70,7 +70,7 @@ else:
     except cache.ANALYSIS_ERRORS as exc:
         st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
-        chart = charts.composition_heatmaps(comp)
+        chart = head_charts.composition_heatmaps(comp)
         state.show_chart(chart, width="content")
         export_buttons(chart, comp.records(), "composition_scores")
         if best is not None and best[0] >= 1:
@@ -101,7 +101,7 @@ except cache.ANALYSIS_ERRORS as exc:
 if copy_rows:
     left, right = layout.panels("copying", [3, 2])
     with left:
-        chart = charts.copying_bars(copy_rows)
+        chart = head_charts.copying_bars(copy_rows)
         state.show_chart(chart, width="stretch")
         export_buttons(chart, copy_rows, "copying_scores")
     with right:
@@ -170,12 +170,12 @@ except cache.ANALYSIS_ERRORS as exc:
 else:
     left, right = layout.panels("qk", 2)
     with left:
-        chart = charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
+        chart = head_charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
         state.show_chart(chart, width="content")
         export_buttons(chart, qk.records(), f"qk_circuit_{head_label}")
     with right:
         if kqk is not None:
-            chart = charts.circuit_heatmap(
+            chart = head_charts.circuit_heatmap(
                 kqk, f"keys carry what {head_name(prev)} copied in: a bright diagonal = induction"
             )
             state.show_chart(chart, width="content")
@@ -187,7 +187,7 @@ else:
             )
     left, right = layout.panels("ov", 2)
     with left:
-        chart = charts.circuit_heatmap(
+        chart = head_charts.circuit_heatmap(
             ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
         )
         state.show_chart(chart, width="content")
@@ -231,18 +231,18 @@ with left:
             ["K", "Q", "V"],
             key=KIND_KEY,
             horizontal=True,
-            format_func=charts.KIND_LABEL.get,
+            format_func=head_charts.KIND_LABEL.get,
         )
         df = pd.DataFrame(comp_rows)
         mine = df[(df["kind"] == kind) & ((df["late"] == head_label) | (df["early"] == head_label))]
         shown = mine if not mine.empty else df[df["kind"] == kind]
         shown = shown.rename(columns={"pair": "series"})
-        chart = charts.over_training(
+        chart = training_charts.over_training(
             shown,
             "score",
-            f"{charts.KIND_LABEL[kind]} of the pairs with {head_label}"
+            f"{head_charts.KIND_LABEL[kind]} of the pairs with {head_label}"
             if not mine.empty
-            else f"{charts.KIND_LABEL[kind]}, every pair",
+            else f"{head_charts.KIND_LABEL[kind]}, every pair",
             "score − baseline",
             window_tokens,
             selected_tokens,
@@ -260,7 +260,7 @@ with right:
         format_func=lambda m: {"own_top1": "own token top-1"}.get(m, m),
     )
     df = pd.DataFrame(copy_over)
-    chart = charts.over_training(
+    chart = training_charts.over_training(
         df,
         metric,
         f"Copying score ({metric.replace('_', ' ')}) per head",

@@ -7,6 +7,7 @@ import streamlit as st
 from icl_core.analysis.phase import unigram_entropy_nats
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
+from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
 from ui import cache, layout, state
 from ui.quote import user_text
 
@@ -67,16 +68,20 @@ lasts until the held-out loss reaches the byte frequencies' entropy ({unigram_en
 """
     )
     st.header("3. The ICL score")
+    icl_display = (  # the formula as LaTeX, from the same token indices as every other page
+        rf"$$\text{{ICL score}} = \overline{{\text{{loss}}}}(\text{{token }}{ICL_LATE_TOKEN})"
+        rf" - \overline{{\text{{loss}}}}(\text{{token }}{ICL_EARLY_TOKEN})$$"
+    )
     st.markdown(
-        r"""
-$$\text{ICL score} = \overline{\text{loss}}(\text{token }500) - \overline{\text{loss}}(\text{token }50)$$
+        rf"""
+{icl_display}
 
-averaged over held-out text. **Sign convention used everywhere in this app: loss(500) − loss(50),
+averaged over held-out text. **Sign convention used everywhere in this app: {ICL_FORMULA},
 so more negative = more in-context learning.** (The paper states the sign both ways in places.)
 In the paper, its size is under ~0.15 nats before the phase change and ~0.4 nats after. In this app's
-byte-level runs a token is a byte, so token 500 has seen ~500 characters, not ~2,000, and the scores are
-smaller. Each snapshot's score is measured on two held-out sets, Python code (8,192 examples) and English
-prose (2,048), and shown with its standard error.
+byte-level runs a token is a byte, so token {ICL_LATE_TOKEN} has seen ~{ICL_LATE_TOKEN} characters, not
+~2,000, and the scores are smaller. Each snapshot's score is measured on two held-out sets, Python code
+(8,192 examples) and English prose (2,048), and shown with its standard error.
 """
     )
     finals = state.final_icl_by_layers()

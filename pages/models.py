@@ -10,6 +10,7 @@ import streamlit as st
 from icl_core.analysis.evaluation import estimated_seconds
 from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
+from icl_core.model.config import ICL_FORMULA
 from icl_core.storage import hub, imports, published, tl_hub
 from icl_core.storage.runs import refused_run_links
 from ui import cache, state
@@ -76,7 +77,7 @@ else:
         column_config={
             "train loss": st.column_config.NumberColumn(format="%.3f"),
             "held-out loss": st.column_config.NumberColumn(format="%.3f"),
-            "ICL score": st.column_config.NumberColumn(format="%+.3f", help="loss(500) − loss(50): negative = ICL"),
+            "ICL score": st.column_config.NumberColumn(format="%+.3f", help=f"{ICL_FORMULA}: negative = ICL"),
             "ICL score s.e.": st.column_config.NumberColumn(
                 format="%.3f", help="standard error of the ICL score over the held-out examples it was measured on"
             ),

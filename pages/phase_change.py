@@ -19,9 +19,11 @@ from icl_core.analysis.summary import (
 from icl_core.analysis.text import repeat_lengths
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
-from ui import cache, charts, layout, state
+from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
+from ui import cache, layout, state, strips, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
+from ui.training_charts import ICL_TITLE
 
 PHASE_STEP_KEY = "phase_step"
 LOG_AXIS_KEY = "phase_log_axis"
@@ -155,7 +157,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 metrics.metric(
-    "ICL score (loss₅₀₀ − loss₅₀)",
+    f"ICL score ({ICL_FORMULA})",
     fmt_icl(sel.snapshot.metrics) or "n/a",
     _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
     delta_color="inverse",
@@ -196,23 +198,24 @@ c1, c2 = layout.panels("scores", 2)
 with c1:
     if summary["icl_score"].notna().sum() == 0:
         st.info(
-            "This run recorded no ICL score: it needs a context over 500 tokens (the score is loss(500) − loss(50)), "
+            f"This run recorded no ICL score: it needs a context over {ICL_LATE_TOKEN} tokens (the score is "
+            f"{ICL_FORMULA}), "
             "so its in-context learning shows only in the prefix-matching scores."
         )
     else:
         icl = pd.DataFrame(icl_rows(rows))
         chart_with_export(
-            charts.over_training(
+            training_charts.over_training(
                 icl,
                 "icl_score",
-                "ICL score: loss(500) − loss(50)",
+                ICL_TITLE,
                 "nats",
                 window_tokens,
                 selected_tokens,
                 onset_tokens=onset_tokens,
                 pick=PICK,
                 se="icl_score_se",
-                subtitle=charts.ICL_SUBTITLE,
+                subtitle=training_charts.ICL_SUBTITLE,
                 color="series" if icl["series"].nunique() > 1 else None,
                 **axes,
             ),
@@ -226,7 +229,7 @@ with c2:
         st.info("This run did not record prefix-matching scores.")
     else:
         chart_with_export(
-            charts.over_training(
+            training_charts.over_training(
                 heads,
                 "value",
                 "Prefix-matching score per head",
@@ -257,7 +260,7 @@ with c3:
         )
     losses = pd.concat(parts, ignore_index=True)
     chart_with_export(
-        charts.over_training(
+        training_charts.over_training(
             losses,
             "loss",
             "Training and held-out loss",
@@ -289,7 +292,7 @@ with c4:
             ignore_index=True,
         )
         chosen = [c["label"] for c in curves if c["step"] != snaps[0].step] or [curves[0]["label"]]
-        chart = charts.loss_curves(
+        chart = training_charts.loss_curves(
             df,
             "Loss at each token index",
             on_top=f"step {step:,} (selected)",
@@ -326,7 +329,7 @@ else:
                 st.info(f"{ref.name} recorded no ICL score.")
                 continue
             state.show_chart(
-                charts.over_training(
+                training_charts.over_training(
                     both,
                     "icl_score",
                     f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})",
@@ -368,7 +371,7 @@ except cache.ANALYSIS_ERRORS as exc:
     st.error(user_text(exc, 500))
 else:
     change = after.losses - before.losses
-    st.html(charts.loss_change_html(after.labels, change))
+    st.html(strips.loss_change_html(after.labels, change))
     # Loss i predicts token i + 1 from position i: an induction head can copy it where the text up to i repeats
     # an earlier stretch (a single repeated byte is too common to count).
     repeated = repeat_lengths(after.tokens)[:-1] >= MIN_REPEAT
@@ -397,7 +400,7 @@ else:
     left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(
-            charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK),
+            training_charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK),
             pd.DataFrame(table.rows),
             "loss PCA",
             "pick_pca",

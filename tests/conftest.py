@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 # Every chart the tests draw (AppTest here, the browser tests' server, which inherits this) is checked against the
-# Vega-Lite schema, as st.altair_chart would; the app itself skips that check (ui/charts.py).
+# Vega-Lite schema, as st.altair_chart would; the app itself skips that check (ui/vega.py).
 os.environ["ICL_VALIDATE_CHARTS"] = "1"
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""The app draws its Altair charts through ui.charts.vega_lite_spec (st.vega_lite_chart without Altair's schema
+"""The app draws its Altair charts through ui.vega.vega_lite_spec (st.vega_lite_chart without Altair's schema
 check): every chart of the chart-heavy pages must give exactly the spec st.altair_chart would send."""
 
 from __future__ import annotations
@@ -10,25 +10,25 @@ import pytest
 from conftest import open_page, shipped_last_step
 from streamlit.elements.vega_charts import _convert_altair_to_vega_lite_spec
 
-from ui import charts
+from ui import text_charts, training_charts, vega
 
 
 # The Attention page's charts are all drawn from cached layouts: the test after this one checks those.
 @pytest.mark.parametrize("page", ["pages/phase_change.py", "pages/ablation.py"])
 def test_every_chart_gets_the_spec_st_altair_chart_would_send(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn = []
-    original = charts.vega_lite_spec
+    original = vega.vega_lite_spec
 
     def recording(chart):
         drawn.append(chart)
         return original(chart)
 
-    monkeypatch.setattr(charts, "vega_lite_spec", recording)
-    charts.cached_layout.cache_clear()  # layouts cached by earlier tests are built again, through vega_lite_spec
+    monkeypatch.setattr(vega, "vega_lite_spec", recording)
+    vega.cached_layout.cache_clear()  # layouts cached by earlier tests are built again, through vega_lite_spec
     at = open_page(page, run="attn2", step=shipped_last_step())
     assert not at.exception and drawn, f"{page} drew no chart through state.show_chart"
     assert len(at.get("vega_lite_chart")) >= len(drawn)
-    monkeypatch.setenv(charts.VALIDATE_ENV, "0")  # the app's setting: no schema check
+    monkeypatch.setenv(vega.VALIDATE_ENV, "0")  # the app's setting: no schema check
     for chart in drawn:
         assert original(chart) == _convert_altair_to_vega_lite_spec(chart), type(chart).__name__
 
@@ -55,19 +55,21 @@ def test_a_chart_drawn_from_a_cached_layout_equals_the_chart_built_for_its_data(
     n = len(later.tokens)
     for present in (False, True):
         builders = [
-            lambda an, q, p=present: charts.token_picker(an, q, "pick", present=p),
-            lambda an, q, p=present: charts.loss_along_sequence(an, q, present=p),
-            lambda an, q, p=present: charts.attention_heatmaps(an, all_heads(2, 4), 2, n, present=p),
-            lambda an, q, p=present: charts.loss_curves(curves(an, q), "curves", on_top="b", y_from=["b"], present=p),
+            lambda an, q, p=present: text_charts.token_picker(an, q, "pick", present=p),
+            lambda an, q, p=present: text_charts.loss_along_sequence(an, q, present=p),
+            lambda an, q, p=present: text_charts.attention_heatmaps(an, all_heads(2, 4), 2, n, present=p),
+            lambda an, q, p=present: training_charts.loss_curves(
+                curves(an, q), "curves", on_top="b", y_from=["b"], present=p
+            ),
             # The Ablation page's: a series that comes and goes, and scenarios (two here, three there).
-            lambda an, q, p=present: charts.loss_curves(curves(an, q), "c", series=("a", "b", "c"), present=p),
-            lambda an, q, p=present: charts.comparison_bars(scenarios(an, q), "bars", present=p),
+            lambda an, q, p=present: training_charts.loss_curves(curves(an, q), "c", series=("a", "b", "c"), present=p),
+            lambda an, q, p=present: text_charts.comparison_bars(scenarios(an, q), "bars", present=p),
         ]
         for make in builders:
             make(first, 5).spec()  # fills the layout cache from another snapshot and destination
             filled = make(later, n - 2)
             spec = filled.spec()
-            direct = charts.vega_lite_spec(charts.finish(filled.build(filled.shape, filled.datasets, present), present))
+            direct = vega.vega_lite_spec(vega.finish(filled.build(filled.shape, filled.datasets, present), present))
             hashed = direct.pop("datasets")
             names = {_to_arrow_dataset(frame, {})["name"]: name for name, frame in filled.datasets.items()}
             assert {names.get(k, k): v for k, v in hashed.items()} == spec.pop("datasets")  # the same data, by name
@@ -81,13 +83,13 @@ def test_a_chart_drawn_from_a_cached_layout_equals_the_chart_built_for_its_data(
             assert views_renamed(spec) == views_renamed(direct)
         # ... and the shape it was built for is this call's: the grid holds every token, the axes this window.
         # The token grid is sized per cell, so one layout holds texts of any length: every token gets a cell.
-        picker = charts.token_picker(later, n - 2, "pick", present=present)
+        picker = text_charts.token_picker(later, n - 2, "pick", present=present)
         assert picker.spec()["width"] == picker.spec()["height"] == {"step": 30 if present else 22}
-        cells = picker.datasets[charts.DATA][["row", "col"]]
-        assert len(cells.drop_duplicates()) == n and cells["col"].max() < charts.TOKENS_PER_ROW
-        heat = charts.attention_heatmaps(later, all_heads(2, 4), 2, n, present=present).spec()
+        cells = picker.datasets[vega.DATA][["row", "col"]]
+        assert len(cells.drop_duplicates()) == n and cells["col"].max() < text_charts.TOKENS_PER_ROW
+        heat = text_charts.attention_heatmaps(later, all_heads(2, 4), 2, n, present=present).spec()
         assert heat["spec"]["layer"][0]["encoding"]["x"]["scale"]["domain"] == list(range(2, n))
-        assert heat["params"] == [{"name": charts.LABELS, "value": list(later.labels[2:n])}]
+        assert heat["params"] == [{"name": vega.LABELS, "value": list(later.labels[2:n])}]
 
 
 def curves(analysis, query: int):

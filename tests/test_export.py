@@ -42,14 +42,14 @@ def test_csv_from_records_and_frames():
 
 
 def test_a_chart_from_a_cached_layout_exports_with_all_its_data():
-    """The app's templated charts (ui.charts.FilledChart) export like Altair ones: every dataset inline as records,
+    """The app's templated charts (ui.vega.FilledChart) export like Altair ones: every dataset inline as records,
     the layout's own constant marks (tokens 50 and 500) included, and the drawn lines in the SVG."""
-    from ui import charts
+    from ui import training_charts
 
     frame = pd.DataFrame(
         {"index": [1, 2, 3] * 2, "loss": [3.0, 2.0, 1.5, 3.1, 2.5, 2.4], "series": ["a"] * 3 + ["b"] * 3}
     )
-    chart = charts.loss_curves(frame, TITLE, on_top="b")
+    chart = training_charts.loss_curves(frame, TITLE, on_top="b")
     spec = chart.to_dict()
     assert all(isinstance(v, list) for v in spec["datasets"].values())
     assert sorted(len(v) for v in spec["datasets"].values()) == [2, 3, 3]  # the 50/500 marks, then each series

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ui import charts, heatmaps
-from ui.charts import TARGET_COLOR
+from ui import heatmaps, strips, theme
 from ui.tables import Bar, html_table
+from ui.theme import TARGET_COLOR
 
 
 def test_html_table_escapes_text_formats_numbers_and_draws_bars() -> None:
@@ -73,7 +73,7 @@ def test_token_strip_shades_every_token_and_gives_a_tooltip_only_where_a_head_lo
     Analysis.patterns[0, 0, 4] = [0.0, 0.004, 0.0, 0.9, 0.096]  # head L0H0 from the last 'a': mostly on 'b'
     Analysis.patterns[0, 1, 4] = [1.0, 0.0, 0.0, 0.0, 0.0]
     Analysis.targets[4, 3] = True  # 'b' follows the earlier 'a'
-    out = charts.token_attention_html(Analysis(), 4, [(0, 0), (0, 1)])
+    out = strips.token_attention_html(Analysis(), 4, [(0, 0), (0, 1)])
     rows = re.findall(r'<span class="head">(L0H[01])</span><span class="toks">(.*?)</span></div>', out)
     assert [name for name, _ in rows] == ["L0H0", "L0H1"]
     for name, row in rows:
@@ -82,7 +82,7 @@ def test_token_strip_shades_every_token_and_gives_a_tooltip_only_where_a_head_lo
         titles = [re.search(r'title="([^"]*)"', attrs) for attrs, _ in tokens]
         weights = Analysis.patterns[0, int(name[-1]), 4]
         # A tooltip with the exact weight on every token the head gives at least MIN_ATTENTION, none elsewhere.
-        assert [t is not None for t in titles] == [bool(w >= charts.MIN_ATTENTION) for w in weights], name
+        assert [t is not None for t in titles] == [bool(w >= theme.MIN_ATTENTION) for w in weights], name
         assert all(f"{w:.3f}" in t.group(1) for t, w in zip(titles, weights, strict=True) if t), name
         levels = [int(m.group(1)) if (m := re.search(r"\bw(\d+)\b", attrs)) else 0 for attrs, _ in tokens]
         assert max(levels) == levels[int(np.argmax(weights))] >= 18  # darker = more

@@ -18,7 +18,7 @@ from conftest import shipped_induction_head
 from streamlit.testing.v1 import AppTest
 
 from icl_core.storage.runs import EXTRA_RUNS_ENV
-from ui import charts, export, state
+from ui import export, head_charts, state
 
 TIMEOUT = 120
 CIRCUITS, ANALYSIS = "pages/circuits.py", "pages/analysis.py"
@@ -120,7 +120,7 @@ def test_export_builders_make_png_svg_and_csv() -> None:
         {"head": "L0H0", "layer": 0, "eigenvalue": -0.5, "empirical": -0.9, "own_top1": 0.0},
         {"head": "L1H0", "layer": 1, "eigenvalue": 0.99, "empirical": -0.2, "own_top1": 0.7},
     ]
-    chart = charts.copying_bars(rows)
+    chart = head_charts.copying_bars(rows)
     title = chart.to_dict()["title"]
     png = export.png_bytes(chart)
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000

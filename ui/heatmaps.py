@@ -5,7 +5,7 @@ expression interpreter): ~250 ms of a 2-core machine's browser time on every ste
 Attention page's. A palette PNG per head is drawn in a millisecond, and HTML lets the heatmaps wrap onto
 new lines and shrink on a narrow screen (labels sized to the heatmap's own width). Colours are Vega's
 "blues" scheme, the one the app's other attention views use; induction targets are outlined in the app's
-target orange. The exported PNG/SVG is still the vector chart (ui/charts.attention_heatmaps).
+target orange. The exported PNG/SVG is still the vector chart (ui/text_charts.attention_heatmaps).
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import numpy as np
 
 from icl_core.analysis.text import TextAnalysis
 from icl_core.heads import Head, head_name
-from ui.charts import MIN_ATTENTION, TARGET_COLOR, heatmap_sizes
+from ui.text_charts import heatmap_sizes
+from ui.theme import BLUES, MIN_ATTENTION, TARGET_COLOR
 
-# Vega's "blues" scheme (vega-scale), which it interpolates linearly in RGB between these stops.
-BLUES = "cfe1f2 bed8ec a8cee5 8fc1de 74b2d7 5ba3cf 4592c6 3181bd 206fb2 125ca4 0a4a90".split()
 PX = 4  # image pixels per token: a 1-pixel outline ring around a 2 x 2 core, scaled up without smoothing
 # Palette entries: blank (above the diagonal), target outline, near-zero weight (the causal triangle stays
 # visible on a dark theme), then the blue ramp.

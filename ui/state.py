@@ -32,7 +32,7 @@ from icl_core.analysis.text import TextInput
 from icl_core.errors import ICLError, InputTextError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache, charts, export, layout
+from ui import cache, export, layout, vega
 from ui.quote import user_text
 
 RUN_KEY = "run"
@@ -420,11 +420,11 @@ def _presenter_toggle() -> None:
 
 
 def show_chart(chart: Any, **kwargs: Any) -> Any:
-    """The chart as st.altair_chart draws it (charts.vega_lite_spec: its spec, minus Altair's schema check), readable
+    """The chart as st.altair_chart draws it (vega.vega_lite_spec: its spec, minus Altair's schema check), readable
     on light and dark themes, with presenter mode's large type when it is on."""
-    if isinstance(chart, charts.FilledChart):  # finished when its layout was built
+    if isinstance(chart, vega.FilledChart):  # finished when its layout was built
         return st.vega_lite_chart(chart.spec(), **kwargs)
-    return st.vega_lite_chart(charts.vega_lite_spec(charts.finish(chart, presenting())), **kwargs)
+    return st.vega_lite_chart(vega.vega_lite_spec(vega.finish(chart, presenting())), **kwargs)
 
 
 def _picker() -> Selection | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ui.charts import STRIP_RGB
+from ui.theme import STRIP_RGB
 
 BAR_RGB = ", ".join(map(str, STRIP_RGB))  # the token strips' blue
 CSS = (

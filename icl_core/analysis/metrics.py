@@ -180,3 +180,13 @@ def copying_scores(model: AttnOnlyTransformer) -> torch.Tensor:
             eig = torch.linalg.eigvals((b @ a).double())
             scores[layer, head] = float(eig.real.sum() / eig.abs().sum().clamp_min(1e-12))
     return scores
+
+
+def moving_average(values: np.ndarray, window: int = 9) -> np.ndarray:
+    """Centred moving average (edges use what is there), to read a noisy small-batch loss curve."""
+    if len(values) < window:
+        return values
+    kernel = np.ones(window)
+    num = np.convolve(values, kernel, mode="same")
+    den = np.convolve(np.ones_like(values), kernel, mode="same")
+    return num / den

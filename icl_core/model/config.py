@@ -14,6 +14,7 @@ from icl_core.errors import ConfigError
 # Token index pair used by the ICL score (Olsson et al. 2022): loss(500) - loss(50).
 ICL_LATE_TOKEN = 500
 ICL_EARLY_TOKEN = 50
+ICL_FORMULA = f"loss({ICL_LATE_TOKEN}) − loss({ICL_EARLY_TOKEN})"  # how every page writes it
 
 BYTE_VOCAB = 257  # 256 bytes + a start-of-sequence token: the smallest vocabulary our tokenizer needs
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
