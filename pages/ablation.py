@@ -23,14 +23,6 @@ from ui.tables import Bar, html_table
 
 MODE_KEY, THRESHOLD_KEY, TEXT_KEY = "ablation_mode", "induction_threshold", "ablation_text"
 COMPARE_KEY, SEED_KEY = "_ablation_compare", "_ablation_random_seed"
-MODE_HELP = {
-    "zero": "the head's output is replaced by zeros",
-    "mean": "the head's output is replaced by its average over held-out text (keeps its 'typical' contribution)",
-    "pattern-preserving": (
-        "the head's output is zeroed and every other head keeps the attention pattern of the clean run, so later "
-        "heads cannot re-route (Olsson et al.'s ablation)"
-    ),
-}
 
 
 def layer_key(layer: int) -> str:
@@ -241,7 +233,7 @@ with top[0]:
         key=MODE_KEY,
         horizontal=True,
         persist_state="session",
-        captions=[MODE_HELP[m] for m in ABLATION_MODES],
+        captions=[m.help for m in ABLATION_MODES],
     )
 with top[1]:
     threshold = st.slider(

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from icl_core.analysis import fuzzy
-from icl_core.analysis.ablation import ABLATION_MODES
+from icl_core.analysis.ablation import ABLATION_MODES, AblationMode
 from icl_core.analysis.metrics import ICL_WINDOW
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
 from icl_core.errors import ICLError
@@ -20,7 +20,6 @@ from ui.quote import user_text
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
 ATTR_MODE_KEY, OVER_KEY = "attribution_mode", "btn_attr_over_training"
 COMPARE_KEY = "compare_runs"
-MODE_LABEL = {"zero": "zero", "mean": "mean", "pattern-preserving": "pattern-preserving (the paper's)"}
 SORT_LABEL = {"delta_icl": "ICL score change", "delta_second_half": "Second-copy loss change"}
 FUZZY_LABEL = {"exact": "exact repeat", "case": "case flipped", "neighbour": "nearest neighbour"}
 
@@ -44,9 +43,8 @@ mode = c1.radio(
     list(ABLATION_MODES),
     key=MODE_KEY,
     horizontal=True,
-    format_func=MODE_LABEL.get,
-    help="zero: the head's output is removed · mean: replaced by its mean over held-out text · pattern-preserving: "
-    "removed while every other head keeps its clean attention pattern.",
+    format_func=lambda m: AblationMode(m).label,
+    help=" · ".join(f"{m.value}: {m.help}" for m in AblationMode),
 )
 sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, format_func=SORT_LABEL.get)
 table = None
@@ -122,10 +120,10 @@ st.caption(
 attr_mode = st.radio(
     "Ablation used for the attribution",
     list(ABLATION_MODES),
-    index=list(ABLATION_MODES).index("pattern-preserving"),
+    index=list(ABLATION_MODES).index(AblationMode.PATTERN_PRESERVING),
     key=ATTR_MODE_KEY,
     horizontal=True,
-    format_func=MODE_LABEL.get,
+    format_func=lambda m: AblationMode(m).label,
 )
 attr = None
 attr_job = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)

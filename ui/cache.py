@@ -23,7 +23,7 @@ import torch
 
 from icl_core import data
 from icl_core.analysis import ablation, attribution, circuits, costs, fuzzy, pca, phase, precompute, summary
-from icl_core.analysis.ablation import run_ablated
+from icl_core.analysis.ablation import AblationMode, run_ablated
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
@@ -194,9 +194,11 @@ def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> ablation.Clean
 @st.cache_data(max_entries=256, show_spinner=False)
 def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: SnapshotInfo) -> ablation.AblationEffect:
     loaded = model_of(_info)
-    means = head_means(_info) if mode == "mean" and heads else None
+    means = head_means(_info) if mode == AblationMode.MEAN and heads else None
     # Recording clean patterns once per snapshot halves the cost of every pattern-preserving ablation after it.
-    needs_clean = mode == "pattern-preserving" and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
+    needs_clean = (
+        mode == AblationMode.PATTERN_PRESERVING and heads and min(h[0] for h in heads) < _info.model_config.n_layers - 1
+    )
     clean = _clean_patterns(snapshot_key(_info), _info) if needs_clean else None
     pr = probes(_info)
     with loaded.use():
@@ -206,7 +208,7 @@ def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: Sna
 def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mode: str) -> ablation.AblationEffect:
     """Measured on fixed small batches; the empty head set is the clean model, shared by every mode."""
     heads_t = tuple(sorted((int(a), int(b)) for a, b in heads))
-    return _effect(snapshot_key(info), heads_t, mode if heads_t else "zero", info)
+    return _effect(snapshot_key(info), heads_t, mode if heads_t else AblationMode.ZERO, info)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -214,7 +216,7 @@ def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode:
     loaded = model_of(_info)
     tokenizer = loaded.model.require_tokenizer()
     prepared = prepare_text(text, _info.model_config.n_ctx, tokenizer)
-    means = head_means(_info) if mode == "mean" and heads else None
+    means = head_means(_info) if mode == AblationMode.MEAN and heads else None
     with loaded.use(), torch.no_grad():
         clean = loaded.model(prepared.tokens[None])
         ablated = run_ablated(loaded.model, prepared.tokens, list(heads), mode, means)

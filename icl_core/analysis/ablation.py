@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -22,12 +23,39 @@ from icl_core.model.hooks import HookFn, HookPoint
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss, result_name
 
-ABLATION_MODES = ("zero", "mean", "pattern-preserving")
+
+class AblationMode(StrEnum):
+    """How a head is removed. A str, so stored results keyed by mode name and links (?mode=mean) read as before."""
+
+    ZERO = "zero"
+    MEAN = "mean"
+    PATTERN_PRESERVING = "pattern-preserving"
+
+    @property
+    def label(self) -> str:
+        return "pattern-preserving (the paper's)" if self is AblationMode.PATTERN_PRESERVING else self.value
+
+    @property
+    def help(self) -> str:
+        return _MODE_HELP[self]
 
 
-def check_mode(mode: str) -> None:
-    if mode not in ABLATION_MODES:
-        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {ABLATION_MODES}")
+_MODE_HELP = {
+    AblationMode.ZERO: "the head's output is replaced by zeros",
+    AblationMode.MEAN: "the head's output is replaced by its average over held-out text (keeps its 'typical' "
+    "contribution)",
+    AblationMode.PATTERN_PRESERVING: "the head's output is zeroed and every other head keeps the attention pattern "
+    "of the clean run, so later heads cannot re-route (Olsson et al.'s ablation)",
+}
+ABLATION_MODES = tuple(AblationMode)
+
+
+def check_mode(mode: str) -> AblationMode:
+    """The mode named, or ValueError naming the choices."""
+    try:
+        return AblationMode(mode)
+    except ValueError:
+        raise ValueError(f"unknown ablation mode {mode!r}; choose one of {[m.value for m in AblationMode]}") from None
 
 
 def _by_layer(heads: Iterable[Head]) -> dict[int, list[int]]:
@@ -107,12 +135,12 @@ def ablation_hooks(
     check_mode(mode)
     if not heads:
         return []
-    if mode == "mean":
+    if mode == AblationMode.MEAN:
         if means is None:
             raise ValueError("mean ablation needs head_output_means(model, reference)")
         return mean_ablation_hooks(heads, means)
     hooks = zero_ablation_hooks(heads)
-    if mode == "pattern-preserving":
+    if mode == AblationMode.PATTERN_PRESERVING:
         # Layers up to the first ablated one read the clean residual stream, so their patterns cannot
         # change: freezing only the later ones gives the same result for less work.
         later = list(range(min(layer for layer, _ in heads) + 1, model.cfg.n_layers))

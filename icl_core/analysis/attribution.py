@@ -28,7 +28,7 @@ import torch
 
 from icl_core import data
 from icl_core.analysis import metrics
-from icl_core.analysis.ablation import ablation_hooks, check_mode, head_output_means
+from icl_core.analysis.ablation import AblationMode, ablation_hooks, check_mode, head_output_means
 from icl_core.analysis.metrics import ICL_WINDOW, windowed_icl_score
 from icl_core.analysis.pca import token_positions
 from icl_core.analysis.phase import PhaseWindow, phase_window, stored_prefix_matching
@@ -80,7 +80,7 @@ def head_ablation_losses(
     model: AttnOnlyTransformer,
     tokens: torch.Tensor,
     positions: torch.Tensor,
-    mode: str = "pattern-preserving",
+    mode: str = AblationMode.PATTERN_PRESERVING,
     heads: Sequence[Head] | None = None,
     means: dict[int, torch.Tensor] | None = None,
     chunk: int = 16,
@@ -102,13 +102,13 @@ def head_ablation_losses(
     heads = [
         (int(a), int(b)) for a, b in (heads if heads is not None else all_heads(model.cfg.n_layers, model.cfg.n_heads))
     ]
-    if mode == "mean" and means is None:
+    if mode == AblationMode.MEAN and means is None:
         means = head_output_means(model, data.mean_reference(model.cfg.n_ctx, tokenizer=model.require_tokenizer()))
     device = next(model.parameters()).device
     last = model.cfg.n_layers - 1
     later_layers = list(range(1, model.cfg.n_layers))
     n = tokens.shape[0]
-    preserving = mode == "pattern-preserving"
+    preserving = mode == AblationMode.PATTERN_PRESERVING
     linear = model.cfg.normalization == "none"
     clean_out = torch.zeros(positions.shape)
     out = {h: torch.zeros(positions.shape) for h in heads}
@@ -133,7 +133,7 @@ def head_ablation_losses(
                 # every layer under pattern-preserving ablation. So no second forward pass is needed.
                 # (LayerNorm makes the change non-linear: those models take the second pass.)
                 removed = cache[result_name(layer)][:, :, h]
-                if mode == "mean":
+                if mode == AblationMode.MEAN:
                     removed = removed - means[layer][:length, h].to(removed)[None]
                 change = _propagate(model, cache, layer, removed, pos) @ model.W_U
                 out[head][idx] = _loss_at(gathered + change, part, pos).cpu()
@@ -240,7 +240,7 @@ def _windowed_icl_per_head(
 
 def ablation_table(
     model: AttnOnlyTransformer,
-    mode: str = "zero",
+    mode: str = AblationMode.ZERO,
     n_examples: int = 128,
     n_repeated: int = 16,
     repeat_len: int = 100,
@@ -269,7 +269,7 @@ def ablation_table(
         raise ValueError(f"sort_by must be 'delta_icl' or 'delta_second_half', got {sort_by!r}")
     cfg = model.cfg
     heads = all_heads(cfg.n_layers, cfg.n_heads)
-    if mode == "mean" and means is None:
+    if mode == AblationMode.MEAN and means is None:
         means = head_output_means(model, data.mean_reference(cfg.n_ctx, tokenizer=model.require_tokenizer()))
     pm = (
         torch.as_tensor(prefix_matching, dtype=torch.float32)
@@ -358,7 +358,7 @@ def before_after_vector(start: SnapshotInfo, end: SnapshotInfo, n_examples: int 
 def ablation_change_vectors(
     model: AttnOnlyTransformer,
     n_total: int,
-    mode: str = "pattern-preserving",
+    mode: str = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = None,
     heads: Sequence[Head] | None = None,
     chunk: int = 16,
@@ -437,7 +437,7 @@ def _stored_prefix_matching(snap: SnapshotInfo, model: AttnOnlyTransformer) -> t
 
 def phase_change_attribution(
     snaps: Sequence[SnapshotInfo],
-    mode: str = "pattern-preserving",
+    mode: str = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = 128,
     induction_threshold: float = INDUCTION_THRESHOLD,
     chunk: int = 16,
@@ -468,7 +468,7 @@ def phase_change_attribution(
 
 def attribution_over_training(
     snaps: Sequence[SnapshotInfo],
-    mode: str = "pattern-preserving",
+    mode: str = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = 64,
     steps: Sequence[int] | None = None,
     induction_threshold: float = INDUCTION_THRESHOLD,

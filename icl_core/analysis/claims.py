@@ -16,6 +16,7 @@ import torch
 
 from icl_core import data, evalset
 from icl_core.analysis import metrics
+from icl_core.analysis.ablation import AblationMode
 from icl_core.analysis.attribution import head_ablation_losses
 from icl_core.analysis.metrics import ICLScore
 from icl_core.analysis.phase import (
@@ -166,7 +167,9 @@ def paired_icl_change(start: SnapshotInfo, end: SnapshotInfo, tokens: torch.Tens
     return metrics.mean_with_se(b - a)
 
 
-def ablation_icl_changes(model: AttnOnlyTransformer, tokens: torch.Tensor, mode: str = "zero") -> dict[Head, ICLScore]:
+def ablation_icl_changes(
+    model: AttnOnlyTransformer, tokens: torch.Tensor, mode: str = AblationMode.ZERO
+) -> dict[Head, ICLScore]:
     """Per head ablated alone: its ICL score minus the clean one, example by example, with the paired s.e.
     Positive = the head carried in-context learning."""
     positions = torch.tensor([ICL_EARLY_TOKEN, ICL_LATE_TOKEN])[None].expand(len(tokens), -1)
