@@ -16,7 +16,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from icl_core import data  # noqa: E402
+from icl_core import (
+    data,  # noqa: E402
+    stdlib_text,
+)
 from icl_core.analysis.metrics import attention_patterns  # noqa: E402
 from icl_core.analysis.pca import joint_pca  # noqa: E402
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss  # noqa: E402
@@ -92,7 +95,7 @@ def main() -> None:
     train_model = AttnOnlyTransformer(cfg.model)
     opt = torch.optim.AdamW(train_model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(0)
-    corpus = data.corpus("train")
+    corpus = stdlib_text.corpus("train")
 
     def step():
         batch = data.sample_batch(corpus, cfg.batch_size, cfg.model.n_ctx, gen)

@@ -32,7 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import timed  # noqa: E402
 
-from icl_core import data  # noqa: E402
+from icl_core import (
+    data,  # noqa: E402
+    stdlib_text,
+)
 from icl_core.analysis import metrics  # noqa: E402
 from icl_core.analysis.evaluation import (  # noqa: E402
     DEFAULT_EVAL_EXAMPLES,
@@ -81,7 +84,7 @@ def train_tokenizer(folder: Path, vocab: int) -> BPETokenizer:
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # as GPT-NeoX's tokenizer.json
     tok.decoder = decoders.ByteLevel()
-    text = data.corpus("heldout").tobytes().decode("utf-8", errors="replace")
+    text = stdlib_text.corpus("heldout").tobytes().decode("utf-8", errors="replace")
     lines = text.splitlines()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=["<|endoftext|>", "<unk>"], show_progress=False)
     tok.train_from_iterator(lines, trainer)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from icl_core import data  # noqa: E402
+from icl_core import data, stdlib_text  # noqa: E402
 from icl_core.analysis import metrics  # noqa: E402
 from icl_core.analysis.phase import best_induction_score, phase_window  # noqa: E402
 from icl_core.model.config import TrainConfig, load_train_config  # noqa: E402
@@ -78,7 +78,9 @@ def throughput(cfg: TrainConfig, repeats: int = 30) -> tuple[float, float]:
     torch.manual_seed(0)
     ref = Reference(cfg)
     opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr)
-    batch = data.sample_batch(data.corpus("train"), cfg.batch_size, cfg.model.n_ctx, torch.Generator().manual_seed(0))
+    batch = data.sample_batch(
+        stdlib_text.corpus("train"), cfg.batch_size, cfg.model.n_ctx, torch.Generator().manual_seed(0)
+    )
 
     def ref_step() -> None:
         logits = ref(batch)
@@ -88,7 +90,7 @@ def throughput(cfg: TrainConfig, repeats: int = 30) -> tuple[float, float]:
         opt.step()
 
     ses = _setup(cfg, Path("/nonexistent-benchmark-run"), resume=False)
-    corpus = data.corpus("train")
+    corpus = stdlib_text.corpus("train")
     tokens_per_step = cfg.batch_size * cfg.model.n_ctx
     ours = _tokens_per_s(lambda: _train_step(ses, corpus), tokens_per_step, repeats)
     reference = _tokens_per_s(ref_step, tokens_per_step, repeats)
@@ -104,7 +106,7 @@ def reproduce_phase_change(cfg: TrainConfig, shipped_run: Path) -> dict:
         raise SystemExit(f"{shipped_run.name} has no phase change to reproduce")
     marks = {"start": window.start_step, "centre": window.center_step, "end": window.end_step}
     ses = _setup(cfg, Path("/nonexistent-benchmark-run"), resume=False)
-    corpus = data.corpus("train")
+    corpus = stdlib_text.corpus("train")
     probe, repeat_len = data.prefix_matching_probe(cfg.model.n_ctx)
     out: dict[str, dict] = {}
     start, paused = time.perf_counter(), 0.0

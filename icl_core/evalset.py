@@ -3,7 +3,7 @@
 Every held-out number the app stores or shows (ICL score, loss curve, PCA vector, probes) is computed
 on these tokens, not on whatever standard library the running interpreter has: a Space or a laptop
 with another Python evaluates on the same text as the stored metrics. Training text still comes from
-the local stdlib (data.corpus); runs record its hash so the app can say when it differs.
+the local stdlib (stdlib_text.corpus); runs record its hash so the app can say when it differs.
 
 Rebuild (only when the set's recipe changes; every stored metric then has to be recomputed):
     python -m icl_core.evalset --write
@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from icl_core import stdlib_text
 
 EVAL_SET_FILE = Path(__file__).with_name("eval_set.npz")
 N_EXAMPLES = 8192  # enough that the ICL score's standard error is about 0.03 nats (per-example sd ~2.7)
@@ -55,18 +57,16 @@ def build() -> tuple[np.ndarray, np.ndarray, dict]:
     """The set drawn from this interpreter's stdlib held-out split (only the --write command calls this)."""
     import torch
 
-    from icl_core import data
-
-    heldout = data.corpus("heldout")
+    heldout = stdlib_text.corpus("heldout")
     gen = torch.Generator().manual_seed(BUILD_SEED)
     starts = torch.randint(0, len(heldout) - EXAMPLE_LEN, (N_EXAMPLES,), generator=gen).numpy()
     examples = np.stack([heldout[s : s + EXAMPLE_LEN] for s in starts]).astype(np.uint8)
-    counts = np.bincount(data.corpus("train"), minlength=256)
+    counts = np.bincount(stdlib_text.corpus("train"), minlength=256)
     ranked = [int(t) for t in np.argsort(-counts, kind="stable") if counts[t] > 0]
     pool = np.asarray(ranked[PROBE_SKIP_TOP : PROBE_SKIP_TOP + N_PROBE_TOKENS], dtype=np.int16)
     info = {
         "python": platform.python_version(),
-        "heldout_corpus_sha256": data.corpus_sha256("heldout"),
+        "heldout_corpus_sha256": stdlib_text.corpus_sha256("heldout"),
         "seed": BUILD_SEED,
         "recipe": "windows of the stdlib held-out split; probe pool = train byte ranks 5..64",
     }

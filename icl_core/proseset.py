@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from icl_core import stdlib_text
+
 PROSE_SET_FILE = Path(__file__).with_name("prose_set.npz")
 N_EXAMPLES = 2048  # windows; the ICL score's standard error is then about 0.06 nats (paired differences less)
 EXAMPLE_LEN = 511  # bytes after the start token, as the code set (icl_core.evalset)
@@ -81,10 +83,9 @@ def _html_text(raw: bytes) -> bytes:
 
 def source_texts() -> dict[str, bytes]:
     """Each source's bytes, by name (only the --write command and the tests call this)."""
-    from icl_core import data
 
     texts = {f"common-licenses/{name}": (LICENSES_DIR / name).read_bytes() for name in LICENSES}
-    root = data.stdlib_root()
+    root = stdlib_text.stdlib_root()
     for rel in STDLIB_TEXTS:
         raw = (root / rel).read_bytes()
         texts[f"stdlib/{rel}"] = _html_text(raw) if rel.endswith(".html") else raw
@@ -119,9 +120,8 @@ def covered_by(text: np.ndarray, reference_hashes: np.ndarray, n: int = OVERLAP_
 
 
 def training_hashes() -> np.ndarray:
-    from icl_core import data
 
-    return np.unique(ngram_hashes(data.corpus("train")))  # sorted
+    return np.unique(ngram_hashes(stdlib_text.corpus("train")))  # sorted
 
 
 def build() -> tuple[np.ndarray, dict]:
@@ -136,11 +136,10 @@ def build() -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(BUILD_SEED)
     chosen = np.sort(rng.choice(starts, size=N_EXAMPLES, replace=False))
     examples = np.stack([joined[s : s + EXAMPLE_LEN] for s in chosen]).astype(np.uint8)
-    from icl_core import data
 
     info = {
         "python": platform.python_version(),
-        "train_corpus_sha256": data.corpus_sha256("train"),
+        "train_corpus_sha256": stdlib_text.corpus_sha256("train"),
         "seed": BUILD_SEED,
         "sources": {name: len(raw) for name, raw in texts.items()},
         "bytes": int(len(joined)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from icl_core import data, evalset, proseset
+from icl_core import evalset, proseset, stdlib_text
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def test_the_overlap_mask_marks_exactly_the_shared_strings() -> None:
 
 def test_no_prose_window_shares_24_bytes_with_the_training_text(train_hashes: np.ndarray) -> None:
     ps = proseset.load()
-    if ps.info["train_corpus_sha256"] != data.corpus_sha256("train"):
+    if ps.info["train_corpus_sha256"] != stdlib_text.corpus_sha256("train"):
         pytest.skip("this machine's standard library differs from the one the prose set was checked against")
     assert ps.examples.shape == (proseset.N_EXAMPLES, proseset.EXAMPLE_LEN)
     hits = [i for i, w in enumerate(ps.examples) if proseset.covered_by(w, train_hashes).any()]
@@ -31,7 +31,7 @@ def test_no_prose_window_shares_24_bytes_with_the_training_text(train_hashes: np
 
 def test_the_check_catches_a_planted_overlap(train_hashes: np.ndarray) -> None:
     window = proseset.load().examples[0].copy()
-    train = data.corpus("train")
+    train = stdlib_text.corpus("train")
     window[100:124] = train[5000:5024]  # 24 bytes of the training text
     mask = proseset.covered_by(window, train_hashes)
     assert mask[100:124].all() and mask.sum() >= 24

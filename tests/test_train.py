@@ -2,6 +2,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from icl_core import stdlib_text
 from icl_core.model.config import train_config_from_dict
 from icl_core.storage.snapshots import list_snapshots
 from icl_core.training.train import snapshot_steps, train
@@ -87,7 +88,7 @@ def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp
     manifest = read_manifest(tmp_path / "icl")
     assert manifest["eval_set_sha256"] == evalset.load().sha256
     assert manifest["prose_set_sha256"] == proseset.load().sha256
-    assert manifest["train_corpus_sha256"] == data.corpus_sha256("train")
+    assert manifest["train_corpus_sha256"] == stdlib_text.corpus_sha256("train")
     assert data.provenance_notes(manifest) == []
     other = {**manifest, "eval_set_sha256": "0" * 64, "train_corpus_sha256": "1" * 64, "prose_set_sha256": "2" * 64}
     assert len(data.provenance_notes(other)) == 3

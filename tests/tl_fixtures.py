@@ -160,9 +160,9 @@ def tl_repo(fake_hub: FakeHub) -> dict[int, torch.nn.Module]:
 def timaeus_tokenizer_json() -> bytes:
     """A 5,000-token BPE tokenizer standing in for georgeyw/TinyStories-tokenizer-5k (its vocabulary size; the
     real one's merges and start token are not known here: README, 'What is not verified')."""
-    from icl_core import data
+    from icl_core import stdlib_text
 
-    text = bytes(data.corpus("train")[:400_000]).decode("utf-8", errors="replace")
+    text = bytes(stdlib_text.corpus("train")[:400_000]).decode("utf-8", errors="replace")
     return tiny_tokenizer_json(5000, [text[i : i + 2000] for i in range(0, len(text), 2000)])
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icl_core import data
+from icl_core import data, stdlib_text
 from icl_core.analysis.metrics import copying_scores
 from icl_core.heads import Head, head_name
 from icl_core.model.fold import CircuitWeights, circuit_weights
@@ -287,7 +287,7 @@ def readable_tokens(n: int = 40, tokenizer: Tokenizer = BYTES) -> list[int]:
     another tokenizer, its n most frequent tokens on the held-out text (start token left out)."""
     if tokenizer != BYTES:
         return list(data.frequency_ranking(tokenizer)[:n])
-    counts = np.bincount(data.corpus("train"), minlength=256)
+    counts = np.bincount(stdlib_text.corpus("train"), minlength=256)
     printable = [t for t in range(32, 127) if counts[t] > 0]
     return sorted(printable, key=lambda t: (-int(counts[t]), t))[:n]
 

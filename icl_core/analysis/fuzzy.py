@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from icl_core import data
+from icl_core import data, stdlib_text
 from icl_core.analysis import metrics
 from icl_core.heads import head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
@@ -48,7 +48,7 @@ def case_twins(tokenizer: Tokenizer = BYTES) -> dict[int, int]:
     Bytes: the ASCII letters of the training text. Another tokenizer: its frequent tokens whose swapped-case text
     is itself a frequent token (e.g. " the" and " THE")."""
     if tokenizer == BYTES:
-        counts = np.bincount(data.corpus("train"), minlength=256)
+        counts = np.bincount(stdlib_text.corpus("train"), minlength=256)
         letters = [ord(c) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"]
         return {t: t ^ 0x20 for t in letters if counts[t] > 0 and counts[t ^ 0x20] > 0}
     frequent = _frequent(tokenizer)
@@ -87,7 +87,7 @@ def neighbour_candidates(tokenizer: Tokenizer = BYTES) -> list[int]:
     """
     if tokenizer != BYTES:
         return sorted(_frequent(tokenizer))
-    counts = np.bincount(data.corpus("train"), minlength=256)
+    counts = np.bincount(stdlib_text.corpus("train"), minlength=256)
     return [t for t in [9, 10, *range(32, 127)] if counts[t] > 0]
 
 

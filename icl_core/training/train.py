@@ -26,7 +26,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from icl_core import data, evalset, proseset
+from icl_core import data, evalset, proseset, stdlib_text
 from icl_core.analysis.evaluation import EvalData, evaluate
 from icl_core.errors import CheckpointError, ICLError
 from icl_core.model.config import TrainConfig, load_train_config
@@ -362,7 +362,7 @@ def _train(
     ses = _setup(cfg, run_dir, resume)
     schedule = schedule_of(cfg)
     done = {s.step for s in list_snapshots(run_dir)} if run_dir.exists() else set()
-    train_data = data.corpus("train")
+    train_data = stdlib_text.corpus("train")
     ev = EvalData.for_config(cfg) if ses.is_main else None
     log_path = run_dir / TRAIN_LOG
     command = command or " ".join(shlex.quote(a) for a in sys.argv)
@@ -431,7 +431,7 @@ def _provenance(
         # What the stored metrics were computed on, and what the model was trained on: the app compares both.
         "eval_set_sha256": evalset.load().sha256,
         "prose_set_sha256": proseset.load().sha256,
-        "train_corpus_sha256": data.corpus_sha256("train"),
+        "train_corpus_sha256": stdlib_text.corpus_sha256("train"),
     }
 
 
