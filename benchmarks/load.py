@@ -263,7 +263,7 @@ def hostile_visitor(data_dir: str) -> list:
     from icl_core.errors import ICLError
     from icl_core.model.config import load_train_config
     from icl_core.server_policy import server_policy
-    from icl_core.training import jobs
+    from icl_core.tasks import jobs
 
     os.environ["ICL_DATA_DIR"], os.environ["ICL_SHARED_SERVER"] = data_dir, "1"
     cfg = load_train_config(ROOT / "configs" / "attn2.json")
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(5)  # the job is training (and evaluating) by now
                 hostile_solo, hostile_logs = measure(url, args.sessions, args.seconds)
         finally:
-            from icl_core.training import jobs
+            from icl_core.tasks import jobs
 
             for job in started:
                 jobs.cancel_job(job.job_id, force=True)

@@ -2,7 +2,7 @@
 
 Serves a repo laid out as Neel Nanda's 2-layer run (tests/tl_fixtures.py: the ~50-key config, model_init.pth,
 ~160 checkpoints/tokens_{N:012d}.pth of 208 MB each, fp32, 48,262-token vocabulary, no b_U) from the local fake Hub,
-and runs the Models page's import as the app does: the background worker process (icl_core.storage.imports), which
+and runs the Models page's import as the app does: the background worker process (icl_core.tasks.imports), which
 lists, downloads, converts to fp16 and evaluates the default selection one checkpoint at a time. Every checkpoint
 holds the same random weights (the cost of a checkpoint does not depend on its values); the tokenizer is a BPE
 tokenizer trained here on the held-out text (no download), smaller than the real one, which changes which tokens
@@ -92,7 +92,8 @@ def main() -> None:
         from icl_core.analysis.evaluation import estimated_seconds
         from icl_core.processes import CHILDREN
         from icl_core.storage import hub as hub_module
-        from icl_core.storage import imports, tl_hub
+        from icl_core.storage import tl_hub
+        from icl_core.tasks import imports
 
         repo = tl_hub.list_repo(REPO)
         n = args.checkpoints or tl_hub.default_count(repo)

@@ -11,8 +11,9 @@ from icl_core.analysis.evaluation import estimated_seconds
 from icl_core.analysis.summary import SAME_DATA
 from icl_core.errors import ICLError
 from icl_core.model.config import ICL_FORMULA
-from icl_core.storage import hub, imports, published, tl_hub
+from icl_core.storage import hub, published, tl_hub
 from icl_core.storage.runs import refused_run_links
+from icl_core.tasks import imports
 from ui import cache, state
 from ui.quote import user_text
 

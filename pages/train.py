@@ -1,4 +1,4 @@
-"""Train page: start, watch, cancel and resume training jobs. All logic lives in icl_core.training.jobs."""
+"""Train page: start, watch, cancel and resume training jobs. All logic lives in icl_core.tasks.jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from icl_core.errors import ICLError
 from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
 from icl_core.server_policy import server_policy
 from icl_core.storage.runs import REPO_ROOT
-from icl_core.training import jobs
+from icl_core.tasks import jobs
 from ui import state
 from ui.quote import user_text
 

@@ -1,4 +1,4 @@
-"""A shared server stays fair (icl_core.server_policy, icl_core.training.jobs): one job per visitor, a cap on
+"""A shared server stays fair (icl_core.server_policy, icl_core.tasks.jobs): one job per visitor, a cap on
 training processes with a queue beyond it, and a cancel that ends every process of a job, DDP ranks included,
 before the job says it is cancelled. Real worker processes, slowed down so they are still running."""
 
@@ -16,13 +16,13 @@ from test_jobs import TINY, data_dir, wait_for  # noqa: F401 - data_dir is a fix
 from icl_core.errors import ConfigError, ICLError
 from icl_core.processes import pid_alive
 from icl_core.server_policy import server_policy
-from icl_core.training import jobs
+from icl_core.tasks import folder, jobs
 
 
 def job_pids(job: jobs.JobInfo) -> list[tuple[int, int | None]]:
     """Every process the job recorded, with its kernel start time: the launched one (torchrun or the worker) and
     each rank."""
-    files = [job.job_dir / jobs.PID_FILE, *(job.job_dir / jobs.RANKS_DIR).glob("*.json")]
+    files = [job.job_dir / folder.PID_FILE, *(job.job_dir / jobs.RANKS_DIR).glob("*.json")]
     found = {}
     for f in files:
         entry = json.loads(f.read_text())
@@ -59,23 +59,23 @@ def test_a_shared_server_queues_jobs_beyond_the_cap_and_gives_each_visitor_one(
     monkeypatch.setenv("ICL_JOB_STEP_DELAY_S", "0.3")  # the running job is still running when we look
     cfg = dataclasses.replace(TINY, total_steps=400)
     first = jobs.submit_job(dataclasses.replace(cfg, run_name="a1"), owner="alice")
-    assert not first.waiting and jobs.PID_FILE in os.listdir(first.job_dir)
+    assert not first.waiting and folder.PID_FILE in os.listdir(first.job_dir)
     with pytest.raises(ICLError, match="one training job per visitor"):
         jobs.submit_job(dataclasses.replace(cfg, run_name="a2"), owner="alice")
     second = jobs.submit_job(dataclasses.replace(cfg, run_name="b1"), owner="bob")
     third = jobs.submit_job(dataclasses.replace(cfg, run_name="c1"), owner="carol")
     assert second.waiting and third.waiting, "the cap (1 process) is taken: they wait"
-    assert not (second.job_dir / jobs.PID_FILE).exists(), "a waiting job has no process"
+    assert not (second.job_dir / folder.PID_FILE).exists(), "a waiting job has no process"
     assert jobs.queue_positions() == {second.job_id: 1, third.job_id: 2}
     time.sleep(0.5)
     assert jobs.read_status(second.job_id).state == jobs.QUEUED, "waiting is not mistaken for a dead worker"
 
     cancelled = jobs.cancel_job(third.job_id)  # waiting: cancelled at once, nothing to stop
-    assert cancelled.state == jobs.CANCELLED and not (third.job_dir / jobs.PID_FILE).exists()
+    assert cancelled.state == folder.CANCELLED and not (third.job_dir / folder.PID_FILE).exists()
     jobs.cancel_job(first.job_id, force=True)
-    assert jobs.read_status(first.job_id).state == jobs.CANCELLED
+    assert jobs.read_status(first.job_id).state == folder.CANCELLED
     started = jobs.read_status(second.job_id)
-    assert not started.waiting and (second.job_dir / jobs.PID_FILE).exists(), "the queue moved on"
+    assert not started.waiting and (second.job_dir / folder.PID_FILE).exists(), "the queue moved on"
     assert jobs.queue_positions() == {}
     jobs.cancel_job(second.job_id, force=True)
     assert all(not alive(p) for job in (first, second) for p in job_pids(jobs.read_status(job.job_id)))
@@ -98,17 +98,17 @@ def test_cancelling_a_ddp_job_ends_every_rank_before_it_says_cancelled(
     while time.time() < deadline:
         state = jobs.read_status(info.job_id).state
         seen.append(state)
-        if state == jobs.CANCELLED:
+        if state == folder.CANCELLED:
             assert not any(alive(p) for p in pids), "cancelled only once every process is gone"
             break
         time.sleep(0.05)
-    assert seen[-1] == jobs.CANCELLED, seen[-5:]
+    assert seen[-1] == folder.CANCELLED, seen[-5:]
 
     resumed = jobs.resume_job(info.job_id)
     resumed = wait_for(resumed.job_id, lambda j: j.state == jobs.RUNNING and len(job_pids(j)) >= 3, timeout=120)
     pids = job_pids(resumed)
     killed = jobs.cancel_job(resumed.job_id, force=True)  # kill now: every group, then the card
-    assert killed.state == jobs.CANCELLED
+    assert killed.state == folder.CANCELLED
     assert not any(alive(p) for p in pids), "no rank outlives a forced cancel"
 
 

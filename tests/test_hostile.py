@@ -27,7 +27,7 @@ from icl_core.storage import hub
 from icl_core.storage.lock import run_writer_lock
 from icl_core.storage.runs import EXTRA_RUNS_ENV
 from icl_core.storage.snapshots import TRAIN_LOG, list_snapshots, metrics_problem, scan_snapshots
-from icl_core.training import jobs
+from icl_core.tasks import jobs
 from icl_core.training.train import train
 from ui import state
 

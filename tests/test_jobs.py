@@ -20,7 +20,7 @@ from icl_core.errors import ConfigError
 from icl_core.model.config import ModelConfig, TrainConfig
 from icl_core.processes import CHILDREN
 from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
-from icl_core.training import jobs
+from icl_core.tasks import folder, jobs
 from icl_core.training.train import RESUME_WEIGHTS, TRAIN_LOG, train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def assert_no_partial_files(run_dir: Path) -> None:
 
 def test_job_runs_to_completion_with_monotonic_progress(reference) -> None:
     info, seen, wall = reference
-    assert info.state == jobs.FINISHED, info.error
+    assert info.state == folder.FINISHED, info.error
     assert info.step == info.total_steps == TINY.total_steps
     assert info.tokens == TINY.total_steps * TINY.batch_size * TINY.model.n_ctx
     assert seen == sorted(seen) and seen[-1] == TINY.total_steps
@@ -159,7 +159,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(reference, data_dir: 
     os.killpg(info.pid, signal.SIGKILL)
 
     crashed = wait_for(info.job_id, ended, timeout=10)
-    assert crashed.state == jobs.FAILED
+    assert crashed.state == folder.FAILED
     assert "killed by signal 9" in crashed.error
     assert crashed.step < TINY.total_steps
     assert_no_partial_files(info.run_dir)
@@ -168,7 +168,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(reference, data_dir: 
     resumed = jobs.resume_job(info.job_id)
     assert resumed.state in (jobs.QUEUED, jobs.RUNNING) and resumed.attempts == 2
     done = wait_for(info.job_id, ended)
-    assert done.state == jobs.FINISHED, done.error
+    assert done.state == folder.FINISHED, done.error
     assert done.step == TINY.total_steps
     starts = [int(n) for n in re.findall(r"from step (\d+)", jobs.tail_log(info.job_id, 200))]
     assert starts[0] == 0 and 0 < starts[1] <= crashed.step  # continued from a saved state, not from scratch
@@ -196,16 +196,16 @@ def test_cancel_then_resume(reference, data_dir: Path, monkeypatch) -> None:
     assert [j.job_id for j in jobs.list_jobs()] == [info.job_id]
     assert jobs.cancel_job(info.job_id).cancel_requested
     stopped = wait_for(info.job_id, ended, timeout=30)
-    assert stopped.state == jobs.CANCELLED, stopped.error
+    assert stopped.state == folder.CANCELLED, stopped.error
     assert 5 <= stopped.step < TINY.total_steps
     assert read_manifest(info.run_dir)["status"] == "cancelled"
-    assert jobs.cancel_job(info.job_id).state == jobs.CANCELLED  # cancelling twice changes nothing
+    assert jobs.cancel_job(info.job_id).state == folder.CANCELLED  # cancelling twice changes nothing
 
     monkeypatch.delenv("ICL_JOB_STEP_DELAY_S")
     jobs.resume_job(info.job_id)
     assert not jobs.read_status(info.job_id).cancel_requested
     done = wait_for(info.job_id, ended)
-    assert done.state == jobs.FINISHED, done.error
+    assert done.state == folder.FINISHED, done.error
     assert max_diff(final_weights(info.run_dir, 40), final_weights(ref.run_dir, 40)) <= RESUME_ATOL
 
 
@@ -280,12 +280,12 @@ def test_job_whose_worker_never_started_is_failed_after_a_while(data_dir: Path, 
     monkeypatch.setattr(jobs, "_spawn", lambda job_dir, nproc: None)
     info = jobs.submit_job(dataclasses.replace(TINY, run_name="orphan"))
     assert jobs.read_status(info.job_id).state == jobs.QUEUED  # it may still be starting
-    status_path = info.job_dir / jobs.STATUS_FILE
+    status_path = info.job_dir / folder.STATUS_FILE
     status = json.loads(status_path.read_text())
     assert not status["waiting"], "taken from the queue: judged by its last sign of life from now on"
-    status["created"] = status["heartbeat"] = time.time() - 2 * jobs.ORPHAN_TIMEOUT_S  # the spawn, long ago
+    status["created"] = status["heartbeat"] = time.time() - 2 * folder.ORPHAN_TIMEOUT_S  # the spawn, long ago
     status_path.write_text(json.dumps(status))
     failed = jobs.read_status(info.job_id)
-    assert failed.state == jobs.FAILED and failed.resumable
+    assert failed.state == folder.FAILED and failed.resumable
     jobs.delete_job(info.job_id)
     assert jobs.list_jobs() == []

@@ -27,6 +27,7 @@ from icl_core.errors import CheckpointError, HubError
 from icl_core.storage import hub, published, tl_hub
 from icl_core.storage.runs import discover_runs
 from icl_core.storage.snapshots import list_snapshots, load_model
+from icl_core.tasks import import_cli
 
 
 def fetched_files(fake_hub: FakeHub) -> set[str]:
@@ -430,12 +431,12 @@ def by_tokens_step(snaps, step: int) -> int:
 def test_the_command_line_imports_and_evaluates_the_default_selection(
     fake_hub: FakeHub, tl_repo, capsys: pytest.CaptureFixture
 ) -> None:
-    assert tl_hub.main([REPO, "--yes"]) == 0
+    assert import_cli.main([REPO, "--yes"]) == 0
     out = capsys.readouterr().out
     repo = tl_hub.list_repo(REPO)
     assert f"{tl_hub.default_count(repo)} of {len(repo.checkpoints)} checkpoints" in out and "keeps" in out
     snaps = list_snapshots(tl_hub.run_dir_for(repo))
     assert [s.tokens_seen for s in snaps] == TOKENS, "the default: every checkpoint of a repo this small"
     assert all(s.metrics.get("icl_score") is not None for s in snaps), "evaluated as it streamed"
-    assert tl_hub.main(["nobody/missing-repo", "--yes"]) == 1
+    assert import_cli.main(["nobody/missing-repo", "--yes"]) == 1
     assert "error:" in capsys.readouterr().err

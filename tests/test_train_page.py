@@ -12,7 +12,7 @@ from conftest import mark_apptest_session
 from streamlit.testing.v1 import AppTest
 
 from icl_core.processes import CHILDREN
-from icl_core.training import jobs
+from icl_core.tasks import folder, jobs
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
 
@@ -98,7 +98,7 @@ def test_valid_config_starts_a_job_that_can_be_cancelled(data_dir: Path) -> None
     while jobs.read_status(job.job_id).active and time.time() < deadline:
         time.sleep(0.1)
     at.run()
-    assert jobs.read_status(job.job_id).state == jobs.CANCELLED
+    assert jobs.read_status(job.job_id).state == folder.CANCELLED
     assert at.button(key=f"resume_{job.job_id}")  # offered once it has stopped
 
 

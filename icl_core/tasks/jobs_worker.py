@@ -1,6 +1,6 @@
-"""The process a training job runs in (started by icl_core.training.jobs).
+"""The process a training job runs in (started by icl_core.tasks.jobs).
 
-Usage: `python -m icl_core.training.jobs_worker JOB_DIR`.
+Usage: `python -m icl_core.tasks.jobs_worker JOB_DIR`.
 
 Under torchrun every rank runs this; rank 0 alone writes status.json, and train() shares rank 0's
 reading of the cancel marker with the other ranks.
@@ -24,34 +24,23 @@ from typing import Any
 from icl_core.errors import ICLError
 from icl_core.model.config import load_train_config
 from icl_core.processes import process_start_ticks
-from icl_core.storage.snapshots import atomic_write_json, read_json
-from icl_core.training.jobs import (
-    CANCEL_FILE,
-    CANCELLED,
-    CONFIG_FILE,
-    FAILED,
-    FINISHED,
-    JOB_FILE,
-    RANKS_DIR,
-    RUNNING,
-    STATUS_FILE,
-    read_job_json,
-    schedule,
-)
+from icl_core.storage.snapshots import atomic_write_json
+from icl_core.tasks import folder
+from icl_core.tasks.folder import CANCELLED, FAILED, FINISHED, read_json
+from icl_core.tasks.jobs import CONFIG_FILE, JOB_FILE, RANKS_DIR, RUNNING, schedule
 
 
 class _StatusWriter:
     """status.json of the job, written by rank 0 only (every write refreshes the heartbeat)."""
 
     def __init__(self, job_dir: Path, is_main: bool) -> None:
-        self.path = job_dir / STATUS_FILE
+        self.job_dir = job_dir
         self.is_main = is_main
-        self.status = read_job_json(self.path)
+        self.status = read_json(job_dir / folder.STATUS_FILE)
 
     def write(self, **changes: Any) -> None:
         if self.is_main:
-            self.status.update(changes, heartbeat=time.time())
-            atomic_write_json(self.path, self.status)
+            self.status = folder.write_status(self.job_dir, **changes)
 
     def say(self, line: str) -> None:
         if self.is_main:
@@ -64,7 +53,7 @@ def _stop_check(job_dir: Path, stop: dict[str, bool]) -> Callable[[], bool]:
     def should_stop() -> bool:
         if delay:
             time.sleep(delay)
-        return stop["signal"] or (job_dir / CANCEL_FILE).exists()
+        return stop["signal"] or folder.cancel_requested(job_dir)
 
     return should_stop
 
@@ -75,7 +64,7 @@ def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None
     from icl_core.training.train import RESUME_META, has_resume_state, pick_device, train
 
     cfg = load_train_config(job_dir / CONFIG_FILE)
-    run_dir = Path(read_job_json(job_dir / JOB_FILE)["run_dir"])
+    run_dir = Path(read_json(job_dir / JOB_FILE)["run_dir"])
     device = pick_device(cfg.device)
     if device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
         # Leave a core to the app: on a small CPU, oversubscribed threads make every op crawl.
@@ -103,7 +92,7 @@ def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None
         resume=True,
         progress=progress,
         should_stop=_stop_check(job_dir, stop),
-        command=f"{sys.executable} -m icl_core.training.jobs_worker {job_dir}",
+        command=f"{sys.executable} -m icl_core.tasks.jobs_worker {job_dir}",
     )
     if result == FINISHED and int(os.environ.get("RANK", 0)) == 0:
         _store_analyses(run_dir, out)
@@ -135,7 +124,7 @@ def _store_analyses(run_dir: Path, out: _StatusWriter) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m icl_core.training.jobs_worker JOB_DIR", file=sys.stderr)
+        print("usage: python -m icl_core.tasks.jobs_worker JOB_DIR", file=sys.stderr)
         return 2
     job_dir = Path(args[0]).resolve()
     stop = {"signal": False}

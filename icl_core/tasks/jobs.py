@@ -1,17 +1,12 @@
-"""Training jobs: each one a separate process, all of its state in a folder on disk.
+"""Training jobs: background tasks (icl_core.tasks.folder: status, pid, log, cancel in a folder of their own),
+each training one run in a process of its own.
 
     <data_dir>/jobs/<job_id>/job.json     fixed facts: run name, run folder, processes, creation time
     <data_dir>/jobs/<job_id>/config.json  the TrainConfig
-    <data_dir>/jobs/<job_id>/status.json  state, step, tokens, loss, ETA, heartbeat (atomic writes)
-    <data_dir>/jobs/<job_id>/pid.json     the launched process (pid and kernel start time)
     <data_dir>/jobs/<job_id>/ranks/N.json every training process (DDP rank N; rank 0 alone without DDP)
-    <data_dir>/jobs/<job_id>/log.txt      the worker's stdout and stderr
-    <data_dir>/jobs/<job_id>/cancel       present once a cancel was asked for
+    ... and the task files: status.json (state, step, tokens, loss, ETA), pid.json, log.txt, cancel
 
-Nothing lives in the app's memory, so jobs outlive Streamlit reruns and server restarts, and every
-browser session sees the same list. The run itself is written to user_runs_dir()/<run_name>, where
-discover_runs() finds it while it trains. Before the worker starts, the server writes status.json;
-afterwards only the worker does, except to record that a dead worker failed.
+The run itself is written to user_runs_dir()/<run_name>, where discover_runs() finds it while it trains.
 
 On a shared server (icl_core.server_policy) a visitor has one job at a time, and jobs start only while the
 training processes already running leave room under the cap; the others wait in a queue (state queued,
@@ -32,31 +27,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from icl_core.errors import ConfigError, ICLError
+from icl_core.errors import ConfigError
 from icl_core.model.config import TrainConfig, train_config_from_dict
-from icl_core.processes import CHILDREN, folder_lock, pid_alive, process_start_ticks, spawn_python
+from icl_core.processes import CHILDREN, folder_lock, pid_alive
 from icl_core.server_policy import server_policy
 from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
+from icl_core.tasks import folder
+from icl_core.tasks.folder import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    LOG_FILE,
+    PID_FILE,
+    RESUMABLE_STATES,
+    STATUS_FILE,
+    TaskError,
+    read_json,
+)
 
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
-STATUS_FILE = "status.json"
-PID_FILE = "pid.json"
-LOG_FILE = "log.txt"
-CANCEL_FILE = "cancel"
 RANKS_DIR = "ranks"
 
-QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
+QUEUED, RUNNING = "queued", "running"
 ACTIVE_STATES = (QUEUED, RUNNING)
-RESUMABLE_STATES = (CANCELLED, FAILED)
-
-# A worker that never recorded its pid (the server died between spawning it and writing pid.json)
-# is taken for dead after this long without a heartbeat.
-ORPHAN_TIMEOUT_S = 120.0
+STATES = (*ACTIVE_STATES, FINISHED, CANCELLED, FAILED)  # a job's, the final ones shared by every task kind
 
 
-class JobError(ICLError):
+class JobError(TaskError):
     """A job cannot be found or cannot do what was asked (e.g. resume a finished job)."""
 
 
@@ -96,7 +95,7 @@ class JobInfo:
 
     @property
     def fraction(self) -> float:
-        return min(1.0, max(0.0, self.step / self.total_steps)) if self.total_steps else 0.0
+        return folder.fraction(self.step, self.total_steps)
 
 
 def jobs_dir() -> Path:
@@ -202,7 +201,7 @@ def _read_all() -> list[JobInfo]:
         if child.is_dir() and (child / JOB_FILE).is_file():
             try:
                 infos.append(read_status(child.name))
-            except JobError:
+            except TaskError:
                 continue  # a folder being created or removed right now
     return infos
 
@@ -226,7 +225,7 @@ def read_status(job_id: str) -> JobInfo:
     elif status.get("state") in ACTIVE_STATES and not _worker_alive(job_dir, status):
         status = _read_status_dict(job_dir)  # the worker may have written its last status and exited
         if status.get("state") in ACTIVE_STATES:
-            if (job_dir / CANCEL_FILE).exists():  # it was asked to stop and is gone: that is a cancel
+            if folder.cancel_requested(job_dir):  # it was asked to stop and is gone: that is a cancel
                 status.update(state=CANCELLED, ended=time.time(), error=None)
             else:
                 status.update(state=FAILED, ended=time.time(), error=_crash_message(job_dir))
@@ -240,7 +239,7 @@ def cancel_job(job_id: str, force: bool = False) -> JobInfo:
     info = read_status(job_id)
     if not info.active:
         return info
-    (info.job_dir / CANCEL_FILE).touch()
+    folder.request_cancel(info.job_dir)
     if info.waiting:  # no process yet: nothing to stop
         with _jobs_lock():
             status = _read_status_dict(info.job_dir)
@@ -279,12 +278,8 @@ def resume_job(job_id: str) -> JobInfo:
         if not info.resumable:
             raise JobError(f"job {job_id} is {info.state}; only cancelled or failed jobs can be resumed")
         job_dir = info.job_dir
-        (job_dir / CANCEL_FILE).unlink(missing_ok=True)
-        # The old pid must not judge the new worker: until _spawn writes the new one, the fresh
-        # heartbeat below keeps the queued job alive for readers in other sessions.
-        (job_dir / PID_FILE).unlink(missing_ok=True)
-        for tmp in job_dir.glob(".*.tmp"):  # left by a status write that was killed half-way
-            tmp.unlink(missing_ok=True)
+        # Until _spawn records the new worker, the fresh heartbeat below keeps the queued job alive for readers.
+        folder.clear_for_restart(job_dir)
         status = _read_status_dict(job_dir)
         attempts = int(status.get("attempts") or 1) + 1
         status.update(state=QUEUED, error=None, ended=None, eta_s=None, heartbeat=time.time(), attempts=attempts)
@@ -310,14 +305,7 @@ def delete_job(job_id: str) -> None:
 
 def tail_log(job_id: str, n: int = 40) -> str:
     """The last n lines of the job's log."""
-    path = _job_dir(job_id) / LOG_FILE
-    if not path.exists():
-        return ""
-    with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        f.seek(max(0, f.tell() - 200 * max(n, 1) - 4096))  # logs lines are short; no need to read it all
-        text = f.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-n:]) if n > 0 else ""
+    return folder.tail_log(_job_dir(job_id), n)
 
 
 def suggest_run_name(base: str) -> str:
@@ -395,33 +383,25 @@ def _run_name_in_use(run_name: str) -> bool:
 def _spawn(job_dir: Path, nproc: int) -> None:
     if nproc > 1:
         args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        args += ["-m", "icl_core.training.jobs_worker", str(job_dir)]
+        args += ["-m", "icl_core.tasks.jobs_worker", str(job_dir)]
     else:
-        args = ["-m", "icl_core.training.jobs_worker", str(job_dir)]
+        args = ["-m", "icl_core.tasks.jobs_worker", str(job_dir)]
     try:
-        proc = spawn_python(args, job_dir / LOG_FILE)
+        folder.start_worker(job_dir, args)
     except OSError as exc:
-        status = _read_status_dict(job_dir)
-        status.update(state=FAILED, ended=time.time(), error=f"could not start the worker: {exc}")
-        atomic_write_json(job_dir / STATUS_FILE, status)
+        folder.write_status(job_dir, state=FAILED, ended=time.time(), error=f"could not start the worker: {exc}")
         raise JobError(f"could not start the training process: {exc}") from exc
-    atomic_write_json(job_dir / PID_FILE, {"pid": proc.pid, "start_ticks": process_start_ticks(proc.pid)})
 
 
 def _launched_pid(job_dir: Path) -> int | None:
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        return int(json.loads((job_dir / PID_FILE).read_text())["pid"])
-    return None
+    found = folder.launched(job_dir)
+    return found[0] if found else None
 
 
 def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | None]]:
     """(pid, start ticks) of the launched process and of the rank-0 worker (the same without torchrun;
     torchrun starts its ranks in sessions of their own, which outlive a killed launcher)."""
-    procs: list[tuple[int, int | None]] = []
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        launched = json.loads((job_dir / PID_FILE).read_text())
-        if isinstance(launched.get("pid"), int):
-            procs.append((launched["pid"], launched.get("start_ticks")))
+    procs: list[tuple[int, int | None]] = [found] if (found := folder.launched(job_dir)) else []
     worker = status.get("pid")
     if isinstance(worker, int) and worker not in [pid for pid, _ in procs]:
         procs.append((worker, status.get("pid_start_ticks")))
@@ -438,8 +418,7 @@ def _worker_alive(job_dir: Path, status: dict[str, Any]) -> bool:
         return True
     if (job_dir / PID_FILE).exists() or status.get("pid"):
         return any(pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
-    last_sign = status.get("heartbeat") or status.get("created") or 0.0
-    return time.time() - float(last_sign) < ORPHAN_TIMEOUT_S
+    return folder.launched_alive(job_dir, status)  # not recorded yet: judged by its heartbeat
 
 
 def _wait_dead(job_dir: Path, timeout: float) -> None:
@@ -481,18 +460,8 @@ def _job_dir(job_id: str) -> Path:
     return path
 
 
-def read_job_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise JobError(f"{path}: unreadable ({exc})") from exc
-    if not isinstance(value, dict):
-        raise JobError(f"{path}: expected a JSON object")
-    return value
-
-
 def _read_status_dict(job_dir: Path) -> dict[str, Any]:
-    return read_job_json(job_dir / STATUS_FILE)
+    return read_json(job_dir / STATUS_FILE)
 
 
 def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
@@ -518,7 +487,7 @@ def _initial_status(cfg: TrainConfig, now: float) -> dict[str, Any]:
 
 
 def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
-    job = read_job_json(job_dir / JOB_FILE)
+    job = read_json(job_dir / JOB_FILE)
 
     def opt_float(key: str) -> float | None:
         value = status.get(key)
@@ -543,7 +512,7 @@ def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
         nproc=int(job.get("nproc", 1)),
         attempts=int(status.get("attempts") or 1),
         error=status.get("error"),
-        cancel_requested=(job_dir / CANCEL_FILE).exists(),
+        cancel_requested=folder.cancel_requested(job_dir),
         job_dir=job_dir,
         run_dir=Path(job.get("run_dir", user_runs_dir() / str(job.get("run_name", "")))),
         waiting=bool(status.get("waiting")) and str(status.get("state")) == QUEUED,
