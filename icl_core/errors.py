@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-_REPO_ROOT = Path(__file__).resolve().parent.parent
+from icl_core.paths import REPO_ROOT
 
 
 def display_path(path: object) -> str:
     """A path as a user may see it: relative to the data folder or the repository, never the server's layout."""
     p = Path(str(path))
-    for root in (os.environ.get("ICL_DATA_DIR"), _REPO_ROOT):
+    for root in (os.environ.get("ICL_DATA_DIR"), REPO_ROOT):
         if root:
             try:
                 return p.resolve().relative_to(Path(root).resolve()).as_posix()

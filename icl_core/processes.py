@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from icl_core.storage.runs import REPO_ROOT
+from icl_core.paths import REPO_ROOT
 
 # Popen objects of workers this process started, so their exit is reaped (no zombies that look alive).
 CHILDREN: dict[int, subprocess.Popen] = {}

@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis import fuzzy
 from icl_core.analysis.ablation import ABLATION_MODES, AblationMode
 from icl_core.analysis.metrics import ICL_WINDOW
-from icl_core.analysis.summary import fmt_icl, fmt_tokens, summary_rows
+from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
@@ -133,10 +133,9 @@ except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot attribute the phase change: {user_text(exc, 500)}")
 else:
     if attr is None and attr_job.stored[0]:
-        one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
         st.info(
             f"**{sel.run.name}** shows no phase change, so there is nothing to attribute."
-            + (" As expected of a one-layer attention-only model: it cannot form induction heads." if one_layer else "")
+            + (f" {one_layer_note(cfg)}" if one_layer_note(cfg) else "")
         )
 if attr is not None:
     adf = pd.DataFrame(attr.records())

@@ -11,7 +11,7 @@ import streamlit as st
 
 from icl_core.analysis.phase import best_induction_head, phase_status
 from icl_core.analysis.summary import fmt_tokens
-from icl_core.analysis.text import PRESETS, TextAnalysis, TextInput, preset_text, top_attended
+from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextInput, preset_text, top_attended
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
@@ -31,7 +31,6 @@ LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_s
 FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
 SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")  # drawn as bars
-MAX_TEXT = 20_000
 WINDOWS, DEFAULT_WINDOW = [32, 48, 64, 96, 128], 64  # the heatmaps' "Tokens shown"
 URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and servers cut long URLs)
 
@@ -76,9 +75,9 @@ def _from_link(link: dict[str, str]) -> None:
     """Open on the link's text (?text=...) or preset (?preset=...); a bad preset warns and keeps the default."""
     text, preset = link.get("text"), link.get("preset")
     if text is not None:
-        if len(text) > MAX_TEXT:
-            st.warning(f"The link's text is {len(text):,} characters long: only the first {MAX_TEXT:,} are used.")
-            text = text[:MAX_TEXT]
+        if len(text) > MAX_TEXT_CHARS:
+            st.warning(f"The link's text is {len(text):,} characters long: only the first {MAX_TEXT_CHARS:,} are used.")
+            text = text[:MAX_TEXT_CHARS]
         st.session_state[TEXT_KEY] = text
         same = [p for p in PRESETS if _preset(p) == text]
         st.session_state[PRESET_KEY] = same[0] if same else CUSTOM
@@ -271,7 +270,7 @@ def text_views() -> None:
             height=90,
             on_change=_mark_custom,
             persist_state="session",
-            max_chars=MAX_TEXT,
+            max_chars=MAX_TEXT_CHARS,
         )
 
     # The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or

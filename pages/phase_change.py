@@ -14,9 +14,10 @@ from icl_core.analysis.summary import (
     fmt_tokens,
     head_score_rows,
     icl_rows,
+    one_layer_note,
     summary_rows,
 )
-from icl_core.analysis.text import repeat_lengths
+from icl_core.analysis.text import MAX_TEXT_CHARS, repeat_lengths
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
@@ -27,7 +28,6 @@ from ui.training_charts import ICL_TITLE
 
 PHASE_STEP_KEY = "phase_step"
 LOG_AXIS_KEY = "phase_log_axis"
-MAX_LOSS_CHANGE_TEXT = 2_000  # characters: two forward passes per edit
 MIN_REPEAT = 4  # tokens: a repeated stretch at least this long counts as something induction can continue
 # Code like the training text, with long names repeated: after the phase change their second occurrences are
 # predicted far better (Olsson et al.'s per-token figure shows the same on prose).
@@ -110,11 +110,7 @@ window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if wi
 sentence = describe_phase_change(window, snaps)
 if window is None:
     cfg = sel.snapshot.model_config
-    one_layer = cfg.n_layers == 1 and not cfg.smeared_keys
-    st.info(
-        f"**{sel.run.name}**: {sentence}."
-        + (" As expected: a one-layer attention-only model cannot form induction heads." if one_layer else "")
-    )
+    st.info(f"**{sel.run.name}**: {sentence}." + (f" {one_layer_note(cfg)}" if one_layer_note(cfg) else ""))
 else:
     st.success(
         f"**{sel.run.name}**: {sentence}. The selected step is **{phase_status(window, step)}**. "
@@ -362,7 +358,7 @@ pair = st.select_slider(
     key=f"phase_loss_pair_{sel.run.name}",  # a run's own steps: a new pair, at its window, for another run
     format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])}",
 )
-text = st.text_area("Text", value=LOSS_CHANGE_TEXT, key="phase_loss_text", max_chars=MAX_LOSS_CHANGE_TEXT, height=140)
+text = st.text_area("Text", value=LOSS_CHANGE_TEXT, key="phase_loss_text", max_chars=MAX_TEXT_CHARS, height=140)
 by_step = {s.step: s for s in snaps}
 try:
     _, before = cache.text_analysis(by_step[pair[0]], text)

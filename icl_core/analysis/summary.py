@@ -17,6 +17,7 @@ from icl_core.analysis.phase import (
 )
 from icl_core.errors import ICLError
 from icl_core.heads import head_name
+from icl_core.model.config import ModelConfig
 from icl_core.storage.runs import RunRef
 from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, read_manifest, read_run_config
 
@@ -38,6 +39,14 @@ def fmt_icl(metrics: dict[str, Any]) -> str | None:
         return None
     se = finite_or_none(metrics.get("icl_score_se"))
     return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
+
+
+def one_layer_note(cfg: ModelConfig) -> str:
+    """Why a run without a phase change is as expected: a one-layer attention-only model (no smeared keys) cannot
+    compose a previous-token head with an induction head. Empty for any other model."""
+    if cfg.n_layers == 1 and not cfg.smeared_keys:
+        return "As expected: a one-layer attention-only model cannot form induction heads."
+    return ""
 
 
 def fmt_icl_prose(metrics: dict[str, Any]) -> str | None:

@@ -56,6 +56,9 @@ class TextInput:
     notes: tuple[str, ...]  # what the user should know (truncation, multi-byte characters)
 
 
+MAX_TEXT_CHARS = 20_000  # what a text box takes; the model reads its first n_ctx tokens of it anyway
+
+
 def prepare_text(text: str, n_ctx: int, tokenizer: Tokenizer = BYTES) -> TextInput:
     """Encode typed text for a model; InputTextError for empty text, notes for truncation and non-ASCII."""
     if not text or not text.strip():

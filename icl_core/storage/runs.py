@@ -8,9 +8,9 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from icl_core.paths import REPO_ROOT
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_DIR = REPO_ROOT / "checkpoints"
 
 
