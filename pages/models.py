@@ -16,6 +16,7 @@ from icl_core.storage.runs import refused_run_links
 from icl_core.tasks import imports
 from ui import cache, state
 from ui.quote import user_text
+from ui.relay import run_relaying
 
 FLASH_KEY = "_models_flash"
 
@@ -127,7 +128,12 @@ if submitted:
         bar.progress(min(max(fraction, 0.0), 1.0), text=str(message) or "Downloading…")
 
     try:
-        path = hub.download_run(repo.strip(), revision=revision.strip() or None, token=token or None, progress=report)
+        path = run_relaying(
+            lambda relay: hub.download_run(
+                repo.strip(), revision=revision.strip() or None, token=token or None, progress=relay
+            ),
+            report,
+        )
     except ICLError as exc:
         bar.empty()
         st.error(user_text(exc, 500))

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from icl_core.errors import HubError  # noqa: E402
-from icl_core.storage import hub  # noqa: E402
+from icl_core.storage import hub, hub_publish  # noqa: E402
 
 
 def tracked_files(root: Path = ROOT) -> list[str]:
@@ -49,7 +49,7 @@ def deploy(space_id: str, token: str | None = None, private: bool = False, root:
             commit_message=f"Deploy {len(files)} files",
         )  # fmt: skip
     except Exception as exc:
-        raise hub.publish_error(exc, space_id, token, endpoint) from exc
+        raise hub_publish.publish_error(exc, space_id, token, endpoint) from exc
     return f"{endpoint}/spaces/{space_id}"
 
 
