@@ -15,7 +15,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, layout, state, text_charts, training_charts, vega
+from ui import cache, chrome, layout, state, text_charts, training_charts, vega
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -113,7 +113,7 @@ def _build_views(chosen: list[Head], mode: str) -> AblationViews:
     curve_chart = training_charts.loss_curves(
         curve_df,
         "In-context loss curve (held-out text, 9-token moving average)",
-        present=state.presenting(),
+        present=chrome.presenting(),
         series=("clean", "ablated"),  # one layout with or without the ablated curve: toggles only swap the data
     ).ready()
     compare = st.session_state.get(COMPARE_KEY, {})
@@ -196,7 +196,7 @@ def _build_all(chosen: list[Head], mode: str, text: str) -> tuple[AblationViews 
     try:
         prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
         predicted: Predicted | ICLError = (prepared, _predictions_views(rows) if rows else None)
-    except ICLError as exc:  # shown under the text box (state.from_text)
+    except ICLError as exc:  # shown under the text box (chrome.from_text)
         predicted = exc
     return views, predicted
 
@@ -359,7 +359,7 @@ st.caption(
 
 left, right = layout.panels("results", 2)
 with left:
-    state.show_chart(views.curve_chart, width="stretch")
+    chrome.show_chart(views.curve_chart, width="stretch")
     export_buttons(views.curve_chart, views.curve_df, f"ablation loss curve {sel.run.name} step {sel.step}")
 with right:
     st.html(views.comparison_html)
@@ -368,7 +368,7 @@ with right:
         return views.comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
 
     export_buttons(
-        lambda: text_charts.comparison_bars(_long_form(), _comparison_title(mode), present=state.presenting()),
+        lambda: text_charts.comparison_bars(_long_form(), _comparison_title(mode), present=chrome.presenting()),
         _long_form,
         f"ablation comparison {sel.run.name} step {sel.step}",
     )
@@ -383,7 +383,7 @@ def _predicted() -> Predicted:
     return predicted
 
 
-shown_predictions = state.from_text(_predicted)
+shown_predictions = chrome.from_text(_predicted)
 if shown_predictions is None:
     st.info("Type at least two characters to see predictions.")
     st.stop()

@@ -12,7 +12,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summa
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
-from ui import cache, head_charts, layout, state, training_charts
+from ui import cache, chrome, head_charts, layout, state, training_charts
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -99,7 +99,7 @@ if table is not None:
             f"{SORT_LABEL[key]} ({mode} ablation)",
             "Δ nats (ablated − clean)",
         )
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, df, f"ablation_table_{mode}")
     st.caption(
         f"ICL score here: the windowed estimate, {ICL_FORMULA} on {table.n_examples} held-out examples "
@@ -142,7 +142,7 @@ if attr is not None:
     left, right = layout.panels("attribution", 2)
     with left:
         chart = head_charts.head_bars(adf, "score", "Attribution of the phase change per head", "attribution score")
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, adf, f"phase_attribution_{attr_mode}")
         st.caption(
             f"Window: step {attr.start_step:,} → {attr.end_step:,} ({fmt_tokens(tokens_at[attr.start_step])} → "
@@ -172,7 +172,7 @@ if attr is not None:
                 color="head",
                 points=False,
             )
-            state.show_chart(chart, width="stretch")
+            chrome.show_chart(chart, width="stretch")
             export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
 
 # --- Fuzzy copying ---------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ else:
     left, right = layout.panels("fuzzy", [3, 2])
     with left:
         chart = head_charts.fuzzy_prefix_bars(rows, FUZZY_LABEL)
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, rows, "fuzzy_prefix_matching")
     with right:
         ldf = pd.DataFrame(
@@ -205,7 +205,7 @@ else:
             ]
         )
         chart = head_charts.fuzzy_loss_bars(ldf)
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, ldf, "fuzzy_second_copy_loss")
     if examples:
         st.caption(
@@ -257,7 +257,7 @@ elif parts:
                     se="icl_score_se" if icl else None,
                     subtitle=training_charts.ICL_SUBTITLE if icl else "",
                 )
-                state.show_chart(chart, width="stretch")
+                chrome.show_chart(chart, width="stretch")
                 export_buttons(chart, cdf[["series", "step", "tokens", y]], f"compare_{y}")
             else:
                 st.info(f"None of the chosen runs recorded {what}.")

@@ -15,7 +15,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextIn
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from ui import cache, layout, state, strips, text_charts, vega
+from ui import cache, chrome, layout, picks, play, state, strips, text_charts, vega
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -64,7 +64,7 @@ st.caption(
 sel = state.require_selection()
 info = sel.snapshot
 with st.container(horizontal=True, wrap=False, vertical_alignment="center"):  # the button keeps its width
-    state.play_button(sel.steps, key="attn_play")
+    play.play_button(sel.steps, key="attn_play")
     st.caption(
         f"Step {sel.step:,} of {sel.steps[-1]:,}: press Play to watch the heads change over training "
         "(the induction stripe appears at the phase change)."
@@ -112,7 +112,7 @@ class DestinationViews:
 
 def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> DestinationViews:
     n = len(an.tokens)
-    present = state.presenting()
+    present = chrome.presenting()
     strip = block(
         f"Where each head looks from token {query} '{an.labels[query]}'",
         note(
@@ -240,7 +240,7 @@ def text_views() -> None:
     text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
     try:
         computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
-    except ICLError as exc:  # shown under the text area (state.from_text)
+    except ICLError as exc:  # shown under the text area (chrome.from_text)
         computed = exc
     drawable = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2  # a text with a token to look at
     if drawable:
@@ -254,7 +254,7 @@ def text_views() -> None:
         layer_options, window, start = _settle_heatmap_choices(text, n, n_layers, query)
         layer_choice = st.session_state[LAYER_KEY]
         shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-        present = state.presenting()
+        present = chrome.presenting()
         heatmaps = heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE)
         scores = _scores_html(an, heads)
 
@@ -289,7 +289,7 @@ def text_views() -> None:
             raise computed
         return computed
 
-    state.from_text(_analysis)  # a bad text's message (and the end of the fragment), or the text's notes
+    chrome.from_text(_analysis)  # a bad text's message (and the end of the fragment), or the text's notes
     if not drawable:
         st.info("Type at least one more character: with only the start token there is nothing to attend to.")
         st.stop()
@@ -297,7 +297,7 @@ def text_views() -> None:
         st.warning(dest_warning)
 
     def _pick_destination(key: str) -> None:
-        position = state.picked_number(state.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
+        position = picks.picked_number(picks.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
         if isinstance(position, int) and 0 <= position < n:
             st.session_state[QUERY_KEY] = position
             st.session_state[PICKS_KEY] = st.session_state.get(PICKS_KEY, 0) + 1
@@ -326,13 +326,13 @@ def text_views() -> None:
         # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
         # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
         picker_key = f"{TOKEN_PICK_KEY}_{st.session_state.get(PICKS_KEY, 0)}"
-        state.show_chart(
+        chrome.show_chart(
             views.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
         )
         left, right = layout.panels("strip", [3, 2], gap="large")
         left.html(views.strip)
         right.html(views.prediction)
-        state.show_chart(views.loss, width="stretch")
+        chrome.show_chart(views.loss, width="stretch")
         export_buttons(views.loss, views.loss.table, f"per-token loss {sel.run.name} step {sel.step}")
         st.caption(
             "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "

@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, head_charts, layout, state, training_charts
+from ui import cache, chrome, head_charts, layout, state, training_charts
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -71,7 +71,7 @@ else:
         st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
         chart = head_charts.composition_heatmaps(comp)
-        state.show_chart(chart, width="content")
+        chrome.show_chart(chart, width="content")
         export_buttons(chart, comp.records(), "composition_scores")
         if best is not None and best[0] >= 1:
             col = comp.cols.index(best)
@@ -102,7 +102,7 @@ if copy_rows:
     left, right = layout.panels("copying", [3, 2])
     with left:
         chart = head_charts.copying_bars(copy_rows)
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, copy_rows, "copying_scores")
     with right:
         table = pd.DataFrame(copy_rows).drop(columns=["layer"])
@@ -171,14 +171,14 @@ else:
     left, right = layout.panels("qk", 2)
     with left:
         chart = head_charts.circuit_heatmap(qk, "direct path: query token's embedding vs key token's embedding")
-        state.show_chart(chart, width="content")
+        chrome.show_chart(chart, width="content")
         export_buttons(chart, qk.records(), f"qk_circuit_{head_label}")
     with right:
         if kqk is not None:
             chart = head_charts.circuit_heatmap(
                 kqk, f"keys carry what {head_name(prev)} copied in: a bright diagonal = induction"
             )
-            state.show_chart(chart, width="content")
+            chrome.show_chart(chart, width="content")
             export_buttons(chart, kqk.records(), f"kcomp_qk_circuit_{head_label}_{head_name(prev)}")
         else:
             st.info(
@@ -190,7 +190,7 @@ else:
         chart = head_charts.circuit_heatmap(
             ov, "row: the token attended to · column: the logit it raises (row mean removed)", "logit"
         )
-        state.show_chart(chart, width="content")
+        chrome.show_chart(chart, width="content")
         export_buttons(chart, ov.records(), f"ov_circuit_{head_label}")
     with right:
         st.markdown(
@@ -249,7 +249,7 @@ with left:
             color="series",
             points=False,
         )
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
         export_buttons(chart, shown, "composition_over_training")
 with right:
     metric = st.radio(
@@ -270,7 +270,7 @@ with right:
         color="head",
         points=False,
     )
-    state.show_chart(chart, width="stretch")
+    chrome.show_chart(chart, width="stretch")
     export_buttons(chart, df, "copying_over_training")
 st.caption(
     "Against tokens seen (log scale; the step is in the tooltip). Shaded orange: the phase change; red rule: the "

@@ -21,7 +21,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, repeat_lengths
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, layout, state, strips, training_charts
+from ui import cache, chrome, layout, picks, play, state, strips, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
@@ -45,12 +45,12 @@ PICK = "pick"  # the charts' click-selection parameter
 
 def pickable_chart(chart, base_key: str, run: str | None = None) -> None:
     """Draw a chart whose clicked point becomes the shared run/step (`run`: the run the chart is about)."""
-    key = state.selection_key(base_key)
-    state.show_chart(
+    key = picks.selection_key(base_key)
+    chrome.show_chart(
         chart,
         width="stretch",
         key=key,
-        on_select=lambda: state.apply_chart_pick(key, PICK, run),
+        on_select=lambda: picks.apply_chart_pick(key, PICK, run),
         selection_mode=PICK,
     )
 
@@ -60,7 +60,7 @@ def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None
     if pick_key:
         pickable_chart(chart, pick_key)
     else:
-        state.show_chart(chart, width="stretch")
+        chrome.show_chart(chart, width="stretch")
     export_buttons(chart, data, f"{sel.run.name} {name}")
 
 
@@ -92,7 +92,7 @@ with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # 
         "Training step",
         format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
     )
-    state.play_button(sel.steps, key="phase_play")
+    play.play_button(sel.steps, key="phase_play")
 log_x = st.toggle(
     "Log token axis",
     key=LOG_AXIS_KEY,
@@ -293,7 +293,7 @@ with c4:
             "Loss at each token index",
             on_top=f"step {step:,} (selected)",
             y_from=chosen,
-            present=state.presenting(),
+            present=chrome.presenting(),
         )
         chart_with_export(chart, df, "loss curves")
         if len(chosen) < len(curves):
@@ -324,7 +324,7 @@ else:
             if both.empty:
                 st.info(f"{ref.name} recorded no ICL score.")
                 continue
-            state.show_chart(
+            chrome.show_chart(
                 training_charts.over_training(
                     both,
                     "icl_score",

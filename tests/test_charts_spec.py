@@ -26,7 +26,7 @@ def test_every_chart_gets_the_spec_st_altair_chart_would_send(page: str, monkeyp
     monkeypatch.setattr(vega, "vega_lite_spec", recording)
     vega.cached_layout.cache_clear()  # layouts cached by earlier tests are built again, through vega_lite_spec
     at = open_page(page, run="attn2", step=shipped_last_step())
-    assert not at.exception and drawn, f"{page} drew no chart through state.show_chart"
+    assert not at.exception and drawn, f"{page} drew no chart through chrome.show_chart"
     assert len(at.get("vega_lite_chart")) >= len(drawn)
     monkeypatch.setenv(vega.VALIDATE_ENV, "0")  # the app's setting: no schema check
     for chart in drawn:

@@ -23,7 +23,7 @@ from icl_core.analysis.summary import nearest_step
 from icl_core.analysis.text import preset_text
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots
-from ui import state
+from ui import chrome, picks, state
 
 LAST = shipped_last_step()  # attn2's last step: links open there
 
@@ -119,7 +119,7 @@ def test_invalid_link_warns_and_falls_back(params: dict, expect_run: str, expect
 
 
 def test_chart_pick_reads_streamlit_point_selections() -> None:
-    pick = state.chart_pick
+    pick = picks.chart_pick
     assert pick({"selection": {"pick": [{"run": "attn1", "step": 500}]}}, "pick") == ("attn1", 500)
     # Charts about one run report only the step: the chart's run is used; the last point wins.
     assert pick({"selection": {"pick": [{"step": 10}, {"step": 20.0}]}}, "pick", "attn2") == ("attn2", 20)
@@ -161,7 +161,7 @@ def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
 def test_export_buttons_under_the_charts() -> None:
     at = open_app("pages/phase_change.py", run="attn2")
     assert not at.get("download_button")  # off by default: the pages redraw faster
-    at.toggle(key=state.DOWNLOADS_WIDGET).set_value(True).run()  # on from here, on every page
+    at.toggle(key=chrome.DOWNLOADS_WIDGET).set_value(True).run()  # on from here, on every page
     keys = {b.proto.id for b in at.get("download_button")}
     for chart in ("attn2_icl_score", "attn2_prefix-matching", "attn2_loss_pca"):
         for kind in ("png", "svg", "csv"):
@@ -202,7 +202,7 @@ def test_link_round_trip_of_destination_heads_and_ablation_mode() -> None:
 
 def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     at = open_app("pages/attention.py", run="attn2", step=str(LAST), present="1")
-    assert at.toggle(key=state.PRESENT_WIDGET).value and at.query_params["present"] == "1"
+    assert at.toggle(key=chrome.PRESENT_WIDGET).value and at.query_params["present"] == "1"
     picker = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Click a token" in c.proto.spec)
     assert picker["config"]["title"]["fontSize"] >= 20  # projector-sized type
     view = next(h.proto.body for h in at.get("html") if 'class="hm-view"' in h.proto.body)
@@ -212,7 +212,7 @@ def test_presenter_mode_from_the_link_and_the_toggle() -> None:
     assert all(len(text.split("\n")) == window for text in axes)
     assert int(re.search(r"--hm-font:(\d+)px", view).group(1)) >= 12  # readable from the back row
     assert any("stCaptionContainer" in h.proto.body for h in at.get("html"))  # long captions hidden
-    at.toggle(key=state.PRESENT_WIDGET).set_value(False).run()
+    at.toggle(key=chrome.PRESENT_WIDGET).set_value(False).run()
     assert "present" not in at.query_params
     picker = next(json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if "Click a token" in c.proto.spec)
     assert "fontSize" not in picker["config"]["title"]  # back to normal type (subtitles stay theme-neutral)

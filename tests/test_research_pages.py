@@ -18,7 +18,7 @@ from conftest import shipped_induction_head
 from streamlit.testing.v1 import AppTest
 
 from icl_core.storage.runs import EXTRA_RUNS_ENV
-from ui import export, head_charts, state
+from ui import chrome, export, head_charts
 
 TIMEOUT = 120
 CIRCUITS, ANALYSIS = "pages/circuits.py", "pages/analysis.py"
@@ -61,7 +61,7 @@ def test_pages_render_without_errors(page: str, run: str) -> None:
     at = open_page(page, run)
     assert not at.error, [e.value for e in at.error]
     assert at.get("vega_lite_chart"), "no chart drawn"
-    at.toggle(key=state.DOWNLOADS_WIDGET).set_value(True).run()
+    at.toggle(key=chrome.DOWNLOADS_WIDGET).set_value(True).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("download_button")) >= 3  # PNG, SVG and CSV under the first chart at least
     infos = " ".join(i.value for i in at.info)

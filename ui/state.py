@@ -9,7 +9,7 @@ whenever it differs. Streamlit's widget-bound query params are not used: they re
 switches. Page-owned params (the Attention page's `text` / `preset`) are kept for the page in
 link_params() and written with set_url_params().
 
-Linked views: a chart point selection (see chart_pick) sets the shared run/step through select(), from
+Linked views: a chart point selection (ui/picks.py) sets the shared run/step through select(), from
 the chart's on_select callback, so the sidebar picker, which runs before the page, already shows it.
 """
 
@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import re
 import threading
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import streamlit as st
 
 from icl_core.analysis.phase import phase_status
 from icl_core.analysis.summary import fmt_icl, fmt_icl_prose, fmt_tokens, nearest_step
-from icl_core.analysis.text import TextInput
-from icl_core.errors import ICLError, InputTextError
+from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache, export, layout, vega
+from ui import cache
+from ui.chrome import PRESENT_VALUE, downloads_toggle, presenter_toggle, presenting
 from ui.quote import user_text
 
 RUN_KEY = "run"
@@ -45,8 +44,6 @@ PENDING_RUN_KEY = "_pending_run_path"  # set by the Models page after a download
 
 # Query parameters of a shareable link.
 URL_RUN, URL_STEP, URL_PRESENT = "run", "step", "present"
-PRESENT_VALUE, PRESENT_WIDGET = "_presenting", "presenter_mode"
-DOWNLOADS_WIDGET = "download_buttons"  # the sidebar toggle; its value lives in export.SHOW_VALUE
 # Owned by pages: the Attention page's text, preset and destination token; the Ablation page's heads and mode.
 PAGE_URL_PARAMS = ("text", "preset", "dest", "heads", "mode")
 URL_READ = "_url_read"  # the link was read (once per session)
@@ -147,60 +144,6 @@ def select(run: str | None, step: int) -> None:
     set_step(step)
 
 
-def picked_point(state: Any, param: str) -> Mapping[str, Any] | None:
-    """The last point a chart's selection parameter `param` picked (its fields), or None."""
-    if not isinstance(state, Mapping):
-        return None
-    selection = state.get("selection")
-    picked = selection.get(param) if isinstance(selection, Mapping) else None
-    if isinstance(picked, Mapping):  # a point selection without fields comes as a dict of lists
-        picked = [picked]
-    if not isinstance(picked, (list, tuple)) or not picked:
-        return None
-    point = picked[-1]
-    return point if isinstance(point, Mapping) else None
-
-
-def picked_number(point: Mapping[str, Any] | None, field: str) -> int | float | None:
-    """The number a picked point carries in `field` (the last one, for a list), or None if it carries none."""
-    value = point.get(field) if point is not None else None
-    if isinstance(value, (list, tuple)):
-        value = value[-1] if value else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:  # NaN
-        return None
-    return value
-
-
-def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | None, int] | None:
-    """(run, step) of the point a chart's selection parameter `param` picked, or None (nothing picked).
-
-    `state` is what st.altair_chart(..., on_select=..., key=k) keeps in st.session_state[k]:
-    {"selection": {param: [{"run": ..., "step": ...}, ...]}} for a point selection over those fields.
-    The chart's own `run` field wins over `run` (the run the chart is about); the last picked point wins.
-    """
-    point = picked_point(state, param)
-    step = picked_number(point, "step")
-    if step is None:
-        return None
-    picked_run = point.get("run", run)
-    return (str(picked_run) if picked_run is not None else None), int(step)
-
-
-def apply_chart_pick(key: str, param: str, run: str | None = None) -> None:
-    """on_select callback of a chart drawn with `key`: its picked point becomes the shared run/step."""
-    picked = chart_pick(st.session_state.get(key), param, run)
-    if picked is not None:
-        select(*picked)
-
-
-def selection_key(base: str) -> str:
-    """A chart key that changes with the shared selection, so a picked point never stays selected in the browser.
-
-    (Picking the same point again after the slider moved would otherwise send no event.)
-    """
-    return f"{base}_{st.session_state.get(RUN_VALUE)}_{st.session_state.get(STEP_VALUE)}"
-
-
 def _remember_run() -> None:
     st.session_state[RUN_VALUE] = st.session_state[RUN_KEY]
     st.session_state.pop(URL_WARNINGS, None)
@@ -221,57 +164,6 @@ def step_slider(key: str, steps: list[int], label: str, format_func: Any, help: 
 
 def _take_step(key: str) -> None:
     set_step(st.session_state[key])
-
-
-PLAY_KEY = "_playing"  # the step is animating through the snapshots
-LAST_ADVANCE_KEY = "_play_last_advance"
-PLAY_INTERVAL_S = 1.5  # seconds per snapshot: time for a teacher to say what changed
-
-
-def next_step(steps: list[int], step: int) -> int | None:
-    """The snapshot after `step`, or None at the last one."""
-    later = [s for s in steps if s > step]
-    return later[0] if later else None
-
-
-def _toggle_play(steps: list[int]) -> None:
-    playing = not st.session_state.get(PLAY_KEY, False)
-    st.session_state[PLAY_KEY] = playing
-    st.session_state.pop(LAST_ADVANCE_KEY, None)
-    if playing and next_step(steps, st.session_state.get(STEP_VALUE, steps[-1])) is None:
-        set_step(steps[0])  # at the end: play from the start
-
-
-def play_button(steps: list[int], key: str) -> None:
-    """▶ Play / ⏸ Pause: animates the shared step through the snapshots, every page's views following it."""
-    playing = bool(st.session_state.get(PLAY_KEY))
-    st.button(
-        "⏸ Pause" if playing else "▶ Play",
-        key=key,
-        on_click=_toggle_play,
-        args=(steps,),
-        help=f"Step through the snapshots, one every {PLAY_INTERVAL_S:g} s.",
-    )
-    if playing:
-        _advance(steps)
-
-
-@st.fragment(run_every=PLAY_INTERVAL_S)
-def _advance(steps: list[int]) -> None:
-    # Runs once inside every full run, then on its timer: only a timer run (or the first after Play) moves on.
-    if not st.session_state.get(PLAY_KEY):
-        return
-    last = st.session_state.get(LAST_ADVANCE_KEY)
-    now = time.monotonic()
-    if last is not None and now - last < PLAY_INTERVAL_S * 0.8:
-        return
-    st.session_state[LAST_ADVANCE_KEY] = now
-    nxt = next_step(steps, st.session_state.get(STEP_VALUE, steps[-1]))
-    if nxt is None:
-        st.session_state[PLAY_KEY] = False
-    else:
-        set_step(nxt)
-    st.rerun(scope="app")
 
 
 def _read_url_once(by_name: Mapping[str, RunRef]) -> None:
@@ -319,25 +211,6 @@ def _apply_url_step(run: RunRef, steps: list[int]) -> None:
     st.session_state[STEP_VALUE] = nearest
 
 
-Result = TypeVar("Result")
-
-
-def from_text(compute: Callable[[], tuple[TextInput, Result]]) -> Result:
-    """`compute()`'s result for the visitor's text, its notes (truncation, multi-byte characters) shown as warnings.
-    A bad text or an unusable snapshot is shown as an error, and the page (or fragment) ends there."""
-    try:
-        prepared, result = compute()
-    except InputTextError as exc:
-        st.error(user_text(exc, 500))
-        st.stop()
-    except ICLError as exc:
-        st.error(f"Cannot use this snapshot: {user_text(exc, 500)}")
-        st.stop()
-    for warning in prepared.notes:
-        st.warning(warning)
-    return result
-
-
 def link_params(*keys: str) -> dict[str, str]:
     """The page-owned params `keys` of the link the session was opened with; each given out once."""
     values = st.session_state.get(URL_PAGE_VALUES) or {}
@@ -360,71 +233,13 @@ def _show_url_warnings() -> None:
 def sidebar_picker() -> Selection | None:
     """Draw the run and step widgets in the sidebar, store the Selection in session state and mirror it in the URL."""
     selection = _picker()
-    _presenter_toggle()
-    _downloads_toggle()
+    presenter_toggle()
+    downloads_toggle()
     _show_url_warnings()
     if selection is not None:
         set_url_params(**{URL_RUN: selection.run.name, URL_STEP: str(selection.step)})
     set_url_params(**{URL_PRESENT: "1" if presenting() else None})
     return selection
-
-
-def presenting() -> bool:
-    """Presenter mode: large type, every token labelled, short captions (a toggle, or ?present=1 in the link)."""
-    return bool(st.session_state.get(PRESENT_VALUE))
-
-
-# Presenter mode's page style: everything larger for the back row, the explanatory captions hidden (the
-# presenter says them), the token strips and tables bigger.
-PRESENTER_CSS = """<style>
-[data-testid="stMain"] { font-size: 1.25rem; }
-[data-testid="stMain"] p, [data-testid="stMain"] li, [data-testid="stMain"] label { font-size: 1.25rem !important; }
-[data-testid="stMain"] [data-testid="stCaptionContainer"], [data-testid="stMain"] .icl-note { display: none; }
-[data-testid="stMain"] .attn-view { font-size: 22px !important; }
-[data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stMetricValue"] p { font-size: 3rem !important; }
-</style>"""
-
-
-def _sidebar_toggle(label: str, widget: str, value: str, help_text: str) -> None:
-    """A sidebar toggle whose value lives in the plain session key `value`: widget state is dropped whenever a
-    widget is not drawn in a run, and each page's run draws the sidebar anew."""
-    st.session_state[widget] = bool(st.session_state.get(value))
-    st.sidebar.toggle(
-        label,
-        key=widget,
-        on_change=lambda: st.session_state.__setitem__(value, st.session_state[widget]),
-        help=help_text,
-    )
-
-
-def _downloads_toggle() -> None:
-    # Off by default: six download buttons took ~30 ms of the browser's JavaScript on every Attention page
-    # interaction (Chrome's timeline, 2 cores), a tenth of it.
-    _sidebar_toggle(
-        "Download buttons",
-        DOWNLOADS_WIDGET,
-        export.SHOW_VALUE,
-        "PNG, SVG and CSV buttons under every figure and table of data. Off, pages redraw faster.",
-    )
-
-
-def _presenter_toggle() -> None:
-    _sidebar_toggle(
-        "Presenter mode",
-        PRESENT_WIDGET,
-        PRESENT_VALUE,
-        "Large type and labels for a projector; the link gets ?present=1.",
-    )
-    if presenting():
-        st.html(PRESENTER_CSS + layout.PRESENTER_CSS)
-
-
-def show_chart(chart: Any, **kwargs: Any) -> Any:
-    """The chart as st.altair_chart draws it (vega.vega_lite_spec: its spec, minus Altair's schema check), readable
-    on light and dark themes, with presenter mode's large type when it is on."""
-    if isinstance(chart, vega.FilledChart):  # finished when its layout was built
-        return st.vega_lite_chart(chart.spec(), **kwargs)
-    return st.vega_lite_chart(vega.vega_lite_spec(vega.finish(chart, presenting())), **kwargs)
 
 
 def _picker() -> Selection | None:

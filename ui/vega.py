@@ -137,5 +137,5 @@ def _height_is_the_plots(chart: Any) -> Any:
 
 
 def pick_param(name: str, fields: Sequence[str]) -> alt.Parameter:
-    """A click selection of the nearest point, reporting `fields` (Streamlit returns them: see state.chart_pick)."""
+    """A click selection of the nearest point, reporting `fields` (Streamlit returns them: see picks.chart_pick)."""
     return alt.selection_point(name=name, fields=list(fields), on="click", nearest=True)
