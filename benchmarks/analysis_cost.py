@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench import cpu_reference_ms  # noqa: E402
 
-from icl_core.analysis import attribution, costs, precompute  # noqa: E402
+from icl_core.analysis import attribution, costs, head_table, precompute  # noqa: E402
 from icl_core.model.config import ModelConfig  # noqa: E402
 from icl_core.model.transformer import AttnOnlyTransformer  # noqa: E402
 from icl_core.storage.snapshots import list_snapshots, load_model  # noqa: E402
@@ -48,7 +48,7 @@ def measure_run(run: str) -> list[tuple[str, str, float, float]]:
         (
             run,
             "ablation table",
-            timed(lambda: attribution.ablation_table(model, "zero")),
+            timed(lambda: head_table.ablation_table(model, "zero")),
             costs.ablation_table_seconds(cfg),
         ),
         (
@@ -87,7 +87,7 @@ def main() -> int:
         (
             "wide 2L d256",
             "ablation table",
-            timed(lambda: attribution.ablation_table(model, "zero")),
+            timed(lambda: head_table.ablation_table(model, "zero")),
             costs.ablation_table_seconds(wide),
         )
     )

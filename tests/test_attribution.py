@@ -8,15 +8,15 @@ from icl_core import data
 from icl_core.analysis.ablation import head_output_means, run_ablated
 from icl_core.analysis.attribution import (
     ablation_change_vectors,
-    ablation_table,
     attribution_over_training,
     attribution_scores,
     before_after_vector,
-    head_ablation_losses,
     pca_examples,
     phase_change_attribution,
     phase_endpoints,
 )
+from icl_core.analysis.head_ablation import head_ablation_losses
+from icl_core.analysis.head_table import ablation_table
 from icl_core.analysis.metrics import icl_score, loss_curve, per_token_losses
 from icl_core.analysis.pca import select_positions, token_positions
 from icl_core.model.config import ModelConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import open_page
 
-from icl_core.analysis import attribution, costs, precompute
+from icl_core.analysis import attribution, costs, head_table, precompute
 from icl_core.analysis.phase import stored_prefix_matching
 from icl_core.model.config import ModelConfig, TrainConfig
 from icl_core.model.transformer import AttnOnlyTransformer
@@ -42,7 +42,7 @@ def test_stored_tables_equal_a_live_computation(run: Path) -> None:
     last = snaps[-1]
     for mode in ("zero", "pattern-preserving"):
         stored = precompute.stored_ablation_table(run, snaps, last.step, mode)
-        live = attribution.ablation_table(load_model(last), mode, prefix_matching=stored_prefix_matching(last))
+        live = head_table.ablation_table(load_model(last), mode, prefix_matching=stored_prefix_matching(last))
         assert stored is not None and stored.mode == mode
         assert [r.head for r in stored.rows] == [r.head for r in live.rows]
         for a, b in zip(stored.rows, live.rows, strict=True):
@@ -66,7 +66,8 @@ def test_pages_read_the_stored_analyses(run: Path, tmp_path: Path, monkeypatch: 
     def fail(*args, **kwargs):
         raise AssertionError("computed live although the run's analyses are stored")
 
-    for name in ("ablation_table", "attribution_over_training", "phase_change_attribution"):
+    monkeypatch.setattr(head_table, "ablation_table", fail)
+    for name in ("attribution_over_training", "phase_change_attribution"):
         monkeypatch.setattr(attribution, name, fail)
     monkeypatch.setattr(precompute, "circuits_rows", fail)
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
@@ -88,7 +89,7 @@ def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
     assert all(len(t) == len(snaps) for t in tables.values())
     last = snaps[-1]
     stored = precompute.stored_ablation_table(run, snaps, last.step, "zero")
-    live = attribution.ablation_table(load_model(last), "zero", prefix_matching=stored_prefix_matching(last))
+    live = head_table.ablation_table(load_model(last), "zero", prefix_matching=stored_prefix_matching(last))
     assert [r.head for r in stored.rows] == [r.head for r in live.rows]
     for a, b in zip(stored.rows, live.rows, strict=True):
         for field in ("delta_icl", "delta_second_half", "prefix_matching"):
@@ -121,8 +122,8 @@ def test_a_costly_analysis_states_its_cost_and_runs_only_when_asked(
     for rate in ("ABLATION_TABLE_RATE", "CIRCUITS_RATE"):
         monkeypatch.setattr(costs, rate, 1e3)
     calls: list[str] = []
-    real_table, real_rows = attribution.ablation_table, precompute.circuits_rows
-    monkeypatch.setattr(attribution, "ablation_table", lambda *a, **k: calls.append("table") or real_table(*a, **k))
+    real_table, real_rows = head_table.ablation_table, precompute.circuits_rows
+    monkeypatch.setattr(head_table, "ablation_table", lambda *a, **k: calls.append("table") or real_table(*a, **k))
     monkeypatch.setattr(precompute, "circuits_rows", lambda *a, **k: calls.append("circuits") or real_rows(*a, **k))
     monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path))
     monkeypatch.setenv(EXTRA_RUNS_ENV, str(live_run))
@@ -156,7 +157,7 @@ def test_the_costly_analyses_report_their_progress(live_run: Path) -> None:
     snaps = list_snapshots(live_run)
     seen: dict[str, list[tuple[int, int]]] = {"table": [], "circuits": []}
     long_context = AttnOnlyTransformer(ModelConfig(n_layers=2, n_heads=1, d_model=8, d_head=8, n_ctx=520)).eval()
-    attribution.ablation_table(long_context, "zero", n_examples=40, progress=lambda d, t: seen["table"].append((d, t)))
+    head_table.ablation_table(long_context, "zero", n_examples=40, progress=lambda d, t: seen["table"].append((d, t)))
     precompute.circuits_rows(snaps, progress=lambda d, t: seen["circuits"].append((d, t)))
     # Batches of 16: 40 held-out examples for the ICL score (3), then 16 repeated sequences (1).
     assert seen["table"] == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -22,7 +22,18 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import ablation, attribution, circuits, costs, fuzzy, pca, phase, precompute, summary
+from icl_core.analysis import (
+    ablation,
+    attribution,
+    circuits,
+    costs,
+    fuzzy,
+    head_table,
+    pca,
+    phase,
+    precompute,
+    summary,
+)
 from icl_core.analysis.ablation import AblationMode, run_ablated
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
@@ -351,18 +362,18 @@ def circuits_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> Cost
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _stored_ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> attribution.AblationTable | None:
+def _stored_ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> head_table.AblationTable | None:
     return precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
 
 
-def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[attribution.AblationTable]:
+def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[head_table.AblationTable]:
     stored = _stored_ablation_table(snapshot_key(info), mode, info)
 
-    def compute(progress: Progress) -> attribution.AblationTable:
+    def compute(progress: Progress) -> head_table.AblationTable:
         loaded = model_of(info)
         with loaded.use():
             pm = stored_prefix_matching(info)
-            return attribution.ablation_table(loaded.model, mode, prefix_matching=pm, progress=progress)
+            return head_table.ablation_table(loaded.model, mode, prefix_matching=pm, progress=progress)
 
     return CostlyAnalysis(
         key=("ablation table", snapshot_key(info), mode),

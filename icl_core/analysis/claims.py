@@ -17,7 +17,7 @@ import torch
 from icl_core import data, evalset
 from icl_core.analysis import metrics
 from icl_core.analysis.ablation import AblationMode
-from icl_core.analysis.attribution import head_ablation_losses
+from icl_core.analysis.head_ablation import head_ablation_losses
 from icl_core.analysis.metrics import ICLScore
 from icl_core.analysis.phase import (
     PhaseWindow,

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from icl_core.analysis import attribution, circuits
+from icl_core.analysis import attribution, circuits, head_table
 from icl_core.analysis.ablation import ABLATION_MODES
 from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
 from icl_core.errors import ICLError
@@ -72,9 +72,9 @@ def save(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], data: Any) -> 
 # -- (de)serialising the analyses' dataclasses ---------------------------------------------------------------
 
 
-def ablation_table_from_dict(d: dict[str, Any]) -> attribution.AblationTable:
-    rows = [attribution.AblationRow(**r) for r in d["rows"]]
-    return attribution.AblationTable(**{**d, "rows": rows})
+def ablation_table_from_dict(d: dict[str, Any]) -> head_table.AblationTable:
+    rows = [head_table.AblationRow(**r) for r in d["rows"]]
+    return head_table.AblationTable(**{**d, "rows": rows})
 
 
 def phase_attribution_from_dict(d: dict[str, Any]) -> attribution.PhaseAttribution:
@@ -130,7 +130,7 @@ def precompute_run(run_dir: Path, modes: Sequence[str] = ABLATION_MODES, say: Ca
     for i, snap in enumerate(snaps):
         model = load_model(snap)
         for mode in modes:
-            table = attribution.ablation_table(model, mode, prefix_matching=stored_prefix_matching(snap))
+            table = head_table.ablation_table(model, mode, prefix_matching=stored_prefix_matching(snap))
             tables[mode][str(snap.step)] = asdict(table)
         say(f"{run_dir.name}: ablation tables {i + 1}/{len(snaps)} ({time.time() - t0:.0f}s)")
     save(run_dir, ABLATION_TABLES, snaps, tables)
