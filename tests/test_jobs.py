@@ -277,7 +277,7 @@ def test_torchrun_ddp_matches_single_process(tmp_path: Path) -> None:
 
 def test_job_whose_worker_never_started_is_failed_after_a_while(data_dir: Path, monkeypatch) -> None:
     """A server that died between writing a job and starting its worker leaves a queued job, no process."""
-    monkeypatch.setattr(jobs, "_spawn", lambda job_dir, nproc: None)
+    monkeypatch.setattr(jobs, "spawn", lambda job_dir, nproc: None)
     info = jobs.submit_job(dataclasses.replace(TINY, run_name="orphan"))
     assert jobs.read_status(info.job_id).state == jobs.QUEUED  # it may still be starting
     status_path = info.job_dir / folder.STATUS_FILE

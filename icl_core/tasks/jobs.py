@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +26,7 @@ from typing import Any
 
 from icl_core.errors import ConfigError
 from icl_core.model.config import TrainConfig, train_config_from_dict
-from icl_core.processes import CHILDREN, folder_lock, pid_alive
+from icl_core.processes import folder_lock, pid_alive
 from icl_core.server_policy import server_policy
 from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
@@ -39,24 +36,29 @@ from icl_core.tasks.folder import (
     FAILED,
     FINISHED,
     LOG_FILE,
-    PID_FILE,
     RESUMABLE_STATES,
     STATUS_FILE,
     TaskError,
     read_json,
 )
+from icl_core.tasks.job_processes import (
+    RANKS_DIR,
+    JobError,
+    crash_message,
+    kill_group,
+    launched_pid,
+    processes,
+    spawn,
+    wait_dead,
+    worker_alive,
+)
 
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
-RANKS_DIR = "ranks"
 
 QUEUED, RUNNING = "queued", "running"
 ACTIVE_STATES = (QUEUED, RUNNING)
 STATES = (*ACTIVE_STATES, FINISHED, CANCELLED, FAILED)  # a job's, the final ones shared by every task kind
-
-
-class JobError(TaskError):
-    """A job cannot be found or cannot do what was asked (e.g. resume a finished job)."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def _schedule() -> None:
         status.update(waiting=False, heartbeat=time.time())
         atomic_write_json(job.job_dir / STATUS_FILE, status)
         try:
-            _spawn(job.job_dir, job.nproc)
+            spawn(job.job_dir, job.nproc)
         except JobError:  # recorded in its status as failed; the next one may still start
             continue
         running += job.nproc
@@ -219,16 +221,16 @@ def read_status(job_id: str) -> JobInfo:
     """The job's current state. A job whose worker is gone but whose status says active becomes failed."""
     job_dir = _job_dir(job_id)
     status = _read_status_dict(job_dir)
-    if status.get("state") == CANCELLED and any(pid_alive(p, t) for p, t in _processes(job_dir, status)):
+    if status.get("state") == CANCELLED and any(pid_alive(p, t) for p, t in processes(job_dir, status)):
         # Rank 0 said so, but a rank is still exiting: the job is not over until every process is.
         status = {**status, "state": RUNNING, "ended": None}
-    elif status.get("state") in ACTIVE_STATES and not _worker_alive(job_dir, status):
+    elif status.get("state") in ACTIVE_STATES and not worker_alive(job_dir, status):
         status = _read_status_dict(job_dir)  # the worker may have written its last status and exited
         if status.get("state") in ACTIVE_STATES:
             if folder.cancel_requested(job_dir):  # it was asked to stop and is gone: that is a cancel
                 status.update(state=CANCELLED, ended=time.time(), error=None)
             else:
-                status.update(state=FAILED, ended=time.time(), error=_crash_message(job_dir))
+                status.update(state=FAILED, ended=time.time(), error=crash_message(job_dir))
             atomic_write_json(job_dir / STATUS_FILE, status)
     return _to_info(job_dir, status)
 
@@ -248,27 +250,16 @@ def cancel_job(job_id: str, force: bool = False) -> JobInfo:
                 atomic_write_json(info.job_dir / STATUS_FILE, status)
         return read_status(job_id)
     if force:
-        for pid, ticks in _processes(info.job_dir, _read_status_dict(info.job_dir)):
+        for pid, ticks in processes(info.job_dir, _read_status_dict(info.job_dir)):
             if pid_alive(pid, ticks):
-                _kill_group(pid)
-        _wait_dead(info.job_dir, timeout=10.0)
+                kill_group(pid)
+        wait_dead(info.job_dir, timeout=10.0)
         status = _read_status_dict(info.job_dir)
-        if status.get("state") in ACTIVE_STATES and not _worker_alive(info.job_dir, status):
+        if status.get("state") in ACTIVE_STATES and not worker_alive(info.job_dir, status):
             status.update(state=CANCELLED, ended=time.time(), error=None)
             atomic_write_json(info.job_dir / STATUS_FILE, status)
     schedule()
     return read_status(job_id)
-
-
-def _kill_group(pid: int) -> None:
-    """SIGKILL the process group of pid (its own session for a worker; torchrun's ranks may sit in theirs),
-    never this process's own group."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        group = os.getpgid(pid)
-        if group != os.getpgrp():
-            os.killpg(group, signal.SIGKILL)
-        else:
-            os.kill(pid, signal.SIGKILL)
 
 
 def resume_job(job_id: str) -> JobInfo:
@@ -278,7 +269,7 @@ def resume_job(job_id: str) -> JobInfo:
         if not info.resumable:
             raise JobError(f"job {job_id} is {info.state}; only cancelled or failed jobs can be resumed")
         job_dir = info.job_dir
-        # Until _spawn records the new worker, the fresh heartbeat below keeps the queued job alive for readers.
+        # Until spawn records the new worker, the fresh heartbeat below keeps the queued job alive for readers.
         folder.clear_for_restart(job_dir)
         status = _read_status_dict(job_dir)
         attempts = int(status.get("attempts") or 1) + 1
@@ -377,72 +368,6 @@ def _run_name_in_use(run_name: str) -> bool:
     return False
 
 
-# ---------------------------------------------------------------- processes
-
-
-def _spawn(job_dir: Path, nproc: int) -> None:
-    if nproc > 1:
-        args = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-        args += ["-m", "icl_core.tasks.jobs_worker", str(job_dir)]
-    else:
-        args = ["-m", "icl_core.tasks.jobs_worker", str(job_dir)]
-    try:
-        folder.start_worker(job_dir, args)
-    except OSError as exc:
-        folder.write_status(job_dir, state=FAILED, ended=time.time(), error=f"could not start the worker: {exc}")
-        raise JobError(f"could not start the training process: {exc}") from exc
-
-
-def _launched_pid(job_dir: Path) -> int | None:
-    found = folder.launched(job_dir)
-    return found[0] if found else None
-
-
-def _processes(job_dir: Path, status: dict[str, Any]) -> list[tuple[int, int | None]]:
-    """(pid, start ticks) of the launched process and of the rank-0 worker (the same without torchrun;
-    torchrun starts its ranks in sessions of their own, which outlive a killed launcher)."""
-    procs: list[tuple[int, int | None]] = [found] if (found := folder.launched(job_dir)) else []
-    worker = status.get("pid")
-    if isinstance(worker, int) and worker not in [pid for pid, _ in procs]:
-        procs.append((worker, status.get("pid_start_ticks")))
-    for rank_file in sorted((job_dir / RANKS_DIR).glob("*.json")):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            rank = json.loads(rank_file.read_text())
-            if isinstance(rank.get("pid"), int) and rank["pid"] not in [pid for pid, _ in procs]:
-                procs.append((rank["pid"], rank.get("start_ticks")))
-    return procs
-
-
-def _worker_alive(job_dir: Path, status: dict[str, Any]) -> bool:
-    if status.get("waiting"):  # queued for room: alive by definition, it has no process to lose
-        return True
-    if (job_dir / PID_FILE).exists() or status.get("pid"):
-        return any(pid_alive(pid, ticks) for pid, ticks in _processes(job_dir, status))
-    return folder.launched_alive(job_dir, status)  # not recorded yet: judged by its heartbeat
-
-
-def _wait_dead(job_dir: Path, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and _worker_alive(job_dir, _read_status_dict(job_dir)):
-        time.sleep(0.05)
-
-
-def _crash_message(job_dir: Path) -> str:
-    pid = _launched_pid(job_dir)
-    proc = CHILDREN.get(pid) if pid is not None else None
-    how = "exited unexpectedly"
-    if proc is not None:
-        # It may have been seen as a zombie an instant before it could be reaped.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2)
-        code = proc.returncode
-        if code is not None:
-            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    last = [ln for ln in tail_log(job_dir.name, 5).splitlines() if ln.strip()]
-    hint = f"; last log line: {last[-1]}" if last else ""
-    return f"the training process (pid {pid}) {how}; resume the job to continue from its last saved state{hint}"
-
-
 # ---------------------------------------------------------------- files
 
 
@@ -503,7 +428,7 @@ def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
         loss=opt_float("loss"),
         eta_s=opt_float("eta_s"),
         snapshots=int(status.get("snapshots") or 0),
-        pid=_launched_pid(job_dir),
+        pid=launched_pid(job_dir),
         heartbeat=opt_float("heartbeat"),
         created=float(job.get("created", status.get("created") or 0.0)),
         started=opt_float("started"),
