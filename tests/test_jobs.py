@@ -21,7 +21,8 @@ from icl_core.model.config import ModelConfig, TrainConfig
 from icl_core.processes import CHILDREN
 from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
 from icl_core.tasks import folder, jobs
-from icl_core.training.train import RESUME_WEIGHTS, TRAIN_LOG, train
+from icl_core.training.resume import RESUME_WEIGHTS
+from icl_core.training.train import TRAIN_LOG, train
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -61,7 +61,8 @@ def _stop_check(job_dir: Path, stop: dict[str, bool]) -> Callable[[], bool]:
 def _train_job(job_dir: Path, out: _StatusWriter, stop: dict[str, bool]) -> None:
     import torch
 
-    from icl_core.training.train import RESUME_META, has_resume_state, pick_device, train
+    from icl_core.training.resume import RESUME_META, has_resume_state
+    from icl_core.training.train import pick_device, train
 
     cfg = load_train_config(job_dir / CONFIG_FILE)
     run_dir = Path(read_json(job_dir / JOB_FILE)["run_dir"])
