@@ -26,7 +26,7 @@ def _import_app_modules() -> None:
     # Streamlit's emoji table (a regex it compiles on the first page: ~230 ms, py-spy), then the PCA's scikit-learn.
     importlib.import_module("streamlit.emojis")
     importlib.import_module("sklearn.decomposition")
-    # Out of the garbage collector's reach from now on (ui/cache.freeze_long_lived_objects says why): otherwise the
+    # Out of the garbage collector's reach from now on (ui/server.freeze_long_lived_objects says why): otherwise the
     # first visit's full collections scan every object these imports made, 100-200 ms (gc callbacks).
     gc.collect()
     gc.freeze()

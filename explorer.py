@@ -6,11 +6,11 @@ drawn here, before the page, so every page shares it.
 
 from __future__ import annotations
 
-from ui import cache, nav, state
+from ui import nav, server, state
 
-cache.limit_torch_threads()
+server.limit_torch_threads()
 page = nav.navigation()
 with state.app_run():
     state.sidebar_picker()
     page.run()
-cache.freeze_long_lived_objects()
+server.freeze_long_lived_objects()

@@ -269,6 +269,56 @@ def describe(repo: TLRepo, chosen: Sequence[Checkpoint], seconds: float | None =
     return text
 
 
+def _check_caps(repo: TLRepo, chosen: Sequence[Checkpoint]) -> None:
+    """HubError before any download if one file or what the import keeps is over its cap."""
+    max_file = hub.cap_mb(hub.MAX_FILE_MB_ENV, DEFAULT_MAX_CHECKPOINT_MB)
+    max_kept = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
+    for c in chosen:
+        if c.size > max_file * 1e6:
+            raise HubError(f"{c.path} is {hub.fmt_mb(c.size)}, over the {max_file} MB limit for one file.")
+    if repo.kept_bytes(chosen) > max_kept * 1e6:
+        raise HubError(
+            f"{len(chosen)} checkpoints would keep {hub.fmt_mb(repo.kept_bytes(chosen))} on disk, over the "
+            f"{max_kept} MB limit ({hub.MAX_TOTAL_MB_ENV}): pick at most {default_count(repo)}."
+        )
+
+
+def _staging_for(run_dir: Path) -> Path:
+    """Where the import writes: beside the run, renamed into place at the end, so a cut-short import leaves no
+    half-run in the picker and a repeated one continues from the checkpoints already converted."""
+    staging = run_dir.with_name(run_dir.name + IMPORTED_SUFFIX_PARTIAL)
+    if run_dir.is_dir() and not staging.exists():
+        # Redoing a finished import (another choice, an evaluation cut short) starts from its converted and
+        # evaluated snapshots: hard links, so nothing is copied, and the run stays in the picker until the swap.
+        shutil.copytree(run_dir, staging, copy_function=_link_or_copy)
+    staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def _fetch_tokenizer(repo: TLRepo, staging: Path, token: str | None) -> None:
+    tokenizer_dir = staging / "tokenizer"
+    tokenizer_dir.mkdir(exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if not (tokenizer_dir / name).exists():
+            if not repo.model_config.tokenizer:
+                raise CheckpointError(repo.config_source, "names no tokenizer (tokenizer_name)")
+            shutil.copy(_fetch(repo.model_config.tokenizer, name, None, token), tokenizer_dir / name)
+
+
+def _convert_checkpoint(repo: TLRepo, c: Checkpoint, staging: Path, step: int, tokens: int, token: str | None) -> None:
+    """Download one checkpoint, write it as an fp16 snapshot, and drop the .pth from the HF cache."""
+    path = _fetch(repo.repo_id, c.path, repo.revision, token)
+    where = f"{repo.repo_id}/{c.path}"
+    try:
+        state = convert_state_dict(load_pth(path, where), repo.model_config, where)
+    finally:
+        _drop_from_cache(path)  # what passes through is not kept: the cap is on what stays
+    model = AttnOnlyTransformer(repo.model_config)
+    model.load_state_dict(state)
+    del state
+    write_snapshot(staging, model, step, tokens, {}, dtype=SNAPSHOT_DTYPE)
+
+
 def import_checkpoints(
     repo: TLRepo,
     chosen: Sequence[Checkpoint],
@@ -281,35 +331,12 @@ def import_checkpoints(
     convert it to fp16 safetensors, drop the .pth from the HF cache, then call on_snapshot (the caller evaluates
     it there). Checkpoints converted (and evaluated) by an earlier attempt are kept, so a cancelled or failed
     import continues where it stopped. tokens_per_step overrides the repo's own for step-labelled checkpoints."""
-    max_file = hub.cap_mb(hub.MAX_FILE_MB_ENV, DEFAULT_MAX_CHECKPOINT_MB)
-    max_kept = hub.cap_mb(hub.MAX_TOTAL_MB_ENV, hub.DEFAULT_MAX_TOTAL_MB)
-    for c in chosen:
-        if c.size > max_file * 1e6:
-            raise HubError(f"{c.path} is {hub.fmt_mb(c.size)}, over the {max_file} MB limit for one file.")
-    if repo.kept_bytes(chosen) > max_kept * 1e6:
-        raise HubError(
-            f"{len(chosen)} checkpoints would keep {hub.fmt_mb(repo.kept_bytes(chosen))} on disk, over the "
-            f"{max_kept} MB limit ({hub.MAX_TOTAL_MB_ENV}): pick at most {default_count(repo)}."
-        )
+    _check_caps(repo, chosen)
     run_dir = run_dir_for(repo)
     cfg = repo.model_config
     total = repo.download_bytes(chosen)
-
-    # Written beside the run, renamed into place at the end: a cut-short import leaves no half-run in the picker,
-    # and a repeated one continues from the checkpoints already converted.
-    staging = run_dir.with_name(run_dir.name + IMPORTED_SUFFIX_PARTIAL)
-    if run_dir.is_dir() and not staging.exists():
-        # Redoing a finished import (another choice, an evaluation cut short) starts from its converted and
-        # evaluated snapshots: hard links, so nothing is copied, and the run stays in the picker until the swap.
-        shutil.copytree(run_dir, staging, copy_function=_link_or_copy)
-    staging.mkdir(parents=True, exist_ok=True)
-    tokenizer_dir = staging / "tokenizer"
-    tokenizer_dir.mkdir(exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if not (tokenizer_dir / name).exists():
-            if not cfg.tokenizer:
-                raise CheckpointError(repo.config_source, "names no tokenizer (tokenizer_name)")
-            shutil.copy(_fetch(cfg.tokenizer, name, None, token), tokenizer_dir / name)
+    staging = _staging_for(run_dir)
+    _fetch_tokenizer(repo, staging, token)
     done_bytes = 0
     kept: set[str] = set()
     for i, c in enumerate(chosen):
@@ -324,17 +351,7 @@ def import_checkpoints(
             message = f"{repo.repo_id}: checkpoint {i + 1}/{len(chosen)} ({c.path})"
             progress(hub.DownloadProgress("downloading", i, len(chosen), done_bytes, total, message))
         if not meta_path.exists():
-            path = _fetch(repo.repo_id, c.path, repo.revision, token)
-            where = f"{repo.repo_id}/{c.path}"
-            try:
-                state = convert_state_dict(load_pth(path, where), cfg, where)
-            finally:
-                _drop_from_cache(path)  # what passes through is not kept: the cap is on what stays
-            model = AttnOnlyTransformer(cfg)
-            model.load_state_dict(state)
-            del state
-            write_snapshot(staging, model, step, tokens, {}, dtype=SNAPSHOT_DTYPE)
-            del model
+            _convert_checkpoint(repo, c, staging, step, tokens, token)
         elif read_json(meta_path).get("tokens_seen") != tokens:  # redone with another tokens_per_step
             atomic_write_json(meta_path, {**read_json(meta_path), "tokens_seen": tokens})
         snap = read_snapshot_info(meta_path)
