@@ -18,8 +18,10 @@ import io
 import json
 import platform
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,24 +75,35 @@ def build() -> tuple[np.ndarray, np.ndarray, dict]:
     return examples, pool, info
 
 
+def save_set(path: Path, info: dict, **arrays: np.ndarray) -> None:
+    """A shipped evaluation set's file, written atomically: its arrays and how it was built (JSON)."""
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays, info=np.array(json.dumps(info)))
+    tmp.replace(path)
+
+
+def set_command(
+    argv: list[str] | None, what: str, path: Path, write: Callable[[], object], show: Callable[[], Any]
+) -> int:
+    """The command line of a shipped set: show it (hash, shape, how it was built), or rebuild it with --write."""
+    parser = argparse.ArgumentParser(description=f"Show or rebuild {what}.")
+    parser.add_argument("--write", action="store_true", help=f"rebuild {path.name} on this machine")
+    if parser.parse_args(argv).write:
+        write()
+    ev = show()
+    print(json.dumps({"sha256": ev.sha256, "examples": list(ev.examples.shape), **ev.info}, indent=1))
+    return 0
+
+
 def write(path: Path = EVAL_SET_FILE) -> str:
     examples, pool, info = build()
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, examples=examples, probe_pool=pool, info=np.array(json.dumps(info)))
-    tmp.replace(path)
+    save_set(path, info, examples=examples, probe_pool=pool)
     load.cache_clear()
     return load(path).sha256
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Show or rebuild the shipped evaluation set.")
-    parser.add_argument("--write", action="store_true", help=f"rebuild {EVAL_SET_FILE.name} from this stdlib")
-    args = parser.parse_args(argv)
-    if args.write:
-        write()
-    ev = load()
-    print(json.dumps({"sha256": ev.sha256, "examples": list(ev.examples.shape), **ev.info}, indent=1))
-    return 0
+    return set_command(argv, "the shipped evaluation set", EVAL_SET_FILE, write, load)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ Rebuild (only when the recipe changes; the stored prose metrics then have to be 
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import html.parser
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icl_core import stdlib_text
+from icl_core import evalset, stdlib_text
 
 PROSE_SET_FILE = Path(__file__).with_name("prose_set.npz")
 N_EXAMPLES = 2048  # windows; the ICL score's standard error is then about 0.06 nats (paired differences less)
@@ -153,22 +152,13 @@ def build() -> tuple[np.ndarray, dict]:
 
 def write(path: Path = PROSE_SET_FILE) -> str:
     examples, info = build()
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, examples=examples, info=np.array(json.dumps(info)))
-    tmp.replace(path)
+    evalset.save_set(path, info, examples=examples)
     load.cache_clear()
     return load(path).sha256
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Show or rebuild the shipped prose evaluation set.")
-    parser.add_argument("--write", action="store_true", help=f"rebuild {PROSE_SET_FILE.name} from this machine")
-    args = parser.parse_args(argv)
-    if args.write:
-        write()
-    ev = load()
-    print(json.dumps({"sha256": ev.sha256, "examples": list(ev.examples.shape), **ev.info}, indent=1))
-    return 0
+    return evalset.set_command(argv, "the shipped prose evaluation set", PROSE_SET_FILE, write, load)
 
 
 if __name__ == "__main__":

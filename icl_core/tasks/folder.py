@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from icl_core.errors import ICLError
 from icl_core.processes import pid_alive, process_start_ticks, spawn_python
@@ -121,3 +121,27 @@ def tail_log(folder: Path, n: int = 40) -> str:
 def fraction(done: int, total: int) -> float:
     """How far a task is, 0..1."""
     return min(1.0, max(0.0, done / total)) if total else 0.0
+
+
+class TaskProgress:
+    """What the pages ask of any task's info: whether it is active or resumable, and how far it is. A task kind's
+    info names its active states and says which of its fields hold its state and its counts."""
+
+    ACTIVE: ClassVar[tuple[str, ...]] = ()
+
+    def progress_fields(self) -> tuple[str, int, int]:
+        """(state, done, total)."""
+        raise NotImplementedError
+
+    @property
+    def active(self) -> bool:
+        return self.progress_fields()[0] in self.ACTIVE
+
+    @property
+    def resumable(self) -> bool:
+        return self.progress_fields()[0] in RESUMABLE_STATES
+
+    @property
+    def fraction(self) -> float:
+        _, done, total = self.progress_fields()
+        return fraction(done, total)

@@ -18,6 +18,7 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from icl_core.analysis.evaluation import evaluate_run, evaluate_snapshot
 from icl_core.errors import HubError, ICLError
@@ -31,7 +32,6 @@ from icl_core.tasks.folder import (
     FAILED,
     FINISHED,
     LOG_FILE,
-    RESUMABLE_STATES,
     STATUS_FILE,
     read_json_or_empty,
     write_status,
@@ -48,7 +48,7 @@ class ImportCancelled(ICLError):
 
 
 @dataclass(frozen=True)
-class ImportInfo:
+class ImportInfo(task.TaskProgress):
     key: str  # the run folder's name: one import per repo and revision
     repo_id: str
     revision: str
@@ -66,17 +66,10 @@ class ImportInfo:
     ended: float | None
     import_dir: Path
 
-    @property
-    def active(self) -> bool:
-        return self.stage in ACTIVE_STAGES
+    ACTIVE: ClassVar[tuple[str, ...]] = ACTIVE_STAGES
 
-    @property
-    def resumable(self) -> bool:
-        return self.stage in RESUMABLE_STATES
-
-    @property
-    def fraction(self) -> float:
-        return task.fraction(self.done, self.total)
+    def progress_fields(self) -> tuple[str, int, int]:
+        return self.stage, self.done, self.total
 
 
 def imports_dir() -> Path:

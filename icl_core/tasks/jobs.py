@@ -22,7 +22,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from icl_core.errors import ConfigError
 from icl_core.model.config import TrainConfig, train_config_from_dict
@@ -36,7 +36,6 @@ from icl_core.tasks.folder import (
     FAILED,
     FINISHED,
     LOG_FILE,
-    RESUMABLE_STATES,
     STATUS_FILE,
     TaskError,
     read_json,
@@ -62,7 +61,7 @@ STATES = (*ACTIVE_STATES, FINISHED, CANCELLED, FAILED)  # a job's, the final one
 
 
 @dataclass(frozen=True)
-class JobInfo:
+class JobInfo(folder.TaskProgress):
     job_id: str
     run_name: str
     state: str  # queued, running, finished, cancelled or failed (a crashed worker is "failed")
@@ -87,17 +86,10 @@ class JobInfo:
     waiting: bool = False  # queued for room under the server's process cap: no process yet
     owner: str | None = None  # the visitor session that started it (one job each on a shared server)
 
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
+    ACTIVE: ClassVar[tuple[str, ...]] = ACTIVE_STATES
 
-    @property
-    def resumable(self) -> bool:
-        return self.state in RESUMABLE_STATES
-
-    @property
-    def fraction(self) -> float:
-        return folder.fraction(self.step, self.total_steps)
+    def progress_fields(self) -> tuple[str, int, int]:
+        return self.state, self.step, self.total_steps
 
 
 def jobs_dir() -> Path:
