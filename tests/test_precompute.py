@@ -18,10 +18,9 @@ from icl_core.storage.snapshots import list_snapshots, load_model
 from icl_core.training.train import train
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _tiny_run(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
     cfg = TrainConfig(
-        run_name="pre",
+        run_name=name,
         model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=96),
         compute_icl_score=False,
         total_steps=4,
@@ -31,8 +30,14 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         log_every=2,
         device="cpu",
     )
-    run_dir = tmp_path_factory.mktemp("pre") / "pre"
+    run_dir = tmp_path_factory.mktemp(name) / name
     train(cfg, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = _tiny_run(tmp_path_factory, "pre")
     precompute.precompute_run(run_dir, say=lambda _: None)
     return run_dir
 
@@ -99,19 +104,7 @@ def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run that carries no stored analyses: every analysis of it is computed live."""
-    cfg = TrainConfig(
-        run_name="live",
-        model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=96),
-        compute_icl_score=False,
-        total_steps=4,
-        n_snapshots=3,
-        eval_examples=4,
-        batch_size=2,
-        log_every=2,
-        device="cpu",
-    )
-    run_dir = tmp_path_factory.mktemp("live") / "live"
-    train(cfg, run_dir)
+    run_dir = _tiny_run(tmp_path_factory, "live")
     return run_dir
 
 

@@ -65,21 +65,22 @@ def test_constant_schedule_holds_the_rate_after_warmup():
     assert lr_at(11, cosine) < 0.005, "the default schedule still decays"
 
 
+# The smallest run whose context reaches the ICL score's token 500.
+ICL_RUN = {
+    "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 512},
+    "batch_size": 2,
+    "total_steps": 2,
+    "n_snapshots": 2,
+    "eval_examples": 4,
+    "icl_examples": 40,
+}
+
+
 def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp_path):
     from icl_core import data, evalset, proseset
     from icl_core.storage.snapshots import read_manifest
 
-    cfg = train_config_from_dict(
-        {
-            "run_name": "icl",
-            "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 512},
-            "batch_size": 2,
-            "total_steps": 2,
-            "n_snapshots": 2,
-            "eval_examples": 4,
-            "icl_examples": 40,
-        }
-    )
+    cfg = train_config_from_dict({**ICL_RUN, "run_name": "icl"})
     assert train(cfg, tmp_path / "icl") == "finished"
     m = list_snapshots(tmp_path / "icl")[-1].metrics
     assert m["icl_examples"] == 40 and m["icl_score_se"] > 0
@@ -101,17 +102,7 @@ def test_runs_trained_before_the_prose_set_get_its_scores_added(tmp_path):
     from icl_core.analysis.evaluation import add_prose_scores
     from icl_core.storage.snapshots import read_manifest
 
-    cfg = train_config_from_dict(
-        {
-            "run_name": "old",
-            "model": {"n_layers": 1, "n_heads": 2, "d_model": 16, "d_head": 8, "n_ctx": 512},
-            "batch_size": 2,
-            "total_steps": 2,
-            "n_snapshots": 2,
-            "eval_examples": 4,
-            "icl_examples": 40,
-        }
-    )
+    cfg = train_config_from_dict({**ICL_RUN, "run_name": "old"})
     run = tmp_path / "old"
     assert train(cfg, run) == "finished"
     stored = {s.step: s.metrics["icl_score_prose"] for s in list_snapshots(run)}
