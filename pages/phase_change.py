@@ -316,31 +316,13 @@ else:
     columns = layout.panels("layers", len(by_layers))
     for (n_layers, ref), column in zip(by_layers.items(), columns, strict=True):
         with column:
-            run_snaps = cache.snapshots_of(ref.path)
-            run_rows = summary_rows(run_snaps)
-            run_window = cache.phase_window_of(ref.path)
-            run_tokens = {s.step: s.tokens_seen for s in run_snaps}
-            both = pd.DataFrame(icl_rows(run_rows))
-            if both.empty:
+            title = f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})"
+            spec = cache.depth_panel(ref.path, title, x_domain, log_x, chrome.presenting())
+            if not spec:
                 st.info(f"{ref.name} recorded no ICL score.")
                 continue
-            chrome.show_chart(
-                training_charts.over_training(
-                    both,
-                    "icl_score",
-                    f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})",
-                    "ICL score (nats)",
-                    (run_tokens[run_window.start_step], run_tokens[run_window.end_step]) if run_window else None,
-                    color="series" if both["series"].nunique() > 1 else None,
-                    se="icl_score_se",
-                    points=False,
-                    height=200,
-                    x_domain=x_domain,
-                    log_x=log_x,
-                    early_stage_end=early_stage_end(run_snaps),
-                ),
-                width="stretch",
-            )
+            chrome.show_chart(spec, width="stretch")
+            run_snaps, run_window = cache.snapshots_of(ref.path), cache.phase_window_of(ref.path)
             st.caption(describe_phase_change(run_window, run_snaps) + ".")
     st.caption(
         "Olsson et al.'s figure: the same ICL score against tokens seen, one panel per depth, on both evaluation "

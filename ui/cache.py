@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 import torch
 
@@ -41,6 +42,7 @@ from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
+from ui import training_charts, vega
 from ui.costly import CostlyAnalysis, Progress
 
 # What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
@@ -246,6 +248,43 @@ def run_overview(ref: RunRef) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Weight-only analyses
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _depth_panel(
+    signature: tuple[str, int, int], title: str, x_domain: tuple[int, int] | None, log_x: bool, present: bool
+) -> dict[str, Any]:
+    run_dir = Path(signature[0])
+    snaps = snapshots_of(run_dir)
+    both = pd.DataFrame(summary.icl_rows(summary.summary_rows(snaps)))
+    if both.empty:
+        return {}
+    window = phase_window_of(run_dir)
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    chart = training_charts.over_training(
+        both,
+        "icl_score",
+        title,
+        "ICL score (nats)",
+        (tokens[window.start_step], tokens[window.end_step]) if window else None,
+        color="series" if both["series"].nunique() > 1 else None,
+        se="icl_score_se",
+        points=False,
+        height=200,
+        x_domain=x_domain,
+        log_x=log_x,
+        early_stage_end=phase.early_stage_end(snaps),
+    )
+    return vega.vega_lite_spec(vega.finish(chart, present))
+
+
+def depth_panel(
+    run_dir: Path, title: str, x_domain: tuple[int, int] | None, log_x: bool, present: bool
+) -> dict[str, Any]:
+    """The ICL score of one run on both evaluation sets, as a panel of the side-by-side figure (a Vega-Lite spec;
+    {} if the run has no ICL score). Built once per run version and axis: it does not follow the selected step,
+    and building three charts took ~60-150 ms of every Phase change page rerun."""
+    return _depth_panel(run_signature(run_dir), title, x_domain, log_x, present)
 
 
 def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, int, int], int]:
