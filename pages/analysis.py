@@ -8,6 +8,7 @@ import streamlit as st
 from icl_core.analysis import fuzzy
 from icl_core.analysis.ablation import ABLATION_MODES, AblationMode
 from icl_core.analysis.metrics import ICL_WINDOW
+from icl_core.analysis.phase import early_stage_end
 from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summary_rows
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
@@ -171,6 +172,7 @@ if attr is not None:
                 info.tokens_seen or None,
                 color="head",
                 points=False,
+                early_stage_end=early_stage_end(snaps),
             )
             chrome.show_chart(chart, width="stretch")
             export_buttons(chart, odf, f"attribution_over_training_{attr_mode}")
@@ -223,10 +225,12 @@ if st.session_state.get(COMPARE_KEY) is None or not set(st.session_state[COMPARE
 chosen = st.multiselect(
     "Runs", list(runs), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
 )
-parts = []
+parts, stage_ends = [], []
 for name in chosen:
     try:
-        parts.extend({**row, "series": name} for row in summary_rows(cache.snapshots_of(runs[name].path)))
+        run_snaps = cache.snapshots_of(runs[name].path)
+        parts.extend({**row, "series": name} for row in summary_rows(run_snaps))
+        stage_ends.append(early_stage_end(run_snaps))
     except ICLError as exc:
         st.warning(f"{user_text(name)}: cannot read this run ({user_text(exc, 500)}).")
 if not chosen:
@@ -254,6 +258,7 @@ elif parts:
                     y_title,
                     color="series",
                     points=False,
+                    early_stage_end=max((e for e in stage_ends if e), default=None),
                     se="icl_score_se" if icl else None,
                     subtitle=training_charts.ICL_SUBTITLE if icl else "",
                 )

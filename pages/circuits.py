@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from icl_core.analysis.phase import best_induction_head
+from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
 from ui import cache, chrome, head_charts, layout, state, training_charts
@@ -218,6 +218,7 @@ if rows is None:
     st.stop()  # waiting for the visitor's click
 comp_rows, copy_over = rows
 window = cache.phase_window_of(sel.run.path)
+stage_end = early_stage_end(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
 selected_tokens = info.tokens_seen or None
@@ -248,6 +249,7 @@ with left:
             selected_tokens,
             color="series",
             points=False,
+            early_stage_end=stage_end,
         )
         chrome.show_chart(chart, width="stretch")
         export_buttons(chart, shown, "composition_over_training")
@@ -269,10 +271,12 @@ with right:
         selected_tokens,
         color="head",
         points=False,
+        early_stage_end=stage_end,
     )
     chrome.show_chart(chart, width="stretch")
     export_buttons(chart, df, "copying_over_training")
 st.caption(
-    "Against tokens seen (log scale; the step is in the tooltip). Shaded orange: the phase change; red rule: the "
-    "selected step. Computed from every snapshot's weights once per run, then cached."
+    "Against tokens seen (log scale; the step is in the tooltip). Shaded orange: the phase change; grey: the early "
+    "stage (before byte frequencies are learned); red rule: the selected step. Computed from every snapshot's "
+    "weights once per run, then cached."
 )

@@ -122,3 +122,11 @@ def test_across_the_window_repeated_stretches_gain_more_than_the_rest(kind: str)
     assert repeated.sum() >= 20 and (~repeated).sum() >= 20
     # What the paper's per-token figure shows: the gain concentrates where an earlier copy can be continued.
     assert change[repeated].mean() < change[~repeated].mean() - 0.5
+
+
+@pytest.mark.parametrize("page", ["pages/circuits.py", "pages/analysis.py"])
+def test_the_other_charts_over_training_name_the_early_stage_too(page: str) -> None:
+    at = open_page(page, run="attn2")
+    assert not at.error, [e.value for e in at.error]
+    over = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart") if '"tokens seen (log scale)"' in c.proto.spec]
+    assert over and all('"early stage"' in json.dumps(spec) for spec in over), len(over)
