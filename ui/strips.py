@@ -16,16 +16,18 @@ from ui.theme import MIN_ATTENTION, STRIP_RGB, TARGET_COLOR
 STRIP_LEVELS = 20  # shades of the token strips: a class each, so a strip token carries no style of its own
 
 
+def _shade_rule(selector: str, rgb: tuple[int, ...], alpha: float) -> str:
+    """A shade as an opaque colour (rgb blended over white at alpha), so a strip reads the same on a dark theme,
+    with text that stays readable on it."""
+    r, g, b = (round(255 + alpha * (c - 255)) for c in rgb)
+    return f"{selector}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
+
+
 def _strip_css() -> str:
     rules = []
     for level in range(STRIP_LEVELS):
-        alpha = level / (STRIP_LEVELS - 1)
-        # Opaque colours (the blue blended over white), so the strip reads the same on a dark theme; `.toks>` so a
-        # shade outranks the bare token's white.
-        r, g, b = (round(255 + alpha * (c - 255)) for c in STRIP_RGB)
-        rules.append(
-            f".attn-view .toks>.w{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
-        )
+        # `.toks>` so a shade outranks the bare token's white.
+        rules.append(_shade_rule(f".attn-view .toks>.w{level}", STRIP_RGB, level / (STRIP_LEVELS - 1)))
     return (
         "<style>.attn-view{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9}"
         ".attn-view .row{display:flex;gap:8px;align-items:flex-start;margin-bottom:4px}"
@@ -80,12 +82,8 @@ LOSS_CHANGE_FULL_NATS = 3.0  # a change this large or larger takes the darkest s
 def _loss_change_css() -> str:
     rules = []
     for level in range(1, LOSS_CHANGE_LEVELS + 1):
-        alpha = level / LOSS_CHANGE_LEVELS
         for name, rgb in (("b", STRIP_RGB), ("r", (214, 39, 40))):
-            r, g, b = (round(255 + alpha * (c - 255)) for c in rgb)
-            rules.append(
-                f".loss-change .{name}{level}{{background:rgb({r},{g},{b});color:{'#fff' if alpha > 0.55 else '#111'}}}"
-            )
+            rules.append(_shade_rule(f".loss-change .{name}{level}", rgb, level / LOSS_CHANGE_LEVELS))
     return (
         "<style>.loss-change{font-family:ui-monospace,monospace;font-size:14px;line-height:1.9;display:flex;"
         "flex-wrap:wrap}.loss-change>span{padding:0 2px;margin:0 1px 2px 0;border-radius:2px;white-space:pre}"
