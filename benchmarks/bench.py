@@ -79,7 +79,7 @@ def main() -> None:
 
     def pca_end_to_end():
         vectors = {
-            r.name: [(s.step, np.asarray(s.metrics["pca_losses"])) for s in list_snapshots(r.path)] for r in shipped
+            r.name: [(s.step, np.asarray(s.metrics.pca_losses)) for s in list_snapshots(r.path)] for r in shipped
         }
         return joint_pca(vectors)
 

@@ -117,7 +117,7 @@ def reproduce_phase_change(cfg: TrainConfig, shipped_run: Path) -> dict:
         ses.model.eval()
         score = best_induction_score(metrics.prefix_matching_scores(ses.model, probe, repeat_len).tolist())
         ses.model.train()
-        shipped = best_induction_score(next(s for s in snaps if s.step == step).metrics["prefix_matching"])
+        shipped = best_induction_score(next(s for s in snaps if s.step == step).metrics.prefix_matching)
         out[name] = {
             "step": step,
             "tokens": ses.tokens,

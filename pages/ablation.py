@@ -207,7 +207,7 @@ info = sel.snapshot
 cfg = info.model_config
 heads_all = all_heads(cfg.n_layers, cfg.n_heads)
 by_name = {head_name(h): h for h in heads_all}
-pm = info.metrics.get("prefix_matching")
+pm = info.metrics.prefix_matching
 link_warnings = _apply_link(by_name, heads_all)
 if TEXT_KEY not in st.session_state:
     st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
@@ -246,7 +246,7 @@ with top[1]:
         persist_state="session",
         help="Heads in layers ≥ 1 (any layer in a 1-layer model) scoring above this count as induction heads.",
     )
-found = induction_heads(pm, threshold) if isinstance(pm, list) else []
+found = induction_heads(pm, threshold) if pm is not None else []
 
 st.subheader("Heads (selected = ablated)")
 st.caption("Click heads to switch them off. Next to each head: its prefix-matching (induction) score at this step.")
@@ -255,9 +255,7 @@ st.caption("Click heads to switch them off. Next to each head: its prefix-matchi
 chosen: list[Head] = []
 for layer in range(cfg.n_layers):
     names = [head_name((layer, head)) for head in range(cfg.n_heads)]
-    shown = {
-        name: f"{name} · {pm[layer][head]:.2f}" if isinstance(pm, list) else name for head, name in enumerate(names)
-    }
+    shown = {name: f"{name} · {pm[layer][head]:.2f}" if pm is not None else name for head, name in enumerate(names)}
     picked = st.pills(
         f"Layer {layer}",
         names,

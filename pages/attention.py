@@ -161,20 +161,19 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
 
 def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:
     stored = info.metrics
-    smear = stored.get("smear")
+    smear = stored.smear
     rows = []
     for layer, head in heads:
         row = {"head": head_name((layer, head))}
-        for key, label in (
-            ("prefix_matching", "prefix-matching (probe)"),
-            ("previous_token", "previous-token (probe)"),
-            ("copying", "copying (eigenvalue)"),
+        for grid, label in (
+            (stored.prefix_matching, "prefix-matching (probe)"),
+            (stored.previous_token, "previous-token (probe)"),
+            (stored.copying, "copying (eigenvalue)"),
         ):
-            grid = stored.get(key)
-            row[label] = float(grid[layer][head]) if isinstance(grid, list) else None
+            row[label] = grid[layer][head] if grid is not None else None
         pm = an.text_prefix_matching[layer, head]
         row["prefix-matching on this text"] = None if np.isnan(pm) else float(pm)
-        if isinstance(smear, list):
+        if smear is not None:
             row["smear σ(α)"] = float(smear[layer][head])
         rows.append(row)
     return block(

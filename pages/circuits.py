@@ -77,10 +77,10 @@ else:
             col = comp.cols.index(best)
             k_col = comp.scores["K"][:, col]
             partner = comp.rows[int(pd.Series(k_col).idxmax())]
-            prev_scores = info.metrics.get("previous_token")
+            prev_scores = info.metrics.previous_token
             prev_txt = ""
-            if isinstance(prev_scores, list) and len(prev_scores) > partner[0]:
-                prev_txt = f" (its previous-token score: {float(prev_scores[partner[0]][partner[1]]):.2f})"
+            if prev_scores is not None:
+                prev_txt = f" (its previous-token score: {prev_scores[partner[0]][partner[1]]:.2f})"
             st.markdown(
                 f"The best induction head at this step, **{head_name(best)}**, K-composes most with "
                 f"**{head_name(partner)}**{prev_txt}: score {float(k_col.max()):+.3f} above the baseline."

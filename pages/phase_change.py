@@ -279,8 +279,8 @@ with c4:
         (f"step {step:,} (selected)", sel.snapshot),
         (f"step {last.step:,} (final)", last),
     ):
-        curve = snap.metrics.get("loss_curve")
-        if isinstance(curve, list) and curve and snap.step not in {c["step"] for c in curves}:
+        curve = snap.metrics.loss_curve
+        if curve is not None and snap.step not in {c["step"] for c in curves}:
             curves.append({"step": snap.step, "label": label, "curve": curve})
     if curves:
         df = pd.concat(

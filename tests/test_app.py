@@ -143,11 +143,11 @@ def test_ablating_the_induction_head_raises_second_copy_loss() -> None:
     layer, head = max(
         (
             (layer, head)
-            for layer, row in enumerate(snap.metrics["prefix_matching"])
+            for layer, row in enumerate(snap.metrics.prefix_matching)
             if layer >= 1
             for head in range(len(row))
         ),
-        key=lambda h: snap.metrics["prefix_matching"][h[0]][h[1]],
+        key=lambda h: snap.metrics.prefix_matching[h[0]][h[1]],
     )
     clean = metric(at, "Loss on the second copy")
     at.button_group(key=f"ablate_layer_{layer}").set_value([f"L{layer}H{head}"]).run()

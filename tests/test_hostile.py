@@ -26,7 +26,8 @@ from icl_core.model.config import LIMITS, TrainConfig, train_config_from_dict
 from icl_core.storage import hub
 from icl_core.storage.lock import run_writer_lock
 from icl_core.storage.runs import EXTRA_RUNS_ENV
-from icl_core.storage.snapshots import TRAIN_LOG, list_snapshots, metrics_problem, scan_snapshots
+from icl_core.storage.snapshot_metrics import metrics_problem, parse_metrics
+from icl_core.storage.snapshots import TRAIN_LOG, list_snapshots, scan_snapshots
 from icl_core.tasks import jobs
 from icl_core.training.train import train
 from ui import state
@@ -195,7 +196,7 @@ def test_fuzzed_metrics_either_are_refused_or_serve_every_summary() -> None:
             refused += 1
             assert problem.startswith("metrics.") and any(k in problem for k in metrics), problem
             continue
-        snaps = [SnapshotInfo(Path("."), s, 1000 * s, cfg, metrics) for s in (0, 40, 80, 120)]
+        snaps = [SnapshotInfo(Path("."), s, 1000 * s, cfg, parse_metrics(metrics, cfg)) for s in (0, 40, 80, 120)]
         summary_rows(snaps)
         [head_score_rows(s) for s in snaps]
         phase_window(snaps)

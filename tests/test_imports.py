@@ -64,7 +64,7 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     assert finished.done == finished.total == 3
     snaps = list_snapshots(tl_hub.run_dir_for(repo))
     assert [s.tokens_seen for s in snaps] == [c.label for c in chosen]
-    assert all(s.metrics.get("loss_curve") and s.metrics.get("prefix_matching") for s in snaps), "evaluated"
+    assert all(s.metrics.loss_curve and s.metrics.prefix_matching for s in snaps), "evaluated"
     assert any(r.path == tl_hub.run_dir_for(repo) for r in discover_runs())
     assert [i.key for i in imports.list_imports()] == [finished.key]
 

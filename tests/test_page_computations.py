@@ -25,6 +25,7 @@ from icl_core.heads import induction_heads, random_other_head
 from icl_core.model.config import ModelConfig, train_config_from_dict
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.runs import extra_run_refs
+from icl_core.storage.snapshot_metrics import SnapshotMetrics
 from icl_core.storage.snapshots import SnapshotInfo, write_manifest
 
 
@@ -108,9 +109,13 @@ def test_induction_heads_and_random_other_head() -> None:
     assert random_other_head(1, 1, [(0, 0)]) is None
 
 
+def _grid(rows: list[list[float]]) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in rows)
+
+
 def _snap(step: int, tokens: int, vec: list[float], n_ctx: int = 512, icl: float = -0.1) -> SnapshotInfo:
     cfg = ModelConfig(n_ctx=n_ctx)
-    return SnapshotInfo(Path("/nowhere"), step, tokens, cfg, {"pca_losses": vec, "icl_score": icl})
+    return SnapshotInfo(Path("/nowhere"), step, tokens, cfg, SnapshotMetrics(icl_score=icl, pca_losses=tuple(vec)))
 
 
 def test_pca_table_groups_comparable_runs_and_highlights_by_tokens() -> None:
@@ -153,7 +158,7 @@ def test_extra_run_refs_accepts_runs_and_folders_of_runs(tmp_path: Path) -> None
 
 def test_induction_onset_needs_two_snapshots_above_threshold() -> None:
     def snap(step: int, pm: list[list[float]]) -> SnapshotInfo:
-        return SnapshotInfo(Path("/nowhere"), step, step, ModelConfig(), {"prefix_matching": pm})
+        return SnapshotInfo(Path("/nowhere"), step, step, ModelConfig(), SnapshotMetrics(prefix_matching=_grid(pm)))
 
     blip = [snap(0, [[0.9, 0], [0.1, 0]]), snap(1, [[0, 0], [0.5, 0]]), snap(2, [[0, 0], [0.1, 0]])]
     assert induction_onset(blip) is None  # layer 0 never counts; one snapshot above is a blip

@@ -87,8 +87,8 @@ def test_repeat_lengths_count_the_stretch_an_induction_head_can_continue() -> No
 def test_the_early_stage_holds_the_early_swing_and_ends_before_the_phase_change(run: str, key: str) -> None:
     snaps = list_snapshots(SHIPPED_DIR / run)
     end = early_stage_end(snaps)
-    assert snaps[0].metrics["heldout_loss"] > unigram_entropy_nats() and end is not None
-    inside = [s.metrics[key] for s in snaps if s.tokens_seen < end]
+    assert snaps[0].metrics.heldout_loss > unigram_entropy_nats() and end is not None
+    inside = [s.metrics.scalar(key) for s in snaps if s.tokens_seen < end]
     # The swing the tour describes, inside the stage in every run: up, then down, over 0.2 nats peak to peak.
     high, low = max(inside), min(inside)
     assert high > 0 > low and high - low > 0.2 and inside.index(high) < inside.index(low), inside
@@ -96,7 +96,7 @@ def test_the_early_stage_holds_the_early_swing_and_ends_before_the_phase_change(
     if window is not None:
         assert end < next(s.tokens_seen for s in snaps if s.step == window.start_step)
     # Step 0 is uniform: no in-context learning, whatever the set.
-    assert abs(snaps[0].metrics[key]) <= 0.03
+    assert abs(snaps[0].metrics.scalar(key)) <= 0.03
 
 
 LOSS_CHANGE_TEXTS = {

@@ -10,7 +10,6 @@ import pytest
 from conftest import open_page
 
 from icl_core.analysis import attribution, costs, head_table, precompute
-from icl_core.analysis.phase import stored_prefix_matching
 from icl_core.model.config import ModelConfig, TrainConfig
 from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
@@ -47,7 +46,7 @@ def test_stored_tables_equal_a_live_computation(run: Path) -> None:
     last = snaps[-1]
     for mode in ("zero", "pattern-preserving"):
         stored = precompute.stored_ablation_table(run, snaps, last.step, mode)
-        live = head_table.ablation_table(load_model(last), mode, prefix_matching=stored_prefix_matching(last))
+        live = head_table.ablation_table(load_model(last), mode, prefix_matching=last.metrics.prefix_matching)
         assert stored is not None and stored.mode == mode
         assert [r.head for r in stored.rows] == [r.head for r in live.rows]
         for a, b in zip(stored.rows, live.rows, strict=True):
@@ -94,7 +93,7 @@ def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
     assert all(len(t) == len(snaps) for t in tables.values())
     last = snaps[-1]
     stored = precompute.stored_ablation_table(run, snaps, last.step, "zero")
-    live = head_table.ablation_table(load_model(last), "zero", prefix_matching=stored_prefix_matching(last))
+    live = head_table.ablation_table(load_model(last), "zero", prefix_matching=last.metrics.prefix_matching)
     assert [r.head for r in stored.rows] == [r.head for r in live.rows]
     for a, b in zip(stored.rows, live.rows, strict=True):
         for field in ("delta_icl", "delta_second_half", "prefix_matching"):

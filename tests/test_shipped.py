@@ -63,7 +63,7 @@ def test_every_run_starts_at_uniform_loss_with_an_icl_score_of_zero(figures):
 
 def test_icl_scores_carry_their_standard_error(snaps, figures):
     for name, s in snaps.items():
-        assert all(x.metrics["icl_examples"] == evalset.N_EXAMPLES for x in s), name
+        assert all(x.metrics.icl_examples == evalset.N_EXAMPLES for x in s), name
         assert figures[name]["final_icl_se"] <= 0.035, (name, figures[name]["final_icl_se"])  # measured <= 0.031
 
 
@@ -84,17 +84,17 @@ def test_stored_icl_score_matches_a_recomputation_from_the_shipped_weights(snaps
     snap = snaps["attn2"][-1]
     got = metrics.exact_icl_score(final["attn2"], data.heldout_examples(evalset.N_EXAMPLES, 512))
     # stored values were computed from fp32 weights; the shipped weights are fp16
-    assert got.value == pytest.approx(snap.metrics["icl_score"], abs=0.01)
-    assert got.se == pytest.approx(snap.metrics["icl_score_se"], rel=0.05)
-    examples = data.heldout_examples(len(snap.metrics["pca_losses"]), 512)
+    assert got.value == pytest.approx(snap.metrics.icl_score, abs=0.01)
+    assert got.se == pytest.approx(snap.metrics.icl_score_se, rel=0.05)
+    examples = data.heldout_examples(len(snap.metrics.pca_losses), 512)
     losses = metrics.per_token_losses(final["attn2"], examples)
     chosen = losses.gather(1, token_positions(*examples.shape)[:, None]).squeeze(1)
-    assert np.allclose(chosen.numpy(), snap.metrics["pca_losses"], atol=0.05)
+    assert np.allclose(chosen.numpy(), snap.metrics.pca_losses, atol=0.05)
 
 
 def _icl_near(snaps, tokens: int) -> float:
     seen = np.array([max(x.tokens_seen, 1) for x in snaps])
-    return snaps[int(np.argmin(np.abs(np.log(seen) - math.log(tokens))))].metrics["icl_score"]
+    return snaps[int(np.argmin(np.abs(np.log(seen) - math.log(tokens))))].metrics.icl_score
 
 
 def test_multi_layer_runs_have_a_phase_change_the_one_layer_run_has_none(figures):

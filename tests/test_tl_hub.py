@@ -238,16 +238,16 @@ def test_an_imported_run_is_evaluated_with_its_own_tokenizer_once(fake_hub: Fake
 
     repo = tl_hub.list_repo(REPO)
     run_dir = tl_hub.import_checkpoints(repo, [repo.checkpoints[1], repo.checkpoints[-1]])
-    assert all(not s.metrics for s in list_snapshots(run_dir))
+    assert all(not s.metrics.recorded for s in list_snapshots(run_dir))
     seen = []
     assert evaluate_run(run_dir, eval_examples=8, progress=lambda i, n: seen.append((i, n))) == 2
     assert seen == [(1, 2), (2, 2)]
     snaps = list_snapshots(run_dir)
     for s in snaps:
         m = s.metrics
-        assert len(m["loss_curve"]) == 1023 and len(m["pca_losses"]) == 8
-        assert len(m["prefix_matching"]) == 2 and len(m["prefix_matching"][0]) == 4
-        assert m["icl_examples"] >= 128 and m["icl_score_se"] > 0, "a 1024-token context reaches token 500"
+        assert len(m.loss_curve) == 1023 and len(m.pca_losses) == 8
+        assert len(m.prefix_matching) == 2 and len(m.prefix_matching[0]) == 4
+        assert m.icl_examples >= 128 and m.icl_score_se > 0, "a 1024-token context reaches token 500"
     tok = load_tokenizer(repo.model_config.tokenizer, run_dir)
     pool = data.tokenizer_probe_pool(tok)
     assert pool and tok.bos not in pool and max(pool) < repo.model_config.d_vocab
@@ -409,14 +409,14 @@ def test_a_run_with_induction_heads_in_neel_nandas_layout_shows_its_phase_change
     assert [c.label for c in repo.checkpoints] == picked
     run_dir = tl_hub.import_checkpoints(repo, list(repo.checkpoints), on_snapshot=evaluate_snapshot)
     imported = snapshots_of(run_dir)
-    assert all(s.metrics.get("icl_score") is not None for s in imported)
+    assert all(s.metrics.icl_score is not None for s in imported)
     window, reference = phase_window(imported), phase_window(shipped)
     assert window is not None and reference is not None
     start, end = by_tokens_step(imported, window.start_step), by_tokens_step(imported, window.end_step)
     ref_start = next(s.tokens_seen for s in shipped if s.step == reference.start_step)
     ref_end = next(s.tokens_seen for s in shipped if s.step == reference.end_step)
     assert start <= ref_end and end >= ref_start, "the same change, found from the imported run's own metrics"
-    assert imported[-1].metrics["icl_score"] < imported[0].metrics["icl_score"] - 0.1
+    assert imported[-1].metrics.icl_score < imported[0].metrics.icl_score - 0.1
     name = next(r.name for r in discover_runs() if r.path == run_dir)
     at = open_page("pages/phase_change.py", run=name)
     assert not at.exception and not at.error
@@ -437,6 +437,6 @@ def test_the_command_line_imports_and_evaluates_the_default_selection(
     assert f"{tl_hub.default_count(repo)} of {len(repo.checkpoints)} checkpoints" in out and "keeps" in out
     snaps = list_snapshots(tl_hub.run_dir_for(repo))
     assert [s.tokens_seen for s in snaps] == TOKENS, "the default: every checkpoint of a repo this small"
-    assert all(s.metrics.get("icl_score") is not None for s in snaps), "evaluated as it streamed"
+    assert all(s.metrics.icl_score is not None for s in snaps), "evaluated as it streamed"
     assert import_cli.main(["nobody/missing-repo", "--yes"]) == 1
     assert "error:" in capsys.readouterr().err

@@ -39,9 +39,10 @@ def test_training_is_deterministic_given_the_seed(tmp_path):
     assert all(torch.equal(last["a"][k], last["b"][k]) for k in last["a"])
     assert not all(torch.equal(last["a"][k], last["c"][k]) for k in last["a"]), "another seed, another model"
     metrics = snaps["a"][-1].metrics
-    assert {"train_loss", "heldout_loss", "loss_curve", "pca_losses", "prefix_matching", "smear"} <= set(metrics)
-    assert "icl_score" not in metrics  # not asked for: the context is too short
-    assert snaps["a"][-1].metrics["heldout_loss"] < snaps["a"][0].metrics["heldout_loss"], "it learns something"
+    stored = ("train_loss", "heldout_loss", "loss_curve", "pca_losses", "prefix_matching", "smear")
+    assert all(getattr(metrics, k) is not None for k in stored)
+    assert metrics.icl_score is None  # not asked for: the context is too short
+    assert snaps["a"][-1].metrics.heldout_loss < snaps["a"][0].metrics.heldout_loss, "it learns something"
 
 
 def test_dense_snapshots_are_added_between_the_two_steps():
@@ -83,9 +84,9 @@ def test_a_run_records_its_icl_score_with_its_standard_error_and_data_hashes(tmp
     cfg = train_config_from_dict({**ICL_RUN, "run_name": "icl"})
     assert train(cfg, tmp_path / "icl") == "finished"
     m = list_snapshots(tmp_path / "icl")[-1].metrics
-    assert m["icl_examples"] == 40 and m["icl_score_se"] > 0
-    assert m["icl_examples_prose"] == proseset.N_EXAMPLES and m["icl_score_prose_se"] > 0
-    assert m["icl_score_prose"] != m["icl_score"]  # another set of examples, not a copy
+    assert m.icl_examples == 40 and m.icl_score_se > 0
+    assert m.icl_examples_prose == proseset.N_EXAMPLES and m.icl_score_prose_se > 0
+    assert m.icl_score_prose != m.icl_score  # another set of examples, not a copy
     manifest = read_manifest(tmp_path / "icl")
     assert manifest["eval_set_sha256"] == evalset.load().sha256
     assert manifest["prose_set_sha256"] == proseset.load().sha256
@@ -105,7 +106,7 @@ def test_runs_trained_before_the_prose_set_get_its_scores_added(tmp_path):
     cfg = train_config_from_dict({**ICL_RUN, "run_name": "old"})
     run = tmp_path / "old"
     assert train(cfg, run) == "finished"
-    stored = {s.step: s.metrics["icl_score_prose"] for s in list_snapshots(run)}
+    stored = {s.step: s.metrics.icl_score_prose for s in list_snapshots(run)}
     for snap in list_snapshots(run):  # as a run trained before the prose set existed
         meta = json.loads(snap.meta_path.read_text())
         for key in ("icl_score_prose", "icl_score_prose_se", "icl_examples_prose"):
@@ -115,7 +116,7 @@ def test_runs_trained_before_the_prose_set_get_its_scores_added(tmp_path):
     del manifest["prose_set_sha256"]
     (run / "run.json").write_text(json.dumps(manifest))
     assert add_prose_scores(run, say=lambda _: None) == len(stored)
-    again = {s.step: s.metrics["icl_score_prose"] for s in list_snapshots(run)}
+    again = {s.step: s.metrics.icl_score_prose for s in list_snapshots(run)}
     assert again == pytest.approx(stored, abs=1e-6)
     assert read_manifest(run)["prose_set_sha256"] == proseset.load().sha256
     assert add_prose_scores(run, say=lambda _: None) == 0  # nothing left to do

@@ -34,7 +34,7 @@ from icl_core.analysis import (
     summary,
 )
 from icl_core.analysis.ablation import AblationMode, run_ablated
-from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
+from icl_core.analysis.phase import PhaseWindow
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head
@@ -381,7 +381,7 @@ def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[head_tabl
     def compute(progress: Progress) -> head_table.AblationTable:
         loaded = model_of(info)
         with loaded.use():
-            pm = stored_prefix_matching(info)
+            pm = info.metrics.prefix_matching
             return head_table.ablation_table(loaded.model, mode, prefix_matching=pm, progress=progress)
 
     return CostlyAnalysis(

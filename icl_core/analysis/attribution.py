@@ -29,7 +29,7 @@ from icl_core.analysis.ablation import AblationMode, check_mode
 from icl_core.analysis.head_ablation import chunk_counter, head_ablation_losses, n_chunks
 from icl_core.analysis.head_table import induction_flags, probe_prefix_matching
 from icl_core.analysis.pca import token_positions
-from icl_core.analysis.phase import PhaseWindow, phase_window, stored_prefix_matching
+from icl_core.analysis.phase import PhaseWindow, phase_window
 from icl_core.heads import INDUCTION_THRESHOLD, Head, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
@@ -56,13 +56,10 @@ def pca_examples(
 
 
 def stored_loss_vector(snap: SnapshotInfo) -> torch.Tensor:
-    v = snap.metrics.get("pca_losses")
-    if not isinstance(v, list) or not v:
-        raise ValueError(f"snapshot at step {snap.step} has no stored per-token losses (pca_losses)")
-    out = torch.tensor([float(x) for x in v], dtype=torch.float64)
-    if not torch.isfinite(out).all():
-        raise ValueError(f"snapshot at step {snap.step} has non-finite per-token losses")
-    return out
+    v = snap.metrics.pca_losses
+    if v is None:  # never stored, or stored with NaN or inf (SnapshotMetrics leaves those out)
+        raise ValueError(f"snapshot at step {snap.step} has no usable stored per-token losses (pca_losses)")
+    return torch.tensor(v, dtype=torch.float64)
 
 
 def before_after_vector(start: SnapshotInfo, end: SnapshotInfo, n_examples: int | None = None) -> torch.Tensor:
@@ -154,7 +151,7 @@ class PhaseAttribution:
 
 
 def _stored_prefix_matching(snap: SnapshotInfo, model: AttnOnlyTransformer) -> torch.Tensor:
-    pm = stored_prefix_matching(snap)
+    pm = snap.metrics.prefix_matching
     return torch.tensor(pm, dtype=torch.float32) if pm is not None else probe_prefix_matching(model)
 
 

@@ -22,9 +22,7 @@ from icl_core.analysis.metrics import ICLScore
 from icl_core.analysis.phase import (
     PhaseWindow,
     best_induction_head,
-    finite_or_none,
     phase_window,
-    stored_prefix_matching,
 )
 from icl_core.heads import Head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
@@ -36,9 +34,7 @@ ICL_KEYS = ("icl_score", "icl_score_prose")  # the stored ICL score on each eval
 
 def icl_series(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens seen, ICL score, its standard error) of the snapshots that stored an ICL score (`key`: which set)."""
-    rows = [
-        (s.tokens_seen, finite_or_none(s.metrics.get(key)), finite_or_none(s.metrics.get(f"{key}_se"))) for s in snaps
-    ]
+    rows = [(s.tokens_seen, s.metrics.scalar(key), s.metrics.scalar(f"{key}_se")) for s in snaps]
     rows = [(t, v, se if se is not None else math.nan) for t, v, se in rows if v is not None]
     t, v, se = zip(*rows, strict=True) if rows else ((), (), ())
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float), np.asarray(se, dtype=float)
@@ -57,11 +53,18 @@ def _at(snaps: Sequence[SnapshotInfo], step: int) -> SnapshotInfo:
     return next(s for s in snaps if s.step == step)
 
 
+def _icl(snap: SnapshotInfo, key: str = "icl_score") -> float:
+    value = snap.metrics.scalar(key)
+    if value is None:
+        raise ValueError(f"step {snap.step} stores no {key}")
+    return value
+
+
 def drop_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow) -> float:
     """Share of the run's total ICL fall (step 0 to the last snapshot) between the window's start and end."""
     _, v, _ = icl_series(snaps)
     total = v[0] - v[-1]
-    inside = _at(snaps, window.start_step).metrics["icl_score"] - _at(snaps, window.end_step).metrics["icl_score"]
+    inside = _icl(_at(snaps, window.start_step)) - _icl(_at(snaps, window.end_step))
     return float(inside / total) if total > 0 else math.nan
 
 
@@ -92,7 +95,7 @@ def induction_plateau(snaps: Sequence[SnapshotInfo]) -> Plateau | None:
     lo, hi = math.log10(seen[0].tokens_seen), math.log10(seen[-1].tokens_seen)
     cut = hi - (hi - lo) / 3
     tail = [s for s in seen if math.log10(s.tokens_seen) >= cut]
-    scores = [stored_prefix_matching(s)[head[0]][head[1]] for s in tail]
+    scores = [s.metrics.prefix_matching[head[0]][head[1]] for s in tail]
     return Plateau(head, tail[0].tokens_seen, float(max(scores) - min(scores)))
 
 
@@ -103,7 +106,7 @@ def run_figures(snaps: Sequence[SnapshotInfo]) -> dict[str, object]:
     window = phase_window(snaps)
     plateau = induction_plateau(snaps)
     out: dict[str, object] = {
-        "step0_loss": finite_or_none(first.metrics.get("heldout_loss")),
+        "step0_loss": first.metrics.heldout_loss,
         "ln_vocab": math.log(first.model_config.d_vocab),
         "step0_icl": float(v[0]) if len(v) else None,
         "final_icl": float(v[-1]) if len(v) else None,
@@ -189,9 +192,9 @@ def fall_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow, key: 
     """Share of the ICL fall from the 1M-token snapshot to the final one that happens between the window's start
     and end (stored scores of `key`)."""
     by_step = {s.step: s for s in snaps}
-    level = nearest(snaps, FALL_FROM_TOKENS).metrics[key]
-    total = level - snaps[-1].metrics[key]
-    inside = by_step[window.start_step].metrics[key] - by_step[window.end_step].metrics[key]
+    level = _icl(nearest(snaps, FALL_FROM_TOKENS), key)
+    total = level - _icl(snaps[-1], key)
+    inside = _icl(by_step[window.start_step], key) - _icl(by_step[window.end_step], key)
     return float(inside / total) if total > 0 else math.nan
 
 
@@ -206,7 +209,7 @@ def induction_change_in_tail(snaps: Sequence[SnapshotInfo]) -> float | None:
     head = best_induction_head(snaps[-1])
     if head is None:
         return None
-    scores = [stored_prefix_matching(s)[head[0]][head[1]] for s in linear_tail(snaps)]
+    scores = [s.metrics.prefix_matching[head[0]][head[1]] for s in linear_tail(snaps)]
     return float(max(scores) - min(scores))
 
 
@@ -214,9 +217,9 @@ def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> t
     """(rms difference between consecutive snapshots, mean stored s.e.) over the last third of the tokens: the
     model's own snapshot-to-snapshot noise beside the sampling error the s.e. covers (a pair of independent
     estimates would differ by √2 s.e. rms)."""
-    tail = [s for s in linear_tail(snaps) if finite_or_none(s.metrics.get(key)) is not None]
-    values = np.array([s.metrics[key] for s in tail])
-    ses = np.array([s.metrics.get(f"{key}_se") or math.nan for s in tail])
+    tail = [s for s in linear_tail(snaps) if s.metrics.scalar(key) is not None]
+    values = np.array([s.metrics.scalar(key) for s in tail])
+    ses = np.array([s.metrics.scalar(f"{key}_se") or math.nan for s in tail])
     if len(values) < 2:
         return math.nan, math.nan
     return float(np.sqrt(np.mean(np.diff(values) ** 2))), float(np.nanmean(ses))

@@ -175,7 +175,7 @@ def evaluate_run(
     Each snapshot's JSON is rewritten as soon as its metrics are known, so an interrupted evaluation keeps what
     it finished and continues from there.
     """
-    todo = [s for s in list_snapshots(run_dir) if not s.metrics]
+    todo = [s for s in list_snapshots(run_dir) if not s.metrics.recorded]
     for i, snap in enumerate(todo):
         evaluate_snapshot(snap, eval_examples, icl_examples)
         if progress is not None:
@@ -196,7 +196,7 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
     todo = [
         s
         for s in list_snapshots(run_dir)
-        if (stale or "icl_score_prose" not in s.metrics)
+        if (stale or s.metrics.icl_score_prose is None)
         and s.model_config.tokenizer == BYTES.name
         and s.model_config.n_ctx > ICL_LATE_TOKEN + 1
     ]

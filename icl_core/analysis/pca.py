@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from icl_core.analysis.phase import finite_or_none
 from icl_core.analysis.summary import nearest_by_tokens
 from icl_core.storage.snapshots import SnapshotInfo
 
@@ -136,13 +135,10 @@ def pca_table(
         for s in snaps:
             if s.step < min_step:
                 continue
-            v = s.metrics.get("pca_losses")
-            if isinstance(v, list) and v:
-                arr = np.asarray(v, dtype=np.float64)
-                if np.isfinite(arr).all():
-                    vecs.append((s.step, arr))
-                    tokens[(name, s.step)] = s.tokens_seen
-                    icl[(name, s.step)] = finite_or_none(s.metrics.get("icl_score"))
+            if s.metrics.pca_losses is not None:  # finite and non-empty when stored (SnapshotMetrics)
+                vecs.append((s.step, np.asarray(s.metrics.pca_losses, dtype=np.float64)))
+                tokens[(name, s.step)] = s.tokens_seen
+                icl[(name, s.step)] = s.metrics.icl_score
         if len(vecs) < 1:
             skipped[name] = "no per-token losses stored"
             continue

@@ -9,10 +9,8 @@ window is located on it; runs without stored head scores fall back to the ICL sc
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
@@ -108,46 +106,22 @@ def detect_run_phase_change(
 # A run's phase change, from its stored snapshot metrics
 
 
-def finite_or_none(value: Any) -> float | None:
-    """A stored metric as a float, or None where it is missing or not a finite number."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
-def stored_prefix_matching(snap: SnapshotInfo) -> list[list[float]] | None:
-    """The snapshot's stored prefix-matching scores (layer x head), or None if missing or of the wrong shape."""
-    pm = snap.metrics.get("prefix_matching")
-    cfg = snap.model_config
-    if (
-        isinstance(pm, list)
-        and len(pm) == cfg.n_layers
-        and all(isinstance(r, list) and len(r) == cfg.n_heads for r in pm)
-    ):
-        return [[float(v) for v in row] for row in pm]
-    return None
-
-
 def best_induction_head(snap: SnapshotInfo) -> Head | None:
     """The head with the highest stored prefix-matching score in layers >= 1 (any layer of a 1-layer model)."""
-    pm = stored_prefix_matching(snap)
+    pm = snap.metrics.prefix_matching
     found = induction_heads(pm, threshold=-1.0) if pm else []
     return found[0] if found else None
 
 
 def phase_window(snaps: Sequence[SnapshotInfo]) -> PhaseWindow | None:
     """The phase change located from the stored head scores (or ICL scores when those are missing), or None."""
-    usable = [
-        s for s in snaps if finite_or_none(s.metrics.get("icl_score")) is not None or s.metrics.get("prefix_matching")
-    ]
+    usable = [s for s in snaps if s.metrics.icl_score is not None or s.metrics.prefix_matching is not None]
     if len(usable) < 3:
         return None
     return detect_run_phase_change(
         [s.step for s in usable],
-        [finite_or_none(s.metrics.get("icl_score")) for s in usable],
-        [s.metrics.get("prefix_matching") for s in usable],
+        [s.metrics.icl_score for s in usable],
+        [s.metrics.prefix_matching for s in usable],
     )
 
 
@@ -159,8 +133,8 @@ def induction_onset(snaps: Sequence[SnapshotInfo], threshold: float = INDUCTION_
     """
     above: list[Head | None] = []
     for s in snaps:
-        pm = s.metrics.get("prefix_matching")
-        heads = induction_heads(pm, threshold) if isinstance(pm, list) and pm else []
+        pm = s.metrics.prefix_matching
+        heads = induction_heads(pm, threshold) if pm is not None else []
         above.append(heads[0] if heads else None)
     for i, head in enumerate(above):
         if head is not None and (i + 1 == len(above) or above[i + 1] is not None):
@@ -201,7 +175,7 @@ def early_stage_end(snaps: Sequence[SnapshotInfo]) -> int | None:
     scored = [
         (s.tokens_seen, loss)
         for s in snaps
-        if s.model_config.tokenizer == BYTES_TOKENIZER and (loss := finite_or_none(s.metrics.get("heldout_loss")))
+        if s.model_config.tokenizer == BYTES_TOKENIZER and (loss := s.metrics.heldout_loss) is not None
     ]
     if not scored or scored[0][1] <= unigram_entropy_nats():  # no snapshot from before the stage ended
         return None

@@ -24,7 +24,7 @@ import torch
 
 from icl_core.analysis import attribution, circuits, head_table
 from icl_core.analysis.ablation import ABLATION_MODES
-from icl_core.analysis.phase import PhaseWindow, stored_prefix_matching
+from icl_core.analysis.phase import PhaseWindow
 from icl_core.errors import ICLError
 from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, list_snapshots, load_model, read_json
 
@@ -130,7 +130,7 @@ def precompute_run(run_dir: Path, modes: Sequence[str] = ABLATION_MODES, say: Ca
     for i, snap in enumerate(snaps):
         model = load_model(snap)
         for mode in modes:
-            table = head_table.ablation_table(model, mode, prefix_matching=stored_prefix_matching(snap))
+            table = head_table.ablation_table(model, mode, prefix_matching=snap.metrics.prefix_matching)
             tables[mode][str(snap.step)] = asdict(table)
         say(f"{run_dir.name}: ablation tables {i + 1}/{len(snaps)} ({time.time() - t0:.0f}s)")
     save(run_dir, ABLATION_TABLES, snaps, tables)

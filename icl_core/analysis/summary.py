@@ -12,13 +12,13 @@ from icl_core.analysis.phase import (
     MIN_INDUCTION_RISE,
     PhaseWindow,
     best_induction_score,
-    finite_or_none,
     phase_window,
 )
 from icl_core.errors import ICLError
 from icl_core.heads import head_name
 from icl_core.model.config import ModelConfig
 from icl_core.storage.runs import RunRef
+from icl_core.storage.snapshot_metrics import SnapshotMetrics
 from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, read_manifest, read_run_config
 
 SAME_DATA = "same as this machine's"  # run_overview's "data" when the run's eval set and training text match ours
@@ -32,12 +32,13 @@ def fmt_tokens(n: int) -> str:
     return str(n)
 
 
-def fmt_icl(metrics: dict[str, Any]) -> str | None:
-    """A snapshot's stored ICL score as every page shows it: '-0.223 ± 0.027' (± one standard error)."""
-    value = finite_or_none(metrics.get("icl_score"))
+def fmt_icl(metrics: SnapshotMetrics, key: str = "icl_score") -> str | None:
+    """A snapshot's stored ICL score as every page shows it: '-0.223 ± 0.027' (± one standard error); `key`
+    names the evaluation set (ICL_SETS)."""
+    value = metrics.scalar(key)
     if value is None:
         return None
-    se = finite_or_none(metrics.get("icl_score_se"))
+    se = metrics.scalar(f"{key}_se")
     return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
@@ -49,9 +50,9 @@ def one_layer_note(cfg: ModelConfig) -> str:
     return ""
 
 
-def fmt_icl_prose(metrics: dict[str, Any]) -> str | None:
+def fmt_icl_prose(metrics: SnapshotMetrics) -> str | None:
     """The ICL score on the prose evaluation set (icl_core/proseset.py), as fmt_icl writes the code set's."""
-    return fmt_icl({"icl_score": metrics.get("icl_score_prose"), "icl_score_se": metrics.get("icl_score_prose_se")})
+    return fmt_icl(metrics, "icl_score_prose")
 
 
 ICL_SETS = {"icl_score": "held-out code", "icl_score_prose": "English prose"}  # stored key -> evaluation set
@@ -73,19 +74,17 @@ def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
     rows = []
     for s in snaps:
         m = s.metrics
-        pm = m.get("prefix_matching")
-        best = best_induction_score(pm) if isinstance(pm, list) and pm else None
         rows.append(
             {
                 "step": s.step,
                 "tokens": s.tokens_seen,
-                "train_loss": finite_or_none(m.get("train_loss")),
-                "heldout_loss": finite_or_none(m.get("heldout_loss")),
-                "icl_score": finite_or_none(m.get("icl_score")),
-                "icl_score_se": finite_or_none(m.get("icl_score_se")),
-                "icl_score_prose": finite_or_none(m.get("icl_score_prose")),
-                "icl_score_prose_se": finite_or_none(m.get("icl_score_prose_se")),
-                "max_prefix_matching": best,
+                "train_loss": m.train_loss,
+                "heldout_loss": m.heldout_loss,
+                "icl_score": m.icl_score,
+                "icl_score_se": m.icl_score_se,
+                "icl_score_prose": m.icl_score_prose,
+                "icl_score_prose_se": m.icl_score_prose_se,
+                "max_prefix_matching": best_induction_score(m.prefix_matching) if m.prefix_matching else None,
             }
         )
     return rows
@@ -95,8 +94,8 @@ def head_score_rows(snap: SnapshotInfo) -> list[dict[str, Any]]:
     """Long table of stored per-head scores: head, layer, metric, value, tokens (for charts over training)."""
     rows = []
     for metric in ("prefix_matching", "previous_token", "copying"):
-        grid = snap.metrics.get(metric)
-        if not isinstance(grid, list):
+        grid = getattr(snap.metrics, metric)
+        if grid is None:
             continue
         for layer, values in enumerate(grid):
             for head, value in enumerate(values):
@@ -105,7 +104,7 @@ def head_score_rows(snap: SnapshotInfo) -> list[dict[str, Any]]:
                         "head": head_name((layer, head)),
                         "layer": layer,
                         "metric": metric,
-                        "value": finite_or_none(value),
+                        "value": value,
                         "step": snap.step,
                         "tokens": snap.tokens_seen,
                     }
@@ -118,12 +117,12 @@ def describe_phase_change(window: PhaseWindow | None, snaps: Sequence[SnapshotIn
     tokens = {s.step: s.tokens_seen for s in snaps}
     fmt = fmt_tokens
     if window is None:
-        if any(s.metrics.get("prefix_matching") for s in snaps):
+        if any(s.metrics.prefix_matching for s in snaps):
             return (
                 f"no phase change detected: no head's induction (prefix-matching) score ever rises by "
                 f"{MIN_INDUCTION_RISE} or more, so no induction head forms"
             )
-        if any(finite_or_none(s.metrics.get("icl_score")) is not None for s in snaps):
+        if any(s.metrics.icl_score is not None for s in snaps):
             return f"no phase change detected: the ICL score never falls by {MIN_DROP_NATS} nats or more"
         return "no phase change detected: this run recorded neither head scores nor ICL scores"
     if window.signal == "prefix_matching":

@@ -11,7 +11,6 @@ never leaves a visible snapshot without complete weights.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -27,6 +26,7 @@ from icl_core.errors import CheckpointError, ConfigError
 from icl_core.model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
 from icl_core.model.tokenizer import load_tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.snapshot_metrics import MetricsError, SnapshotMetrics, parse_metrics, short_repr
 
 RUN_FORMAT = "icl-explorer-run"
 RUN_FORMAT_VERSION = 1
@@ -85,8 +85,7 @@ class SnapshotInfo:
     step: int
     tokens_seen: int
     model_config: ModelConfig
-    metrics: dict[str, Any] = field(default_factory=dict)
-    non_finite: tuple[str, ...] = ()  # stored metrics left out of `metrics` because they hold NaN or inf
+    metrics: SnapshotMetrics = field(default_factory=SnapshotMetrics)
 
     @property
     def weights_path(self) -> Path:
@@ -115,7 +114,7 @@ def write_snapshot(
         "metrics": metrics,
     }
     atomic_write_json(run_dir / f"{stem}.json", meta)
-    return SnapshotInfo(run_dir, step, tokens_seen, model.cfg, metrics)
+    return SnapshotInfo(run_dir, step, tokens_seen, model.cfg, parse_metrics(metrics, model.cfg))
 
 
 def write_manifest(run_dir: Path, config: TrainConfig, extra: dict[str, Any] | None = None) -> None:
@@ -168,9 +167,9 @@ class SnapshotScan:
     def notes(self) -> list[str]:
         """One line per snapshot kept with metrics left out (NaN or inf): those figures show as n/a."""
         return [
-            f"step {s.step}: {', '.join(s.non_finite)} stored with NaN or inf values, shown as n/a"
+            f"step {s.step}: {', '.join(s.metrics.non_finite)} stored with NaN or inf values, shown as n/a"
             for s in self.snapshots
-            if s.non_finite
+            if s.metrics.non_finite
         ]
 
 
@@ -214,81 +213,14 @@ def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
     step, tokens = meta["step"], meta["tokens_seen"]
     for name, value in (("step", step), ("tokens_seen", tokens)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CheckpointError(meta_path, f"{name} must be a non-negative integer, got {_short(value)}")
+            raise CheckpointError(meta_path, f"{name} must be a non-negative integer, got {short_repr(value)}")
     if f"step_{step:06d}.json" != meta_path.name:
         raise CheckpointError(meta_path, f"step {step} does not match the file name")
-    metrics = meta.get("metrics", {})
-    problem = metrics_problem(metrics, cfg)
-    if problem:
-        raise CheckpointError(meta_path, problem)
-    usable, dropped = _finite_metrics(metrics)
-    return SnapshotInfo(meta_path.parent, step, tokens, cfg, usable, dropped)
-
-
-def _finite_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The metrics without those holding a NaN or an infinity anywhere, and the names of those: a pair of them
-    makes every figure drawn from the metric wrong (max() over a NaN returns whatever came first), so the
-    metric is left out whole and its pages say n/a."""
-
-    def finite(value: Any) -> bool:
-        if isinstance(value, list):
-            return all(finite(v) for v in value)
-        return not isinstance(value, float) or math.isfinite(value)
-
-    dropped = tuple(name for name, value in metrics.items() if not finite(value))
-    return {k: v for k, v in metrics.items() if k not in dropped}, dropped
-
-
-GRID_METRICS = ("prefix_matching", "previous_token", "copying")  # one number per head: layer x head
-SCALAR_METRICS = (
-    "heldout_loss",
-    "train_loss",
-    "icl_score",
-    "icl_score_se",
-    "icl_examples",
-    "icl_score_prose",
-    "icl_score_prose_se",
-    "icl_examples_prose",
-)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:40] + "…"
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _numbers(value: Any, length: int | None = None) -> bool:
-    return isinstance(value, list) and (length is None or len(value) == length) and all(map(_is_number, value))
-
-
-def metrics_problem(metrics: Any, cfg: ModelConfig) -> str | None:
-    """Why a snapshot's stored metrics cannot be used with its model config, or None if they can.
-
-    Every metric is optional (a run may not record the ICL score, say), but one that is there has the shape the
-    pages index it with: per-head grids are n_layers x n_heads numbers, the loss curve n_ctx - 1 numbers.
-    """
-    if not isinstance(metrics, dict):
-        return "metrics must be a JSON object"
-    for name in SCALAR_METRICS:
-        if name in metrics and metrics[name] is not None and not _is_number(metrics[name]):
-            return f"metrics.{name} must be a number, got {_short(metrics[name])}"
-    for name in GRID_METRICS + ("smear",):
-        grid = metrics.get(name)
-        if grid is None:
-            continue
-        if not (isinstance(grid, list) and len(grid) == cfg.n_layers and all(_numbers(r, cfg.n_heads) for r in grid)):
-            return f"metrics.{name} must be {cfg.n_layers} x {cfg.n_heads} numbers (layers x heads), got {_short(grid)}"
-    curve = metrics.get("loss_curve")
-    if curve is not None and not _numbers(curve, cfg.n_ctx - 1):
-        return f"metrics.loss_curve must be {cfg.n_ctx - 1} numbers (one per context position), got {_short(curve)}"
-    pca = metrics.get("pca_losses")
-    if pca is not None and not (_numbers(pca) and pca):
-        return f"metrics.pca_losses must be a non-empty list of numbers, got {_short(pca)}"
-    return None
+    try:
+        metrics = parse_metrics(meta.get("metrics", {}), cfg)
+    except MetricsError as exc:
+        raise CheckpointError(meta_path, str(exc)) from exc
+    return SnapshotInfo(meta_path.parent, step, tokens, cfg, metrics)
 
 
 def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOnlyTransformer:

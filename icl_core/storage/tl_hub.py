@@ -355,7 +355,7 @@ def import_checkpoints(
         elif read_json(meta_path).get("tokens_seen") != tokens:  # redone with another tokens_per_step
             atomic_write_json(meta_path, {**read_json(meta_path), "tokens_seen": tokens})
         snap = read_snapshot_info(meta_path)
-        if on_snapshot is not None and not snap.metrics:
+        if on_snapshot is not None and not snap.metrics.recorded:
             on_snapshot(snap)
         done_bytes += c.size
         if progress is not None:
