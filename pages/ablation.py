@@ -15,7 +15,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, chrome, layout, state, text_charts, training_charts, vega
+from ui import cache, chrome, layout, state, text_charts, training_charts, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -80,10 +80,8 @@ def _settled_heads(n_layers: int, n_heads: int) -> list[Head]:
     chosen = []
     for layer in range(n_layers):
         names = [head_name((layer, head)) for head in range(n_heads)]
-        key = layer_key(layer)
-        if not set(st.session_state.get(key) or []) <= set(names):  # another run's heads: keep only this model's
-            st.session_state[key] = [x for x in st.session_state[key] if x in names]
-        chosen += [(layer, names.index(x)) for x in st.session_state.get(key) or []]
+        kept = widget_state.keep_only(layer_key(layer), names)  # another run's heads: keep only this model's
+        chosen += [(layer, names.index(x)) for x in kept]
     return sorted(chosen)
 
 
@@ -212,10 +210,12 @@ link_warnings = _apply_link(by_name, heads_all)
 if TEXT_KEY not in st.session_state:
     st.session_state[TEXT_KEY] = preset_text("Repeated English sentence")
 
-# Every view is built before the first element is drawn, from the widgets' values in session state: the browser
-# renders messages that arrive together in one pass (pages/attention.py's text_views says why).
-built_for = (_settled_heads(cfg.n_layers, cfg.n_heads), st.session_state.get(MODE_KEY, ABLATION_MODES[0]))
-built = _build_all(*built_for, st.session_state[TEXT_KEY])
+text = st.session_state[TEXT_KEY]
+# Built first, then drawn (ui/widget_state.py): from the heads and the mode the widgets below will return.
+built = widget_state.Prebuilt(
+    lambda heads_and_mode: _build_all(*heads_and_mode, text),
+    (_settled_heads(cfg.n_layers, cfg.n_heads), st.session_state.get(MODE_KEY, ABLATION_MODES[0])),
+)
 
 st.title("Ablation: which heads carry in-context learning?")
 st.caption(
@@ -266,10 +266,7 @@ for layer in range(cfg.n_layers):
     )
     chosen += [by_name[x] for x in picked]
 chosen.sort()
-text = st.session_state[TEXT_KEY]
-if (chosen, mode) != built_for:  # the widgets said otherwise (not expected): build what they say
-    built = _build_all(chosen, mode, text)
-views, predicted = built
+views, predicted = built.as_drawn((chosen, mode))
 # The ablated heads and the mode go into the page's link, so it opens on this very ablation.
 state.set_url_params(heads=",".join(head_name(h) for h in chosen) or None, mode=mode if chosen else None)
 

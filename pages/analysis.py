@@ -13,7 +13,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summa
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
-from ui import cache, chrome, head_charts, layout, state, training_charts
+from ui import cache, chrome, head_charts, layout, state, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -220,8 +220,7 @@ else:
 # --- Compare runs ----------------------------------------------------------------------------------
 st.subheader("Compare runs")
 runs = {r.name: r for r in state.list_runs()}
-if st.session_state.get(COMPARE_KEY) is None or not set(st.session_state[COMPARE_KEY]) <= set(runs):
-    st.session_state[COMPARE_KEY] = [n for n in st.session_state.get(COMPARE_KEY) or [sel.run.name] if n in runs]
+widget_state.keep_only(COMPARE_KEY, runs, default=[sel.run.name])
 chosen = st.multiselect(
     "Runs", list(runs), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
 )

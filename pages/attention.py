@@ -15,7 +15,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextIn
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from ui import cache, chrome, layout, picks, play, state, strips, text_charts, vega
+from ui import cache, chrome, layout, picks, play, state, strips, text_charts, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -28,6 +28,7 @@ QUERY_SLIDER, TEXT_ID_KEY = "attn_query_slider", "_attn_text_id"  # the slider's
 TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 PICKS_KEY = "_attn_picks"  # how many tokens were picked in the grid: part of its key
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
+ALL_LAYERS = "all layers"
 FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
 SCORE_BARS = ("prefix-matching (probe)", "previous-token (probe)", "prefix-matching on this text")  # drawn as bars
@@ -198,10 +199,10 @@ def _settle_destination(an: TextAnalysis, text: str) -> str | None:
     when the link's destination is not a position of the text."""
     n = len(an.tokens)
     has_target = np.flatnonzero(an.targets.any(axis=1))
-    if st.session_state.get("_attn_sig") != (text, n) or st.session_state.get(QUERY_KEY) not in range(n):
-        st.session_state[QUERY_KEY] = int(has_target[-1]) if len(has_target) else n - 1
-        st.session_state["_attn_sig"] = (text, n)
-        st.session_state[TEXT_ID_KEY] = st.session_state.get(TEXT_ID_KEY, 0) + 1
+    default = int(has_target[-1]) if len(has_target) else n - 1
+    if widget_state.reset_on(QUERY_KEY, (text, n), default) or st.session_state[QUERY_KEY] not in range(n):
+        st.session_state[QUERY_KEY] = default
+        widget_state.renew(TEXT_ID_KEY)  # a new destination slider for a new text (destination_views says why)
     if "dest" not in link:  # the link's destination token, once the text (and so its length) is known
         return None
     dest = link.pop("dest").strip()
@@ -211,52 +212,62 @@ def _settle_destination(an: TextAnalysis, text: str) -> str | None:
     return f"The link's destination token **{user_text(dest)}** is not a position of this text (0–{n - 1})."
 
 
-def _settle_heatmap_choices(text: str, n: int, n_layers: int, query: int) -> tuple[list[str], int, int]:
-    """The heatmap controls' values in session state before they are drawn (the heatmaps are built first);
-    returns the layer options, the window's length and its first token."""
-    layer_options = ["all layers", *[f"layer {i}" for i in range(n_layers)]]
-    if st.session_state.get(LAYER_KEY) not in layer_options:
-        st.session_state[LAYER_KEY] = layer_options[0]
-    if st.session_state.get(WINDOW_KEY) not in WINDOWS:
-        st.session_state[WINDOW_KEY] = DEFAULT_WINDOW
-    window = min(st.session_state[WINDOW_KEY], n)
+@dataclass(frozen=True)
+class HeatmapChoice:
+    """Which heads and tokens the heatmaps show: the heatmap controls' values."""
+
+    layer: str  # "all layers" or "layer i"
+    window: int
+    start: int
+
+
+def _settle_heatmap_choice(text: str, n: int, n_layers: int, query: int) -> HeatmapChoice:
+    """The heatmap controls' values in session state before they are drawn (the heatmaps are built first)."""
+    layer = widget_state.settle(LAYER_KEY, _layer_options(n_layers), ALL_LAYERS)
+    window = min(widget_state.settle(WINDOW_KEY, WINDOWS, DEFAULT_WINDOW), n)
+    if n <= window:
+        return HeatmapChoice(layer, window, 0)
     # Default to the window ending at the destination token: that is where the interesting rows are.
     # Also when the slider's state is gone: a widget's state is dropped when another page is drawn.
-    moved = st.session_state.get("_attn_wsig") != ((text, n), window, query)
-    if n > window and (moved or st.session_state.get(WSTART_KEY) not in range(n - window + 1)):
-        st.session_state[WSTART_KEY] = max(0, min(query + 1 - window, n - window))
-        st.session_state["_attn_wsig"] = ((text, n), window, query)
-    return layer_options, window, st.session_state[WSTART_KEY] if n > window else 0
+    ending_at_query = max(0, min(query + 1 - window, n - window))
+    widget_state.reset_on(WSTART_KEY, ((text, n), window, query), ending_at_query)
+    return HeatmapChoice(layer, window, widget_state.settle(WSTART_KEY, range(n - window + 1), ending_at_query))
 
 
-@st.fragment
-def text_views() -> None:
-    """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar.
+def _layer_options(n_layers: int) -> list[str]:
+    return [ALL_LAYERS, *[f"layer {i}" for i in range(n_layers)]]
 
-    Every view is built before the first element is drawn. The browser renders messages that arrive together in
-    one pass over the page; the ~35 ms of building charts and images between elements split a new text's
-    rendering into several passes."""
-    text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
-    try:
-        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
-    except ICLError as exc:  # shown under the text area (chrome.from_text)
-        computed = exc
-    drawable = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2  # a text with a token to look at
-    if drawable:
-        an = computed[1]
-        n = len(an.tokens)
-        n_layers, n_heads = an.patterns.shape[:2]
-        heads = all_heads(n_layers, n_heads)
-        dest_warning = _settle_destination(an, text)
-        query = st.session_state[QUERY_KEY]
-        first_views = _destination_views(an, query, heads)
-        layer_options, window, start = _settle_heatmap_choices(text, n, n_layers, query)
-        layer_choice = st.session_state[LAYER_KEY]
-        shown = heads if layer_choice == "all layers" else [h for h in heads if f"layer {h[0]}" == layer_choice]
-        present = chrome.presenting()
-        heatmaps = heatmaps_html(an, shown, start, start + window, present=present, title=HEATMAPS_TITLE)
-        scores = _scores_html(an, heads)
 
+@dataclass(frozen=True)
+class TextViews:
+    """Everything drawn from one text, built before the first element of the text's views is drawn."""
+
+    text: str
+    an: TextAnalysis
+    heads: list[Head]
+    dest_warning: str | None
+    first: DestinationViews  # for the destination token in session state when built
+    heatmaps: HeatmapChoice
+    shown: list[Head]  # the heads the heatmaps show
+    heatmaps_html: str
+    scores: str
+
+
+def _build_text_views(text: str, an: TextAnalysis) -> TextViews:
+    n_layers, n_heads = an.patterns.shape[:2]
+    heads = all_heads(n_layers, n_heads)
+    dest_warning = _settle_destination(an, text)
+    query = st.session_state[QUERY_KEY]
+    choice = _settle_heatmap_choice(text, len(an.tokens), n_layers, query)
+    shown = heads if choice.layer == ALL_LAYERS else [h for h in heads if f"layer {h[0]}" == choice.layer]
+    heatmaps = heatmaps_html(
+        an, shown, choice.start, choice.start + choice.window, present=chrome.presenting(), title=HEATMAPS_TITLE
+    )
+    first = _destination_views(an, query, heads)
+    return TextViews(text, an, heads, dest_warning, first, choice, shown, heatmaps, _scores_html(an, heads))
+
+
+def _text_inputs() -> None:
     c1, c2 = st.columns([1, 3])
     with c1:
         st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
@@ -272,8 +283,10 @@ def text_views() -> None:
             max_chars=MAX_TEXT_CHARS,
         )
 
-    # The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
-    # the text itself when it is short enough.
+
+def _link_the_text(text: str) -> None:
+    """The link says which text this is: the preset's name (editing the text switches the preset to CUSTOM), or
+    the text itself when it is short enough."""
     preset_now = st.session_state.get(PRESET_KEY)
     if preset_now in PRESETS:
         state.set_url_params(preset=preset_now, text=None)
@@ -283,124 +296,142 @@ def text_views() -> None:
         state.set_url_params(text=None, preset=None)
         st.caption(f"This text is over {URL_TEXT_MAX:,} characters: the page's link does not include it.")
 
+
+def _pick_destination(key: str, n: int) -> None:
+    position = picks.picked_number(picks.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
+    if isinstance(position, int) and 0 <= position < n:
+        st.session_state[QUERY_KEY] = position
+        widget_state.renew(PICKS_KEY)
+
+
+@st.fragment
+def destination_views(views: TextViews) -> None:
+    """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
+    an, n = views.an, len(views.an.tokens)
+    query = st.session_state[QUERY_KEY]
+    shown = views.first if views.first.query == query else _destination_views(an, query, views.heads)
+    # A new slider for each text, not the same one with a new value: Streamlit's slider applies a value set by the
+    # server in an effect after the browser has painted, so the old thumb stayed on screen ~30-50 ms past the rest
+    # of the page (the last change of a new text, in a MutationObserver's record).
+    slider_key = widget_state.renewed_key(QUERY_SLIDER, TEXT_ID_KEY)
+    if st.session_state.get(slider_key) != query:  # a pick in the grid, or the link, moved it
+        st.session_state[slider_key] = query
+    st.select_slider(
+        "Destination token (the one whose attention you see)",
+        options=list(range(n)),
+        key=slider_key,
+        on_change=lambda: st.session_state.__setitem__(QUERY_KEY, st.session_state[slider_key]),
+        format_func=lambda i: f"{i} · {an.labels[i]}",
+    )
+    state.set_url_params(dest=str(query))
+
+    # A key that changes after each pick: a picked token never stays selected in the browser (picking it again
+    # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
+    # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
+    picker_key = widget_state.renewed_key(TOKEN_PICK_KEY, PICKS_KEY)
+    chrome.show_chart(
+        shown.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key, n), selection_mode=TOKEN_PICK
+    )
+    left, right = layout.panels("strip", [3, 2], gap="large")
+    left.html(shown.strip)
+    right.html(shown.prediction)
+    chrome.show_chart(shown.loss, width="stretch")
+    export_buttons(shown.loss, shown.loss.table, f"per-token loss {sel.run.name} step {sel.step}")
+    st.caption(
+        "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
+        "After the phase change these bars drop on repeated text."
+    )
+
+
+def _heatmap_section(views: TextViews) -> None:
+    st.subheader("Attention heatmaps")
+    an, n, choice = views.an, len(views.an.tokens), views.heatmaps
+    hc1, hc2, hc3 = st.columns([2, 1, 2])
+    hc1.radio("Heads", _layer_options(an.patterns.shape[0]), key=LAYER_KEY, horizontal=True, persist_state="session")
+    hc2.selectbox("Tokens shown", WINDOWS, key=WINDOW_KEY, persist_state="session")
+    if n > choice.window:
+        hc3.slider("First token shown", 0, n - choice.window, key=WSTART_KEY)
+    else:
+        hc3.caption(f"All {n} tokens shown.")
+    st.html(views.heatmaps_html)
+
+    def _vector_heatmaps() -> vega.FilledChart:  # the files are the vector chart, built only on a click
+        end = choice.start + choice.window
+        return text_charts.attention_heatmaps(an, views.shown, choice.start, end, present=chrome.presenting())
+
+    # The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
+    export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
+
+
+def _pair_section(views: TextViews) -> None:
+    """One head at two training steps, side by side: before vs after the phase change by default."""
+    st.subheader("One head at two steps")
+    # Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
+    if not st.toggle(
+        "Compare one head at two training steps", key="attn_pair_on", help="Before vs after the phase change."
+    ):
+        return
+    try:
+        window_pc = cache.phase_window_of(sel.run.path)
+    except ICLError:
+        window_pc = None
+    by_step = {s.step: s for s in sel.snapshots}
+    default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
+    best = best_induction_head(info)
+    names = [head_name(h) for h in views.heads]
+    # Defaults follow the run: a value the current run lacks (another run, another model) is reset.
+    widget_state.settle("attn_pair_head", names, head_name(best) if best else names[-1])
+    widget_state.settle("attn_pair_a", sel.steps, default_pair[0])
+    widget_state.settle("attn_pair_b", sel.steps, default_pair[1])
+    pick_cols = st.columns([1, 2, 2])
+    head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
+    step_a = pick_cols[1].select_slider("Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}")
+    step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
+    pair_head = views.heads[names.index(head_pick)]
+    start, end = views.heatmaps.start, views.heatmaps.start + views.heatmaps.window
+    for col, pair_step in zip(layout.panels("pair", 2), (step_a, step_b), strict=True):
+        with col:
+            try:
+                _, other = cache.text_analysis(by_step[pair_step], views.text)
+            except ICLError as exc:
+                st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
+                continue
+            tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
+            status = f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
+            st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen){status}")
+            st.html(heatmaps_html(other, [pair_head], start, end, present=chrome.presenting()))
+
+
+@st.fragment
+def text_views() -> None:
+    """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar.
+    Built first, then drawn (ui/widget_state.py)."""
+    text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
+    try:
+        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
+    except ICLError as exc:  # shown under the text area (chrome.from_text)
+        computed = exc
+    drawable = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2  # a text with a token to look at
+    views = _build_text_views(text, computed[1]) if drawable else None
+
+    _text_inputs()
+    _link_the_text(text)
+
     def _analysis() -> tuple[TextInput, TextAnalysis]:
         if isinstance(computed, ICLError):
             raise computed
         return computed
 
     chrome.from_text(_analysis)  # a bad text's message (and the end of the fragment), or the text's notes
-    if not drawable:
+    if views is None:
         st.info("Type at least one more character: with only the start token there is nothing to attend to.")
         st.stop()
-    if dest_warning:
-        st.warning(dest_warning)
-
-    def _pick_destination(key: str) -> None:
-        position = picks.picked_number(picks.picked_point(st.session_state.get(key), TOKEN_PICK), "position")
-        if isinstance(position, int) and 0 <= position < n:
-            st.session_state[QUERY_KEY] = position
-            st.session_state[PICKS_KEY] = st.session_state.get(PICKS_KEY, 0) + 1
-
-    @st.fragment
-    def destination_views() -> None:
-        """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
-        query = st.session_state[QUERY_KEY]
-        views = first_views if first_views.query == query else _destination_views(an, query, heads)
-        # A new slider for each text, not the same one with a new value: Streamlit's slider applies a value set by
-        # the server in an effect after the browser has painted, so the old thumb stayed on screen ~30-50 ms past
-        # the rest of the page (the last change of a new text, in a MutationObserver's record).
-        slider_key = f"{QUERY_SLIDER}_{st.session_state.get(TEXT_ID_KEY, 0)}"
-        if st.session_state.get(slider_key) != query:  # a pick in the grid, or the link, moved it
-            st.session_state[slider_key] = query
-        st.select_slider(
-            "Destination token (the one whose attention you see)",
-            options=list(range(n)),
-            key=slider_key,
-            on_change=lambda: st.session_state.__setitem__(QUERY_KEY, st.session_state[slider_key]),
-            format_func=lambda i: f"{i} · {an.labels[i]}",
-        )
-        state.set_url_params(dest=str(query))
-
-        # A key that changes after each pick: a picked token never stays selected in the browser (picking it again
-        # after the slider moved would otherwise send nothing). Not one per destination: a new text moves the
-        # destination, and a new key makes the browser build the chart anew (~40 ms) instead of swapping its data.
-        picker_key = f"{TOKEN_PICK_KEY}_{st.session_state.get(PICKS_KEY, 0)}"
-        chrome.show_chart(
-            views.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key), selection_mode=TOKEN_PICK
-        )
-        left, right = layout.panels("strip", [3, 2], gap="large")
-        left.html(views.strip)
-        right.html(views.prediction)
-        chrome.show_chart(views.loss, width="stretch")
-        export_buttons(views.loss, views.loss.table, f"per-token loss {sel.run.name} step {sel.step}")
-        st.caption(
-            "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
-            "After the phase change these bars drop on repeated text."
-        )
-
-    destination_views()
-
-    st.subheader("Attention heatmaps")
-    hc1, hc2, hc3 = st.columns([2, 1, 2])
-    hc1.radio("Heads", layer_options, key=LAYER_KEY, horizontal=True, persist_state="session")
-    hc2.selectbox("Tokens shown", WINDOWS, key=WINDOW_KEY, persist_state="session")
-    if n > window:
-        hc3.slider("First token shown", 0, n - window, key=WSTART_KEY)
-    else:
-        hc3.caption(f"All {n} tokens shown.")
-    st.html(heatmaps)
-
-    def _vector_heatmaps() -> vega.FilledChart:  # the files are the vector chart, built only on a click
-        return text_charts.attention_heatmaps(an, shown, start, start + window, present=present)
-
-    # The heads and tokens shown above; the CSV holds every cell of the vector chart (weights under 0.01 are left out).
-    export_buttons(_vector_heatmaps, lambda: _vector_heatmaps().table, f"attention {sel.run.name} step {sel.step}")
-
-    st.subheader("One head at two steps")
-    # Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
-    if st.toggle(
-        "Compare one head at two training steps", key="attn_pair_on", help="Before vs after the phase change."
-    ):
-        # Before vs after the phase change by default: the same head, the same text, two snapshots side by side.
-        try:
-            window_pc = cache.phase_window_of(sel.run.path)
-        except ICLError:
-            window_pc = None
-        by_step = {s.step: s for s in sel.snapshots}
-        default_pair = (window_pc.start_step, window_pc.end_step) if window_pc else (sel.steps[0], sel.step)
-        best = best_induction_head(info)
-        names = [head_name(h) for h in heads]
-        # Defaults follow the run: a value the current run lacks (another run, another model) is reset.
-        pair_defaults = {
-            "attn_pair_head": (head_name(best) if best else names[-1], names),
-            "attn_pair_a": (default_pair[0], sel.steps),
-            "attn_pair_b": (default_pair[1], sel.steps),
-        }
-        for key, (default, options) in pair_defaults.items():
-            if st.session_state.get(key) not in options:
-                st.session_state[key] = default
-        pick_cols = st.columns([1, 2, 2])
-        head_pick = pick_cols[0].selectbox("Head", names, key="attn_pair_head")
-        step_a = pick_cols[1].select_slider(
-            "Earlier step", sel.steps, key="attn_pair_a", format_func=lambda v: f"{v:,}"
-        )
-        step_b = pick_cols[2].select_slider("Later step", sel.steps, key="attn_pair_b", format_func=lambda v: f"{v:,}")
-        pair_head = heads[names.index(head_pick)]
-        pair_cols = layout.panels("pair", 2)
-        for col, pair_step in zip(pair_cols, (step_a, step_b), strict=True):
-            with col:
-                try:
-                    _, other = cache.text_analysis(by_step[pair_step], text)
-                except ICLError as exc:
-                    st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
-                    continue
-                tokens_seen = fmt_tokens(by_step[pair_step].tokens_seen)
-                st.markdown(f"**Step {pair_step:,}** ({tokens_seen} tokens seen)" + (
-                    f" · {phase_status(window_pc, pair_step)}" if window_pc else ""
-                ))  # fmt: skip
-                st.html(heatmaps_html(other, [pair_head], start, start + window, present=present))
-
-    st.html(scores)
+    if views.dest_warning:
+        st.warning(views.dest_warning)
+    destination_views(views)
+    _heatmap_section(views)
+    _pair_section(views)
+    st.html(views.scores)
 
 
 text_views()

@@ -8,19 +8,13 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, chrome, head_charts, layout, state, training_charts
+from ui import cache, chrome, head_charts, layout, state, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
 
 HEAD_KEY, PREV_KEY, NTOK_KEY = "circuits_head", "circuits_prev_head", "circuits_n_tokens"
 KIND_KEY, COPY_KEY = "circuits_kind_over_training", "circuits_copy_metric"
-
-
-def _pick(key: str, options: list[str], default: str) -> None:
-    # A run with other heads (or a first visit) resets the choice; set before the widget draws, never with index=.
-    if st.session_state.get(key) not in options:
-        st.session_state[key] = default
 
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -126,7 +120,7 @@ if copy_rows:
 # --- One head's full circuits --------------------------------------------------------------------
 st.subheader("One head's full QK and OV circuits")
 default_head = head_name(best) if best else names[-1]
-_pick(HEAD_KEY, names, default_head)
+widget_state.settle(HEAD_KEY, names, default_head)  # a run with other heads resets it
 c1, c2, c3 = st.columns([1, 1, 2])
 head_label = c1.selectbox("Head", names, key=HEAD_KEY, help="Default: the best induction head at this step.")
 head = by_name[head_label]
@@ -149,10 +143,8 @@ if earlier:
         ranked = [comp.rows[i] for i in k_col.argsort()[::-1] if comp.rows[i] in earlier]
         default_prev = head_name(ranked[0]) if ranked else default_prev
     # The partner follows the head: a stale partner from another head is replaced by this head's best one.
-    if st.session_state.get("_circuits_prev_for") != head_label:
-        st.session_state[PREV_KEY] = default_prev
-        st.session_state["_circuits_prev_for"] = head_label
-    _pick(PREV_KEY, prev_names, default_prev)
+    widget_state.reset_on(PREV_KEY, head_label, default_prev)
+    widget_state.settle(PREV_KEY, prev_names, default_prev)
     prev_name = c2.selectbox(
         "Earlier head (K-composition)",
         prev_names,

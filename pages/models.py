@@ -14,14 +14,14 @@ from icl_core.model.config import ICL_FORMULA
 from icl_core.storage import hub, published, tl_hub
 from icl_core.storage.runs import refused_run_links
 from icl_core.tasks import imports
-from ui import cache, state
+from ui import cache, state, widget_state
 from ui.quote import user_text
 from ui.relay import run_relaying
 
 FLASH_KEY = "_models_flash"
 
 
-PICK_KEY, PICK_FOR_KEY, GO_KEY = "models_pick", "_models_pick_for", "_models_go"
+PICK_KEY, GO_KEY = "models_pick", "_models_go"
 
 
 def _open(paths: dict[str, str]) -> None:
@@ -99,9 +99,8 @@ else:
             st.warning(f"**{user_text(r['run'])}**: {user_text(r['data'], 300)}.")
     names = {r["run"]: r["path"] for r in rows}
     # The pick starts at (and follows) the sidebar's run, until the visitor picks another one here.
-    if current is not None and st.session_state.get(PICK_FOR_KEY) != current.run.name:
-        st.session_state[PICK_KEY] = current.run.name
-        st.session_state[PICK_FOR_KEY] = current.run.name
+    if current is not None:
+        widget_state.reset_on(PICK_KEY, current.run.name, current.run.name)
     with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # the button keeps its width
         st.selectbox("Explore a run", list(names), key=PICK_KEY)
         st.button("Open in the explorer", on_click=_open, args=(names,), key="models_open", type="primary")

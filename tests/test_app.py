@@ -290,8 +290,8 @@ def test_every_page_shows_a_snapshots_stored_icl_score_and_no_other_exact_value(
     table = at.dataframe[0].value
     final = list_snapshots(SHIPPED_DIR / MAIN_RUN)[-1].metrics
     row = table[table["run"] == MAIN_RUN].iloc[0]
-    assert row["ICL score"] == pytest.approx(final["icl_score"]) and row["ICL score s.e."] == pytest.approx(
-        final["icl_score_se"]
+    assert row["ICL score"] == pytest.approx(final.icl_score) and row["ICL score s.e."] == pytest.approx(
+        final.icl_score_se
     )
 
 
