@@ -13,7 +13,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summa
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
-from ui import cache, chrome, head_charts, layout, state, training_charts, widget_state
+from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -50,7 +50,7 @@ mode = c1.radio(
 sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, format_func=SORT_LABEL.get)
 table = None
 try:
-    table = costly_result(cache.ablation_table_of(info, mode), "btn_ablation_table")
+    table = costly_result(stored_analyses.ablation_table_of(info, mode), "btn_ablation_table")
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot ablate this snapshot's heads: {user_text(exc, 500)}")
 if table is not None:
@@ -127,7 +127,7 @@ attr_mode = st.radio(
     format_func=lambda m: AblationMode(m).label,
 )
 attr = None
-attr_job = cache.phase_attribution_of(sel.run.path, snaps, attr_mode)
+attr_job = stored_analyses.phase_attribution_of(sel.run.path, snaps, attr_mode)
 try:
     attr = costly_result(attr_job, "btn_phase_attribution")
 except cache.ANALYSIS_ERRORS as exc:
@@ -157,7 +157,7 @@ if attr is not None:
         )
         over = []
         try:
-            over = costly_result(cache.attribution_over_training_of(sel.run.path, snaps, attr_mode), OVER_KEY)
+            over = costly_result(stored_analyses.attribution_over_training_of(sel.run.path, snaps, attr_mode), OVER_KEY)
         except cache.ANALYSIS_ERRORS as exc:
             st.error(f"Cannot compute the attribution over training: {user_text(exc, 500)}")
         if over:

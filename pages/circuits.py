@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, chrome, head_charts, layout, state, training_charts, widget_state
+from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -202,7 +202,9 @@ else:
 # --- Over training -------------------------------------------------------------------------------
 st.subheader("Over training")
 try:
-    rows = costly_result(cache.circuits_over_training(sel.run.path, sel.snapshots), "btn_circuits_over_training")
+    rows = costly_result(
+        stored_analyses.circuits_over_training(sel.run.path, sel.snapshots), "btn_circuits_over_training"
+    )
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute scores over training: {user_text(exc, 500)}")
     st.stop()
