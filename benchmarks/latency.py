@@ -18,6 +18,7 @@ import signal
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,64 +36,93 @@ TARGETS_MS = {
 }
 
 
+@dataclass
+class Timings:
+    """Seconds per interaction, warm rounds only: until the app is idle, until the server's script run ended (the
+    rest is the browser drawing), until the last change that draws something (no aria-* attribute)."""
+
+    idle: dict[str, list[float]] = field(default_factory=dict)
+    script: dict[str, list[float]] = field(default_factory=dict)
+    visible: dict[str, list[float]] = field(default_factory=dict)
+
+    def record(self, what: str, seconds: tuple[float, float | None, float | None], warm: bool) -> None:
+        if not warm:
+            return
+        for kept, value in ((self.idle, seconds[0]), (self.script, seconds[1]), (self.visible, seconds[2])):
+            if value is not None:
+                kept.setdefault(what, []).append(value)
+
+
+def one_round(page, round_: int, timings: Timings) -> None:
+    """Every timed interaction once, from the Attention page back to it."""
+    warm = round_ > 0  # the first round fills the caches
+    sidebar_step = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input").first
+    destination = page.locator(f"{MAIN} [data-testid='stSlider'] input").first
+    box = page.locator("textarea").first
+    # A new length every round, as typing gives: 49-88 tokens (the heatmaps' window slider comes and goes, the
+    # token grid changes its number of rows).
+    text = f"round {round_}: " + "the cat sat. " * (3 + round_ % 4)
+    timings.record("new text (Attention)", timed_action(page, lambda: type_into(box, text)), warm)
+    key = "ArrowRight" if round_ % 2 else "ArrowLeft"  # both sliders start at their last value
+
+    def heading_follows() -> bool:
+        value = destination.input_value().split()[0]
+        return f"from token {value} " in page.locator(f"{MAIN} h3").first.inner_text()
+
+    track = page.locator(f"{MAIN} [data-testid='stSlider']").first.bounding_box()
+    x = track["x"] + track["width"] * (0.3 if round_ % 2 else 0.7)  # a click moves it somewhere new
+    y = track["y"] + track["height"] * 0.75
+    moved = timed_action(page, lambda: page.mouse.click(x, y), expect=heading_follows)
+    timings.record("destination slider (Attention)", moved, warm)
+    timings.record("step slider (sidebar)", timed_action(page, lambda: sidebar_step.press(key)), warm)
+    navigate(page, "Ablation", f"{MAIN} {HEAD_PICK}")
+    toggle = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(r"^L0H0"))
+    for _ in range(2):
+        timings.record("head toggle (Ablation)", timed_action(page, toggle.first.click), warm)
+    other = "attn1" if round_ % 2 == 0 else "attn2"
+
+    def change_run() -> None:
+        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
+        page.locator("[role='option']").filter(has_text=re.compile(rf"^{other}\b")).first.click()
+
+    timings.record("run change (sidebar)", timed_action(page, change_run), warm)
+    navigate(page, "Attention", "textarea")
+
+
+def report(timings: Timings) -> None:
+    print(
+        f"{'interaction':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'target p95':>11} {'script ended, p50':>18}"
+        f" {'drawn, p50 / p95':>17}"
+    )
+    for what, target in TARGETS_MS.items():
+        values = timings.idle.get(what, [])
+        if values:
+            p50, p95 = 1000 * statistics.median(values), 1000 * percentile(values, 0.95)
+            ended = timings.script.get(what)
+            script = f"{1000 * statistics.median(ended):.0f}" if ended else "-"
+            seen = timings.visible.get(what)
+            drawn = f"{1000 * statistics.median(seen):.0f} / {1000 * percentile(seen, 0.95):.0f}" if seen else "-"
+            print(
+                f"{what:<32} {len(values):>4} {p50:>8.0f} {p95:>8.0f} {'< ' + str(target):>11} {script:>18} {drawn:>17}"
+            )
+    print("p50 / p95: until the last change under the app; drawn: until the last that draws (no aria-* attribute)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    times: dict[str, list[float]] = {}
-    script_times: dict[str, list[float]] = {}  # until the server's script run ended: the rest is the browser drawing
-    visible_times: dict[str, list[float]] = {}  # until the last change that draws something (no aria-* attribute)
-
-    def record(what: str, seconds: tuple[float, float | None, float | None], warm: bool) -> None:
-        if warm:
-            times.setdefault(what, []).append(seconds[0])
-            for kept, value in ((script_times, seconds[1]), (visible_times, seconds[2])):
-                if value is not None:
-                    kept.setdefault(what, []).append(value)
-
+    timings = Timings()
     reference = [cpu_reference_ms()]  # before and after: the machine's speed drifts
     with tempfile.TemporaryDirectory() as data_dir:
         proc, url = start_server(data_dir)
         try:
             with sync_playwright() as pw:
                 browser, page, cold = open_first_page(pw, url)
-                sidebar_step = page.locator("[data-testid='stSidebar'] [data-testid='stSlider'] input").first
-                destination = page.locator(f"{MAIN} [data-testid='stSlider'] input").first
                 for round_ in range(args.rounds + 1):
-                    warm = round_ > 0  # the first round fills the caches
-                    box = page.locator("textarea").first
-                    # A new length every round, as typing gives: 49-88 tokens (the heatmaps' window slider comes
-                    # and goes, the token grid changes its number of rows).
-                    text = f"round {round_}: " + "the cat sat. " * (3 + round_ % 4)
-                    record("new text (Attention)", timed_action(page, lambda b=box, t=text: type_into(b, t)), warm)
-                    key = "ArrowRight" if round_ % 2 else "ArrowLeft"  # both sliders start at their last value
-
-                    def heading_follows() -> bool:
-                        value = destination.input_value().split()[0]
-                        return f"from token {value} " in page.locator(f"{MAIN} h3").first.inner_text()
-
-                    track = page.locator(f"{MAIN} [data-testid='stSlider']").first.bounding_box()
-                    x = track["x"] + track["width"] * (0.3 if round_ % 2 else 0.7)  # a click moves it somewhere new
-                    y = track["y"] + track["height"] * 0.75
-
-                    moved = timed_action(page, lambda x=x, y=y: page.mouse.click(x, y), expect=heading_follows)
-                    record("destination slider (Attention)", moved, warm)
-                    record("step slider (sidebar)", timed_action(page, lambda k=key: sidebar_step.press(k)), warm)
-                    navigate(page, "Ablation", f"{MAIN} {HEAD_PICK}")
-                    toggle = page.locator(f"{MAIN} {HEAD_PICK}").filter(has_text=re.compile(r"^L0H0"))
-                    for _ in range(2):
-                        click = toggle.first.click
-                        record("head toggle (Ablation)", timed_action(page, click), warm)
-                    other = "attn1" if round_ % 2 == 0 else "attn2"
-
-                    def change_run(name: str = other) -> None:
-                        page.locator("[data-testid='stSidebar'] [data-testid='stSelectbox']").first.click()
-                        page.locator("[role='option']").filter(has_text=re.compile(rf"^{name}\b")).first.click()
-
-                    record("run change (sidebar)", timed_action(page, change_run), warm)
-                    navigate(page, "Attention", "textarea")
+                    one_round(page, round_, timings)
                 browser.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -100,22 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     reference.append(cpu_reference_ms())
     print(f"{args.rounds} warm rounds on {os.cpu_count()} CPUs; cold first page {1000 * cold:.0f} ms (target < 3000)")
     print(f"CPU reference (bench.cpu_reference_ms) before / after: {reference[0]:.0f} / {reference[1]:.0f} ms")
-    print(
-        f"{'interaction':<32} {'n':>4} {'p50 ms':>8} {'p95 ms':>8} {'target p95':>11} {'script ended, p50':>18}"
-        f" {'drawn, p50 / p95':>17}"
-    )
-    for what, target in TARGETS_MS.items():
-        values = times.get(what, [])
-        if values:
-            p50, p95 = 1000 * statistics.median(values), 1000 * percentile(values, 0.95)
-            ended = script_times.get(what)
-            script = f"{1000 * statistics.median(ended):.0f}" if ended else "-"
-            seen = visible_times.get(what)
-            drawn = f"{1000 * statistics.median(seen):.0f} / {1000 * percentile(seen, 0.95):.0f}" if seen else "-"
-            print(
-                f"{what:<32} {len(values):>4} {p50:>8.0f} {p95:>8.0f} {'< ' + str(target):>11} {script:>18} {drawn:>17}"
-            )
-    print("p50 / p95: until the last change under the app; drawn: until the last that draws (no aria-* attribute)")
+    report(timings)
     return 0
 
 

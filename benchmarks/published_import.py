@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -60,40 +61,103 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
 
 
+def fake_files(config: dict, checkpoint: bytes) -> dict[str, bytes]:
+    """The repo's files: ~160 checkpoints labelled log-spaced from one step's tokens to 2.2e10, as the real run's
+    (hub-models.md)."""
+    labels = sorted({262_144 * int(s) for s in torch.logspace(0, 4.92, 163)})
+    files = {"config.json": json.dumps(config).encode(), "model_init.pth": checkpoint}
+    files |= {f"checkpoints/tokens_{n:012d}.pth": checkpoint for n in labels}
+    return files | {"model_final.pth": checkpoint, "optimizer_state_dict.pth": b"x" * 1000}
+
+
+@dataclass
+class Peaks:
+    rss_kb: int = 0  # the worker's peak resident memory (VmHWM)
+    cache_bytes: int = 0  # the HF cache's largest size
+
+
+def watch_cache(peaks: Peaks, stop: threading.Event) -> None:
+    while not stop.is_set():
+        cache = Path(os.environ["HF_HUB_CACHE"])
+        if cache.exists():
+            peaks.cache_bytes = max(peaks.cache_bytes, folder_bytes(cache))
+        time.sleep(0.5)
+
+
+def run_import(repo, n: int, peaks: Peaks) -> float:
+    """Start the import as the Models page does and wait for its worker; the wall clock in seconds."""
+    from icl_core.processes import CHILDREN
+    from icl_core.tasks import folder, imports
+
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_cache, args=(peaks, stop), daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    info = imports.start_import(repo, n)
+    pid = int(folder.read_json_or_empty(info.import_dir / folder.PID_FILE)["pid"])
+    while info.active:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            peaks.rss_kb = max(peaks.rss_kb, int(status.split("VmHWM:")[1].split()[0]))
+        except (OSError, IndexError):
+            pass
+        time.sleep(1.0)
+        info = imports.read_import(info.import_dir)
+    wall = time.perf_counter() - t0
+    proc = CHILDREN.pop(pid, None)
+    if proc is not None:
+        proc.wait(timeout=60)
+    stop.set()
+    watcher.join()
+    assert info.stage == imports.FINISHED, (info.stage, info.error)
+    return wall
+
+
+def fp16_cost(state: dict[str, torch.Tensor], cfg, run_dir: Path, tokenizer) -> str:
+    """What keeping fp16 costs: the stored copy's logits against the fp32 checkpoint's, on held-out tokens."""
+    from icl_core.storage.snapshots import list_snapshots, load_model
+
+    fp32 = AttnOnlyTransformer(cfg)
+    fp32.load_state_dict(convert_state_dict(state, cfg, "checkpoint"))
+    fp16 = load_model(list_snapshots(run_dir)[-1])
+    tokens = tokenizer.encode("def f(x):\n    return x + 1\n" * 20).tokens[:256][None]
+    with torch.no_grad():
+        a, b = fp32.eval()(tokens), fp16.eval()(tokens)
+        diff = (a - b).abs()
+        loss_a = torch.nn.functional.cross_entropy(a[0, :-1], tokens[0, 1:])
+        loss_b = torch.nn.functional.cross_entropy(b[0, :-1], tokens[0, 1:])
+    return (
+        f"  fp16 copy vs the fp32 checkpoint: logits differ by {diff.max():.4f} at most ({diff.mean():.5f} on "
+        f"average; logits' std {a.std():.2f}), mean loss {loss_a:.5f} vs {loss_b:.5f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, default=None, help="default: the import's own default count")
     args = parser.parse_args()
     ref_ms = cpu_reference_ms()
     print(f"CPU reference: {ref_ms:.0f} ms ({os.cpu_count()} CPUs)")
-
     config = neel_config(n_layers=2)
     cfg = model_config_from_tl(config)
     state = random_checkpoint(cfg)
     checkpoint = pth(state)
     print(f"one checkpoint: {len(checkpoint) / 1e6:.0f} MB (fp32, vocabulary {cfg.d_vocab:,})")
-    # ~160 labels, log-spaced from one step's tokens to 2.2e10, as the real run's (hub-models.md).
-    labels = sorted({262_144 * int(s) for s in torch.logspace(0, 4.92, 163)})
-    files = {"config.json": json.dumps(config).encode(), "model_init.pth": checkpoint}
-    files |= {f"checkpoints/tokens_{n:012d}.pth": checkpoint for n in labels}
-    files |= {"model_final.pth": checkpoint, "optimizer_state_dict.pth": b"x" * 1000}
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         (tmp_path / "tok").mkdir()
         tokenizer = train_tokenizer(tmp_path / "tok", vocab=8000)
         hub = FakeHub().start()
-        hub.add_repo(REPO, files)
+        hub.add_repo(REPO, fake_files(config, checkpoint))
         hub.add_repo(cfg.tokenizer, {"tokenizer.json": (tmp_path / "tok" / "tokenizer.json").read_bytes()})
         os.environ.update(
             HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", ICL_DATA_DIR=str(tmp_path / "data"),
             HF_HUB_CACHE=str(tmp_path / "hf_cache"),
         )  # fmt: skip
         from icl_core.analysis.evaluation import estimated_seconds
-        from icl_core.processes import CHILDREN
         from icl_core.storage import hub as hub_module
         from icl_core.storage import tl_hub
-        from icl_core.tasks import imports
 
         repo = tl_hub.list_repo(REPO)
         n = args.checkpoints or tl_hub.default_count(repo)
@@ -102,71 +166,23 @@ def main() -> None:
         print(f"{REPO}: {tl_hub.describe(repo, chosen, estimate)}")
         inside = sum(repo.window.lo_tokens <= c.label <= repo.window.hi_tokens for c in chosen)
         print(f"  {inside} of {n} inside the known window ({repo.window.source})")
-
-        peak_cache = 0
-        stop = threading.Event()
-
-        def watch_cache() -> None:
-            nonlocal peak_cache
-            while not stop.is_set():
-                cache = Path(os.environ["HF_HUB_CACHE"])
-                if cache.exists():
-                    peak_cache = max(peak_cache, folder_bytes(cache))
-                time.sleep(0.5)
-
-        watcher = threading.Thread(target=watch_cache, daemon=True)
-        watcher.start()
-        t0 = time.perf_counter()
-        info = imports.start_import(repo, n)
-        pid = int(imports._read(info.import_dir / imports.PID_FILE)["pid"])
-        peak_rss_kb = 0
-        while True:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-                peak_rss_kb = max(peak_rss_kb, int(status.split("VmHWM:")[1].split()[0]))
-            except (OSError, IndexError):
-                pass
-            info = imports.read_import(info.import_dir)
-            if not info.active:
-                break
-            time.sleep(1.0)
-        wall = time.perf_counter() - t0
-        proc = CHILDREN.pop(pid, None)
-        if proc is not None:
-            proc.wait(timeout=60)
-        stop.set()
-        watcher.join()
-        hub.stop()
-        assert info.stage == imports.FINISHED, (info.stage, info.error)
+        peaks = Peaks()
+        try:
+            wall = run_import(repo, n, peaks)
+        finally:
+            hub.stop()
         run_dir = tl_hub.run_dir_for(repo)
-        kept = folder_bytes(run_dir)
         cap = hub_module.DEFAULT_MAX_TOTAL_MB * 1e6
         print(
             f"import + evaluation of {n} checkpoints: {wall / 60:.1f} min wall clock ({wall / n:.1f} s a checkpoint; "
             f"estimate {estimate / 60:.1f} min + download) (target < 15 min); ratio to the CPU reference "
             f"{wall * 1000 / ref_ms:.0f}x"
         )
-        print(f"  worker peak RSS {peak_rss_kb / 1e6:.2f} GB (target < 4 GB)")
-        print(f"  HF cache peak {peak_cache / 1e6:.0f} MB (one checkpoint is {len(checkpoint) / 1e6:.0f} MB)")
+        print(f"  worker peak RSS {peaks.rss_kb / 1e6:.2f} GB (target < 4 GB)")
+        print(f"  HF cache peak {peaks.cache_bytes / 1e6:.0f} MB (one checkpoint is {len(checkpoint) / 1e6:.0f} MB)")
         n_kept = len(list(run_dir.glob("step_*.json")))
-        print(f"  disk kept {kept / 1e6:.0f} MB of the {cap / 1e6:.0f} MB cap ({n_kept} snapshots)")
-
-        # What fp16 costs: the stored copy's logits against the fp32 checkpoint's, on held-out tokens.
-        from icl_core.storage.snapshots import list_snapshots, load_model
-
-        fp32 = AttnOnlyTransformer(cfg)
-        fp32.load_state_dict(convert_state_dict(state, cfg, "checkpoint"))
-        fp16 = load_model(list_snapshots(run_dir)[-1])
-        tokens = tokenizer.encode("def f(x):\n    return x + 1\n" * 20).tokens[:256][None]
-        with torch.no_grad():
-            a, b = fp32.eval()(tokens), fp16.eval()(tokens)
-            diff = (a - b).abs()
-            loss_a = torch.nn.functional.cross_entropy(a[0, :-1], tokens[0, 1:])
-            loss_b = torch.nn.functional.cross_entropy(b[0, :-1], tokens[0, 1:])
-        print(
-            f"  fp16 copy vs the fp32 checkpoint: logits differ by {diff.max():.4f} at most ({diff.mean():.5f} on "
-            f"average; logits' std {a.std():.2f}), mean loss {loss_a:.5f} vs {loss_b:.5f}"
-        )
+        print(f"  disk kept {folder_bytes(run_dir) / 1e6:.0f} MB of the {cap / 1e6:.0f} MB cap ({n_kept} snapshots)")
+        print(fp16_cost(state, cfg, run_dir, tokenizer))
 
 
 if __name__ == "__main__":
