@@ -83,3 +83,23 @@ def test_no_import_cycles() -> None:
 def test_the_checks_catch_what_they_look_for() -> None:
     assert cycles({"a": {"b"}, "b": {"a"}, "c": set()}) and not cycles({"a": {"b"}, "b": set()})
     assert layer("icl_core.storage.hub") < layer("icl_core.analysis.phase") < layer("icl_core.tasks.jobs")
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 450, 80  # issue 25: small modules with one job, functions read at a glance
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """Every module outside tests/ under 450 lines and every function under 80, so each reads on a screen or two."""
+    files = [p for d in ("icl_core", "ui", "pages", "benchmarks", "scripts") for p in (ROOT / d).rglob("*.py")]
+    files += [ROOT / "app.py", ROOT / "explorer.py"]
+    too_long = []
+    for path in files:
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {length} lines")
+    assert len(files) > 60 and not too_long, too_long
