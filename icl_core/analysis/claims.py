@@ -148,10 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 # -- claims on both evaluation sets, with paired standard errors -----------------------------------------------
 
 
@@ -223,3 +219,7 @@ def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> t
     if len(values) < 2:
         return math.nan, math.nan
     return float(np.sqrt(np.mean(np.diff(values) ** 2))), float(np.nanmean(ses))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
