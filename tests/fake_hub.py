@@ -38,6 +38,7 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -110,6 +111,7 @@ class FakeHub:
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content, uploaded through the LFS batch API
         self.lfs_commits: list[str] = []  # paths committed as lfsFile
         self.fail_with: int | None = None  # answer every request with this HTTP status (e.g. 500)
+        self.backoff: BackoffClock | None = None  # set by the fake_hub fixture: the client's retry waits
         self.answer_regular = False  # preupload says "regular" for every file: a client sending binaries inline
         self.strip_headers: set[str] = set()  # e.g. {"X-Repo-Commit"}: a server that is not a Hub
         self.lock = threading.Lock()
@@ -443,6 +445,21 @@ def no_internet(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     assert not attempts, f"the test tried to reach the internet: {attempts}"
 
 
+class BackoffClock:
+    """huggingface_hub's `time` module with its retry waits recorded instead of slept: the client still retries
+    a 5xx or a refused connection five times as it would against the Hub (utils/_http.py, waits 1, 2, 4, 8, 8 s),
+    but a test does not sit through the ~23 s of each failing download."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
 @pytest.fixture
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_internet: list[str]) -> Iterator[FakeHub]:
     from huggingface_hub import constants
@@ -463,6 +480,10 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, no_internet: list[
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-stored-tokens"))
+    from huggingface_hub.utils import _http
+
+    hub.backoff = BackoffClock()
+    monkeypatch.setattr(_http, "time", hub.backoff)
     try:
         yield hub
     finally:

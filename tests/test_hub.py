@@ -199,6 +199,7 @@ def test_hub_server_error(served: FakeHub) -> None:
     served.fail_with = 500
     with pytest.raises(HubError, match=r"answered HTTP 500 .*not in the local cache: try again later"):
         hub.download_run(REPO)
+    assert served.backoff.waits == [1, 2, 4, 8, 8], "huggingface_hub retried as against the real Hub, then gave up"
     served.fail_with = None
     first = hub.download_run(REPO)
     served.fail_with = 503
