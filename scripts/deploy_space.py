@@ -22,14 +22,16 @@ sys.path.insert(0, str(ROOT))
 from icl_core.errors import HubError  # noqa: E402
 from icl_core.storage import hub, hub_publish  # noqa: E402
 
+NOT_DEPLOYED = ("staging/",)  # tracked work in progress (unfinished training runs): not the app's
+
 
 def tracked_files(root: Path = ROOT) -> list[str]:
-    """The files a fresh clone holds, relative to root."""
+    """The files a fresh clone holds that the Space needs (all but NOT_DEPLOYED), relative to root."""
     try:
         out = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError) as exc:
         raise HubError(f"{root} is not a git checkout: deploy from a clone of the repository ({exc})") from exc
-    return [p for p in out.decode().split("\0") if p and (root / p).is_file()]
+    return [p for p in out.decode().split("\0") if p and (root / p).is_file() and not p.startswith(NOT_DEPLOYED)]
 
 
 def deploy(space_id: str, token: str | None = None, private: bool = False, root: Path = ROOT) -> str:

@@ -25,7 +25,8 @@ def test_the_repository_deploys_to_a_space_with_every_binary_file_through_lfs(fa
     files = fake_hub.files("someone/induction-explorer")
     tracked = deploy_space.tracked_files()
     assert set(tracked) <= set(files), "every tracked file is in the Space"
-    assert not {p for p in files if p.startswith((".venv/", "runs/", "staging/issue26/logs/"))}, "no local state"
+    assert {"app.py", "Dockerfile", "checkpoints/attn2/run.json"} <= set(tracked)
+    assert not {p for p in files if p.startswith((".venv/", "runs/", "staging/"))}, "no local state, no staging runs"
     assert all(files[p] == (ROOT / p).read_bytes() for p in ("app.py", "Dockerfile", "README.md"))
     binary = [p for p in tracked if b"\0" in (ROOT / p).read_bytes()[:8000]]
     assert len(binary) > 300 and set(binary) <= set(fake_hub.lfs_commits), "binaries sent through LFS, not inline"

@@ -220,6 +220,7 @@ def test_dockerignore_keeps_the_app_and_drops_local_state() -> None:
         "icl_core/__pycache__/model.cpython-311.pyc",
         ".pytest_cache/v/cache/lastfailed",
         "checkpoints/attn2/resume.safetensors",
+        "staging/issue26/runs/attn2/step_000000.safetensors",
     ):
         assert dockerignored(junk, rules), f".dockerignore should exclude {junk}"
 
