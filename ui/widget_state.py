@@ -3,9 +3,9 @@ once here (why they are needed, measured: ARCHITECTURE.md, "Two rendering tricks
 
 1. Build, then draw (`Prebuilt`): a page builds every view from the widgets' values in session state before it
    draws its first element, then draws the widgets and the views together.
-2. Widgets the server moves (`settle`, `reset_on`, `renewed_key`): a value the page changes itself (a new run
-   without the old choice, a link, a click in a chart) is written to session state before its widget is drawn;
-   a widget that would otherwise paint a stale value is drawn under a new key.
+2. Widgets the server moves (`settle`, `reset_on`, `keep_only`, `renewed_key`): a value the page changes itself
+   (a new run without the old choice, a link, a click in a chart) is written to session state before its widget
+   is drawn; a widget that would otherwise paint a stale value is drawn under a new key.
 """
 
 from __future__ import annotations
