@@ -1,6 +1,7 @@
 """Every figure issue 26's tests and README read, on both evaluation sets, for the finished staging runs.
 
-Run: .venv/bin/python staging/issue26/measure.py [RUNS_DIR]   (default staging/issue26/runs; checkpoints/ once shipped)
+Run: PYTHONPATH=. .venv/bin/python staging/issue26/measure.py [RUNS_DIR]
+(default staging/issue26/runs; checkpoints/ once shipped)
 Needs prose scores in every snapshot (python -m icl_core.analysis.evaluation RUN_DIR).
 """
 
@@ -50,7 +51,13 @@ def run_report(name: str, snaps: list) -> None:
 def main() -> None:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("staging/issue26/runs")
     torch.set_num_threads(1)
-    runs = {p.name: list_snapshots(p) for p in sorted(root.iterdir()) if (p / "run.json").exists()}
+    # In staging only the finished runs of the five to ship (a .done marker); every run in checkpoints/.
+    shipping = ("attn1", "attn1-smeared", "attn2", "attn2-smeared", "attn3")
+    runs = {
+        p.name: list_snapshots(p)
+        for p in sorted(root.iterdir())
+        if (p / "run.json").exists() and ((p / ".done").exists() and p.name in shipping or root.name == "checkpoints")
+    }
     for name, snaps in runs.items():
         run_report(name, snaps)
     if "attn2" not in runs or phase_window(runs["attn2"]) is None:
