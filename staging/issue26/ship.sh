@@ -14,10 +14,12 @@ done
 for name in $RUNS; do
   rm -rf "checkpoints/$name.new"
   cp -r "staging/issue26/runs/$name" "checkpoints/$name.new"
-  rm -f "checkpoints/$name.new"/resume.* "checkpoints/$name.new"/.done "checkpoints/$name.new"/.*.tmp
+  rm -f "checkpoints/$name.new"/resume.* "checkpoints/$name.new"/.done "checkpoints/$name.new"/.analysed \
+    "checkpoints/$name.new"/.*.tmp
   rm -rf "checkpoints/$name" && mv "checkpoints/$name.new" "checkpoints/$name"
 done
-for name in $RUNS; do
+for name in $RUNS; do  # .analysed: its analyses were stored in staging already (analyse.sh), copied with it
+  [ -f "staging/issue26/runs/$name/.analysed" ] && continue
   nice -n 10 .venv/bin/python -m icl_core.analysis.precompute "checkpoints/$name" --threads 1
 done
 du -sh checkpoints
