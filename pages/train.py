@@ -172,7 +172,7 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             c = st.columns(4)
             c[0].selectbox(
                 "LR schedule", ["cosine", "constant"], key="train_lr_schedule",
-                help="after warmup: cosine decay to 10% of the rate, or constant (the shipped runs)",
+                help="after warmup: cosine decay to 10% of the rate (the shipped runs), or constant",
             )  # fmt: skip
             c[1].number_input(
                 "Extra snapshots",

@@ -8,7 +8,9 @@ functions the README table was written from.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +26,7 @@ from icl_core.model.transformer import per_token_loss
 from icl_core.storage.runs import SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
 
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
 RUNS = ("attn1", "attn2", "attn3", "attn1-smeared", "attn2-smeared")
 MULTI_LAYER = ("attn2", "attn3")
 
@@ -43,6 +46,15 @@ def figures(snaps):
     return {name: run_figures(s) for name, s in snaps.items()}
 
 
+def _differences(recipe: dict, trained: dict) -> list[str]:
+    """Keys of a config file whose value the run did not train with (nested, for the model config)."""
+    return [
+        key
+        for key, value in recipe.items()
+        if (_differences(value, trained.get(key, {})) if isinstance(value, dict) else trained.get(key) != value)
+    ]
+
+
 def test_shipped_runs_are_complete_dense_and_small(snaps):
     total = sum(p.stat().st_size for p in SHIPPED_DIR.rglob("*") if p.is_file())
     assert total <= 60e6, f"checkpoints/ is {total / 1e6:.1f} MB"
@@ -53,18 +65,22 @@ def test_shipped_runs_are_complete_dense_and_small(snaps):
         steps = [x.step for x in s]
         assert len(steps) >= 64 and steps[0] == 0 and steps[-1] == manifest["config"]["total_steps"]
         assert not list((SHIPPED_DIR / name).glob("resume.*")), "resume states are not shipped"
+        recipe = json.loads((CONFIGS_DIR / f"{name}.json").read_text())
+        assert not _differences(recipe, manifest["config"]), f"configs/{name}.json is the recipe it was trained with"
 
 
-def test_every_run_starts_at_uniform_loss_with_an_icl_score_of_zero(figures):
-    for name, f in figures.items():
-        assert abs(f["step0_loss"] - f["ln_vocab"]) <= 0.1, (name, f["step0_loss"])  # measured 5.557 vs 5.549
-        assert abs(f["step0_icl"]) <= 0.03, (name, f["step0_icl"])  # measured -0.008 (attn2)
+@pytest.mark.parametrize("key", claims.ICL_KEYS)
+def test_every_run_starts_at_uniform_loss_with_an_icl_score_of_zero(snaps, key):
+    for name, s in snaps.items():
+        f = run_figures(s, key)
+        assert abs(f["step0_loss"] - f["ln_vocab"]) <= 0.1, (name, f["step0_loss"])  # measured STEP0LOSS
+        assert abs(f["step0_icl"]) <= 0.03, (name, key, f["step0_icl"])  # measured STEP0ICL
 
 
 def test_icl_scores_carry_their_standard_error(snaps, figures):
     for name, s in snaps.items():
         assert all(x.metrics.icl_examples == evalset.N_EXAMPLES for x in s), name
-        assert figures[name]["final_icl_se"] <= 0.035, (name, figures[name]["final_icl_se"])  # measured <= 0.031
+        assert figures[name]["final_icl_se"] <= 0.035, (name, figures[name]["final_icl_se"])  # measured FINALSE
 
 
 def test_multi_layer_runs_form_induction_and_previous_token_heads_the_one_layer_run_does_not(final):
@@ -92,39 +108,42 @@ def test_stored_icl_score_matches_a_recomputation_from_the_shipped_weights(snaps
     assert np.allclose(chosen.numpy(), snap.metrics.pca_losses, atol=0.05)
 
 
-def _icl_near(snaps, tokens: int) -> float:
-    seen = np.array([max(x.tokens_seen, 1) for x in snaps])
-    return snaps[int(np.argmin(np.abs(np.log(seen) - math.log(tokens))))].metrics.icl_score
-
-
-def test_multi_layer_runs_have_a_phase_change_the_one_layer_run_has_none(figures):
+def test_multi_layer_runs_have_a_sharp_phase_change_then_a_plateau_the_one_layer_run_none(snaps, figures):
     assert figures["attn1"]["window"] is None
     for name in MULTI_LAYER:
         f = figures[name]
         assert f["window"] is not None, name
-        # Asked: <= 0.6 decades. Measured 0.74 (attn2: 5.4M-30M tokens) and 0.82 (attn3): NOT met, because the
-        # prefix-matching score keeps creeping up after its steep rise (5M-15M tokens) to the end of training.
-        assert f["window_decades"] <= 0.9, (name, f["window_decades"])
-    # Asked: >= 70% of the total ICL fall inside the window. attn3: 0.74 (met); attn2: 0.55 (NOT met: it falls
-    # by 0.12 before its window, while its previous-token head forms).
-    assert figures["attn3"]["drop_inside_window"] >= 0.7
-    assert figures["attn2"]["drop_inside_window"] >= 0.5
+        assert f["window_decades"] <= 0.6, (name, f["window_decades"])  # measured WINDOWDECADES
+        # >= 70% of the ICL fall from the 1M-token level to the end happens inside the window (held-out code):
+        assert f["fall_inside_window"] >= 0.7, (name, f["fall_inside_window"])  # measured FALLCODE
+        # the induction head has settled: its prefix-matching score moves < 0.05 over the last third of the
+        # tokens (linear, as the paper draws training)
+        assert f["induction_change_in_tail"] < 0.05, (name, f["induction_change_in_tail"])  # measured TAILCHANGE
+        # training runs on well past the window's end (a long plateau on the paper's linear axis)
+        assert snaps[name][-1].tokens_seen >= 3 * f["window_tokens"][2], name
 
 
-def test_more_layers_end_with_much_more_in_context_learning_than_one(snaps, figures):
+def test_on_prose_the_fall_starts_before_the_window(snaps):
+    # NOT met on prose (the issue asks >= 70% on both sets): PROSEFALL
     for name in MULTI_LAYER:
-        # measured: attn2 -0.264, attn3 -0.235 vs attn1 -0.060 (s.e. ~0.03 each)
-        assert figures[name]["final_icl"] <= figures["attn1"]["final_icl"] - 0.15, name
-        # Asked: <= -0.3. NOT met (attn2 -0.264, mean of its last 7 snapshots -0.275): byte tokens.
-        assert figures[name]["final_icl"] <= -0.2, name
-    # Over the 2-layer run's window (5.4M -> 30M tokens) the 1-layer run barely moves: +0.023 vs -0.141.
-    start, _, end = figures["attn2"]["window_tokens"]
-    one = _icl_near(snaps["attn1"], end) - _icl_near(snaps["attn1"], start)
-    two = _icl_near(snaps["attn2"], end) - _icl_near(snaps["attn2"], start)
-    assert one > -0.05 and two < -0.1 and two < one - 0.1, (one, two)
-    # Asked: no interval of the 1-layer run falls by more than a third of the 2-layer run's largest fall. NOT met:
-    # 0.153 vs 0.124, both in steps 11-18, where every run's score swings; from step 100 on 0.120 vs 0.046
-    # (single intervals are noise: 0.03 s.e. per snapshot). Not asserted; the window comparison above is.
+        f = run_figures(snaps[name], "icl_score_prose")
+        assert 0 < f["fall_inside_window"], (name, f["fall_inside_window"])
+
+
+@pytest.mark.parametrize("key", claims.ICL_KEYS)
+def test_more_layers_end_with_more_in_context_learning_than_one(snaps, key):
+    tokens = claims.eval_tokens(key, 2048)
+    for name in MULTI_LAYER + ("attn1-smeared",):
+        # paired: the final snapshots of attn1 and of this run on the same 2,048 examples
+        gap = claims.paired_icl_change(snaps["attn1"][-1], snaps[name][-1], tokens)
+        # measured FINALGAP
+        least = 0.05 if name == "attn1-smeared" else 0.15
+        assert gap.value <= -least and gap.value <= -3 * gap.se, (name, key, gap)
+
+
+def test_the_papers_magnitude_on_code(figures):
+    # Asked: final ICL <= -0.3. Measured MAGNITUDE
+    assert figures["attn2"]["final_icl"] <= -0.3
 
 
 def test_smeared_keys_make_even_one_layer_form_an_induction_head(figures, final):
@@ -132,9 +151,8 @@ def test_smeared_keys_make_even_one_layer_form_an_induction_head(figures, final)
     pm = metrics.prefix_matching_scores(final["attn1-smeared"], repeated)
     assert pm.max() > 0.4  # measured 0.64 (L0H2, smear sigma 0.13: its keys are mostly the previous token's)
     f = figures["attn1-smeared"]
-    assert f["window"] is not None and f["window_decades"] <= 0.6  # measured 0.52 (0.59M-1.9M tokens)
-    assert f["drop_inside_window"] >= 0.7  # measured 1.0
-    assert f["final_icl"] <= figures["attn1"]["final_icl"] - 0.08  # measured -0.164 vs -0.060
+    assert f["window"] is not None and f["window_decades"] <= 0.6  # measured SMEAREDWIN
+    assert f["fall_inside_window"] >= 0.7  # measured SMEAREDFALL
 
 
 def test_smeared_keys_bring_the_two_layer_phase_change_earlier(figures):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -40,15 +39,6 @@ def icl_series(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[n
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float), np.asarray(se, dtype=float)
 
 
-EARLY_STEPS = 100  # the first steps, where every run's ICL score swings by +-0.15 (uniform -> unigram -> bigram)
-
-
-def largest_interval_drop(snaps: Sequence[SnapshotInfo], from_step: int = 0) -> float:
-    """The largest fall of the ICL score between two consecutive snapshots from `from_step` on (nats; 0 if none)."""
-    _, v, _ = icl_series([s for s in snaps if s.step >= from_step])
-    return float(max(0.0, *(v[:-1] - v[1:]))) if len(v) > 1 else 0.0
-
-
 def _at(snaps: Sequence[SnapshotInfo], step: int) -> SnapshotInfo:
     return next(s for s in snaps if s.step == step)
 
@@ -60,92 +50,40 @@ def _icl(snap: SnapshotInfo, key: str = "icl_score") -> float:
     return value
 
 
-def drop_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow) -> float:
-    """Share of the run's total ICL fall (step 0 to the last snapshot) between the window's start and end."""
-    _, v, _ = icl_series(snaps)
-    total = v[0] - v[-1]
-    inside = _icl(_at(snaps, window.start_step)) - _icl(_at(snaps, window.end_step))
-    return float(inside / total) if total > 0 else math.nan
-
-
 def window_decades(snaps: Sequence[SnapshotInfo], window: PhaseWindow) -> float:
     """Width of the window in decades of tokens seen: log10(tokens at its end / tokens at its start)."""
     start = max(_at(snaps, window.start_step).tokens_seen, 1)
     return math.log10(_at(snaps, window.end_step).tokens_seen / start)
 
 
-def window_center_tokens(snaps: Sequence[SnapshotInfo], window: PhaseWindow) -> int:
-    return _at(snaps, window.center_step).tokens_seen
-
-
-@dataclass(frozen=True)
-class Plateau:
-    head: tuple[int, int]  # the final best induction head
-    from_tokens: int  # the stretch of training measured: its last third in log tokens
-    change: float  # max - min of that head's prefix-matching score over the stretch
-
-
-def induction_plateau(snaps: Sequence[SnapshotInfo]) -> Plateau | None:
-    """How much the final induction head's prefix-matching score still moves over the last third of training,
-    measured in log tokens seen (from the first snapshot that saw any tokens to the last)."""
-    head = best_induction_head(snaps[-1])
-    seen = [s for s in snaps if s.tokens_seen > 0]
-    if head is None or len(seen) < 2:
-        return None
-    lo, hi = math.log10(seen[0].tokens_seen), math.log10(seen[-1].tokens_seen)
-    cut = hi - (hi - lo) / 3
-    tail = [s for s in seen if math.log10(s.tokens_seen) >= cut]
-    scores = [s.metrics.prefix_matching[head[0]][head[1]] for s in tail]
-    return Plateau(head, tail[0].tokens_seen, float(max(scores) - min(scores)))
-
-
-def run_figures(snaps: Sequence[SnapshotInfo]) -> dict[str, object]:
-    """Every figure a claim about one run reads, by name (None where the run cannot give it)."""
-    t, v, se = icl_series(snaps)
-    first = snaps[0]
+def run_figures(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> dict[str, object]:
+    """Every figure a claim about one run reads, by name (None where the run cannot give it); ICL figures are
+    on the evaluation set `key` (one of ICL_KEYS)."""
+    t, v, se = icl_series(snaps, key)
     window = phase_window(snaps)
-    plateau = induction_plateau(snaps)
+    jitter, mean_se = neighbour_jitter(snaps, key)
     out: dict[str, object] = {
-        "step0_loss": first.metrics.heldout_loss,
-        "ln_vocab": math.log(first.model_config.d_vocab),
+        "step0_loss": snaps[0].metrics.heldout_loss,
+        "ln_vocab": math.log(snaps[0].model_config.d_vocab),
         "step0_icl": float(v[0]) if len(v) else None,
         "final_icl": float(v[-1]) if len(v) else None,
         "final_icl_se": float(se[-1]) if len(se) else None,
-        "max_icl_se": float(np.nanmax(se)) if len(se) else None,
-        "largest_interval_drop": largest_interval_drop(snaps),
-        "largest_interval_drop_after_early_steps": largest_interval_drop(snaps, EARLY_STEPS),
+        "jitter": jitter,
+        "tail_se": mean_se,
+        "induction_change_in_tail": induction_change_in_tail(snaps),
         "window": window,
-        "plateau": plateau,
     }
     if window is not None:
         out |= {
             "window_tokens": (
                 _at(snaps, window.start_step).tokens_seen,
-                window_center_tokens(snaps, window),
+                _at(snaps, window.center_step).tokens_seen,
                 _at(snaps, window.end_step).tokens_seen,
             ),
             "window_decades": window_decades(snaps, window),
-            "drop_inside_window": drop_inside_window(snaps, window),
+            "fall_inside_window": fall_inside_window(snaps, window, key),
         }
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """python -m icl_core.analysis.claims RUN_DIR...: the figures of each run, for the README and the notes."""
-    import argparse
-    from pathlib import Path
-
-    from icl_core.storage.snapshots import list_snapshots
-
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("runs", nargs="+")
-    args = parser.parse_args(argv)
-    for run in args.runs:
-        figures = run_figures(list_snapshots(Path(run)))
-        print(Path(run).name)
-        for key, value in figures.items():
-            print(f"  {key}: {value}")
-    return 0
 
 
 # -- claims on both evaluation sets, with paired standard errors -----------------------------------------------
@@ -181,16 +119,18 @@ def nearest(snaps: Sequence[SnapshotInfo], tokens: float) -> SnapshotInfo:
     return min(snaps, key=lambda s: abs(math.log10(max(s.tokens_seen, 1)) - math.log10(max(tokens, 1))))
 
 
-FALL_FROM_TOKENS = 1_000_000  # the ICL fall is measured from here: past the early stage, before any window
+FALL_FROM_TOKENS = 1_000_000  # the ICL fall is measured from here: past the early stage, before the plain windows
 
 
 def fall_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow, key: str = "icl_score") -> float:
-    """Share of the ICL fall from the 1M-token snapshot to the final one that happens between the window's start
-    and end (stored scores of `key`)."""
+    """Share of the ICL fall from the 1M-token snapshot (or the window's start, where that comes first: the
+    1-layer smeared-key run's window starts at 0.6M tokens) to the final one that happens between the window's
+    start and end (stored scores of `key`)."""
     by_step = {s.step: s for s in snaps}
-    level = _icl(nearest(snaps, FALL_FROM_TOKENS), key)
-    total = level - _icl(snaps[-1], key)
-    inside = _icl(by_step[window.start_step], key) - _icl(by_step[window.end_step], key)
+    start, end = by_step[window.start_step], by_step[window.end_step]
+    baseline = min(nearest(snaps, FALL_FROM_TOKENS), start, key=lambda s: s.tokens_seen)
+    total = _icl(baseline, key) - _icl(snaps[-1], key)
+    inside = _icl(start, key) - _icl(end, key)
     return float(inside / total) if total > 0 else math.nan
 
 
@@ -219,6 +159,25 @@ def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> t
     if len(values) < 2:
         return math.nan, math.nan
     return float(np.sqrt(np.mean(np.diff(values) ** 2))), float(np.nanmean(ses))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m icl_core.analysis.claims RUN_DIR...: the figures of each run, for the README and the notes."""
+    import argparse
+    from pathlib import Path
+
+    from icl_core.storage.snapshots import list_snapshots
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("runs", nargs="+")
+    args = parser.parse_args(argv)
+    for run in args.runs:
+        snaps = list_snapshots(Path(run))
+        for key in ICL_KEYS:
+            print(f"{Path(run).name} ({key})")
+            for name, value in run_figures(snaps, key).items():
+                print(f"  {name}: {value}")
+    return 0
 
 
 if __name__ == "__main__":

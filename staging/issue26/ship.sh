@@ -22,4 +22,8 @@ for name in $RUNS; do  # .analysed: its analyses were stored in staging already 
   [ -f "staging/issue26/runs/$name/.analysed" ] && continue
   nice -n 10 .venv/bin/python -m icl_core.analysis.precompute "checkpoints/$name" --threads 1
 done
+for name in $RUNS; do  # the shipped configs become the ones these runs were trained by (compact, as before)
+  sed -i -e 's/"total_steps": 12288/"total_steps": 24576/' -e 's/"lr_schedule": "constant"/"lr_schedule": "cosine"/' \
+    -e 's/"dense_to_step": 4000/"dense_to_step": 6000/' "configs/$name.json"
+done
 du -sh checkpoints
