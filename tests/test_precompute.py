@@ -154,3 +154,37 @@ def test_the_costly_analyses_report_their_progress(live_run: Path) -> None:
     # Batches of 16: 40 held-out examples for the ICL score (3), then 16 repeated sequences (1).
     assert seen["table"] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert seen["circuits"] == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_run_stored_while_training_is_finished_without_recomputing_its_snapshots(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "pre"
+    shutil.copytree(run, copy)
+    snaps = list_snapshots(copy)
+    live = head_table.ablation_table
+    computed: list[int] = []
+
+    def counting(model, mode, **kwargs):
+        computed.append(mode)
+        return live(model, mode, **kwargs)
+
+    monkeypatch.setattr(head_table, "ablation_table", counting)
+    # As stored while training: the last snapshot was not there yet.
+    tables = precompute.load(copy, precompute.ABLATION_TABLES, snaps)
+    del tables["zero"][str(snaps[-1].step)]
+    precompute.save(copy, precompute.ABLATION_TABLES, snaps[:-1], tables)
+    precompute.precompute_run(copy, say=lambda _: None)
+    assert len(computed) == 3, computed  # the new snapshot, in each mode; the others were reused
+    assert precompute.stored_ablation_table(copy, snaps, snaps[-1].step, "zero") is not None
+    # A snapshot whose weights changed since (another file size) is not reused.
+    computed.clear()
+    stored = precompute.load(copy, precompute.ABLATION_TABLES, snaps)
+    signature = precompute.snapshot_signature(snaps)
+    signature[0][2] += 1
+    precompute.atomic_write_json(
+        copy / precompute.ANALYSIS_DIR / f"{precompute.ABLATION_TABLES}.json",
+        {"version": precompute.FORMAT_VERSION, "snapshots": signature, "data": stored},
+    )
+    precompute.precompute_run(copy, say=lambda _: None)
+    assert len(computed) == 3, computed

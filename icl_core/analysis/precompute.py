@@ -118,6 +118,30 @@ def circuits_rows(
     return comp_rows, copy_rows
 
 
+def reusable_ablation_tables(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], modes: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The stored ablation tables (mode -> step -> table) of the snapshots that are still the same (step, tokens,
+    weights size): a run stored while it was training (most of its snapshots) is finished without recomputing
+    them, the bulk of the work."""
+    tables: dict[str, dict[str, Any]] = {mode: {} for mode in modes}
+    path = _path(run_dir, ABLATION_TABLES)
+    try:
+        stored = read_json(path) if path.is_file() else None
+    except ICLError:
+        return tables
+    if not isinstance(stored, dict) or stored.get("version") != FORMAT_VERSION:
+        return tables
+    if not isinstance(stored.get("data"), dict) or not isinstance(stored.get("snapshots"), list):
+        return tables
+    unchanged = {str(sig[0]) for sig in snapshot_signature(snaps) if sig in stored["snapshots"]}
+    for mode in modes:
+        found = stored["data"].get(mode)
+        if isinstance(found, dict):
+            tables[mode] = {step: table for step, table in found.items() if step in unchanged}
+    return tables
+
+
 def precompute_run(run_dir: Path, modes: Sequence[str] = ABLATION_MODES, say: Callable[[str], None] = print) -> None:
     """Compute and store every slow analysis of one run."""
     run_dir = Path(run_dir)
@@ -126,8 +150,10 @@ def precompute_run(run_dir: Path, modes: Sequence[str] = ABLATION_MODES, say: Ca
     comp, copy = circuits_rows(snaps)
     save(run_dir, CIRCUITS_OVER_TRAINING, snaps, {"composition": comp, "copying": copy})
     say(f"{run_dir.name}: circuits over training ({time.time() - t0:.0f}s)")
-    tables: dict[str, dict[str, Any]] = {mode: {} for mode in modes}
+    tables = reusable_ablation_tables(run_dir, snaps, modes)
     for i, snap in enumerate(snaps):
+        if all(str(snap.step) in tables[mode] for mode in modes):
+            continue
         model = load_model(snap)
         for mode in modes:
             table = head_table.ablation_table(model, mode, prefix_matching=snap.metrics.prefix_matching)
