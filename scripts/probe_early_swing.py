@@ -1,8 +1,9 @@
-"""Issue 26 probe: is the early ICL swing positional? For the shipped runs' early snapshots, the ICL score as
-stored, and with every position given position 50's embedding (positions removed: what stays is the context
-itself). Also the loss at positions 50 and 500 of the position-only direct path (W_pos[p] @ W_U alone).
+"""Is the early ICL swing positional? For the shipped 1- and 2-layer runs' early snapshots, on both held-out
+sets: the ICL score, and the same with every position given position 50's embedding (positions removed: what
+stays is the context itself). Also how much the position-only direct path (W_pos[p] @ W_U alone) moves the
+log-probabilities between positions 50 and 500. The README's and the tour's account of the early stage.
 
-Run: .venv/bin/python staging/issue26/probe_early_swing.py [--examples 1024]
+Run: .venv/bin/python scripts/probe_early_swing.py [--examples 512] [--runs-dir checkpoints]
 """
 
 from __future__ import annotations
@@ -23,14 +24,18 @@ from icl_core.storage.snapshots import list_snapshots, load_model  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--examples", type=int, default=1024)
+    parser.add_argument("--examples", type=int, default=512, help="code examples (the prose set has 2,048)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("checkpoints"))
     parser.add_argument("--max-tokens", type=int, default=400_000)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    tokens = data.heldout_examples(args.examples, ICL_LATE_TOKEN + 2, seed=99)
-    for run in ("attn1", "attn2"):
-        print(run)
-        for snap in list_snapshots(Path("checkpoints") / run):
+    sets = {
+        "code": data.heldout_examples(args.examples, ICL_LATE_TOKEN + 2, seed=99),
+        "prose": data.prose_examples(ICL_LATE_TOKEN + 2)[: args.examples],
+    }
+    for run, (name, tokens) in ((r, s) for r in ("attn1", "attn2") for s in sets.items()):
+        print(f"{run}, {name}")
+        for snap in list_snapshots(args.runs_dir / run):
             if snap.tokens_seen > args.max_tokens:
                 break
             model = load_model(snap).eval()
