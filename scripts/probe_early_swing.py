@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from icl_core import data  # noqa: E402
-from icl_core.analysis.metrics import exact_icl_score  # noqa: E402
+from icl_core.analysis.metrics import exact_icl_score, icl_score_without_positions  # noqa: E402
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN  # noqa: E402
 from icl_core.storage.snapshots import list_snapshots, load_model  # noqa: E402
 
@@ -41,12 +41,9 @@ def main() -> None:
             model = load_model(snap).eval()
             with torch.no_grad():
                 plain = exact_icl_score(model, tokens)
-                w_pos = model.W_pos.clone()
-                model.W_pos.copy_(w_pos[ICL_EARLY_TOKEN].expand_as(w_pos))
-                flat = exact_icl_score(model, tokens)
-                model.W_pos.copy_(w_pos)
+                flat = icl_score_without_positions(model, tokens)
                 # The direct path's log-partition at each position: how much the position alone shifts every logit.
-                direct = torch.log_softmax(w_pos @ model.W_U, dim=-1)
+                direct = torch.log_softmax(model.W_pos @ model.W_U, dim=-1)
                 shift = (direct[ICL_LATE_TOKEN] - direct[ICL_EARLY_TOKEN]).abs().mean()
             print(
                 f"  tokens {snap.tokens_seen:>9,}  ICL {plain.value:+.3f} ± {plain.se:.3f}   positions removed "

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import open_page
 
+from icl_core.analysis import claims, metrics
 from icl_core.analysis.phase import EARLY_STAGE_LABEL, early_stage_end, phase_window, unigram_entropy_nats
 from icl_core.analysis.text import analyze_tokens, prepare_text, repeat_lengths
 from icl_core.storage.runs import SHIPPED_DIR
@@ -97,6 +98,25 @@ def test_the_early_stage_holds_the_early_swing_and_ends_before_the_phase_change(
         assert end < next(s.tokens_seen for s in snaps if s.step == window.start_step)
     # Step 0 is uniform: no in-context learning, whatever the set.
     assert abs(snaps[0].metrics.scalar(key)) <= 0.03
+
+
+@pytest.mark.parametrize("run", ["attn1", "attn2"])
+@pytest.mark.parametrize("key", ICL_SETS)
+def test_the_early_swing_is_positional(run: str, key: str) -> None:
+    # The tour's account: with every position given position 50's embedding, the swing vanishes. Checked at its
+    # peak and its trough (scripts/probe_early_swing.py prints every early snapshot: within one s.e. at each).
+    snaps = list_snapshots(SHIPPED_DIR / run)
+    end = early_stage_end(snaps)
+    early = [s for s in snaps if s.tokens_seen < end]
+    peak = max(early, key=lambda s: s.metrics.scalar(key))
+    trough = min(early, key=lambda s: s.metrics.scalar(key))
+    tokens = claims.eval_tokens(key, 512)[:512]
+    for snap in (peak, trough):
+        model = load_model(snap).eval()
+        plain, flat = metrics.exact_icl_score(model, tokens), metrics.icl_score_without_positions(model, tokens)
+        assert abs(flat.value) <= flat.se, (snap.step, plain, flat)
+        if snap is peak:  # measured at the peak (512 examples): PEAKFIGURES
+            assert plain.value >= 0.1 and plain.value >= 3 * plain.se, (snap.step, plain)
 
 
 LOSS_CHANGE_TEXTS = {

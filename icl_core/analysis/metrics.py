@@ -91,6 +91,18 @@ def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size
     return mean_with_se(per_example_icl(model, tokens, batch_size))
 
 
+@torch.no_grad()
+def icl_score_without_positions(model: AttnOnlyTransformer, tokens: torch.Tensor) -> ICLScore:
+    """The ICL score with every position given position 50's embedding: what stays is in-context learning from
+    the context itself, without what the model learned about absolute positions (the early stage's swing)."""
+    w_pos = model.W_pos.clone()
+    try:
+        model.W_pos.copy_(w_pos[ICL_EARLY_TOKEN].expand_as(w_pos))
+        return exact_icl_score(model, tokens)
+    finally:
+        model.W_pos.copy_(w_pos)
+
+
 ICL_WINDOW = 10  # token indices either side of 50 and 500 averaged by the windowed ICL estimate
 
 
