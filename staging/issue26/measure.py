@@ -44,9 +44,10 @@ def run_report(name: str, snaps: list) -> None:
             print(f"  {key}: not stored")
             continue
         late_se = [x.metrics.scalar(f"{key}_se") for x in snaps if x.step >= 100]
+        early_se = max(x.metrics.scalar(f"{key}_se") for x in snaps if x.step < 100)
         print(
             f"  {key}: step-0 loss {f['step0_loss']:.3f}; s.e. from step 100: {min(late_se):.3f}-{max(late_se):.3f}, "
-            f"<= 0.03 at {sum(v <= 0.03 for v in late_se) / len(late_se):.0%}; max before {max(x.metrics.scalar(f'{key}_se') for x in snaps if x.step < 100):.3f}"
+            f"<= 0.03 at {sum(v <= 0.03 for v in late_se) / len(late_se):.0%}; max before {early_se:.3f}"
         )
         early = [s.metrics.scalar(key) for s in snaps if s.tokens_seen < (early_stage_end(snaps) or 0)]
         print(
