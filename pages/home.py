@@ -97,10 +97,11 @@ steps = [
         "pages/phase_change.py",
         "Phase change",
         "Pick the 2-layer run and press ▶ Play (or drag the step slider) across the orange band: the "
-        "prefix-matching score of one layer-1 head shoots up and the ICL score falls with it. Then switch "
-        "the sidebar to the 1-layer run: no band, and its ICL score stays near zero. The 3-layer run changes "
-        "like the 2-layer one; with smeared keys the change comes earlier, and even the 1-layer smeared-key "
-        "run forms an induction head.",
+        "prefix-matching score of one layer-1 head shoots up and the ICL score falls with it, then both stay "
+        "flat for the rest of training (the linear axis shows it as the paper does). Then switch the sidebar "
+        "to the 1-layer run: no band, and across the 2-layer run's band its ICL score does not move. The "
+        "3-layer run changes like the 2-layer one; with smeared keys the change comes earlier, and even the "
+        "1-layer smeared-key run forms an induction head.",
     ),
     (
         "pages/attention.py",
@@ -114,8 +115,9 @@ steps = [
         "pages/ablation.py",
         "Ablation",
         "Press *Ablate induction heads*: the loss on the second copy of a repeated sequence jumps back up to "
-        "the first copy's level and the ICL score shrinks. Press *Ablate a random other head* to see that "
-        "an arbitrary head matters far less.",
+        "the first copy's level and the ICL score shrinks. Press *Ablate a random other head* a few times: "
+        "most heads matter far less; the exceptions are the layer-0 heads whose output the induction head's "
+        "keys read (the previous-token head above all), the first half of the circuit.",
     ),
     (
         "pages/circuits.py",
@@ -128,10 +130,12 @@ steps = [
         "pages/analysis.py",
         "Head attribution",
         "Which heads carry the phase change? Ablate each head alone: with pattern-preserving ablation (each "
-        "head's own effect) removing the induction head costs the most ICL; with zero ablation the layer-0 "
-        "heads that feed its keys cost about as much. The attribution of the phase change to heads (Olsson "
-        "et al.'s before-and-after vector) points at the same head; the fuzzy probe shows it also copies "
-        "near-matches.",
+        "head's own effect) removing the induction head costs the most ICL; with zero ablation layer-0 heads "
+        "cost about as much, or more (zeroing a head also removes what later heads read from it). The "
+        "attribution of the phase change to heads (Olsson et al.'s before-and-after vector) agrees: "
+        "pattern-preserving, it points at the induction head; zero or mean, at the layer-0 heads that feed it "
+        "(the previous-token head first), then the induction head. The fuzzy probe shows the induction head "
+        "also copies near-matches.",
     ),
     (
         "pages/models.py",
