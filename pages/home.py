@@ -60,10 +60,11 @@ Early in training a model only uses the last few tokens. Then, over a short stre
 A **one-layer** attention-only model shows none of this: it cannot build an induction head.
 
 **Before all this, an early stage.** In the first ~100k tokens, while a model is still learning how often
-each byte occurs, the ICL score of every run (the 1-layer one too) swings by up to ±0.2 nats and back.
-That swing is not in-context learning: the model's predictions still depend on the absolute position (its
-positional embedding), and when every position is given position 50's embedding the swing vanishes (within
-one standard error at every snapshot of the 1- and 2-layer runs). The charts shade that stage grey: it
+each byte occurs, the ICL score of every run (the 1-layer one too) rises to +0.1…+0.24 nats, falls to
+−0.15…−0.21 and settles. That swing is not in-context learning: the model's predictions still depend on the
+absolute position (its positional embedding), and when every position is given position 50's embedding the
+swing vanishes (within one standard error at every early snapshot of the 1- and 2-layer runs, on code and on
+prose). The charts shade that stage grey: it
 lasts until the held-out loss reaches the byte frequencies' entropy ({unigram_entropy_nats():.2f} nats).
 """
     )
