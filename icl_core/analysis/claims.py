@@ -90,9 +90,10 @@ def run_figures(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> dict[s
 
 
 def eval_tokens(key: str, n_examples: int | None = None) -> torch.Tensor:
-    """The examples behind a stored ICL score: the code set's first n (8,192 in the shipped runs) or the prose set."""
+    """The examples behind a stored ICL score, the first n of them: of the code set (all: the 8,192 the shipped runs
+    store) or of the prose set (all: its 2,048 windows)."""
     if key == "icl_score_prose":
-        return data.prose_examples(ICL_LATE_TOKEN + 2)
+        return data.prose_examples(ICL_LATE_TOKEN + 2)[:n_examples]
     return data.heldout_examples(n_examples or evalset.N_EXAMPLES, ICL_LATE_TOKEN + 2)
 
 

@@ -47,8 +47,8 @@ def _path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / ANALYSIS_DIR / f"{name}.json"
 
 
-def load(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo]) -> Any | None:
-    """A stored analysis of these very snapshots, or None (absent, unreadable, or computed from others)."""
+def _stored(run_dir: Path, name: str) -> dict[str, Any] | None:
+    """The stored file of an analysis in this format (version, snapshots, data), or None (absent or unreadable)."""
     path = _path(run_dir, name)
     if not path.is_file():
         return None
@@ -56,9 +56,13 @@ def load(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo]) -> Any | None:
         stored = read_json(path)
     except ICLError:
         return None
-    if not isinstance(stored, dict) or stored.get("version") != FORMAT_VERSION:
-        return None
-    if stored.get("snapshots") != snapshot_signature(snaps):
+    return stored if isinstance(stored, dict) and stored.get("version") == FORMAT_VERSION else None
+
+
+def load(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo]) -> Any | None:
+    """A stored analysis of these very snapshots, or None (absent, unreadable, or computed from others)."""
+    stored = _stored(run_dir, name)
+    if stored is None or stored.get("snapshots") != snapshot_signature(snaps):
         return None
     return stored.get("data")
 
@@ -125,14 +129,8 @@ def reusable_ablation_tables(
     weights size): a run stored while it was training (most of its snapshots) is finished without recomputing
     them, the bulk of the work."""
     tables: dict[str, dict[str, Any]] = {mode: {} for mode in modes}
-    path = _path(run_dir, ABLATION_TABLES)
-    try:
-        stored = read_json(path) if path.is_file() else None
-    except ICLError:
-        return tables
-    if not isinstance(stored, dict) or stored.get("version") != FORMAT_VERSION:
-        return tables
-    if not isinstance(stored.get("data"), dict) or not isinstance(stored.get("snapshots"), list):
+    stored = _stored(run_dir, ABLATION_TABLES)
+    if stored is None or not isinstance(stored.get("data"), dict) or not isinstance(stored.get("snapshots"), list):
         return tables
     unchanged = {str(sig[0]) for sig in snapshot_signature(snaps) if sig in stored["snapshots"]}
     for mode in modes:
