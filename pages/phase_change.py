@@ -9,8 +9,6 @@ from icl_core.analysis.pca import highlighted_pca_rows
 from icl_core.analysis.phase import EARLY_STAGE_LABEL, early_stage_end, induction_onset, phase_status
 from icl_core.analysis.summary import (
     describe_phase_change,
-    fmt_icl,
-    fmt_icl_prose,
     fmt_tokens,
     head_score_rows,
     icl_rows,
@@ -18,15 +16,15 @@ from icl_core.analysis.summary import (
     summary_rows,
 )
 from icl_core.analysis.text import MAX_TEXT_CHARS, repeat_lengths
+from icl_core.analysis.timeline import phase_frames
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, chrome, layout, picks, play, state, strips, training_charts
+from ui import cache, chrome, layout, picks, state, strips, timeline, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
 
-PHASE_STEP_KEY = "phase_step"
 LOG_AXIS_KEY = "phase_log_axis"
 MIN_REPEAT = 4  # tokens: a repeated stretch at least this long counts as something induction can continue
 # Code like the training text, with long names repeated: after the phase change their second occurrences are
@@ -68,10 +66,12 @@ state.ensure_sidebar()  # first: sets the page layout when this file runs withou
 st.title("The phase change")
 st.caption(
     "Olsson et al.: at one point in training, induction heads form, the ICL score drops, the loss bumps and the "
-    "per-token-loss trajectory turns, all at once. Drag the step, or click a point on the ICL-score, "
-    "prefix-matching or PCA chart, and watch the red rule and the rings move: every page follows."
+    "per-token-loss trajectory turns, all at once. Press ▶ Play or drag the timeline and watch the red rule, the "
+    "rings and the numbers move; or click a point on the ICL-score, prefix-matching or PCA chart. Every page "
+    "follows the step you stop at."
 )
 sel = state.require_selection()
+step = sel.step
 snaps = list(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in snaps}
 # Every chart over training shares this x-range, so the phase window and the selected step line up across them.
@@ -84,15 +84,15 @@ if not seen and any(s.step > 0 for s in snaps):  # a step-labelled import withou
         "seen, stay empty. Import it again on the Models page with its tokens per step (batch size × context)."
     )
 
-# The page's own slider drives the shared step; the sidebar slider follows on this rerun.
-with st.container(horizontal=True, wrap=False, vertical_alignment="bottom"):  # the button keeps its width
-    step = state.step_slider(
-        PHASE_STEP_KEY,
-        sel.steps,
-        "Training step",
-        format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])} tokens",
-    )
-    play.play_button(sel.steps, key="phase_play")
+try:
+    window = cache.phase_window_of(sel.run.path)
+except ICLError as exc:
+    st.error(user_text(exc, 500))
+    window = None
+# Scrub and play through training in the browser: the metric row and the selected step's rule and rings on every
+# chart here follow it with no server round trip; pausing or letting go makes it the app's step.
+timeline.draw(phase_frames(snaps, window, step), key=f"phase_timeline_{sel.run.name}")
+
 log_x = st.toggle(
     "Log token axis",
     key=LOG_AXIS_KEY,
@@ -100,12 +100,6 @@ log_x = st.toggle(
     "a long plateau. On: a log axis, which spreads out the first few hundred thousand tokens.",
 )
 stage_end = early_stage_end(snaps)
-
-try:
-    window = cache.phase_window_of(sel.run.path)
-except ICLError as exc:
-    st.error(user_text(exc, 500))
-    window = None
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None
 sentence = describe_phase_change(window, snaps)
 if window is None:
@@ -133,62 +127,12 @@ else:
 
 rows = summary_rows(snaps)
 summary = pd.DataFrame(rows)
-current = next(r for r in rows if r["step"] == step)
-first = rows[0]
-metrics = layout.wrapping_row()
-
-
-def _delta(key: str, ref: dict | None = None, label: str = "since step 0") -> str | None:
-    ref = first if ref is None else ref
-    a, b = current[key], ref[key]
-    return f"{a - b:+.3f} {label}" if a is not None and b is not None and ref is not current else None
-
-
-# Compare with the start of the phase change: what the window added, not what early training did.
-window_start = next((r for r in rows if window and r["step"] == window.start_step), None)
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return format(value, spec) if value is not None else "n/a"
-
-
-metrics.metric(
-    f"ICL score ({ICL_FORMULA})",
-    fmt_icl(sel.snapshot.metrics) or "n/a",
-    _delta("icl_score", window_start, "vs start of phase change") if window_start else None,
-    delta_color="inverse",
-    help="negative = later tokens are predicted better than early ones: in-context learning. ± one standard error "
-    "over the held-out examples it was measured on (stored with the snapshot).",
-    width="content",
-)
-prose = fmt_icl_prose(sel.snapshot.metrics)
-if prose:
-    metrics.metric(
-        "ICL score on English prose",
-        prose,
-        help="The same score on a second held-out set: English prose (licence texts, IDLE's notes) sharing no "
-        "24-byte string with the Python training text. A claim that holds on both sets does not depend on code.",
-        width="content",
-    )
-metrics.metric(
-    "Best induction head score",
-    _fmt(current["max_prefix_matching"], ".2f"),
-    _delta("max_prefix_matching"),
-    width="content",
-)
-metrics.metric(
-    "Held-out loss",
-    _fmt(current["heldout_loss"], ".3f"),
-    _delta("heldout_loss"),
-    delta_color="inverse",
-    width="content",
-)
-metrics.metric("Tokens seen", fmt_tokens(tokens_at[step]), width="content")
-
 selected_tokens = (tokens_at[step] or None) if log_x else tokens_at[step]
 if log_x and not selected_tokens:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
-axes = {"x_domain": x_domain, "log_x": log_x, "early_stage_end": stage_end}  # every chart over training here
+frames = training_charts.timeline_frames([s.tokens_seen for s in snaps])
+# Every chart over training here: one x-range, and the timeline's rule.
+axes = {"x_domain": x_domain, "log_x": log_x, "early_stage_end": stage_end, "timeline": frames}
 
 c1, c2 = layout.panels("scores", 2)
 with c1:
@@ -375,10 +319,11 @@ if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
     highlighted = highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
+    rings = cache.pca_rings_of(runs, sel.run.name)  # every frame's, so the rings follow the timeline
     left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(
-            training_charts.pca_chart(table.rows, highlighted, table.explained, pick=PICK),
+            training_charts.pca_chart(table.rows, rings, table.explained, pick=PICK, timeline=True),
             pd.DataFrame(table.rows),
             "loss PCA",
             "pick_pca",

@@ -228,6 +228,20 @@ def pca_of(runs: dict[str, Path], focus: str) -> pca.PCATable | None:
     return _pca(sigs, focus)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pca_rings(signatures: tuple[tuple[str, str, int, int], ...], focus: str) -> list[dict[str, Any]]:
+    table = _pca(signatures, focus)
+    focus_sig = next(sig for sig in signatures if sig[0] == focus)
+    snaps = _snapshots(focus_sig[1:])
+    return [] if table is None else pca.rings_over_training(table, focus, [(s.step, s.tokens_seen) for s in snaps])
+
+
+def pca_rings_of(runs: dict[str, Path], focus: str) -> list[dict[str, Any]]:
+    """The PCA plane's rings at every snapshot of the focus run (pca.rings_over_training), for its timeline."""
+    sigs = tuple(sorted((name, *run_signature(path)) for name, path in runs.items()))
+    return _pca_rings(sigs, focus)
+
+
 @st.cache_data(max_entries=128, show_spinner=False)
 def _overview(signature: tuple[str, int, int], name: str, source: str) -> dict:
     ref = RunRef(name, Path(signature[0]), source)

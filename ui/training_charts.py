@@ -86,6 +86,32 @@ def _rule_layer(selected_tokens: int | None) -> list[alt.Chart]:
     ]
 
 
+# The training timeline's frame (ui/timeline.js) as a chart parameter evaluated in the browser: bound to
+# document.body, which the timeline sets and signals on every frame (Vega-Lite's BindDirect), so every chart
+# drawn with it follows the scrubber and Play with no server round trip. Unset until a timeline is on the page:
+# then nothing is marked.
+TIMELINE_PARAM, TIMELINE_EVENT = "timeline_index", "icl-timeline"
+_ON_FRAME = f"datum.frame === {TIMELINE_PARAM}"  # the timeline sets a number; any other value marks nothing
+
+
+def timeline_param() -> alt.Parameter:
+    return alt.param(name=TIMELINE_PARAM, bind=alt.BindDirect(element="body", event=TIMELINE_EVENT))
+
+
+def timeline_frames(tokens: Sequence[int]) -> pd.DataFrame:
+    """The timeline's frames (one per snapshot, in order) and their tokens seen: the data of a timeline rule."""
+    return pd.DataFrame({"frame": range(len(tokens)), "tokens": list(tokens)})
+
+
+def _timeline_rule_layer(frames: pd.DataFrame | None, log_x: bool) -> list[alt.Chart]:
+    if frames is None:
+        return []
+    shown = frames[frames["tokens"] > 0] if log_x else frames  # a log axis has no place for step 0
+    return [
+        alt.Chart(shown).transform_filter(_ON_FRAME).mark_rule(color=SELECT_COLOR, strokeWidth=2).encode(x="tokens:Q")
+    ]
+
+
 ICL_SUBTITLE = "lower = more in-context learning · band: ±2 standard errors"  # under every ICL-score chart's title
 
 
@@ -106,6 +132,7 @@ def over_training(
     subtitle: str = "",
     log_x: bool = True,
     early_stage_end: int | None = None,
+    timeline: pd.DataFrame | None = None,
 ) -> alt.LayerChart:
     """A metric against tokens seen (log x, or linear as the paper draws it): phase-change window shaded orange,
     the early stage (`early_stage_end`: tokens) grey, induction onset dashed, selected step ruled.
@@ -113,7 +140,8 @@ def over_training(
 
     With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
     selection over the `step` field (the data needs a step column). With `se` (a column of standard errors),
-    a band of ±2 standard errors is drawn around the line.
+    a band of ±2 standard errors is drawn around the line. With `timeline` (timeline_frames), the selected step's
+    rule follows the page's training timeline in the browser instead of `selected_tokens`.
     """
     data = df[((df["tokens"] > 0) | (not log_x)) & df[y].notna()]  # log axis: step 0 (no tokens) has no place
     # Charts read together share x_domain (tokens seen): the phase window and the selected step line up.
@@ -154,11 +182,18 @@ def over_training(
         *_window_layer(window_tokens),
         *_onset_layer(onset_tokens),
         *marks,
-        *_rule_layer(selected_tokens),
+        *(_timeline_rule_layer(timeline, log_x) if timeline is not None else _rule_layer(selected_tokens)),
     ]
-    return alt.layer(*layers).properties(
+    chart = alt.layer(*layers).properties(
         title=alt.TitleParams(title, subtitle=subtitle) if subtitle else title, height=height
     )
+    return chart.add_params(timeline_param()) if timeline is not None else chart
+
+
+def _padded_domain(values: pd.Series, pad: float = 0.05) -> alt.Scale:
+    lo, hi = float(values.min()), float(values.max())
+    margin = pad * (hi - lo) or 0.5
+    return alt.Scale(domain=[lo - margin, hi + margin], nice=False)
 
 
 def pca_chart(
@@ -166,17 +201,24 @@ def pca_chart(
     highlighted: list[dict[str, Any]],
     explained: tuple[float, float],
     pick: str | None = None,
+    timeline: bool = False,
 ) -> alt.LayerChart:
     """Every run's trajectory in the PC1-PC2 plane; the selected snapshot ringed on each run.
 
     With `pick` (a parameter name), clicking near a point selects it: a click selection over (run, step).
+    With `timeline`, `highlighted` holds the rings of every frame of the page's training timeline (a `frame`
+    column), and the rings shown follow it in the browser.
     """
     df = pd.DataFrame(rows)
-    hl = pd.DataFrame(highlighted) if highlighted else pd.DataFrame(columns=[*df.columns, "focus"])
-    x = alt.X("pc1:Q", title=f"PC1 ({explained[0]:.0%} of variance)")
-    y = alt.Y("pc2:Q", title=f"PC2 ({explained[1]:.0%} of variance)")
+    hl = pd.DataFrame(highlighted) if highlighted else pd.DataFrame(columns=[*df.columns, "focus", "frame"])
+    # Fixed domains: with data-driven ones, every frame of the timeline (a new ring) recomputed both scales and
+    # redrew the axes (a third of a frame's time in the browser).
+    x = alt.X("pc1:Q", title=f"PC1 ({explained[0]:.0%} of variance)", scale=_padded_domain(df["pc1"]))
+    y = alt.Y("pc2:Q", title=f"PC2 ({explained[1]:.0%} of variance)", scale=_padded_domain(df["pc2"]))
     tips = ["run:N", "step:Q", "tokens:Q", alt.Tooltip("icl_score:Q", format="+.3f", title="ICL score")]
-    color = alt.Color("run:N", title="run", scale=RUN_SCALE)
+    # A fixed colour domain too: with one unioned from every layer's data, each new ring re-encoded every point.
+    runs = sorted(df["run"].unique())
+    color = alt.Color("run:N", title="run", scale=alt.Scale(domain=runs, range=RUN_SCALE.range))
     paths = (
         alt.Chart(df)
         .mark_line(point=False if pick else alt.OverlayMarkDef(size=28), opacity=0.75)
@@ -196,22 +238,20 @@ def pca_chart(
         .mark_point(shape="square", size=90, filled=True)
         .encode(x=x, y=y, color=color, tooltip=tips)
     )
-    rings = alt.Chart(hl).mark_point(size=420, filled=False, strokeWidth=3).encode(x=x, y=y, color=color, tooltip=tips)
-    names = (
-        alt.Chart(hl)
-        .mark_text(dx=14, dy=-12, align="left", fontWeight="bold")
-        .encode(x=x, y=y, text="run:N", color=color)
-    )
+    ringed = alt.Chart(hl).transform_filter(_ON_FRAME) if timeline else alt.Chart(hl)
+    rings = ringed.mark_point(size=420, filled=False, strokeWidth=3).encode(x=x, y=y, color=color, tooltip=tips)
+    names = ringed.mark_text(dx=14, dy=-12, align="left", fontWeight="bold").encode(x=x, y=y, text="run:N", color=color)
     # One line per hint: Vega cuts a subtitle line at the chart's width (the click hint, at a projector's size).
     subtitle = [
         f"square: each run's first snapshot in the plane (step ≥ {PCA_MIN_STEP})",
         "ring: the selected step (nearest in tokens seen)"
         + (" · click a point to select its run and step" if pick else ""),
     ]
-    return alt.layer(paths, *dots, starts, rings, names).properties(
+    chart = alt.layer(paths, *dots, starts, rings, names).properties(
         title=alt.TitleParams(PCA_TITLE, subtitle=subtitle),
         height=420,
     )
+    return chart.add_params(timeline_param()) if timeline else chart
 
 
 def _loss_curves_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) -> alt.LayerChart:

@@ -200,3 +200,15 @@ def highlighted_pca_rows(table: PCATable, focus_run: str, step: int, tokens: int
             nearest = rows[nearest_by_tokens([r["tokens"] for r in rows], wanted_tokens)]
             out.append({**nearest, "focus": name == focus_run})
     return out
+
+
+def rings_over_training(
+    table: PCATable, focus_run: str, steps_tokens: Sequence[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """highlighted_pca_rows for every snapshot of the focus run (its `steps_tokens`, in order), each ring tagged
+    with its snapshot's index (`frame`): the rings a training timeline moves through in the browser."""
+    return [
+        {**row, "frame": frame}
+        for frame, (step, tokens) in enumerate(steps_tokens)
+        for row in highlighted_pca_rows(table, focus_run, step, tokens)
+    ]

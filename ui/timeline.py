@@ -1,0 +1,176 @@
+"""The training timeline on a page: a custom component (ui/timeline.js) that scrubs and plays through every
+snapshot in the browser, from a package built once per run (Phase change) or per text (Attention).
+
+Moving through training costs the server nothing; the component sends the snapshot on screen back once, when
+play pauses or the scrubber is released, and `state.set_step` makes it the app's shared step. A text's package
+needs one forward pass per snapshot: it is built on a worker thread while the page draws its current-step views,
+and the timeline's slot says "Preparing the timeline" until it is there. A run whose build would pass
+MAX_BUILD_S (large imported models) keeps the server-side Play button instead, and the page says why.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from icl_core.analysis.text import analyze_tokens, prepare_text
+from icl_core.analysis.timeline import (
+    HeatmapWindow,
+    TextOverTraining,
+    text_frames,
+    text_over_training,
+)
+from icl_core.storage.snapshots import SnapshotInfo, load_model
+from ui import cache, play, state
+from ui.chrome import presenting
+from ui.theme import STRIP_RGB, TARGET_COLOR
+from ui.training_charts import TIMELINE_EVENT
+
+_HERE = Path(__file__).parent
+_COMPONENT = st.components.v2.component(
+    "icl_timeline",
+    js=(_HERE / "timeline.js").read_text(encoding="utf-8"),
+    css=(_HERE / "timeline.css").read_text(encoding="utf-8"),
+)
+COMMIT = "commit"  # the component's trigger: the step on screen when play paused or the scrubber was let go
+MAX_BUILD_S = 5.0  # a text's package that would take longer keeps server-side stepping (issue 32's bound)
+WAIT_TICK_S = 0.05  # how often the page looks at a build in progress (each look lets a click interrupt the run)
+KEEP_TEXTS = 4  # texts kept over training per process (13 MB each for 128 tokens on the 3-layer run)
+KEEP_BYTES = 128_000_000  # and at most this much of them (a 512-token text on it holds 214 MB: kept alone)
+
+
+def _take_commit(key: str) -> None:
+    step = getattr(st.session_state.get(key), COMMIT, None)
+    if isinstance(step, int):
+        state.set_step(step)
+
+
+def draw(package: dict[str, Any], key: str) -> None:
+    """The timeline for this package (phase or text frames); its commit sets the shared step."""
+    _COMPONENT(
+        data={
+            **package,
+            "colors": {"attention": list(STRIP_RGB), "target": TARGET_COLOR},
+            "present": presenting(),
+            "event": TIMELINE_EVENT,  # what the charts bound to the timeline listen for (ui/training_charts.py)
+        },
+        key=key,
+        on_commit_change=lambda: _take_commit(key),
+        width="stretch",
+    )
+
+
+class TimelineTooSlow(Exception):
+    """Building this run's timeline would take longer than MAX_BUILD_S."""
+
+
+@dataclass
+class _Build:
+    future: Future[TextOverTraining]
+    done_snapshots: int = 0
+    total: int = 0
+
+
+class _Builds:
+    """Texts over training, built on one worker thread per process, kept for the last few texts."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeline")
+        self._lock = threading.Lock()
+        self._builds: OrderedDict[Hashable, _Build] = OrderedDict()
+
+    def get(self, key: Hashable, snaps: Sequence[SnapshotInfo], text: str) -> _Build:
+        with self._lock:
+            build = self._builds.get(key)
+            if build is not None and not (build.future.done() and build.future.exception() is not None):
+                self._builds.move_to_end(key)
+                return build
+            build = _Build(Future(), 0, len(snaps))
+            build.future = self._pool.submit(_forward_all, snaps, text, build)
+            self._builds[key] = build
+            self._trim()
+            return build
+
+    def _trim(self) -> None:
+        """Forget the oldest finished texts past KEEP_TEXTS or KEEP_BYTES (the newest is always kept)."""
+
+        def size(build: _Build) -> int:
+            finished = build.future.done() and build.future.exception() is None
+            return build.future.result().nbytes if finished else 0
+
+        while len(self._builds) > 1:
+            total = sum(size(b) for b in self._builds.values())
+            if len(self._builds) <= KEEP_TEXTS and total <= KEEP_BYTES:
+                return
+            oldest = next((k for k, b in self._builds.items() if b.future.done()), None)
+            if oldest is None or oldest == next(reversed(self._builds)):
+                return
+            del self._builds[oldest]
+
+
+def _forward_all(snaps: Sequence[SnapshotInfo], text: str, build: _Build) -> TextOverTraining:
+    """One forward pass per snapshot on models loaded for this loop (the pages' model cache is left alone)."""
+    torch.set_num_threads(1)  # the app's forwards run on one thread each (ui/cache.py says why)
+    analyses = []
+    started = time.perf_counter()
+    for i, snap in enumerate(snaps):
+        model = load_model(snap)
+        prepared = prepare_text(text, snap.model_config.n_ctx, model.require_tokenizer())
+        analyses.append(analyze_tokens(model, prepared.tokens))
+        build.done_snapshots = i + 1
+        if i == 0 and (time.perf_counter() - started) * len(snaps) > MAX_BUILD_S:
+            raise TimelineTooSlow(
+                f"one snapshot took {time.perf_counter() - started:.2f} s, so all {len(snaps)} would take over "
+                f"{MAX_BUILD_S:g} s"
+            )
+    return text_over_training(analyses)
+
+
+@st.cache_resource(show_spinner=False)
+def _builds() -> _Builds:
+    return _Builds()
+
+
+def text_over_training_of(
+    run_signature: Hashable, snaps: Sequence[SnapshotInfo], text: str, slot: Any
+) -> TextOverTraining | None:
+    """The text's forward passes at every snapshot, waited for in `slot` ("Preparing the timeline" and its
+    progress); None, with the reason in `slot`, when the run is too slow to build (server-side Play instead)."""
+    build = _builds().get((run_signature, text), snaps, text)
+    while not build.future.done():
+        slot.caption(f"⏳ Preparing the timeline: {build.done_snapshots} of {build.total} snapshots…")
+        time.sleep(WAIT_TICK_S)
+    try:
+        return build.future.result()
+    except TimelineTooSlow as exc:
+        slot.caption(f"The timeline runs on the server for this run: {exc}. ▶ Play steps through the snapshots.")
+        return None
+
+
+def text_timeline(
+    key: str,
+    run_signature: Hashable,
+    snaps: Sequence[SnapshotInfo],
+    text: str,
+    dest: int,
+    heatmap: HeatmapWindow,
+    selected_step: int,
+) -> None:
+    """The Attention page's timeline for one text and destination token (server-side Play where it is too slow)."""
+    slot = st.empty()
+    over = text_over_training_of(run_signature, snaps, text, slot)
+    if over is None:
+        with st.container(horizontal=True):
+            play.play_button([s.step for s in snaps], key=f"{key}_play")
+        return
+    with slot.container():
+        draw(text_frames(snaps, over, dest, heatmap, cache.tokenizer_of(snaps[-1]), selected_step), key)
