@@ -12,10 +12,11 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, phase_status
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextInput, preset_text, top_attended
+from icl_core.analysis.timeline import HeatmapWindow
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from ui import cache, chrome, layout, picks, play, state, strips, text_charts, vega, widget_state
+from ui import cache, chrome, layout, picks, state, strips, text_charts, timeline, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -28,6 +29,7 @@ QUERY_SLIDER, TEXT_ID_KEY = "attn_query_slider", "_attn_text_id"  # the slider's
 TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 PICKS_KEY = "_attn_picks"  # how many tokens were picked in the grid: part of its key
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
+TIMELINE_HEAD_KEY = "attn_timeline_head"  # the head whose heatmap the timeline shows
 ALL_LAYERS = "all layers"
 FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
@@ -64,12 +66,6 @@ st.caption(
 )
 sel = state.require_selection()
 info = sel.snapshot
-with st.container(horizontal=True, wrap=False, vertical_alignment="center"):  # the button keeps its width
-    play.play_button(sel.steps, key="attn_play")
-    st.caption(
-        f"Step {sel.step:,} of {sel.steps[-1]:,}: press Play to watch the heads change over training "
-        "(the induction stripe appears at the phase change)."
-    )
 
 
 def _from_link(link: dict[str, str]) -> None:
@@ -307,6 +303,7 @@ def _pick_destination(key: str, n: int) -> None:
 @st.fragment
 def destination_views(views: TextViews) -> None:
     """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
+    timeline.follow_commit()
     an, n = views.an, len(views.an.tokens)
     query = st.session_state[QUERY_KEY]
     shown = views.first if views.first.query == query else _destination_views(an, query, views.heads)
@@ -332,6 +329,7 @@ def destination_views(views: TextViews) -> None:
     chrome.show_chart(
         shown.picker, key=picker_key, on_select=lambda: _pick_destination(picker_key, n), selection_mode=TOKEN_PICK
     )
+    over_training = st.container()  # filled last: the current step's views come first, then the timeline
     left, right = layout.panels("strip", [3, 2], gap="large")
     left.html(shown.strip)
     right.html(shown.prediction)
@@ -340,6 +338,25 @@ def destination_views(views: TextViews) -> None:
     st.caption(
         "Orange bars: the current token occurred earlier, so an induction head can predict what follows it. "
         "After the phase change these bars drop on repeated text."
+    )
+    with over_training:
+        _timeline_section(views, query)
+
+
+def _timeline_section(views: TextViews, query: int) -> None:
+    """This text's views at every snapshot, scrubbed and played in the browser (ui/timeline.py)."""
+    st.markdown(
+        f"**Over training** · step {sel.step:,} now: press ▶ Play and watch the induction stripe appear at the "
+        "phase change; drag or use the arrow keys to move through the snapshots."
+    )
+    names = [head_name(h) for h in views.heads]
+    best = best_induction_head(info)
+    widget_state.settle(TIMELINE_HEAD_KEY, names, head_name(best) if best else names[-1])
+    head = views.heads[names.index(st.columns([1, 3])[0].selectbox("Heatmap head", names, key=TIMELINE_HEAD_KEY))]
+    n, choice = len(views.an.tokens), views.heatmaps
+    window = HeatmapWindow(head, choice.start, min(choice.window, n - choice.start))
+    timeline.text_timeline(
+        "attn_timeline", cache.run_signature(sel.run.path), sel.snapshots, views.text, query, window, sel.step
     )
 
 

@@ -18,12 +18,14 @@ from ui import state
 __all__ = [
     "APP",
     "ROOT",
+    "commit_timeline",
     "fake_hub",
     "mark_apptest_session",
     "no_internet",
     "open_page",
     "shipped_induction_head",
     "shipped_last_step",
+    "timeline_package",
     "timaeus_repo",
     "timaeus_tokenizer_json",
     "tiny_run_dir",
@@ -93,3 +95,28 @@ def open_page(
 def destination_slider(at: AppTest):
     """The Attention page's destination-token slider (its key changes with the text: pages/attention.py)."""
     return next(s for s in at.select_slider if s.label.startswith("Destination token"))
+
+
+def timeline_package(at: AppTest) -> dict:
+    """The data the page's training timeline (ui/timeline.py) was drawn with: what the browser scrubs through."""
+    import json
+
+    (element,) = [e for e in at.get("bidi_component") if e.proto.component_name == "icl_timeline"]
+    return json.loads(element.proto.json)
+
+
+def commit_timeline(at: AppTest, step: int) -> AppTest:
+    """What the browser sends when play pauses on `step` or the scrubber is let go there (ui/timeline.js's
+    "commit" trigger: streamlit's per-component trigger aggregator widget, components/v2/bidi_component/main.py)."""
+    import json
+
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    (element,) = [e for e in at.get("bidi_component") if e.proto.component_name == "icl_timeline"]
+    widgets = at._tree.get_widget_states()
+    trigger = json.dumps([{"event": "commit", "value": step}])
+    widgets.widgets.append(WidgetState(id=_make_trigger_id(element.proto.id, "events"), json_trigger_value=trigger))
+    at._run(widgets)
+    assert not at.exception, at.exception
+    return at

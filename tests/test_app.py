@@ -14,13 +14,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import streamlit as st
-from conftest import destination_slider, shipped_induction_head
+from conftest import commit_timeline, destination_slider, shipped_induction_head, timeline_package
 from conftest import open_page as open_app
 from fake_hub import FakeHub
 from streamlit.testing.v1 import AppTest
 
 from icl_core.analysis.pca import PCA_MIN_STEP
 from icl_core.analysis.phase import phase_window
+from icl_core.analysis.summary import fmt_icl
 from icl_core.model.config import train_config_from_dict
 from icl_core.storage.runs import EXTRA_RUNS_ENV, SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, write_manifest
@@ -86,26 +87,39 @@ def test_page_renders_without_exception(page: str | None) -> None:
     assert at.session_state["run"] == MAIN_RUN
 
 
-def test_phase_step_slider_moves_the_highlighted_pca_point() -> None:
+def test_the_timeline_moves_the_pca_rings_in_the_browser_and_its_commit_sets_the_shared_step() -> None:
     at = open_page("pages/phase_change.py")
     steps = [s.step for s in list_snapshots(Path(at.session_state[state.SELECTION_KEY].run.path))]
-    before = pca_highlight(at)
-    assert before[before["focus"]]["step"].tolist() == [steps[-1]]
-    in_plane = [s for s in steps if s >= PCA_MIN_STEP]  # earlier steps are not in the PCA fit
+    package = timeline_package(at)
+    assert package["steps"] == steps and package["index"] == len(steps) - 1  # opens on the selected (last) step
+    rings = pca_highlight(at)
+    # One ring set per frame of the timeline; frame i rings the focus run at its own step once it is in the plane.
+    assert sorted(rings["frame"].unique()) == list(range(len(steps)))
+    for frame, step in enumerate(steps):
+        if step >= PCA_MIN_STEP:
+            focus = rings[(rings["frame"] == frame) & rings["focus"]]
+            assert focus["step"].tolist() == [step], frame
+    in_plane = [s for s in steps if s >= PCA_MIN_STEP]
     middle = in_plane[(len(in_plane) - 1) // 2]  # not the last step, which is selected already
-    at.select_slider(key="phase_step").set_value(middle).run()
-    assert not at.exception, at.exception
-    after = pca_highlight(at)
-    assert after[after["focus"]]["step"].tolist() == [middle]
-    assert at.session_state["step"] == middle  # the sidebar follows the page's slider
+    commit_timeline(at, middle)
+    assert at.session_state[state.SELECTION_KEY].step == middle
+    assert at.session_state["step"] == middle  # the sidebar follows the timeline
+    assert timeline_package(at)["index"] == steps.index(middle)
+    # The metric row at that frame is the stored metrics of that snapshot, formatted as the rest of the app does.
+    snap = at.session_state[state.SELECTION_KEY].snapshot
+    icl = next(v for k, v in package["metrics"].items() if k.endswith("held-out code"))
+    assert icl[steps.index(middle)] == fmt_icl(snap.metrics)
 
 
-@pytest.mark.parametrize(
-    ("page", "key"), [("pages/phase_change.py", "phase_play"), ("pages/attention.py", "attn_play")]
-)
-def test_play_advances_the_step_and_pause_stops_it(page: str, key: str) -> None:
+def test_a_run_too_slow_for_the_browser_timeline_keeps_server_side_play(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ui import timeline
+
+    monkeypatch.setattr(timeline, "MAX_BUILD_S", 0.0)  # as a 512-wide imported model's would
     steps = [s.step for s in list_snapshots(SHIPPED_DIR / MAIN_RUN)]
-    at = open_page(page, step=steps[-3])
+    at = open_app("pages/attention.py", run=MAIN_RUN, step=steps[-3], params={"text": "slow slow"})
+    assert not at.get("bidi_component")
+    assert any("runs on the server" in c.value for c in at.caption)
+    key = "attn_timeline_play"
     at.button(key=key).click().run()
     assert not at.exception, at.exception
     assert at.session_state[state.SELECTION_KEY].step == steps[-2]  # Play moves on at once, then on a timer

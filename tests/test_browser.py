@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+import numpy as np
 import pytest
 from conftest import shipped_induction_head, shipped_last_step
 
@@ -654,6 +655,100 @@ def test_every_page_fits_a_projector(browser: Browser, present: bool) -> None:
             assert page.evaluate(_BLANK_CHART_JS) == [], spec.path
     finally:
         context.close()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The training timeline (ui/timeline.js): scrubbing and playing run in the browser
+
+
+TIMELINE = ".icl-tl[data-ready='1']"  # inside the component's open shadow root: playwright's CSS pierces it
+_COUNT_RUNS_JS = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  window.__scriptRuns = 0;
+  new MutationObserver(() => {
+    if (app.getAttribute('data-test-script-state') === 'running') window.__scriptRuns += 1;
+  }).observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+
+
+def _scrub_to(page: Any, index: int) -> None:
+    """What a drag of the scrubber does: its value changes and it fires input events (then change on release)."""
+    page.locator(f"{TIMELINE} input.scrub").evaluate(
+        "(el, i) => { el.value = String(i); el.dispatchEvent(new Event('input', {bubbles: true})); }", index
+    )
+
+
+def _selected_rules(page: Any) -> list[str]:
+    """Where the charts draw the selected step's red rule (Vega's SVG lines in SELECT_COLOR)."""
+    from ui.theme import SELECT_COLOR
+
+    return page.locator(f"{CHART} line[stroke='{SELECT_COLOR}']").evaluate_all(
+        "ls => ls.map(l => l.getAttribute('transform'))"
+    )
+
+
+def test_scrubbing_draws_each_snapshots_own_attention(browser: Browser) -> None:
+    """Scrub the Attention page's timeline to three snapshots: the drawn weight of the induction head on an
+    induction target equals the server's own forward pass at that step, to the quantisation's precision."""
+    from icl_core.analysis.text import analyze_tokens, prepare_text
+    from icl_core.analysis.timeline import QUANT_ERROR
+    from icl_core.storage.snapshots import list_snapshots, load_model
+
+    text = "Zebra quilts jump over lazy dogs. Zebra quilts jump over lazy dogs."
+    dest = text.index("lazy", 40) + 1  # the second "lazy": token dest+1 is 'a' (BOS first), after an earlier "l"
+    page = browser.page
+    page.goto(f"{browser.url}/attention?run=attn2&text={text.replace(' ', '%20')}&dest={dest}")
+    page.wait_for_selector(TIMELINE, timeout=FIRST_RUN_S * 1000)
+    browser.wait_idle()
+    snaps = list_snapshots(ROOT / "checkpoints" / "attn2")
+    head = shipped_induction_head()
+    layer, h = (int(x) for x in re.findall(r"\d+", head))
+    page.evaluate(_COUNT_RUNS_JS)
+    for index in (0, len(snaps) // 3, len(snaps) - 2):
+        _scrub_to(page, index)
+        box = page.locator(TIMELINE)
+        assert box.get_attribute("data-index") == str(index)
+        snap = snaps[index]
+        assert box.get_attribute("data-step") == str(snap.step)
+        an = analyze_tokens(load_model(snap), prepare_text(text, snap.model_config.n_ctx).tokens)
+        for key in (int(k) for k in np.flatnonzero(an.targets[dest])[:1].tolist() + [dest - 1, 0]):
+            cell = page.locator(f"{TIMELINE} .row[data-head='{head}'] span[data-key='{key}']")
+            drawn = float(cell.get_attribute("data-w"))
+            expected = float(an.patterns[layer, h, dest, key])
+            assert abs(drawn - expected) <= QUANT_ERROR + 5e-4, (snap.step, key, drawn, expected)
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__scriptRuns") == 0  # every frame above came from the browser
+
+
+def test_play_animates_the_phase_change_with_no_script_run_and_pause_sets_the_shared_step(browser: Browser) -> None:
+    page = browser.page
+    page.goto(f"{browser.url}/phase_change?run=attn2&step={shipped_last_step()}")
+    page.wait_for_selector(TIMELINE, timeout=FIRST_RUN_S * 1000)
+    browser.wait_idle()
+    page.wait_for_timeout(1500)  # the charts bind to the timeline once drawn
+    _scrub_to(page, 5)
+    before = _selected_rules(page)
+    assert before, "no chart draws the selected step's rule"
+    page.evaluate(_COUNT_RUNS_JS)
+    page.evaluate("window.__iclTimeline.playTimes = []")
+    page.locator(f"{TIMELINE} select").select_option("15")
+    page.locator(f"{TIMELINE} button.play").click()
+    page.wait_for_timeout(2000)
+    during = _selected_rules(page)
+    page.locator(f"{TIMELINE} button.play").click()  # pause
+    times = page.evaluate("window.__iclTimeline.playTimes")
+    assert page.evaluate("window.__scriptRuns") == 0, "the server ran the page during play"
+    assert len(times) >= 15, f"{len(times)} frames in 2 s at 15 a second"
+    assert during != before, "the charts' rule did not follow the timeline"
+    step = page.locator(TIMELINE).get_attribute("data-step")
+    # Pause sends the snapshot on screen once: the sidebar and the link follow it.
+    wait_until(lambda: parse_qs(urlparse(page.url).query).get("step") == [step], RUN_S, f"?step={step}")
+    browser.wait_idle()
+    sidebar = page.locator("[data-testid='stSidebar'] [data-testid='stSliderThumbValue']").first.inner_text()
+    assert sidebar.replace(",", "") == step
+    assert page.evaluate("window.__scriptRuns") >= 1
+    assert page.locator(TIMELINE).get_attribute("data-step") == step  # the rerun kept the frame on screen
+    browser.assert_healthy("phase change after play")
 
 
 def test_every_page_works_on_an_imported_transformer_lens_run(

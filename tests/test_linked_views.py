@@ -15,7 +15,14 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import destination_slider, open_page, shipped_induction_head, shipped_last_step
+from conftest import (
+    commit_timeline,
+    destination_slider,
+    open_page,
+    shipped_induction_head,
+    shipped_last_step,
+    timeline_package,
+)
 from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
 
@@ -67,7 +74,7 @@ def test_link_opens_every_page_at_its_run_and_step_and_page_switches_keep_it() -
     # A change made on one page is written to the URL and kept on the next page.
     other = steps_of("attn1")[-2]
     at.switch_page("pages/phase_change.py").run()
-    at.select_slider(key="phase_step").set_value(other).run()
+    commit_timeline(at, other)  # the timeline paused or let go on that snapshot
     assert shown(at) == ("attn1", other) == url(at)
     at.switch_page("pages/attention.py").run()
     assert shown(at) == ("attn1", other) == url(at)
@@ -149,7 +156,8 @@ def test_clicking_a_chart_point_selects_that_snapshot_everywhere() -> None:
     step = steps_of("attn1")[-4]
     click_point(at, "pick_pca", {"run": "attn1", "step": step})  # attn1's point on the PCA plane
     assert shown(at) == ("attn1", step) == url(at)
-    assert at.select_slider(key="phase_step").value == step
+    package = timeline_package(at)
+    assert package["steps"][package["index"]] == step  # the timeline opens on the clicked snapshot
     other = steps_of("attn1")[-6]
     click_point(at, "pick_icl", {"step": other})  # the ICL-score chart: same run, another step
     assert shown(at) == ("attn1", other) == url(at)

@@ -121,6 +121,7 @@ class Timeline {
     const sameFrames = this.data && this.data.labels.join("|") === data.labels.join("|");
     const firstLoad = !this.data;
     this.data = data;
+    this.box.classList.toggle("present", Boolean(data.present));
     this.box.style.setProperty("--icl-target", data.colors.target);
     this.box.style.setProperty("--icl-attention", `rgb(${data.colors.attention.join(",")})`);
     this.scrub.max = String(this.count - 1);
@@ -340,11 +341,11 @@ class TextView {
       return tr;
     });
     this.preds.replaceChildren(...rows);
-    const loss = this.data.losses[index];
     this.loss.textContent =
       this.data.actual === null
-        ? "The last token: there is no next token to score."
-        : `Actual next '${this.data.actual}' (bold): loss ${loss.toFixed(2)} nats. Orange: what induction would copy.`;
+        ? "The last token: there is no next token to score. Orange: what induction would copy."
+        : `Actual next '${this.data.actual}' (bold): loss ${this.data.losses[index].toFixed(2)} nats. ` +
+          "Orange: what induction would copy.";
   }
 }
 

@@ -29,9 +29,11 @@ from icl_core.analysis.timeline import (
     text_frames,
     text_over_training,
 )
+from icl_core.errors import ICLError
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 from ui import cache, play, state
 from ui.chrome import presenting
+from ui.quote import user_text
 from ui.theme import STRIP_RGB, TARGET_COLOR
 from ui.training_charts import TIMELINE_EVENT
 
@@ -48,14 +50,27 @@ KEEP_TEXTS = 4  # texts kept over training per process (13 MB each for 128 token
 KEEP_BYTES = 128_000_000  # and at most this much of them (a 512-token text on it holds 214 MB: kept alone)
 
 
+COMMITTED = "_timeline_committed"  # a commit arrived: a fragment holding the timeline reruns the whole app
+
+
 def _take_commit(key: str) -> None:
     step = getattr(st.session_state.get(key), COMMIT, None)
     if isinstance(step, int):
         state.set_step(step)
+        st.session_state[COMMITTED] = True
+
+
+def follow_commit() -> None:
+    """Call first in a fragment that draws a timeline: a commit reruns only the fragment it came from, but the
+    sidebar, the link and the rest of the page must follow the new step, so the whole app reruns at once."""
+    if st.session_state.pop(COMMITTED, False):
+        st.rerun(scope="app")
 
 
 def draw(package: dict[str, Any], key: str) -> None:
-    """The timeline for this package (phase or text frames); its commit sets the shared step."""
+    """The timeline for this package (phase or text frames); its commit sets the shared step (in a fragment, call
+    follow_commit first)."""
+    st.session_state.pop(COMMITTED, None)  # this run draws every page element: nothing left to follow
     _COMPONENT(
         data={
             **package,
@@ -90,8 +105,8 @@ class _Builds:
 
     def get(self, key: Hashable, snaps: Sequence[SnapshotInfo], text: str) -> _Build:
         with self._lock:
-            build = self._builds.get(key)
-            if build is not None and not (build.future.done() and build.future.exception() is not None):
+            build = self._builds.get(key)  # a failed build is kept too: the key changes when the run's files do
+            if build is not None:
                 self._builds.move_to_end(key)
                 return build
             build = _Build(Future(), 0, len(snaps))
@@ -153,7 +168,9 @@ def text_over_training_of(
         return build.future.result()
     except TimelineTooSlow as exc:
         slot.caption(f"The timeline runs on the server for this run: {exc}. ▶ Play steps through the snapshots.")
-        return None
+    except (ICLError, ValueError, OSError) as exc:
+        slot.warning(f"No timeline for this text: {user_text(exc, 300)}. ▶ Play steps through the snapshots.")
+    return None
 
 
 def text_timeline(
