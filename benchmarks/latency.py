@@ -4,7 +4,8 @@ One `streamlit run app.py` server and one headless Debian-chromium session (as t
 from the action to the app's script state returning to idle (benchmarks/load.py's timed_action), warm caches
 after one round; cold first page after the server is ready. Prints p50/p95 per interaction against the targets
 (quiet 2-core machine, warm): p95 < 300 ms for slider, toggle and text; < 1 s for a run change; cold first page
-< 3 s.
+< 3 s. Then the training timeline (benchmarks/timeline_frames.py): scrub frames and Play on the Phase change and
+Attention pages, a new text's first views, and the server time of a text's package on the 3-layer run.
 
 Run: .venv/bin/python benchmarks/latency.py --rounds 20
 """
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import cpu_reference_ms  # noqa: E402
 from load import HEAD_PICK, MAIN, navigate, open_first_page, percentile, start_server, type_into  # noqa: E402
 from load import timed_action_split as timed_action  # noqa: E402
+from timeline_frames import BUILD_RUN, FIRST_VIEWS_JS, build_seconds, play_rate, scrub_ms, summary  # noqa: E402
 
 TARGETS_MS = {
     "step slider (sidebar)": 300,
@@ -44,6 +46,9 @@ class Timings:
     idle: dict[str, list[float]] = field(default_factory=dict)
     script: dict[str, list[float]] = field(default_factory=dict)
     visible: dict[str, list[float]] = field(default_factory=dict)
+    first_views: list[float] = field(default_factory=list)  # a new text's own strip on screen (before its timeline)
+    scrub: dict[str, list[float]] = field(default_factory=dict)  # page -> input-to-paint ms of timeline frames
+    play: dict[str, tuple[float, int]] = field(default_factory=dict)  # page -> (snapshots a second, script runs)
 
     def record(self, what: str, seconds: tuple[float, float | None, float | None], warm: bool) -> None:
         if not warm:
@@ -62,7 +67,12 @@ def one_round(page, round_: int, timings: Timings) -> None:
     # A new length every round, as typing gives: 49-88 tokens (the heatmaps' window slider comes and goes, the
     # token grid changes its number of rows).
     text = f"round {round_}: " + "the cat sat. " * (3 + round_ % 4)
+    page.evaluate(f"(n) => {{ window.__fv = null; ({FIRST_VIEWS_JS})(n).then(ms => window.__fv = ms); }}",
+                  f"round{round_}:the")  # fmt: skip
     timings.record("new text (Attention)", timed_action(page, lambda: type_into(box, text)), warm)
+    first = page.evaluate("window.__fv")
+    if warm and first is not None:
+        timings.first_views.append(first / 1000)
     key = "ArrowRight" if round_ % 2 else "ArrowLeft"  # both sliders start at their last value
 
     def heading_follows() -> bool:
@@ -106,6 +116,21 @@ def report(timings: Timings) -> None:
                 f"{what:<32} {len(values):>4} {p50:>8.0f} {p95:>8.0f} {'< ' + str(target):>11} {script:>18} {drawn:>17}"
             )
     print("p50 / p95: until the last change under the app; drawn: until the last that draws (no aria-* attribute)")
+    if timings.first_views:
+        print(f"new text, first views (its own strip painted): {summary([1000 * t for t in timings.first_views])}")
+    for where, frames in timings.scrub.items():
+        print(f"timeline scrub frame ({where}), input to paint: {summary(frames)} (target p95 <= 33 ms)")
+    for where, (rate, runs) in timings.play.items():
+        print(f"timeline play at 30/s ({where}): {rate:.1f} snapshots a second, {runs} script runs (target >= 15, 0)")
+
+
+def timeline_round(page, timings: Timings) -> None:
+    """Scrub and play the timeline on the Phase change page, then the Attention page (warm)."""
+    for label, ready in (("Phase change", ".icl-tl"), ("Attention", ".icl-tl")):
+        navigate(page, label, ready)
+        page.wait_for_timeout(1500)  # the charts bind to the timeline once drawn
+        timings.scrub[label] = scrub_ms(page)
+        timings.play[label] = play_rate(page)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
 
     timings = Timings()
     reference = [cpu_reference_ms()]  # before and after: the machine's speed drifts
+    builds = build_seconds()
     with tempfile.TemporaryDirectory() as data_dir:
         proc, url = start_server(data_dir)
         try:
@@ -123,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                 browser, page, cold = open_first_page(pw, url)
                 for round_ in range(args.rounds + 1):
                     one_round(page, round_, timings)
+                timeline_round(page, timings)
                 browser.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -130,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     reference.append(cpu_reference_ms())
     print(f"{args.rounds} warm rounds on {os.cpu_count()} CPUs; cold first page {1000 * cold:.0f} ms (target < 3000)")
     print(f"CPU reference (bench.cpu_reference_ms) before / after: {reference[0]:.0f} / {reference[1]:.0f} ms")
+    print(f"timeline build, 128-token text on {BUILD_RUN} (server time): {summary(builds, 's')} (target <= 1.5 s)")
     report(timings)
     return 0
 

@@ -294,8 +294,9 @@ def test_every_page_shows_a_snapshots_stored_icl_score_and_no_other_exact_value(
     assert expected and "±" in expected, "the shipped runs store the standard error"
     at = open_page("pages/phase_change.py", step=snap.step)
     assert any(expected in c.value for c in at.sidebar.caption), [c.value for c in at.sidebar.caption]
-    shown = next(m for m in at.metric if m.label.startswith("ICL score"))
-    assert shown.value == expected
+    package = timeline_package(at)  # the Phase change page's metric row is drawn by its timeline, frame by frame
+    shown = next(v for k, v in package["metrics"].items() if k.startswith("ICL score") and k.endswith("code"))
+    assert shown[package["index"]] == expected
     at = open_page("pages/ablation.py", step=snap.step)
     estimates = [m for m in at.metric if "ICL" in m.label]
     assert estimates and all("estimate" in m.label for m in estimates)

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import open_page
+from conftest import open_page, timeline_package
 
 from icl_core.errors import CheckpointError
 from icl_core.storage.runs import SHIPPED_DIR, discover_runs, refused_run_links
@@ -50,9 +50,10 @@ def test_a_nan_in_a_stored_metric_makes_it_n_a_with_a_note_not_a_wrong_figure(da
 
     at = open_page("pages/phase_change.py", run="nanrun", step=snap.step)
     assert not at.exception
-    values = {m.label: m.value for m in at.metric}
+    package = timeline_package(at)  # the metric row, drawn by the page's timeline at each snapshot
+    values = {k: v[package["index"]] for k, v in package["metrics"].items()}
     best = next(v for k, v in values.items() if k.startswith("Best induction head score"))
-    icl = next(v for k, v in values.items() if k.startswith("ICL score"))
+    icl = next(v for k, v in values.items() if k.startswith("ICL score") and k.endswith("code"))
     assert best == "n/a" and icl == "n/a", values
     assert any("NaN or inf" in w.value and "prefix" in w.value for w in at.warning), [w.value for w in at.warning]
 

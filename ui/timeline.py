@@ -10,6 +10,8 @@ MAX_BUILD_S (large imported models) keeps the server-side Play button instead, a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
 from collections import OrderedDict
@@ -71,9 +73,12 @@ def draw(package: dict[str, Any], key: str) -> None:
     """The timeline for this package (phase or text frames); its commit sets the shared step (in a fragment, call
     follow_commit first)."""
     st.session_state.pop(COMMITTED, None)  # this run draws every page element: nothing left to follow
+    frames = {k: v for k, v in package.items() if k != "index"}
     _COMPONENT(
         data={
             **package,
+            # The same frames on a rerun (another step, another widget) keep the views the browser built for them.
+            "frames_id": hashlib.blake2b(json.dumps(frames, sort_keys=True).encode(), digest_size=12).hexdigest(),
             "colors": {"attention": list(STRIP_RGB), "target": TARGET_COLOR},
             "present": presenting(),
             "event": TIMELINE_EVENT,  # what the charts bound to the timeline listen for (ui/training_charts.py)
