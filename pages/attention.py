@@ -12,7 +12,6 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, phase_status
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextInput, preset_text, top_attended
-from icl_core.analysis.timeline import HeatmapWindow
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
@@ -29,7 +28,6 @@ QUERY_SLIDER, TEXT_ID_KEY = "attn_query_slider", "_attn_text_id"  # the slider's
 TOKEN_PICK, TOKEN_PICK_KEY = "pick", "attn_token_pick"  # the token grid's click selection
 PICKS_KEY = "_attn_picks"  # how many tokens were picked in the grid: part of its key
 LAYER_KEY, WINDOW_KEY, WSTART_KEY = "attn_layers", "attn_window", "attn_window_start"
-TIMELINE_HEAD_KEY = "attn_timeline_head"  # the head whose heatmap the timeline shows
 ALL_LAYERS = "all layers"
 FIRST_PRESET = "Repeated random tokens"
 HEATMAPS_TITLE = "Attention patterns (orange outline: induction targets)"
@@ -340,24 +338,8 @@ def destination_views(views: TextViews) -> None:
         "After the phase change these bars drop on repeated text."
     )
     with over_training:
-        _timeline_section(views, query)
-
-
-def _timeline_section(views: TextViews, query: int) -> None:
-    """This text's views at every snapshot, scrubbed and played in the browser (ui/timeline.py)."""
-    st.markdown(
-        f"**Over training** · step {sel.step:,} now: press ▶ Play and watch the induction stripe appear at the "
-        "phase change; drag or use the arrow keys to move through the snapshots."
-    )
-    names = [head_name(h) for h in views.heads]
-    best = best_induction_head(info)
-    widget_state.settle(TIMELINE_HEAD_KEY, names, head_name(best) if best else names[-1])
-    head = views.heads[names.index(st.columns([1, 3])[0].selectbox("Heatmap head", names, key=TIMELINE_HEAD_KEY))]
-    n, choice = len(views.an.tokens), views.heatmaps
-    window = HeatmapWindow(head, choice.start, min(choice.window, n - choice.start))
-    timeline.text_timeline(
-        "attn_timeline", cache.run_signature(sel.run.path), sel.snapshots, views.text, query, window, sel.step
-    )
+        choice = views.heatmaps
+        timeline.text_section(sel, views.text, query, views.heads, choice.start, min(choice.window, n - choice.start))
 
 
 def _heatmap_section(views: TextViews) -> None:

@@ -101,9 +101,11 @@ steps = [
     (
         "pages/phase_change.py",
         "Phase change",
-        "Pick the 2-layer run and press ▶ Play (or drag the step slider) across the orange band: the "
-        "prefix-matching score of one layer-1 head shoots up and the ICL score falls with it, then both stay "
-        "flat for the rest of training (the linear axis shows it as the paper does). Then switch the sidebar "
+        "Pick the 2-layer run and press ▶ Play on the timeline (or drag it; the arrow keys step one snapshot): "
+        "the red rule sweeps through training in the browser, at up to 30 snapshots a second. Across the "
+        "orange band the prefix-matching score of one layer-1 head shoots up and the ICL score falls with it, "
+        "then both stay flat for the rest of training (the linear axis shows it as the paper does). Pause where "
+        "you want to talk: every page follows that step. Then switch the sidebar "
         "to the 1-layer run: no band, and across the 2-layer run's band its ICL score does not move. The "
         "3-layer run changes like the 2-layer one; with smeared keys the change comes earlier, and even the "
         "1-layer smeared-key run forms an induction head.",
@@ -113,8 +115,10 @@ steps = [
         "Attention explorer",
         "Choose the preset *Repeated random tokens* at the last step. In the second copy, the induction head's "
         "heatmap shows an off-diagonal stripe on the orange-outlined cells: it looks at the token after the "
-        "previous occurrence. Layer-0 heads sit one cell left of the diagonal: previous-token heads. Move the "
-        "step back before the phase change: the stripe is gone. Try your own text, or the case-flipped repeat.",
+        "previous occurrence. Layer-0 heads sit one cell left of the diagonal: previous-token heads. Then press "
+        "▶ Play in *Over training*: from the first snapshot, watch the induction head's strip and heatmap "
+        "light up on the orange targets at the phase change, and the right next token climb to the top of the "
+        "predictions. Try your own text, or the case-flipped repeat.",
     ),
     (
         "pages/ablation.py",

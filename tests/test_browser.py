@@ -742,7 +742,8 @@ def test_play_animates_the_phase_change_with_no_script_run_and_pause_sets_the_sh
     assert during != before, "the charts' rule did not follow the timeline"
     step = page.locator(TIMELINE).get_attribute("data-step")
     # Pause sends the snapshot on screen once: the sidebar and the link follow it.
-    wait_until(lambda: parse_qs(urlparse(page.url).query).get("step") == [step], RUN_S, f"?step={step}")
+    # (In the page: playwright's page.url is only refreshed while it handles a call, not while Python sleeps.)
+    page.wait_for_function("s => new URLSearchParams(location.search).get('step') === s", arg=step)
     browser.wait_idle()
     sidebar = page.locator("[data-testid='stSidebar'] [data-testid='stSliderThumbValue']").first.inner_text()
     assert sidebar.replace(",", "") == step

@@ -24,6 +24,7 @@ from typing import Any
 import streamlit as st
 import torch
 
+from icl_core.analysis.phase import best_induction_head
 from icl_core.analysis.text import analyze_tokens, prepare_text
 from icl_core.analysis.timeline import (
     HeatmapWindow,
@@ -32,8 +33,9 @@ from icl_core.analysis.timeline import (
     text_over_training,
 )
 from icl_core.errors import ICLError
+from icl_core.heads import Head, head_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model
-from ui import cache, play, state
+from ui import cache, play, state, widget_state
 from ui.chrome import presenting
 from ui.quote import user_text
 from ui.theme import STRIP_RGB, TARGET_COLOR
@@ -196,3 +198,21 @@ def text_timeline(
         return
     with slot.container():
         draw(text_frames(snaps, over, dest, heatmap, cache.tokenizer_of(snaps[-1]), selected_step), key)
+
+
+HEATMAP_HEAD_KEY = "attn_timeline_head"  # the head whose heatmap the Attention page's timeline shows
+
+
+def text_section(sel: state.Selection, text: str, dest: int, heads: list[Head], start: int, size: int) -> None:
+    """The Attention page's "Over training": this text's views at every snapshot of the selected run, from the
+    destination token `dest`, with one head's heatmap over tokens start..start+size-1 (the page's heatmap window)."""
+    st.markdown(
+        f"**Over training** · step {sel.step:,} now: press ▶ Play and watch the induction stripe appear at the "
+        "phase change; drag or use the arrow keys to move through the snapshots."
+    )
+    names = [head_name(h) for h in heads]
+    best = best_induction_head(sel.snapshot)
+    widget_state.settle(HEATMAP_HEAD_KEY, names, head_name(best) if best else names[-1])
+    head = heads[names.index(st.columns([1, 3])[0].selectbox("Heatmap head", names, key=HEATMAP_HEAD_KEY))]
+    window = HeatmapWindow(head, start, size)
+    text_timeline("attn_timeline", cache.run_signature(sel.run.path), sel.snapshots, text, dest, window, sel.step)
