@@ -10,8 +10,10 @@ MAX_BUILD_S (large imported models) keeps the server-side Play button instead, a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -49,6 +51,7 @@ _COMPONENT = st.components.v2.component(
 )
 COMMIT = "commit"  # the component's trigger: the step on screen when play paused or the scrubber was let go
 MAX_BUILD_S = 5.0  # a text's package that would take longer keeps server-side stepping (issue 32's bound)
+BUILD_NICENESS = 10  # the build thread's priority: below the page scripts and forwards visitors wait for
 WAIT_TICK_S = 0.05  # how often the page looks at a build in progress (each look lets a click interrupt the run)
 KEEP_TEXTS = 4  # texts kept over training per process (13 MB each for 128 tokens on the 3-layer run)
 KEEP_BYTES = 128_000_000  # and at most this much of them (a 512-token text on it holds 214 MB: kept alone)
@@ -142,6 +145,10 @@ class _Builds:
 def _forward_all(snaps: Sequence[SnapshotInfo], text: str, build: _Build) -> TextOverTraining:
     """One forward pass per snapshot on models loaded for this loop (the pages' model cache is left alone)."""
     torch.set_num_threads(1)  # the app's forwards run on one thread each (ui/cache.py says why)
+    # Below the visitors' own interactions: a build is background work (10: as `nice` gives; Linux threads have
+    # their own priority, set by their native id).
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_NICENESS)
     analyses = []
     started = time.perf_counter()
     for i, snap in enumerate(snaps):
@@ -168,8 +175,12 @@ def text_over_training_of(
     """The text's forward passes at every snapshot, waited for in `slot` ("Preparing the timeline" and its
     progress); None, with the reason in `slot`, when the run is too slow to build (server-side Play instead)."""
     build = _builds().get((run_signature, text), snaps, text)
+    shown = None
     while not build.future.done():
-        slot.caption(f"⏳ Preparing the timeline: {build.done_snapshots} of {build.total} snapshots…")
+        progress = f"⏳ Preparing the timeline: {build.done_snapshots} of {build.total} snapshots…"
+        if progress != shown:  # every write is a message the browser draws, beside the page's first views
+            slot.caption(progress)
+            shown = progress
         time.sleep(WAIT_TICK_S)
     try:
         return build.future.result()
