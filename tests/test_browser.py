@@ -58,6 +58,7 @@ NAV_LINK = "[data-testid='stSidebarNav'] a[data-testid='stSidebarNavLink']"
 EXCEPTION = "[data-testid='stException']"
 ERROR_ALERT = "[data-testid='stAlertContentError']"
 CHART = "[data-testid='stVegaLiteChart']"
+TIMELINE = ".icl-tl[data-ready='1']"  # inside the component's open shadow root: playwright's CSS pierces it
 
 SERVER_START_S = 60  # until /_stcore/health answers "ok"
 FIRST_RUN_S = 60  # the first script run imports torch and loads a model
@@ -581,6 +582,8 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
             page.wait_for_timeout(1500)  # charts lay out after the script is done
             assert page.evaluate("() => document.documentElement.scrollWidth") <= 401, path
             assert page.evaluate(_OVERFLOW_JS) == [], (scheme, path)
+            if path in ("attention", "phase_change"):
+                _check_timeline_theme(page, scheme)
             if path == "attention":
                 # Every token of the strips is drawn on an opaque background with dark or white text. The strips
                 # are HTML drawn after the script ends: on a busy machine they can lag the idle state.
@@ -599,6 +602,21 @@ def test_narrow_screens_and_both_themes(browser: Browser, scheme: str) -> None:
                 assert all(bg == white for cls, bg, _ in tokens if not re.search(r"\bw\d", cls)), scheme
     finally:
         context.close()
+
+
+def _luminance(css_rgb: str) -> float:
+    r, g, b = (int(x) / 255 for x in re.findall(r"\d+", css_rgb)[:3])
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def _check_timeline_theme(page: Any, scheme: str) -> None:
+    """The timeline is drawn, inside the page's width, with text in the theme's own colour (light on dark)."""
+    page.wait_for_selector(TIMELINE, timeout=RUN_S * 1000)
+    box = page.locator(TIMELINE).bounding_box()
+    assert box and box["x"] + box["width"] <= page.viewport_size["width"] + 1, box
+    readout = page.locator(f"{TIMELINE} .readout").evaluate("e => getComputedStyle(e).color")
+    background = page.evaluate("getComputedStyle(document.querySelector(\"[data-testid='stApp']\")).backgroundColor")
+    assert abs(_luminance(readout) - _luminance(background)) > 0.5, (scheme, readout, background)
 
 
 # Text that CSS cuts with an ellipsis (a metric's value or label, a button's label): what a projector's audience
@@ -653,6 +671,12 @@ def test_every_page_fits_a_projector(browser: Browser, present: bool) -> None:
             assert page.evaluate(_CHART_FIT_JS) == [], spec.path
             assert page.evaluate(_SMALL_METRIC_JS) == [], spec.path
             assert page.evaluate(_BLANK_CHART_JS) == [], spec.path
+            if spec.name in ("attention", "phase_change"):  # the timeline: drawn, in the column, large when presenting
+                page.wait_for_selector(TIMELINE, timeout=RUN_S * 1000)
+                column = page.locator("[data-testid=stMainBlockContainer]").bounding_box()
+                box = page.locator(TIMELINE).bounding_box()
+                assert box and box["x"] + box["width"] <= column["x"] + column["width"] + 1, (spec.path, box)
+                assert page.locator(f"{TIMELINE}.present").count() == int(present), spec.path
     finally:
         context.close()
 
@@ -661,7 +685,6 @@ def test_every_page_fits_a_projector(browser: Browser, present: bool) -> None:
 # The training timeline (ui/timeline.js): scrubbing and playing run in the browser
 
 
-TIMELINE = ".icl-tl[data-ready='1']"  # inside the component's open shadow root: playwright's CSS pierces it
 _COUNT_RUNS_JS = """() => {
   const app = document.querySelector("[data-testid='stApp']");
   window.__scriptRuns = 0;
