@@ -35,7 +35,6 @@ from icl_core.analysis.timeline import (
     text_frames,
     text_over_training,
 )
-from icl_core.errors import ICLError
 from icl_core.heads import Head, head_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 from ui import cache, play, state, widget_state
@@ -192,7 +191,7 @@ def text_over_training_of(
         return build.future.result()
     except TimelineTooSlow as exc:
         slot.caption(f"The timeline runs on the server for this run: {exc}. ▶ Play steps through the snapshots.")
-    except (ICLError, ValueError, OSError) as exc:
+    except Exception as exc:  # an optional view: whatever broke it (a corrupt snapshot, ...) is said, not raised
         slot.warning(f"No timeline for this text: {user_text(exc, 300)}. ▶ Play steps through the snapshots.")
     return None
 
