@@ -11,7 +11,7 @@ import streamlit as st
 from icl_core.analysis.ablation import ABLATION_MODES, AblationEffect
 from icl_core.analysis.metrics import ICL_WINDOW, moving_average
 from icl_core.analysis.summary import fmt_icl
-from icl_core.analysis.text import MAX_TEXT_CHARS, TextInput, preset_text
+from icl_core.analysis.text import TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
@@ -369,7 +369,8 @@ with right:
     )
 
 st.subheader("Predictions on your text")
-st.text_input("Text", key=TEXT_KEY, persist_state="session", max_chars=MAX_TEXT_CHARS)
+st.text_input("Text", key=TEXT_KEY, persist_state="session", on_change=chrome.cut_to_limit, args=(TEXT_KEY,))
+chrome.text_cut_note(TEXT_KEY)
 
 
 def _predicted() -> Predicted:

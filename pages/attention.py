@@ -53,6 +53,7 @@ def _fill_preset() -> None:
 
 def _mark_custom() -> None:
     st.session_state[PRESET_KEY] = CUSTOM
+    chrome.cut_to_limit(TEXT_KEY)
 
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -274,8 +275,8 @@ def _text_inputs() -> None:
             height=90,
             on_change=_mark_custom,
             persist_state="session",
-            max_chars=MAX_TEXT_CHARS,
         )
+    chrome.text_cut_note(TEXT_KEY)
 
 
 def _link_the_text(text: str) -> None:

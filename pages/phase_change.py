@@ -15,7 +15,7 @@ from icl_core.analysis.summary import (
     one_layer_note,
     summary_rows,
 )
-from icl_core.analysis.text import MAX_TEXT_CHARS, repeat_lengths
+from icl_core.analysis.text import repeat_lengths
 from icl_core.analysis.timeline import phase_frames
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
@@ -26,6 +26,7 @@ from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
 
 LOG_AXIS_KEY = "phase_log_axis"
+LOSS_TEXT_KEY = "phase_loss_text"
 MIN_REPEAT = 4  # tokens: a repeated stretch at least this long counts as something induction can continue
 # Code like the training text, with long names repeated: after the phase change their second occurrences are
 # predicted far better (Olsson et al.'s per-token figure shows the same on prose).
@@ -284,7 +285,10 @@ pair = st.select_slider(
     key=f"phase_loss_pair_{sel.run.name}",  # a run's own steps: a new pair, at its window, for another run
     format_func=lambda s: f"step {s:,} · {fmt_tokens(tokens_at[s])}",
 )
-text = st.text_area("Text", value=LOSS_CHANGE_TEXT, key="phase_loss_text", max_chars=MAX_TEXT_CHARS, height=140)
+text = st.text_area(
+    "Text", value=LOSS_CHANGE_TEXT, key=LOSS_TEXT_KEY, height=140, on_change=chrome.cut_to_limit, args=(LOSS_TEXT_KEY,)
+)
+chrome.text_cut_note(LOSS_TEXT_KEY)
 by_step = {s.step: s for s in snaps}
 try:
     _, before = cache.text_analysis(by_step[pair[0]], text)

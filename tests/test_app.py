@@ -323,3 +323,29 @@ def test_models_page_warns_when_a_run_was_evaluated_on_another_set(run_dirs: dic
     warnings = [w.value for w in at.warning]
     assert any("other-eval-set" in w and "another evaluation set" in w for w in warnings), warnings
     assert not any(f"**{MAIN_RUN}**" in w for w in warnings), "the shipped runs match this app's set"
+
+
+TEXT_BOXES = {
+    "pages/attention.py": "attn_text",
+    "pages/ablation.py": "ablation_text",
+    "pages/phase_change.py": "phase_loss_text",
+}
+
+
+def text_box(at: AppTest, page: str):
+    key = TEXT_BOXES[page]
+    return at.text_input(key=key) if page.endswith("ablation.py") else at.text_area(key=key)
+
+
+@pytest.mark.parametrize("page", list(TEXT_BOXES))
+def test_an_over_long_paste_is_cut_to_the_limit_with_a_message(page: str) -> None:
+    from icl_core.analysis.text import MAX_TEXT_CHARS
+
+    at = open_page(page)
+    pasted = "Zebra quilts jump. " * 10_600  # ~200 kB, as a visitor's paste
+    text_box(at, page).set_value(pasted).run()
+    assert not at.exception, at.exception
+    assert text_box(at, page).value == pasted[:MAX_TEXT_CHARS]  # cut, not refused: the box shows what is used
+    assert any(f"{len(pasted):,} characters" in w.value and f"{MAX_TEXT_CHARS:,}" in w.value for w in at.warning)
+    at.run()
+    assert not any(f"{len(pasted):,} characters" in w.value for w in at.warning), "said once"

@@ -288,3 +288,15 @@ def test_streamlit_run_app_py_serves_explorer_py_with_its_modules_imported_first
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_writer_lock_files_are_neither_tracked_nor_trackable() -> None:
+    """A run's writer lock (icl_core/storage/lock.py) is the state of a process on one machine: tracked, it shipped in
+    every upload to the Space and in the image. It stays out of git, and .gitignore keeps it out."""
+    from icl_core.storage.lock import WRITER_LOCK
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert not [p for p in tracked.splitlines() if Path(p).name == WRITER_LOCK]
+    for path in (f"checkpoints/attn2/{WRITER_LOCK}", f"runs/mine/{WRITER_LOCK}"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=ROOT)
+        assert ignored.returncode == 0, f"{path} is not ignored"

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
-from icl_core.analysis.text import TextInput
+from icl_core.analysis.text import MAX_TEXT_CHARS, TextInput
 from icl_core.errors import ICLError, InputTextError
 from ui import export, layout, vega
 from ui.quote import user_text
@@ -34,6 +34,25 @@ def from_text(compute: Callable[[], tuple[TextInput, Result]]) -> Result:
     for warning in prepared.notes:
         st.warning(warning)
     return result
+
+
+_CUT = "_cut_text_{}"  # what a text box's last change was cut from, until the message is shown
+
+
+def cut_to_limit(key: str) -> None:
+    """A text box's on_change: text over MAX_TEXT_CHARS (a paste) is cut to it, and the box says so (text_cut_note).
+    The browser's own limit (max_chars) refused an over-long paste whole, without a word."""
+    text = st.session_state.get(key)
+    if isinstance(text, str) and len(text) > MAX_TEXT_CHARS:
+        st.session_state[key] = text[:MAX_TEXT_CHARS]
+        st.session_state[_CUT.format(key)] = len(text)
+
+
+def text_cut_note(key: str) -> None:
+    """The message for a text cut by cut_to_limit, once, where the page calls it (under its text box)."""
+    length = st.session_state.pop(_CUT.format(key), None)
+    if length:
+        st.warning(f"The text was {length:,} characters long: only the first {MAX_TEXT_CHARS:,} are kept.")
 
 
 def presenting() -> bool:
