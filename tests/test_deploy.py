@@ -60,3 +60,21 @@ def test_deploying_without_a_token_or_offline_is_one_clear_message(
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubError, match="Offline"):
         deploy_space.deploy("someone/space", token=WRITE_TOKEN)
+
+
+def test_a_dry_run_lists_what_would_go_and_how_and_sends_nothing(
+    fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert deploy_space.main(["someone/dry", "--dry-run"]) == 0
+    assert not fake_hub.repos.get("someone/dry"), "a dry run creates nothing"
+    out = capsys.readouterr().out
+    plan = deploy_space.upload_plan()
+    assert [p for p, _, _ in plan] == deploy_space.tracked_files()
+    assert f"{len(plan)} files" in out and "nothing was sent" in out
+    rows = {line.split()[-1]: line for line in out.splitlines() if line.strip()}
+    size = (ROOT / "app.py").stat().st_size
+    assert f"{size:,}" in rows["app.py"] and "regular" in rows["app.py"]
+    assert "LFS" in rows["checkpoints/attn2/step_000000.safetensors"]
+    # What the plan says goes through LFS is what the (fake) Hub's preupload answers when the files are sent.
+    deploy_space.deploy("someone/dry-then-real", token=WRITE_TOKEN)
+    assert {p for p, _, how in plan if how.startswith("LFS")} == set(fake_hub.lfs_commits)
