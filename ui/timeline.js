@@ -12,8 +12,15 @@ const DEFAULT_SPEED = 10;
 const COMMIT_DELAY_MS = 350; // keys held down or a drag's last moves send one commit, not one per frame
 const STATES = new WeakMap(); // one timeline per mounted element, kept across the data updates of reruns
 
-// For benchmarks/latency.py and the browser tests: input-to-paint times and the times frames were shown in play.
+// For benchmarks/latency.py and the browser tests: input-to-paint times and the times frames were shown in play
+// (the last PROBE_KEEP of each: an hour of Play in class must not grow them without end).
 const probe = (window.__iclTimeline = window.__iclTimeline || { scrubMs: [], playTimes: [], commits: 0 });
+const PROBE_KEEP = 2000;
+
+function record(values, value) {
+  values.push(value);
+  if (values.length > PROBE_KEEP) values.splice(0, values.length - PROBE_KEEP);
+}
 
 function decode(b64) {
   const bin = atob(b64);
@@ -153,7 +160,7 @@ class Timeline {
     this.view.show(index);
     document.body.value = index; // a number: the charts compare it with their datum.frame as is
     document.body.dispatchEvent(new Event(this.data.event));
-    if (inputTime !== undefined) afterPaint(() => probe.scrubMs.push(performance.now() - inputTime));
+    if (inputTime !== undefined) afterPaint(() => record(probe.scrubMs, performance.now() - inputTime));
   }
 
   play() {
@@ -190,7 +197,7 @@ class Timeline {
           next = 0;
         }
         this.show(next);
-        probe.playTimes.push(now);
+        record(probe.playTimes, now);
       }
       this.raf = requestAnimationFrame(tick);
     };
