@@ -128,8 +128,7 @@ else:
 
 rows = summary_rows(snaps)
 summary = pd.DataFrame(rows)
-selected_tokens = (tokens_at[step] or None) if log_x else tokens_at[step]
-if log_x and not selected_tokens:
+if log_x and not tokens_at[step]:
     st.caption("Step 0 has seen no tokens, so the red rule cannot be placed on the log-scale axes.")
 frames = training_charts.timeline_frames([s.tokens_seen for s in snaps])
 # Every chart over training here: one x-range, and the timeline's rule.
@@ -152,7 +151,6 @@ with c1:
                 ICL_TITLE,
                 "nats",
                 window_tokens,
-                selected_tokens,
                 onset_tokens=onset_tokens,
                 pick=PICK,
                 se="icl_score_se",
@@ -176,7 +174,6 @@ with c2:
                 "Prefix-matching score per head",
                 "prefix-matching score",
                 window_tokens,
-                selected_tokens,
                 onset_tokens=onset_tokens,
                 color="head",
                 points=False,
@@ -207,7 +204,6 @@ with c3:
             "Training and held-out loss",
             "loss (nats)",
             window_tokens,
-            selected_tokens,
             onset_tokens=onset_tokens,
             color="series",
             points=False,
