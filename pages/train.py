@@ -14,9 +14,10 @@ from icl_core.errors import ICLError
 from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
 from icl_core.server_policy import server_policy
 from icl_core.storage.runs import REPO_ROOT
-from icl_core.tasks import jobs
+from icl_core.tasks import admission, jobs
 from ui import state
 from ui.quote import user_text
+from ui.visitor import visitor_key
 
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULTS_PRESET = "(defaults)"
@@ -90,18 +91,12 @@ def config_from_widgets(presets: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return cfg
 
 
-def _visitor() -> str:
-    """This browser session's id: on a shared server each visitor has one training job at a time."""
-    from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-    ctx = get_script_run_ctx()
-    return ctx.session_id if ctx is not None else "local"
-
-
 def submit(presets: dict[str, dict[str, Any]]) -> None:
     # A callback, so the suggested next run name can be set before the widgets are drawn again.
     try:
-        info = jobs.submit_job(config_from_widgets(presets), nproc=int(st.session_state.train_nproc), owner=_visitor())
+        info = jobs.submit_job(
+            config_from_widgets(presets), nproc=int(st.session_state.train_nproc), owner=visitor_key()
+        )
     except ICLError as exc:
         st.session_state.train_flash = ("error", str(exc))
         return
@@ -198,14 +193,14 @@ def _duration(seconds: float | None) -> str:
     )
 
 
-def kill_job(job_id: str) -> None:
-    jobs.cancel_job(job_id, force=True)
+def kill_job(job_id: str, by: str | None) -> None:
+    jobs.cancel_job(job_id, force=True, by=by)
 
 
-def job_action(action: Callable[[str], Any], job_id: str) -> None:
+def job_action(action: Callable[..., Any], job_id: str) -> None:
     # Callbacks run before the (fragment) rerun, so the card drawn next already shows the new state.
     try:
-        action(job_id)
+        action(job_id, by=visitor_key())
     except ICLError as exc:
         st.session_state[f"train_job_error_{job_id}"] = str(exc)
 
@@ -236,7 +231,9 @@ def job_card(job: jobs.JobInfo) -> None:
         if job.error:
             st.error(user_text(job.error, 500))
         cols = st.columns(4)
-        if job.active:
+        if not admission.may_control(job.owner, visitor_key(), server_policy()):
+            st.caption("Started by another visitor: only they can stop it.")
+        elif job.active:
             cols[0].button(
                 "Cancel", key=f"cancel_{job.job_id}", disabled=job.cancel_requested,
                 on_click=job_action, args=(jobs.cancel_job, job.job_id),

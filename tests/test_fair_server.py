@@ -43,7 +43,7 @@ def test_the_policy_is_shared_on_a_space_and_configurable(monkeypatch: pytest.Mo
     assert not local.shared and local.max_job_processes is None
     monkeypatch.setenv("SPACE_ID", "someone/induction-explorer")  # set by the Hub in every Space
     space = server_policy()
-    assert space.shared and space.one_job_per_session and space.max_job_processes == 1
+    assert space.shared and space.jobs_per_visitor == 1 and space.max_job_processes == 1
     monkeypatch.setenv("ICL_MAX_JOB_PROCESSES", "3")
     assert server_policy().max_job_processes == 3
     monkeypatch.setenv("ICL_SHARED_SERVER", "0")

@@ -36,6 +36,7 @@ from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, pred
 from icl_core.errors import ICLError
 from icl_core.heads import Head
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
+from icl_core.storage.lock import being_written
 from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
 from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
@@ -222,10 +223,25 @@ def _pca(signatures: tuple[tuple[str, str, int, int], ...], focus: str) -> pca.P
     return table
 
 
+def _plane_signatures(runs: dict[str, Path], focus: str) -> tuple[tuple[str, str, int, int], ...]:
+    """The runs the shared PCA plane is fitted on, keyed by their files (paths + mtimes). A run still being
+    trained joins it when its job ends, unless it is the focus: each of its new snapshots would refit the plane
+    and redraw every visitor's chart (a 2-core server spent ~20% of its time in that SVD while one job trained)."""
+    return tuple(
+        sorted((name, *run_signature(path)) for name, path in runs.items() if name == focus or not being_written(path))
+    )
+
+
 def pca_of(runs: dict[str, Path], focus: str) -> pca.PCATable | None:
-    """Joint PCA over all runs; recomputed only when a run's files change (paths + mtimes are the key)."""
-    sigs = tuple(sorted((name, *run_signature(path)) for name, path in runs.items()))
-    return _pca(sigs, focus)
+    """Joint PCA over the runs (_plane_signatures); recomputed only when their files change."""
+    sigs = _plane_signatures(runs, focus)
+    table = _pca(sigs, focus)
+    if table is not None:
+        kept = {sig[0] for sig in sigs}
+        table.skipped.update(
+            {name: "still training: joins the plane when its job ends" for name in runs if name not in kept}
+        )
+    return table
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -238,8 +254,7 @@ def _pca_rings(signatures: tuple[tuple[str, str, int, int], ...], focus: str) ->
 
 def pca_rings_of(runs: dict[str, Path], focus: str) -> list[dict[str, Any]]:
     """The PCA plane's rings at every snapshot of the focus run (pca.rings_over_training), for its timeline."""
-    sigs = tuple(sorted((name, *run_signature(path)) for name, path in runs.items()))
-    return _pca_rings(sigs, focus)
+    return _pca_rings(_plane_signatures(runs, focus), focus)
 
 
 @st.cache_data(max_entries=128, show_spinner=False)

@@ -38,3 +38,18 @@ def run_writer_lock(run_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def being_written(run_dir: Path) -> bool:
+    """Whether a process holds the run's writer lock now (a training job writing snapshots into it)."""
+    try:
+        fd = os.open(Path(run_dir) / WRITER_LOCK, os.O_RDONLY)
+    except OSError:  # no lock file: never written by a job here (the shipped runs), or unreadable
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops the shared lock taken just now
+    return False

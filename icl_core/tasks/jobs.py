@@ -31,6 +31,7 @@ from icl_core.server_policy import server_policy
 from icl_core.storage.runs import SHIPPED_DIR, data_dir, user_runs_dir
 from icl_core.storage.snapshots import atomic_write_json
 from icl_core.tasks import folder
+from icl_core.tasks.admission import check_admission, check_control
 from icl_core.tasks.folder import (
     CANCELLED,
     FAILED,
@@ -84,7 +85,7 @@ class JobInfo(folder.TaskProgress):
     job_dir: Path
     run_dir: Path
     waiting: bool = False  # queued for room under the server's process cap: no process yet
-    owner: str | None = None  # the visitor session that started it (one job each on a shared server)
+    owner: str | None = None  # the visitor who started it (one active job each on a shared server: tasks.admission)
 
     ACTIVE: ClassVar[tuple[str, ...]] = ACTIVE_STATES
 
@@ -101,7 +102,7 @@ def jobs_dir() -> Path:
 
 def submit_job(cfg: TrainConfig | dict[str, Any], nproc: int = 1, owner: str | None = None) -> JobInfo:
     """Validate `cfg` and start training it in a new process (or queue it, on a shared server with no room);
-    nproc > 1 runs DDP under torchrun. owner: the visitor session asking (one job each on a shared server).
+    nproc > 1 runs DDP under torchrun. owner: the visitor asking (tasks.admission: a shared server's limits).
 
     Raises ConfigError, before any process starts, for an invalid config or a run name in use.
     """
@@ -117,13 +118,7 @@ def _create_job(cfg: TrainConfig, nproc: int, owner: str | None) -> JobInfo:
     root = jobs_dir()
     root.mkdir(parents=True, exist_ok=True)
     with _jobs_lock():
-        if owner and server_policy().one_job_per_session:
-            mine = [j for j in _read_all() if j.owner == owner and j.active]
-            if mine:
-                raise JobError(
-                    f"this server is shared: one training job per visitor at a time, and job {mine[0].job_id} "
-                    f"({mine[0].run_name}) is {mine[0].state}. Cancel it or wait for it to end."
-                )
+        check_admission([j for j in _read_all() if j.active], owner, nproc, server_policy())
         if _run_name_in_use(cfg.run_name):
             raise ConfigError(
                 f"run name {cfg.run_name!r} is already used by a run or a job; choose another "
@@ -227,10 +222,12 @@ def read_status(job_id: str) -> JobInfo:
     return _to_info(job_dir, status)
 
 
-def cancel_job(job_id: str, force: bool = False) -> JobInfo:
+def cancel_job(job_id: str, force: bool = False, by: str | None = None) -> JobInfo:
     """Ask the worker to stop; it saves a resume state at its next step. force=True kills it now
-    (it then resumes from its last saved state). Cancelling an ended job changes nothing."""
+    (it then resumes from its last saved state). Cancelling an ended job changes nothing. by: the visitor asking
+    (on a shared server only the one who started a job may stop, resume or remove it)."""
     info = read_status(job_id)
+    check_control(info, by, server_policy())
     if not info.active:
         return info
     folder.request_cancel(info.job_dir)
@@ -254,12 +251,14 @@ def cancel_job(job_id: str, force: bool = False) -> JobInfo:
     return read_status(job_id)
 
 
-def resume_job(job_id: str) -> JobInfo:
+def resume_job(job_id: str, by: str | None = None) -> JobInfo:
     """Start a cancelled or failed job again; training continues from the run's last resume state."""
     with _jobs_lock():
         info = read_status(job_id)
+        check_control(info, by, server_policy())
         if not info.resumable:
             raise JobError(f"job {job_id} is {info.state}; only cancelled or failed jobs can be resumed")
+        check_admission([j for j in _read_all() if j.active], info.owner, info.nproc, server_policy())
         job_dir = info.job_dir
         # Until spawn records the new worker, the fresh heartbeat below keeps the queued job alive for readers.
         folder.clear_for_restart(job_dir)
@@ -276,11 +275,12 @@ def resume_job(job_id: str) -> JobInfo:
     return read_status(job_id)
 
 
-def delete_job(job_id: str) -> None:
+def delete_job(job_id: str, by: str | None = None) -> None:
     """Forget an ended job (its folder under jobs/); the run it trained is kept."""
     import shutil
 
     info = read_status(job_id)
+    check_control(info, by, server_policy())
     if info.active:
         raise JobError(f"job {job_id} is {info.state}; cancel it before removing it")
     shutil.rmtree(info.job_dir)

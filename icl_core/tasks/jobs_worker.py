@@ -24,6 +24,7 @@ from typing import Any
 from icl_core.errors import ICLError
 from icl_core.model.config import load_train_config
 from icl_core.processes import process_start_ticks
+from icl_core.server_policy import JOB_NICE, server_policy
 from icl_core.storage.snapshots import atomic_write_json
 from icl_core.tasks import folder
 from icl_core.tasks.folder import CANCELLED, FAILED, FINISHED, read_json
@@ -135,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         stop["signal"] = True
 
     signal.signal(signal.SIGTERM, on_term)
+    if server_policy().shared:
+        os.nice(JOB_NICE)
     rank = int(os.environ.get("RANK", 0))
     # Every process of the job on disk, so a cancel can end them all (torchrun's ranks outlive their launcher).
     (job_dir / RANKS_DIR).mkdir(exist_ok=True)
