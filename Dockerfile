@@ -2,25 +2,28 @@
 # app_port: 8501. Locally: docker build -t icl-explorer . && docker run --rm -p 8501:8501 icl-explorer
 FROM python:3.11-slim
 
-# Spaces run the container as uid 1000: create that user and own everything the app writes.
+# Spaces run the container as uid 1000. The app's code, its packages and checkpoints/ belong to root and are
+# read-only to that user (a bug or a hostile input cannot change what the next visitor runs); it writes only
+# under ICL_DATA_DIR (trained runs, jobs, imports) and HOME (the Hub's cache).
 RUN useradd --create-home --uid 1000 user
-USER user
 ENV HOME=/home/user \
-    PATH=/home/user/.local/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ICL_DATA_DIR=/home/user/data \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false
-WORKDIR /home/user/app
+WORKDIR /app
 
 # requirements.txt pins torch==2.13.0; PyPI's Linux wheel of it is the CUDA build (gigabytes). The extra index
 # offers 2.13.0+cpu, which also satisfies the pin and which pip prefers: a small CPU-only torch for CPU Spaces.
-COPY --chown=user requirements.txt .
-RUN pip install --no-cache-dir --user --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
+COPY requirements.txt .
+RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu -r requirements.txt
 
-COPY --chown=user . .
-# User-trained runs, jobs and the Hub cache (ICL_DATA_DIR): writable by uid 1000, ephemeral on a Space.
-RUN mkdir -p "$ICL_DATA_DIR"
+COPY . .
+# Bytecode compiled now, as root: the server reads it and, with PYTHONDONTWRITEBYTECODE, never writes any.
+RUN python -m compileall -q /app && chmod -R a-w,a+rX /app \
+    && mkdir -p "$ICL_DATA_DIR" && chown user:user "$ICL_DATA_DIR"
+USER user
 
 EXPOSE 8501
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

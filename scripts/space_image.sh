@@ -13,9 +13,27 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 WORK=${WORK:-/var/tmp/icl-space-image}
 PORT=8501  # the Dockerfile's CMD and the README's app_port
+HEALTH_WAIT_S=120  # from the server's start to /_stcore/health saying ok; a Space gives up later, we fail here
 TAG=localhost/icl-explorer:space
 P=(podman --storage-driver vfs)
 BUILD=("${P[@]}" --cgroup-manager cgroupfs build --isolation chroot --network host)
+
+# Everything the steps below need, checked before a build that takes minutes.
+missing=()
+[ "$(id -u)" = 0 ] || missing+=("root (mounting the image and chroot need it)")
+for tool in podman git curl chroot; do command -v "$tool" >/dev/null || missing+=("$tool (apt-get install -y podman curl)"); done
+if ! command -v podman >/dev/null || ! podman --storage-driver vfs image exists docker.io/library/python:3.11-slim; then
+  command -v mmdebstrap >/dev/null || missing+=("mmdebstrap, to stand in for python:3.11-slim (apt-get install -y mmdebstrap)")
+fi
+[ -d /opt/wheels ] || missing+=("/opt/wheels (this machine's wheel folder, for the CPU torch wheel)")
+[ -x "$REPO/.venv/bin/python" ] && "$REPO/.venv/bin/python" -c "import playwright" 2>/dev/null \
+  || missing+=("$REPO/.venv with playwright, for the page check (python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt)")
+[ -x /usr/bin/chromium ] || missing+=("/usr/bin/chromium, for the page check (apt-get install -y chromium)")
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'space_image.sh: missing, nothing built:\n' >&2
+  printf '  - %s\n' "${missing[@]}" >&2
+  exit 2
+fi
 mkdir -p "$WORK"
 
 if ! "${P[@]}" image exists docker.io/library/python:3.11-slim; then
@@ -46,7 +64,7 @@ echo "build: ${build_s} s; image: $(( size / 1000000 )) MB"
 root=$("${P[@]}" image mount "$TAG")
 mount -t proc proc "$root/proc"
 for d in sys dev; do mount --rbind "/$d" "$root/$d" && mount --make-rslave "$root/$d"; done
-torch=$(ls "$root/home/user/.local/lib/python3.11/site-packages" | sed -n 's/^torch-\(.*\)\.dist-info$/\1/p')
+torch=$(find "$root/usr/local/lib" -maxdepth 3 -name 'torch-*.dist-info' | sed -n 's/.*torch-\(.*\)\.dist-info$/\1/p' | head -1)
 mapfile -t envs < <("${P[@]}" image inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
 workdir=$("${P[@]}" image inspect --format '{{.Config.WorkingDir}}' "$TAG")
 mapfile -t cmd < <("${P[@]}" image inspect --format '{{range .Config.Cmd}}{{println .}}{{end}}' "$TAG" | sed '/^$/d')
@@ -62,14 +80,30 @@ cleanup() {
   "${P[@]}" image unmount "$TAG" >/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 1 240); do
-  if [ "$(curl -s "http://127.0.0.1:$PORT/_stcore/health" || true)" = "ok" ]; then break; fi
+healthy=0
+for _ in $(seq 1 $((HEALTH_WAIT_S * 4))); do
+  if [ "$(curl -s "http://127.0.0.1:$PORT/_stcore/health" || true)" = "ok" ]; then healthy=1; break; fi
+  kill -0 "$server" 2>/dev/null || break  # the server died: no point waiting
   sleep 0.25
 done
 healthy_s=$(python3 -c "import time; print(f'{time.time() - $start:.1f}')")
+if [ "$healthy" != 1 ]; then
+  echo "FAIL: the server never answered /_stcore/health within ${HEALTH_WAIT_S} s; its log:" >&2
+  tail -n 30 "$WORK/server.log" >&2
+  exit 1
+fi
 echo "torch in the image: ${torch:-unknown}; healthy after ${healthy_s} s"
+touch "$WORK/served.marker"
 "$REPO/.venv/bin/python" "$REPO/scripts/smoke_pages.py" "http://127.0.0.1:$PORT"
 rss_kb=$(ps -o rss= --ppid "$server" -p "$server" | awk '{s += $1} END {print s}')
 echo "server RSS after every page: $(( rss_kb / 1024 )) MiB"
+# The app's code is read-only to the server's user, and serving every page wrote nothing beside it.
+writable=$(chroot --userspec=1000:1000 "$root" find "$workdir" -writable -print | head -5)
+written=$(find "$root$workdir" -newer "$WORK/served.marker" -print | head -5)
+if [ -n "$writable" ] || [ -n "$written" ]; then
+  echo "FAIL: uid 1000 can write under $workdir: ${writable:-none}; written while serving: ${written:-none}" >&2
+  exit 1
+fi
+echo "app code at $workdir: nothing writable by uid 1000, nothing written while serving every page"
 trap - EXIT
 cleanup

@@ -134,7 +134,7 @@ def test_dockerfile_installs_requirements_with_cpu_torch() -> None:
     assert "--extra-index-url" not in reqs and "--index-url" not in reqs and "+cpu" not in reqs
 
 
-def test_dockerfile_runs_as_uid_1000_with_a_writable_data_dir() -> None:
+def test_dockerfile_runs_as_uid_1000_with_read_only_code_and_a_writable_data_dir() -> None:
     steps = dockerfile()
     useradd = [args for instr, args in steps if instr == "RUN" and "useradd" in args]
     assert useradd, "create the Space's user: RUN useradd -m -u 1000 user"
@@ -149,14 +149,19 @@ def test_dockerfile_runs_as_uid_1000_with_a_writable_data_dir() -> None:
 
     env = env_values()
     assert env.get("HOME") == f"/home/{user}"
-    assert args_of("WORKDIR")[-1] == f"/home/{user}/app"
+    assert env.get("PYTHONDONTWRITEBYTECODE") == "1", "the server must not write bytecode beside the app's code"
+    workdir = args_of("WORKDIR")[-1]
     data_dir = env.get("ICL_DATA_DIR", "")
     assert data_dir.startswith(f"/home/{user}/"), f"ICL_DATA_DIR must be under the user's home: {data_dir!r}"
-    mkdirs = [i for i, (instr, a) in enumerate(steps) if instr == "RUN" and "mkdir" in a and "ICL_DATA_DIR" in a]
-    assert mkdirs and mkdirs[0] > last_user, "create ICL_DATA_DIR after USER, so uid 1000 owns it"
+    assert not data_dir.startswith(workdir + "/"), "runs and jobs are written outside the app's code"
+    # The code is copied as root (no --chown, before USER) and made read-only; only the data folder is the user's.
     for i, (instr, args) in enumerate(steps):
-        if instr == "COPY" and i > last_user:
-            assert f"--chown={user}" in args, f"COPY after USER should give the files to {user}: {args}"
+        if instr == "COPY":
+            assert i < last_user and "--chown" not in args, f"COPY the app as root, before USER: {args}"
+    lock = [a for i, (instr, a) in enumerate(steps) if instr == "RUN" and i < last_user and "chmod -R a-w" in a]
+    assert lock and workdir in lock[0], f"make {workdir} read-only to everyone (chmod -R a-w) before USER"
+    assert "compileall" in lock[0], "compile the bytecode at build time, as root"
+    assert re.search(rf'chown {user}(:{user})? "?\$ICL_DATA_DIR"?', lock[0]), f"give ICL_DATA_DIR to {user}"
 
 
 def test_app_honours_icl_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
