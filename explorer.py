@@ -14,3 +14,4 @@ with state.app_run():
     state.sidebar_picker()
     page.run()
 server.freeze_long_lived_objects()
+server.start_memory_trimmer()

@@ -226,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
             tally = asyncio.run(scenario(port, args.visitors, args.arrival_s, args.hostile, args.timeout_s))
             sampler.halt.set()
             rss_after = None
-            if args.linger_s > 0:
-                time.sleep(args.linger_s)
-                rss_after = rss_mb(proc.pid)
+            if args.linger_s > 0:  # the RSS every 30 s after they left, the last one reported
+                left = time.monotonic()
+                while (waited := time.monotonic() - left) < args.linger_s:
+                    time.sleep(min(30.0, args.linger_s - waited))
+                    rss_after = rss_mb(proc.pid)
+                    print(f"  {time.monotonic() - left:.0f} s after the visitors left: RSS {rss_after:.0f} MB")
             report(tally, sampler, rss_start, rss_after, args)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
