@@ -145,7 +145,8 @@ with c1:
     else:
         icl = pd.DataFrame(icl_rows(rows))
         chart_with_export(
-            training_charts.over_training(
+            chrome.memo_chart(
+                training_charts.over_training,
                 icl,
                 "icl_score",
                 ICL_TITLE,
@@ -168,7 +169,8 @@ with c2:
         st.info("This run did not record prefix-matching scores.")
     else:
         chart_with_export(
-            training_charts.over_training(
+            chrome.memo_chart(
+                training_charts.over_training,
                 heads,
                 "value",
                 "Prefix-matching score per head",
@@ -198,7 +200,8 @@ with c3:
         )
     losses = pd.concat(parts, ignore_index=True)
     chart_with_export(
-        training_charts.over_training(
+        chrome.memo_chart(
+            training_charts.over_training,
             losses,
             "loss",
             "Training and held-out loss",
@@ -323,7 +326,7 @@ else:
     left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(
-            training_charts.pca_chart(table.rows, rings, table.explained, pick=PICK, timeline=True),
+            chrome.memo_chart(training_charts.pca_chart, table.rows, rings, table.explained, pick=PICK, timeline=True),
             pd.DataFrame(table.rows),
             "loss PCA",
             "pick_pca",

@@ -127,3 +127,23 @@ def views_renamed(spec: dict) -> dict:
     for name in re.findall(r"view_[0-9a-f]+", text):
         order.setdefault(name, f"view_{len(order)}")
     return json.loads(re.sub(r"view_[0-9a-f]+", lambda m: order[m.group(0)], text))
+
+
+def test_a_memoised_spec_is_the_spec_and_follows_its_data() -> None:
+    """vega.memo_spec (the Phase change page's charts): the same spec as building the chart afresh, a new spec when
+    a number in the data changes, and a copy each call (Streamlit takes "datasets" out of what it is given)."""
+    import pandas as pd
+
+    from ui import training_charts, vega
+
+    df = pd.DataFrame({"tokens": [1_000, 10_000, 100_000], "icl_score": [-0.1, -0.5, -0.9], "series": "code"})
+    fresh = vega.vega_lite_spec(vega.finish(training_charts.over_training(df, "icl_score", "ICL", "nats"), False))
+    first = vega.memo_spec(False, training_charts.over_training, df, "icl_score", "ICL", "nats")
+    assert first == fresh
+    first.pop("datasets")
+    again = vega.memo_spec(False, training_charts.over_training, df, "icl_score", "ICL", "nats")
+    assert again == fresh, "a caller's change to its copy reached the memo"
+    changed = df.assign(icl_score=[-0.1, -0.5, -0.8])
+    other = vega.memo_spec(False, training_charts.over_training, changed, "icl_score", "ICL", "nats")
+    assert other != fresh and other["datasets"] != fresh["datasets"]
+    assert vega.memo_spec(True, training_charts.over_training, df, "icl_score", "ICL", "nats") != fresh

@@ -105,6 +105,12 @@ def presenter_toggle() -> None:
         st.html(PRESENTER_CSS + layout.PRESENTER_CSS)
 
 
+def memo_chart(build: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The finished spec of the chart build(*args, **kwargs) makes, in the current presenter mode, built once per
+    distinct inputs (vega.memo_spec says why); show_chart and the export buttons take it as they take a chart."""
+    return vega.memo_spec(presenting(), build, *args, **kwargs)
+
+
 def show_chart(chart: Any, **kwargs: Any) -> Any:
     """The chart as st.altair_chart draws it (vega.vega_lite_spec: its spec, minus Altair's schema check), readable
     on light and dark themes, with presenter mode's large type when it is on."""

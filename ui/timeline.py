@@ -54,8 +54,13 @@ MAX_BUILD_S = 5.0  # a text's package that would take longer keeps server-side s
 ESTIMATE_FROM = 3  # snapshots timed before the build's cost is estimated
 BUILD_NICENESS = 10  # the build thread's priority: below the page scripts and forwards visitors wait for
 WAIT_TICK_S = 0.05  # how often the page looks at a build in progress (each look lets a click interrupt the run)
-KEEP_TEXTS = 4  # texts kept over training per process (13 MB each for 128 tokens on the 3-layer run)
+# Texts kept over training per process (13 MB each for 128 tokens on the 3-layer run, ~1 MB for a sentence on
+# attn2). A class types one text each: with 4 kept, the preset every visitor opens first was pushed out and rebuilt
+# behind the others' texts (Attention page p95 12.7 s, 10 visitors: benchmarks/classroom.py). KEEP_BYTES bounds it.
+KEEP_TEXTS = 32
 KEEP_BYTES = 128_000_000  # and at most this much of them (a 512-token text on it holds 214 MB: kept alone)
+KEEP_RUN_MODELS = 2  # runs whose snapshot models the build thread keeps loaded (attn3's 68: ~30 MB): loading them
+# was 40% of a build (py-spy, 10 visitors)
 
 
 COMMITTED = "_timeline_committed"  # a commit arrived: a fragment holding the timeline reruns the whole app
@@ -113,6 +118,16 @@ class _Builds:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="timeline")
         self._lock = threading.Lock()
         self._builds: OrderedDict[Hashable, _Build] = OrderedDict()
+        self._models: OrderedDict[Hashable, dict[Path, Any]] = OrderedDict()  # run -> loaded snapshot models
+
+    def models_of(self, run: Hashable) -> dict[Path, Any]:
+        """The build thread's loaded models of one run (only that thread touches them: one worker)."""
+        with self._lock:
+            models = self._models.setdefault(run, {})
+            self._models.move_to_end(run)
+            while len(self._models) > KEEP_RUN_MODELS:
+                self._models.popitem(last=False)
+            return models
 
     def get(self, key: Hashable, snaps: Sequence[SnapshotInfo], text: str) -> _Build:
         with self._lock:
@@ -121,7 +136,8 @@ class _Builds:
                 self._builds.move_to_end(key)
                 return build
             build = _Build(Future(), 0, len(snaps))
-            build.future = self._pool.submit(_forward_all, snaps, text, build)
+            run = key[0] if isinstance(key, tuple) else key
+            build.future = self._pool.submit(lambda: _forward_all(snaps, text, build, self.models_of(run)))
             self._builds[key] = build
             self._trim()
             return build
@@ -143,8 +159,12 @@ class _Builds:
             del self._builds[oldest]
 
 
-def _forward_all(snaps: Sequence[SnapshotInfo], text: str, build: _Build) -> TextOverTraining:
-    """One forward pass per snapshot on models loaded for this loop (the pages' model cache is left alone)."""
+def _forward_all(
+    snaps: Sequence[SnapshotInfo], text: str, build: _Build, models: dict[Path, Any] | None = None
+) -> TextOverTraining:
+    """One forward pass per snapshot on models loaded by and for this thread (the pages' model cache, shared by
+    every session under locks, is left alone); `models`: the run's models loaded by earlier builds, kept."""
+    models = {} if models is None else models
     torch.set_num_threads(1)  # the app's forwards run on one thread each (ui/cache.py says why)
     # Below the visitors' own interactions: a build is background work (10: as `nice` gives; Linux threads have
     # their own priority, set by their native id).
@@ -154,7 +174,9 @@ def _forward_all(snaps: Sequence[SnapshotInfo], text: str, build: _Build) -> Tex
     seconds = []  # this thread's CPU time per snapshot: what the build costs, whatever else the server is doing
     for i, snap in enumerate(snaps):
         started = time.thread_time()
-        model = load_model(snap)
+        model = models.get(snap.weights_path)
+        if model is None:
+            model = models[snap.weights_path] = load_model(snap)
         prepared = prepare_text(text, snap.model_config.n_ctx, model.require_tokenizer())
         analyses.append(analyze_tokens(model, prepared.tokens))
         seconds.append(time.thread_time() - started)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -139,3 +141,46 @@ def _height_is_the_plots(chart: Any) -> Any:
 def pick_param(name: str, fields: Sequence[str]) -> alt.Parameter:
     """A click selection of the nearest point, reporting `fields` (Streamlit returns them: see picks.chart_pick)."""
     return alt.selection_point(name=name, fields=list(fields), on="click", nearest=True)
+
+
+_MEMO: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+_MEMO_LOCK = threading.Lock()
+MEMO_SPECS = 256  # finished specs kept per process (a run's Phase change charts: 5 per run, view and theme)
+
+
+def memo_spec(present: bool, build: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The finished spec of the Altair chart build(*args, **kwargs) draws, built once per distinct inputs.
+
+    A commit on the timeline reruns the Phase change page, whose charts depend on the run, not on the step (the
+    step's rule follows the browser's timeline): Altair rebuilt the same five specs on every rerun of every
+    visitor, ~30% of the page's server time (py-spy, 10 visitors, benchmarks/classroom.py). Data frames are keyed
+    by their contents (pandas' row hashes), everything else by repr. Streamlit takes the top-level "datasets"
+    and "data" out of the spec it is given: each call gets a shallow copy."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{build.__module__}.{build.__qualname__}|{present}".encode())
+    for value in [*args, *sorted(kwargs.items())]:
+        _hash_into(digest, value)
+    key = digest.digest()
+    with _MEMO_LOCK:
+        spec = _MEMO.get(key)
+        if spec is not None:
+            _MEMO.move_to_end(key)
+            return dict(spec)
+    spec = vega_lite_spec(finish(build(*args, **kwargs), present))
+    with _MEMO_LOCK:
+        _MEMO[key] = spec
+        while len(_MEMO) > MEMO_SPECS:
+            _MEMO.popitem(last=False)
+    return dict(spec)
+
+
+def _hash_into(digest: Any, value: Any) -> None:
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], pd.DataFrame):  # a keyword's frame
+        digest.update(repr(value[0]).encode())
+        value = value[1]
+    if isinstance(value, pd.DataFrame):
+        digest.update(repr((list(value.columns), [str(t) for t in value.dtypes], value.shape)).encode())
+        digest.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+    else:
+        digest.update(repr(value).encode())
+    digest.update(b"\x00")
