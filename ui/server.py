@@ -3,6 +3,7 @@ the first page run kept out of the garbage collector's full scans."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
@@ -44,12 +45,12 @@ _trimmer = threading.Event()
 def start_memory_trimmer() -> None:
     """Once per process: a thread that gives memory back to the system after visitors leave.
 
-    Streamlit drops a closed tab's session after server.disconnectedSessionTTL (120 s), but the memory its
-    script runs used stays in the C allocator's free lists, so the server's RSS only ever grew (1.3 GB five
-    minutes after 60 visitors left, issue 35). When the session count has fallen since the last look, this
-    collects the cycles (the app turns Streamlit's per-run collection off: .streamlit/config.toml) and asks
-    glibc to return its free pages (malloc_trim). Nothing happens while the count holds or grows, so a busy
-    class pays nothing.
+    A closed tab's session may be dropped after server.disconnectedSessionTTL (120 s; _session_count drops it),
+    but the memory its script runs used stays in the C allocator's free lists, so the server's RSS only ever
+    grew (1.3 GB five minutes after 60 visitors left, issue 35). When the session count has fallen since the
+    last look, this collects the cycles (the app turns Streamlit's per-run collection off:
+    .streamlit/config.toml) and asks glibc to return its free pages (malloc_trim). Nothing happens while the
+    count holds or grows, so a busy class pays nothing.
     """
     if _trimmer.is_set():
         return
@@ -58,10 +59,19 @@ def start_memory_trimmer() -> None:
 
 
 def _session_count() -> int | None:
-    try:  # Streamlit has no public session count; without it, trim on every look (cheap when nothing is free)
+    """The sessions the server holds, after dropping the closed ones whose reconnect time is over: Streamlit keeps
+    a closed tab's session in a TTLCache that forgets it only when touched, i.e. at the next visitor's arrival,
+    so after a class left every session stayed in memory. Private API; None where it is not there."""
+    try:
         from streamlit.runtime import get_instance
 
-        return int(get_instance()._session_mgr.num_sessions())
+        manager = get_instance()._session_mgr
+        cache = getattr(getattr(manager, "_session_storage", None), "_cache", None)
+        expire = getattr(cache, "expire", None)
+        if callable(expire):
+            with getattr(manager, "_storage_lock", contextlib.nullcontext()):
+                expire()
+        return int(manager.num_sessions())
     except Exception:
         return None
 
