@@ -41,6 +41,7 @@ from protocol_client import ProtocolError, RunResult, Visitor  # noqa: E402
 RUN = "attn2"
 PHASE_TIMELINE, TEXT_TIMELINE = f"phase_timeline_{RUN}", "attn_timeline"
 COMMITS = (1_000, 3_000, 20_000)  # where a student pauses Play: before, inside and after attn2's phase change
+PREPARING = "Preparing the timeline"  # ui/timeline.py's caption while a text's forward passes are built
 WORDS = "the a cat dog sat ran on under mat log red blue small big quickly slowly and then".split()
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -74,7 +75,13 @@ async def classroom_visit(v: Visitor, index: int, tally: Tally, reload: bool = F
     for target in COMMITS:
         await step("timeline commit", v.commit_timeline(PHASE_TIMELINE, target))
     await step("Attention page", v.open("attention", v.query))
-    await step("new text (+ its timeline)", v.set_widget("attn_text", string_value=visitor_text(index)))
+    v.watch = (PREPARING,)
+    typed = await v.set_widget("attn_text", string_value=visitor_text(index))
+    v.watch = ()
+    tally.add("new text: timeline ready", typed)
+    # The text's views at the selected step are drawn before the slot that waits for the timeline says so.
+    first = typed.first_seen.get(PREPARING)
+    tally.times.setdefault("new text: first views", []).append(first if first is not None else typed.seconds)
     for target in COMMITS:
         await step("timeline commit", v.commit_timeline(TEXT_TIMELINE, target))
     for option in (5, -5):

@@ -46,6 +46,7 @@ class RunResult:
     toasts: list[str] = field(default_factory=list)
     messages: int = 0
     bytes: int = 0
+    first_seen: dict[str, float] = field(default_factory=dict)  # watched text -> seconds until it first arrived
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Visitor:
         self.widgets: dict[str, Widget] = {}  # widget key -> the widget drawn by the last run
         self.query = ""
         self.page = ""
+        self.watch: tuple[str, ...] = ()  # texts whose first arrival in a markdown, caption or alert is timed
         self._ws: Any = None
 
     async def connect(self) -> None:
@@ -155,6 +157,7 @@ class Visitor:
             kind = fwd.WhichOneof("type")
             if kind == "delta":
                 self._read_delta(fwd, result, drawn)
+                self._mark(fwd, result, start)
             elif kind == "navigation":
                 self.pages = {p.url_pathname: p.page_script_hash for p in fwd.navigation.app_pages}
             elif kind == "page_info_changed":  # the browser's address bar follows: the next rerun sends it
@@ -170,6 +173,16 @@ class Visitor:
         result.seconds = time.perf_counter() - start
         self.widgets.update(drawn)
         return result
+
+    def _mark(self, fwd: ForwardMsg, result: RunResult, start: float) -> None:
+        element = fwd.delta.new_element if fwd.delta.WhichOneof("type") == "new_element" else None
+        kind = element.WhichOneof("type") if element is not None else None
+        if element is None or kind not in ("markdown", "alert"):
+            return
+        body = getattr(element, kind).body
+        for text in self.watch:
+            if text in body and text not in result.first_seen:
+                result.first_seen[text] = time.perf_counter() - start
 
     @staticmethod
     def _read_delta(fwd: ForwardMsg, result: RunResult, drawn: dict[str, Widget]) -> None:

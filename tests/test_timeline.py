@@ -140,3 +140,28 @@ def test_phase_frames_say_what_each_snapshot_stored() -> None:
         assert metrics["Tokens seen"][i] == fmt_tokens(snap.tokens_seen)
         assert metrics["Phase"][i] == phase_status(window, snap.step)
     assert {"before the phase change", "during the phase change", "after the phase change"} <= set(metrics["Phase"])
+
+
+def test_idle_texts_are_dropped_when_memory_is_released() -> None:
+    """A class's texts (~7 MB each on attn2) are not kept after the visitors leave: server.release_memory asks
+    the timeline builds to drop what no page asked for lately, and keeps what was asked for just now."""
+    from conftest import ROOT
+
+    from icl_core.storage.snapshots import list_snapshots
+    from ui import server, timeline
+
+    snaps = list_snapshots(ROOT / "checkpoints" / "attn1")[:3]
+    builds = timeline._Builds()
+    server.on_release(builds.forget_idle)
+    try:
+        old = builds.get(("attn1", "old"), snaps, "ab ab ab")
+        new = builds.get(("attn1", "new"), snaps, "cd cd cd")
+        old.future.result(timeout=60), new.future.result(timeout=60)
+        old.used -= timeline.TEXT_IDLE_S + 1
+        server.release_memory()
+        assert list(builds._builds) == [("attn1", "new")], "the idle text stays, or the fresh one went"
+        new.used -= timeline.TEXT_IDLE_S + 1
+        server.release_memory()
+        assert not builds._builds and not builds._models
+    finally:
+        server._RELEASE_HOOKS.remove(builds.forget_idle)

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -76,11 +77,23 @@ def _session_count() -> int | None:
         return None
 
 
+_RELEASE_HOOKS: list[Callable[[], None]] = []
+
+
+def on_release(hook: Callable[[], None]) -> None:
+    """Have `hook` run (first) whenever memory is released: a process-wide cache drops what nobody used lately."""
+    _RELEASE_HOOKS.append(hook)
+
+
 def release_memory() -> None:
-    """Collect the garbage and hand the allocator's free pages back to the system (glibc only)."""
+    """Let the caches drop what is idle, collect the garbage and hand the allocator's free pages back to the
+    system (glibc only)."""
     import ctypes
     import ctypes.util
 
+    for hook in list(_RELEASE_HOOKS):
+        with contextlib.suppress(Exception):  # a cache that cannot drop keeps its memory; the rest still goes
+            hook()
     gc.collect()
     libc_name = ctypes.util.find_library("c")
     if libc_name:

@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from icl_core.analysis.timeline import (
 )
 from icl_core.heads import Head, head_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model
-from ui import cache, play, state, widget_state
+from ui import cache, play, server, state, widget_state
 from ui.chrome import presenting
 from ui.quote import user_text
 from ui.theme import STRIP_RGB, TARGET_COLOR
@@ -59,6 +59,7 @@ WAIT_TICK_S = 0.05  # how often the page looks at a build in progress (each look
 # behind the others' texts (Attention page p95 12.7 s, 10 visitors: benchmarks/classroom.py). KEEP_BYTES bounds it.
 KEEP_TEXTS = 32
 KEEP_BYTES = 128_000_000  # and at most this much of them (a 512-token text on it holds 214 MB: kept alone)
+TEXT_IDLE_S = 120.0  # a text no page asked for in this long is dropped once visitors leave (server.on_release)
 KEEP_RUN_MODELS = 2  # runs whose snapshot models the build thread keeps loaded (attn3's 68: ~30 MB): loading them
 # was 40% of a build (py-spy, 10 visitors)
 
@@ -109,6 +110,7 @@ class _Build:
     future: Future[TextOverTraining]
     done_snapshots: int = 0
     total: int = 0
+    used: float = field(default_factory=time.monotonic)  # when a page last asked for it
 
 
 class _Builds:
@@ -134,6 +136,7 @@ class _Builds:
             build = self._builds.get(key)  # a failed build is kept too: the key changes when the run's files do
             if build is not None:
                 self._builds.move_to_end(key)
+                build.used = time.monotonic()
                 return build
             build = _Build(Future(), 0, len(snaps))
             run = key[0] if isinstance(key, tuple) else key
@@ -141,6 +144,16 @@ class _Builds:
             self._builds[key] = build
             self._trim()
             return build
+
+    def forget_idle(self, idle_s: float = TEXT_IDLE_S) -> None:
+        """Drop the finished texts no page asked for in `idle_s`, and the loaded models with them when none is
+        left (called when visitors leave: server.on_release)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, b in self._builds.items() if b.future.done() and now - b.used > idle_s]:
+                del self._builds[key]
+            if not self._builds:
+                self._models.clear()
 
     def _trim(self) -> None:
         """Forget the oldest finished texts past KEEP_TEXTS or KEEP_BYTES (the newest is always kept)."""
@@ -193,7 +206,9 @@ def _forward_all(
 
 @st.cache_resource(show_spinner=False)
 def _builds() -> _Builds:
-    return _Builds()
+    builds = _Builds()
+    server.on_release(builds.forget_idle)
+    return builds
 
 
 def text_over_training_of(
