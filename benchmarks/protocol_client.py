@@ -205,4 +205,5 @@ class Visitor:
         if isinstance(element_id, str) and element_id.startswith("$$ID-"):
             key = element_id.split("-", 2)[2]
             options = list(body.options) if "options" in fields else []
-            drawn[key] = Widget(element_id, kind, [str(o) for o in options])
+            # Pills and segmented controls hold messages (their label in `content`); the rest, strings.
+            drawn[key] = Widget(element_id, kind, [getattr(o, "content", o) for o in options])

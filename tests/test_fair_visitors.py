@@ -9,6 +9,7 @@ import asyncio
 import os
 import signal
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,7 +111,9 @@ def test_a_reload_or_a_forged_address_gets_no_second_job(tmp_path: Path, monkeyp
             await t.close()
 
     try:
-        asyncio.run(scenario())
+        # On a thread of its own: another test's browser may have left an event loop running on this one.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, scenario()).result(timeout=300)
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

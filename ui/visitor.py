@@ -22,8 +22,10 @@ FORWARDED_FOR = "X-Forwarded-For"
 def visitor_key() -> str:
     """ "visitor-<hash of the address>" when the address is known, else "session-<id>" (a local connection)."""
     headers = st.context.headers
-    lines = headers.get_all(FORWARDED_FOR) if headers is not None else []
-    address = visitor_address(list(lines), st.context.ip_address, server_policy().proxy_hops)
+    lines = [line for line in (headers.get_all(FORWARDED_FOR) if headers is not None else []) if isinstance(line, str)]
+    peer = st.context.ip_address
+    # Only strings: outside a browser's session (AppTest, bare mode) these may be stand-ins.
+    address = visitor_address(lines, peer if isinstance(peer, str) else None, server_policy().proxy_hops)
     if address:
         return "visitor-" + hashlib.sha256(_SALT + address.encode()).hexdigest()[:16]
     from streamlit.runtime.scriptrunner import get_script_run_ctx
