@@ -33,6 +33,7 @@ test -x /usr/bin/chromium || { echo "FATAL: /usr/bin/chromium missing; browser t
 chromium_version="$(timeout 60 /usr/bin/chromium --headless --no-sandbox --disable-gpu --version 2>&1)" \
   || { echo "FATAL: /usr/bin/chromium does not run (a snap stub? install Debian's chromium): $chromium_version" >&2; exit 1; }
 .venv/bin/ruff check .
+.venv/bin/mypy  # the app's code (pyproject.toml's [tool.mypy] files): ~25 s from a cold cache
 set +e
 .venv/bin/python -m pytest "$@"
 status=$?

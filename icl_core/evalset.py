@@ -78,7 +78,8 @@ def build() -> tuple[np.ndarray, np.ndarray, dict]:
 def save_set(path: Path, info: dict, **arrays: np.ndarray) -> None:
     """A shipped evaluation set's file, written atomically: its arrays and how it was built (JSON)."""
     tmp = path.with_suffix(".tmp.npz")
-    np.savez_compressed(tmp, **arrays, info=np.array(json.dumps(info)))
+    contents: dict[str, Any] = {**arrays, "info": np.array(json.dumps(info))}
+    np.savez_compressed(tmp, **contents)
     tmp.replace(path)
 
 

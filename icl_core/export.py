@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-import altair as alt
 import pandas as pd
 import vl_convert as vlc
 
 
-def chart_spec(chart: alt.TopLevelMixin | Mapping[str, Any]) -> dict[str, Any]:
+class HasSpec(Protocol):
+    """An Altair chart, or anything else that gives its Vega-Lite spec the same way (ui.vega.FilledChart)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def chart_spec(chart: HasSpec | Mapping[str, Any]) -> dict[str, Any]:
     """The Vega-Lite spec (a dict) of an Altair chart; a dict spec is passed through."""
     if isinstance(chart, Mapping):
         return dict(chart)
@@ -30,13 +35,13 @@ def _vl_version(spec: Mapping[str, Any]) -> str | None:
     return wanted if wanted in vlc.get_vegalite_versions() else None
 
 
-def chart_to_png(chart: alt.TopLevelMixin | Mapping[str, Any], scale: float = 2.0) -> bytes:
+def chart_to_png(chart: HasSpec | Mapping[str, Any], scale: float = 2.0) -> bytes:
     """PNG image bytes; scale 2 gives a sharp image on high-density screens and in slides."""
     spec = chart_spec(chart)
     return vlc.vegalite_to_png(spec, vl_version=_vl_version(spec), scale=scale)
 
 
-def chart_to_svg(chart: alt.TopLevelMixin | Mapping[str, Any]) -> str:
+def chart_to_svg(chart: HasSpec | Mapping[str, Any]) -> str:
     """SVG text; labels and the title stay <text> elements, so they remain searchable and editable."""
     spec = chart_spec(chart)
     return vlc.vegalite_to_svg(spec, vl_version=_vl_version(spec))

@@ -295,6 +295,7 @@ else:
 if isinstance(views, ICLError):
     st.error(f"Cannot use this snapshot: {user_text(views, 500)}")
     st.stop()
+assert not isinstance(views, ICLError)  # st.stop() ended the run above
 clean, ablated = views.clean, views.ablated
 
 
@@ -359,8 +360,10 @@ with left:
 with right:
     st.html(views.comparison_html)
 
+    comparison = views.comparison
+
     def _long_form() -> pd.DataFrame:  # the downloads' table and chart, built only on a click
-        return views.comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
+        return comparison.melt(id_vars="scenario", var_name="measure", value_name="value")
 
     export_buttons(
         lambda: text_charts.comparison_bars(_long_form(), _comparison_title(mode), present=chrome.presenting()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +17,7 @@ from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
 from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
-from ui.export import export_buttons
+from ui.export import Chartish, export_buttons
 from ui.quote import user_text
 
 MODE_KEY, SORT_KEY = "attr_table_mode", "attr_table_sort"
@@ -94,7 +96,7 @@ if table is not None:
             },
         )
     with right:
-        chart = head_charts.head_bars(
+        chart: Chartish = head_charts.head_bars(
             df,
             key,
             f"{SORT_LABEL[key]} ({mode} ablation)",
@@ -155,7 +157,7 @@ if attr is not None:
             "Over training: every head's ablation-change vector at every snapshot, dotted with the same "
             "before-and-after vector. Induction heads' scores fall as they form."
         )
-        over = []
+        over: list[dict[str, Any]] | None = []
         try:
             over = costly_result(stored_analyses.attribution_over_training_of(sel.run.path, snaps, attr_mode), OVER_KEY)
         except cache.ANALYSIS_ERRORS as exc:
@@ -224,7 +226,8 @@ widget_state.keep_only(COMPARE_KEY, runs, default=[sel.run.name])
 chosen = st.multiselect(
     "Runs", list(runs), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
 )
-parts, stage_ends = [], []
+parts: list[dict[str, Any]] = []
+stage_ends: list[int | None] = []
 for name in chosen:
     try:
         run_snaps = cache.snapshots_of(runs[name].path)

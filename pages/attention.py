@@ -160,7 +160,7 @@ def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:
     smear = stored.smear
     rows = []
     for layer, head in heads:
-        row = {"head": head_name((layer, head))}
+        row: dict[str, str | float | None] = {"head": head_name((layer, head))}
         for grid, label in (
             (stored.prefix_matching, "prefix-matching (probe)"),
             (stored.previous_token, "previous-token (probe)"),
@@ -411,8 +411,9 @@ def text_views() -> None:
         computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
     except ICLError as exc:  # shown under the text area (chrome.from_text)
         computed = exc
-    drawable = not isinstance(computed, ICLError) and len(computed[1].tokens) >= 2  # a text with a token to look at
-    views = _build_text_views(text, computed[1]) if drawable else None
+    analysis = None if isinstance(computed, ICLError) else computed[1]
+    drawable = analysis is not None and len(analysis.tokens) >= 2  # a text with a token to look at
+    views = _build_text_views(text, analysis) if analysis is not None and drawable else None
 
     _text_inputs()
     _link_the_text(text)

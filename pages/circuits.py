@@ -10,7 +10,7 @@ from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
 from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
-from ui.export import export_buttons
+from ui.export import Chartish, export_buttons
 from ui.quote import user_text
 
 HEAD_KEY, PREV_KEY, NTOK_KEY = "circuits_head", "circuits_prev_head", "circuits_n_tokens"
@@ -64,7 +64,7 @@ else:
     except cache.ANALYSIS_ERRORS as exc:
         st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
-        chart = head_charts.composition_heatmaps(comp)
+        chart: Chartish = head_charts.composition_heatmaps(comp)
         chrome.show_chart(chart, width="content")
         export_buttons(chart, comp.records(), "composition_scores")
         if best is not None and best[0] >= 1:
@@ -166,7 +166,7 @@ else:
         chrome.show_chart(chart, width="content")
         export_buttons(chart, qk.records(), f"qk_circuit_{head_label}")
     with right:
-        if kqk is not None:
+        if kqk is not None and prev is not None:
             chart = head_charts.circuit_heatmap(
                 kqk, f"keys carry what {head_name(prev)} copied in: a bright diagonal = induction"
             )

@@ -154,7 +154,7 @@ LISTED_KEY, TL_ERROR_KEY = "_models_tl_listed", "_models_tl_error"
 
 def _look_up() -> None:
     pick = st.session_state.get("tl_preset")
-    repo_id = (st.session_state.get("tl_repo") or "").strip() if pick == OTHER_REPO else pick
+    repo_id = str((st.session_state.get("tl_repo") or "").strip() if pick == OTHER_REPO else pick or "")
     st.session_state.pop(LISTED_KEY, None)
     try:
         listed = tl_hub.list_repo(repo_id, token=st.session_state.get("tl_token") or None)

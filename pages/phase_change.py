@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -217,7 +219,7 @@ with c3:
     )
 with c4:
     last = snaps[-1]
-    curves = []
+    curves: list[dict[str, Any]] = []
     for label, snap in (
         ("step 0", snaps[0]),
         (f"step {step:,} (selected)", sel.snapshot),

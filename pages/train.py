@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from icl_core.errors import ICLError
 from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
@@ -123,7 +124,7 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             f"evaluation tokens per snapshot (eval examples x context), {LIMITS.n_snapshots} snapshots."
         )
         st.markdown("**Model** (attention-only transformer)")
-        c = st.columns(5)
+        c: Sequence[DeltaGenerator] = st.columns(5)  # reused for each row of fields
         c[0].number_input("Layers", step=1, key="train_n_layers", help=_between(1, LIMITS.n_layers))
         c[1].number_input("Heads", step=1, key="train_n_heads", help=_between(1, LIMITS.n_heads))
         c[2].number_input("d_model", step=8, key="train_d_model", help=_between(1, LIMITS.d_model))

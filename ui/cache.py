@@ -354,6 +354,8 @@ def _circuit(
         if kind == "qk":
             return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
         if kind == "kqk":
+            if prev is None:
+                raise ValueError("a K-composition circuit needs the previous-token head")
             return circuits.k_composition_qk_circuit(loaded.model, *head, prev_head=prev, tokens=tokens)
         return circuits.full_ov_circuit(loaded.model, *head, tokens=tokens)
 
@@ -362,7 +364,7 @@ def circuit_of(
     info: SnapshotInfo, kind: str, head: Head, n_tokens: int, prev: Head | None = None
 ) -> circuits.CircuitMatrix:
     """kind: 'qk' (direct QK), 'kqk' (QK through K-composition with `prev`), 'ov' (OV)."""
-    return _circuit(snapshot_key(info), kind, tuple(head), tuple(prev) if prev else None, n_tokens, info)
+    return _circuit(snapshot_key(info), kind, (head[0], head[1]), (prev[0], prev[1]) if prev else None, n_tokens, info)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeAlias
 
 import altair as alt
 import pandas as pd
@@ -23,8 +23,8 @@ from icl_core import export as core_export
 
 EXPORT_WIDTH = 640  # charts drawn with width="stretch" have no width of their own; give the file a sensible one
 
-Table = pd.DataFrame | Sequence[Mapping[str, Any]]
-Chartish = alt.TopLevelMixin | Mapping[str, Any]
+Table: TypeAlias = pd.DataFrame | Sequence[Mapping[str, Any]]
+Chartish: TypeAlias = core_export.HasSpec | Mapping[str, Any]  # an Altair chart, a FilledChart, a spec
 Deferred = Callable[[], Any]  # built only when its button is clicked (a chart or table too slow for every rerun)
 
 SHOW_VALUE = "_download_buttons"  # session key: the sidebar's "Download buttons" toggle (ui/state)

@@ -45,7 +45,7 @@ def chart_pick(state: Any, param: str, run: str | None = None) -> tuple[str | No
     step = picked_number(point, "step")
     if step is None:
         return None
-    picked_run = point.get("run", run)
+    picked_run = point.get("run", run) if point is not None else run
     return (str(picked_run) if picked_run is not None else None), int(step)
 
 

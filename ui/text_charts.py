@@ -5,7 +5,7 @@ and the Ablation page's comparison bars.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import numpy as np
@@ -144,13 +144,14 @@ def _picker_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool
     )
     # Sized per row and column of the data (Vega-Lite's step), not per text: every text shares one layout, so a
     # new text only swaps the data (a new layout cost ~30 ms to build here and more to draw anew in the browser).
-    return alt.layer(boxes, text).properties(
+    chart = alt.layer(boxes, text).properties(
         width=alt.Step(cell),
         height=alt.Step(cell),
         title="Click a token to make it the destination",
         # The cells keep their size; title and legend are added around them (a plain chart would squeeze them in).
         autosize=alt.AutoSizeParams(type="pad", contains="padding"),
     )
+    return cast(alt.LayerChart, chart)
 
 
 def token_picker(analysis: TextAnalysis, query: int, param: str, present: bool = False) -> FilledChart:
@@ -189,7 +190,7 @@ def _loss_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present: bool) 
         )
     )
     rule = alt.Chart(data[RULE]).mark_rule(color=SELECT_COLOR, strokeDash=[4, 3]).encode(x="position:Q")
-    return alt.layer(bars, rule).properties(height=220, title="Per-token loss along the sequence")
+    return cast(alt.LayerChart, alt.layer(bars, rule).properties(height=220, title="Per-token loss along the sequence"))
 
 
 def loss_along_sequence(analysis: TextAnalysis, query: int | None = None, present: bool = False) -> FilledChart:

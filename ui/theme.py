@@ -3,6 +3,8 @@ the induction orange, the run and head palettes)."""
 
 from __future__ import annotations
 
+from typing import Final
+
 import altair as alt
 
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
@@ -11,14 +13,14 @@ ICL_MARKS = (ICL_EARLY_TOKEN, ICL_LATE_TOKEN)  # the ICL score's tokens, marked 
 
 # Attention is blue everywhere: Vega's "blues" scheme in the vector charts, its stops (vega-scale, interpolated
 # linearly in RGB) in the heatmap PNGs, and its dark end for the token strips and table bars.
-ATTN_SCHEME = "blues"
+ATTN_SCHEME: Final = "blues"
 BLUES = "cfe1f2 bed8ec a8cee5 8fc1de 74b2d7 5ba3cf 4592c6 3181bd 206fb2 125ca4 0a4a90".split()
 STRIP_RGB = tuple(int(BLUES[-3][i : i + 2], 16) for i in (0, 2, 4))  # full weight, blended over white below it
 MIN_ATTENTION = 0.01  # attention weights under this are left out of the vector heatmaps (drawn faint in the PNGs)
 
 TARGET_COLOR = "#e4572e"  # induction targets and induction heads, everywhere in the app
 OTHER_COLOR = "#8c8c8c"
-DIVERGING = "blueorange"
+DIVERGING: Final = "blueorange"
 SELECT_COLOR = "#d62728"  # the selected step's rule
 WINDOW_COLOR = "#f2a541"  # the phase-change window
 ONSET_COLOR = "#7b3294"  # the induction onset's dashed rule

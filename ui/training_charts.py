@@ -5,7 +5,7 @@ window, the induction onset and the selected step), the loss-PCA plane and loss 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import altair as alt
 import numpy as np
@@ -165,7 +165,7 @@ def over_training(
         marks.insert(
             0,
             alt.Chart(band)
-            .mark_area(opacity=0.25, **({} if color else {"color": SE_BAND_COLOR}))
+            .mark_area(opacity=0.25, color=alt.Undefined if color else SE_BAND_COLOR)
             .encode(**band_enc, y=alt.Y("_lo:Q", title=y_title, scale=alt.Scale(zero=False)), y2="_hi:Q"),
         )
     if pick:
@@ -184,8 +184,11 @@ def over_training(
         *marks,
         *(_timeline_rule_layer(timeline, log_x) if timeline is not None else _rule_layer(selected_tokens)),
     ]
-    chart = alt.layer(*layers).properties(
-        title=alt.TitleParams(title, subtitle=subtitle) if subtitle else title, height=height
+    chart = cast(
+        alt.LayerChart,
+        alt.layer(*layers).properties(
+            title=alt.TitleParams(title, subtitle=subtitle) if subtitle else title, height=height
+        ),
     )
     return chart.add_params(timeline_param()) if timeline is not None else chart
 
@@ -247,9 +250,11 @@ def pca_chart(
         "ring: the selected step (nearest in tokens seen)"
         + (" · click a point to select its run and step" if pick else ""),
     ]
-    chart = alt.layer(paths, *dots, starts, rings, names).properties(
-        title=alt.TitleParams(PCA_TITLE, subtitle=subtitle),
-        height=420,
+    chart = cast(
+        alt.LayerChart,
+        alt.layer(paths, *dots, starts, rings, names).properties(
+            title=alt.TitleParams(PCA_TITLE, subtitle=subtitle), height=420
+        ),
     )
     return chart.add_params(timeline_param()) if timeline else chart
 
@@ -271,7 +276,7 @@ def _loss_curves_chart(shape: tuple[Any, ...], data: Mapping[str, Any], present:
         .mark_rule(color="#888", strokeDash=[3, 3])
         .encode(x="index:Q", tooltip=["label"])
     )
-    return alt.layer(marks, *lines).properties(title=title, height=height)
+    return cast(alt.LayerChart, alt.layer(marks, *lines).properties(title=title, height=height))
 
 
 LOG_POINTS_PER_DECADE = 40  # finer than a line on a log axis shows

@@ -48,7 +48,7 @@ def keep_only(key: str, options: Collection[Any], default: list[Any] | None = No
     values = st.session_state.get(key)
     if values is None and default is None:
         return []
-    kept = [v for v in (default if values is None else values) if v in options]
+    kept = [v for v in (values if values is not None else default or []) if v in options]
     if kept != values:
         st.session_state[key] = kept
     return kept

@@ -93,7 +93,10 @@ def eval_tokens(key: str, n_examples: int | None = None) -> torch.Tensor:
     """The examples behind a stored ICL score, the first n of them: of the code set (all: the 8,192 the shipped runs
     store) or of the prose set (all: its 2,048 windows)."""
     if key == "icl_score_prose":
-        return data.prose_examples(ICL_LATE_TOKEN + 2)[:n_examples]
+        prose = data.prose_examples(ICL_LATE_TOKEN + 2)
+        if prose is None:
+            raise ValueError(f"the prose set's windows are shorter than {ICL_LATE_TOKEN + 2} tokens")
+        return prose[:n_examples]
     return data.heldout_examples(n_examples or evalset.N_EXAMPLES, ICL_LATE_TOKEN + 2)
 
 
@@ -146,7 +149,9 @@ def induction_change_in_tail(snaps: Sequence[SnapshotInfo]) -> float | None:
     head = best_induction_head(snaps[-1])
     if head is None:
         return None
-    scores = [s.metrics.prefix_matching[head[0]][head[1]] for s in linear_tail(snaps)]
+    scores = [pm[head[0]][head[1]] for s in linear_tail(snaps) if (pm := s.metrics.prefix_matching) is not None]
+    if not scores:
+        return None
     return float(max(scores) - min(scores))
 
 

@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -19,7 +19,7 @@ from icl_core import data, proseset
 from icl_core.analysis import metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.transformer import Attention, AttnOnlyTransformer
 from icl_core.storage.snapshots import (
     MANIFEST,
     SnapshotInfo,
@@ -97,7 +97,7 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
         icl = metrics.exact_icl_score(model, ev.icl_prose)
         out.update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
     if model.cfg.smeared_keys:
-        out["smear"] = [torch.sigmoid(b.smear_alpha).tolist() for b in model.blocks]
+        out["smear"] = [torch.sigmoid(cast(Attention, b).smear_alpha).tolist() for b in model.blocks]
     model.train(was_training)
     return out
 
@@ -190,6 +190,8 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
     Runs trained before the prose set existed get it this way; training stores it itself since.
     """
     prose = data.prose_examples(ICL_LATE_TOKEN + 2)
+    if prose is None:  # the shipped prose set's windows are longer than this: a rebuilt, shorter set
+        raise ValueError(f"the prose set's windows are shorter than the {ICL_LATE_TOKEN + 2} tokens a score needs")
     manifest = read_json(run_dir / MANIFEST)
     # Scores from another prose set (a rebuilt file) are recomputed, not mixed with this one's.
     stale = manifest.get("prose_set_sha256") not in (None, proseset.load().sha256)

@@ -107,6 +107,7 @@ def head_ablation_losses(
                 # (LayerNorm makes the change non-linear: those models take the second pass.)
                 removed = cache[result_name(layer)][:, :, h]
                 if mode == AblationMode.MEAN:
+                    assert means is not None  # checked by the caller: mean ablation needs the means
                     removed = removed - means[layer][:length, h].to(removed)[None]
                 change = _propagate(model, cache, layer, removed, pos) @ model.W_U
                 out[head][idx] = _loss_at(gathered + change, part, pos).cpu()

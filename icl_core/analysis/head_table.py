@@ -86,7 +86,10 @@ def _windowed_icl_per_head(
     def score(losses: torch.Tensor) -> float:
         curve = np.full(n_ctx - 1, np.nan)
         curve[where.numpy()] = losses.double().mean(0).numpy()
-        return windowed_icl_score(curve, w)
+        value = windowed_icl_score(curve, w)
+        if value is None:  # the examples were cut to reach token 500: never, by construction
+            raise ValueError(f"a {n_ctx}-token context has no ICL score")
+        return value
 
     return score(clean), {h: score(v) for h, v in ablated.items()}
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +118,7 @@ class PCATable:
 
 
 def pca_table(
-    per_run: dict[str, Sequence[SnapshotInfo]], focus_run: str | None = None, min_step: int = PCA_MIN_STEP
+    per_run: Mapping[str, Sequence[SnapshotInfo]], focus_run: str | None = None, min_step: int = PCA_MIN_STEP
 ) -> PCATable | None:
     """Joint PCA of the stored per-token-loss vectors of every compatible run, snapshots from min_step on.
 

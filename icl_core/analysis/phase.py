@@ -85,8 +85,9 @@ def detect_run_phase_change(
 ) -> PhaseWindow | None:
     """A run's phase change: where its induction heads form, else (no head scores) where its ICL score falls."""
     pairs = [(s, v) for s, v in zip(steps, icl_scores, strict=True) if v is not None]
-    if prefix_matching and all(pm for pm in prefix_matching):
-        rise = [-best_induction_score(pm) for pm in prefix_matching]
+    complete = [pm for pm in prefix_matching or [] if pm]
+    if prefix_matching and len(complete) == len(prefix_matching):
+        rise = [-best_induction_score(pm) for pm in complete]
         window = detect_phase_change(steps, rise, MIN_INDUCTION_RISE, signal="prefix_matching")
     else:
         window = detect_phase_change([p[0] for p in pairs], [p[1] for p in pairs])

@@ -12,10 +12,11 @@ first. For models without LayerNorm the weights are returned as they are, uncopi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.transformer import Attention, AttnOnlyTransformer
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def _centre_rows(w: torch.Tensor, dim: int) -> torch.Tensor:
 @torch.no_grad()
 def circuit_weights(model: AttnOnlyTransformer) -> CircuitWeights:
     """The model's circuit weights, LayerNorm folded in where it has one (see the module docstring)."""
-    blocks = list(model.blocks)
+    blocks = [cast(Attention, b) for b in model.blocks]
     raw_q = [b.W_Q.detach() for b in blocks]
     raw_k = [b.W_K.detach() for b in blocks]
     if model.cfg.normalization != "LN":

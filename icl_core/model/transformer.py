@@ -24,6 +24,8 @@ INIT_STD = 0.02  # GPT-2's initial weight scale, used for the unembedding
 
 
 class Attention(nn.Module):
+    causal_mask: torch.Tensor  # a buffer: declared for the type checker (register_buffer makes it an attribute)
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -87,6 +89,8 @@ class Attention(nn.Module):
         """(query/key input, value input): LayerNorm'd if the model has it; shortformer positions on q/k only."""
         normed = self.ln1(x) if self.cfg.normalization == "LN" else x
         if self.cfg.positional == "shortformer":
+            if pos is None:
+                raise ValueError("a shortformer model's attention needs the positional embeddings")
             return normed + pos[: x.shape[1]], normed
         return normed, normed
 

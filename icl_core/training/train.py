@@ -302,6 +302,7 @@ def _train(
 
     while True:
         if ses.is_main and ses.step in schedule and ses.step not in done:
+            assert ev is not None  # the main process builds it
             _write_snapshot(ses, ev, snapshot_dtype)
             done.add(ses.step)
         if ses.step >= cfg.total_steps:
