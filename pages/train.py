@@ -280,6 +280,7 @@ def jobs_panel() -> None:
         st.caption(f"{len(ended) - MAX_ENDED_JOBS_SHOWN} older jobs not shown.")
 
 
+state.ensure_sidebar()  # first, as on every page (ARCHITECTURE.md): the page may run without explorer.py
 st.title("Train")
 st.caption(
     "Train an attention-only transformer in a background process (on a GPU when one is present). "
