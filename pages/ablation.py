@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from icl_core.analysis.ablation import ABLATION_MODES, AblationEffect
+from icl_core.analysis.ablation import ABLATION_MODES, AblationEffect, AblationMode
 from icl_core.analysis.metrics import ICL_WINDOW, moving_average
 from icl_core.analysis.summary import fmt_icl
 from icl_core.analysis.text import TextInput, preset_text
@@ -97,7 +97,7 @@ class AblationViews:
     comparison_html: str
 
 
-def _build_views(chosen: list[Head], mode: str) -> AblationViews:
+def _build_views(chosen: list[Head], mode: AblationMode) -> AblationViews:
     clean = cache.ablation_effect(info, [], mode)
     ablated = cache.ablation_effect(info, chosen, mode)
     curve_df = pd.concat(
@@ -153,7 +153,7 @@ def _names(heads: list[Head]) -> str:
     return ", ".join(head_name(h) for h in heads) or "nothing (clean model)"
 
 
-def _comparison_title(mode: str) -> str:
+def _comparison_title(mode: AblationMode) -> str:
     return f"Comparison ({mode} ablation)"
 
 
@@ -185,7 +185,9 @@ def _predictions_views(rows: list[dict]) -> tuple[str | None, str]:
 Predicted = tuple[TextInput, tuple[str | None, str] | None]  # the text's notes; its summary and table, if any
 
 
-def _build_all(chosen: list[Head], mode: str, text: str) -> tuple[AblationViews | ICLError, Predicted | ICLError]:
+def _build_all(
+    chosen: list[Head], mode: AblationMode, text: str
+) -> tuple[AblationViews | ICLError, Predicted | ICLError]:
     """(the ablation's views or why the snapshot is unusable; the text's (TextInput, predictions) or its error)."""
     try:
         views: AblationViews | ICLError = _build_views(chosen, mode)

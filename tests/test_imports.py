@@ -44,7 +44,7 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     imports.cancel_import(started)  # the worker is still starting: it stops before its first download
     cancelled = wait_until_ended(started)
     log = (cancelled.import_dir / folder.LOG_FILE).read_text()
-    assert cancelled.stage == folder.CANCELLED and cancelled.resumable, (cancelled.error, log[-2000:])
+    assert cancelled.state == folder.CANCELLED and cancelled.resumable, (cancelled.error, log[-2000:])
     assert cancelled.done == 0 and cancelled.total == 3
     assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in chosen), "a cancel comes before the next download"
     assert not tl_hub.run_dir_for(repo).exists(), "a cancelled import leaves no half-run in the picker"
@@ -54,11 +54,11 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     good = files[chosen[-1].path]
     fake_hub.add_repo(REPO, {**files, chosen[-1].path: pth({"model": {"nested": 1}})})
     failed = wait_until_ended(imports.resume_import(cancelled))
-    assert failed.stage == folder.FAILED and failed.done == 2, failed
+    assert failed.state == folder.FAILED and failed.done == 2, failed
     fake_hub.add_repo(REPO, {**files, chosen[-1].path: good})
     fake_hub.requests.clear()
     finished = wait_until_ended(imports.resume_import(failed))
-    assert finished.stage == folder.FINISHED, finished
+    assert finished.state == folder.FINISHED, finished
     assert not any(fake_hub.fetched(c.path.split("/")[-1]) for c in chosen[:2]), "converted ones are kept"
     assert fake_hub.fetched(chosen[-1].path.split("/")[-1])
     assert finished.done == finished.total == 3
@@ -71,7 +71,7 @@ def test_an_import_runs_in_the_background_and_a_cancelled_one_resumes_where_it_s
     # Redone with more checkpoints: the evaluated ones are kept (linked, not converted or evaluated again).
     before = {s.step: s.meta_path.read_text() for s in snaps}
     again = wait_until_ended(imports.start_import(tl_hub.list_repo(REPO), 4))
-    assert again.stage == folder.FINISHED, again
+    assert again.state == folder.FINISHED, again
     after = {s.step: s for s in list_snapshots(tl_hub.run_dir_for(repo))}
     assert len(after) == 4 and all(after[step].meta_path.read_text() == text for step, text in before.items())
 
@@ -83,7 +83,7 @@ def test_a_bad_checkpoint_fails_the_import_with_its_name_and_a_killed_worker_is_
     files[f"checkpoints/tokens_{TOKENS[-1]:012d}.pth"] = pth({"model": {"nested": 1}})
     fake_hub.add_repo(REPO, files)
     failed = wait_until_ended(imports.start_import(tl_hub.list_repo(REPO), 2))
-    assert failed.stage == folder.FAILED and failed.resumable
+    assert failed.state == folder.FAILED and failed.resumable
     assert f"tokens_{TOKENS[-1]:012d}.pth" in failed.error and "flat dict of tensors" in failed.error
     assert "Traceback" not in failed.error
 
@@ -93,7 +93,7 @@ def test_a_bad_checkpoint_fails_the_import_with_its_name_and_a_killed_worker_is_
     pid = int(folder.read_json_or_empty(started.import_dir / folder.PID_FILE)["pid"])
     os.killpg(pid, signal.SIGKILL)
     crashed = wait_until_ended(started)
-    assert crashed.stage == folder.FAILED and "stopped unexpectedly" in crashed.error
+    assert crashed.state == folder.FAILED and "stopped unexpectedly" in crashed.error
 
 
 def test_the_models_page_looks_up_a_published_run_shows_its_size_and_imports_it(fake_hub: FakeHub, tl_repo) -> None:

@@ -1,4 +1,4 @@
-"""The Train page on its own (AppTest): renders, refuses bad configs with a message, starts jobs."""
+"""The Train page (AppTest): renders, refuses bad configs with a message, starts jobs."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import mark_apptest_session
+from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
 from icl_core.processes import CHILDREN
 from icl_core.tasks import folder, jobs
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
+PAGE = "pages/train.py"
 
 
 @pytest.fixture
@@ -35,9 +35,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def page() -> AppTest:
-    at = mark_apptest_session(AppTest.from_file(PAGE, default_timeout=60)).run()
-    assert not at.exception, at.exception
-    return at
+    """The Train page as a visitor opens it: through explorer.py (the page itself calls state.ensure_sidebar)."""
+    return open_page(PAGE)
 
 
 def set_tiny(at: AppTest) -> None:

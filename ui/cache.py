@@ -172,7 +172,9 @@ def _clean_patterns(key: tuple[str, int], _info: SnapshotInfo) -> ablation.Clean
 
 
 @st.cache_data(max_entries=256, show_spinner=False)
-def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: SnapshotInfo) -> ablation.AblationEffect:
+def _effect(
+    key: tuple[str, int], heads: tuple[Head, ...], mode: AblationMode, _info: SnapshotInfo
+) -> ablation.AblationEffect:
     loaded = model_of(_info)
     means = head_means(_info) if mode == AblationMode.MEAN and heads else None
     # Recording clean patterns once per snapshot halves the cost of every pattern-preserving ablation after it.
@@ -185,14 +187,16 @@ def _effect(key: tuple[str, int], heads: tuple[Head, ...], mode: str, _info: Sna
         return ablation.ablation_effect(loaded.model, list(heads), mode, pr, means, clean)
 
 
-def ablation_effect(info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mode: str) -> ablation.AblationEffect:
+def ablation_effect(
+    info: SnapshotInfo, heads: list[Head] | tuple[Head, ...], mode: AblationMode
+) -> ablation.AblationEffect:
     """Measured on fixed small batches; the empty head set is the clean model, shared by every mode."""
     heads_t = tuple(sorted((int(a), int(b)) for a, b in heads))
     return _effect(snapshot_key(info), heads_t, mode if heads_t else AblationMode.ZERO, info)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode: str, _info: SnapshotInfo):
+def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode: AblationMode, _info: SnapshotInfo):
     loaded = model_of(_info)
     tokenizer = loaded.model.require_tokenizer()
     prepared = prepare_text(text, _info.model_config.n_ctx, tokenizer)
@@ -203,7 +207,7 @@ def _predictions(key: tuple[str, int], text: str, heads: tuple[Head, ...], mode:
     return prepared, prediction_rows(prepared.tokens, clean, ablated, tokenizer=tokenizer)
 
 
-def ablated_predictions(info: SnapshotInfo, text: str, heads: list[Head], mode: str):
+def ablated_predictions(info: SnapshotInfo, text: str, heads: list[Head], mode: AblationMode):
     """(TextInput, rows) comparing clean and ablated next-token predictions on typed text."""
     heads_t = tuple(sorted((int(a), int(b)) for a, b in heads))
     return _predictions(snapshot_key(info), text, heads_t, mode, info)
@@ -346,7 +350,7 @@ def copying_of(info: SnapshotInfo) -> list[dict[str, object]]:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def _circuit(
-    key: tuple[str, int], kind: str, head: Head, prev: Head | None, n_tokens: int, _info: SnapshotInfo
+    key: tuple[str, int], kind: circuits.CircuitKind, head: Head, prev: Head | None, n_tokens: int, _info: SnapshotInfo
 ) -> circuits.CircuitMatrix:
     loaded = model_of(_info)
     tokens = circuits.readable_tokens(n_tokens, loaded.model.require_tokenizer())
@@ -361,7 +365,7 @@ def _circuit(
 
 
 def circuit_of(
-    info: SnapshotInfo, kind: str, head: Head, n_tokens: int, prev: Head | None = None
+    info: SnapshotInfo, kind: circuits.CircuitKind, head: Head, n_tokens: int, prev: Head | None = None
 ) -> circuits.CircuitMatrix:
     """kind: 'qk' (direct QK), 'kqk' (QK through K-composition with `prev`), 'ov' (OV)."""
     return _circuit(snapshot_key(info), kind, (head[0], head[1]), (prev[0], prev[1]) if prev else None, n_tokens, info)

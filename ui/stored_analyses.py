@@ -12,6 +12,7 @@ from typing import Any
 import streamlit as st
 
 from icl_core.analysis import attribution, costs, head_table, precompute
+from icl_core.analysis.ablation import AblationMode
 from icl_core.storage.snapshots import SnapshotInfo
 from ui.cache import model_of, phase_window_of, run_key, snapshot_key, snapshots_of
 from ui.costly import CostlyAnalysis, Progress
@@ -44,11 +45,13 @@ def circuits_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> Cost
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def _stored_ablation_table(key: tuple[str, int], mode: str, _info: SnapshotInfo) -> head_table.AblationTable | None:
+def _stored_ablation_table(
+    key: tuple[str, int], mode: AblationMode, _info: SnapshotInfo
+) -> head_table.AblationTable | None:
     return precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
 
 
-def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[head_table.AblationTable]:
+def ablation_table_of(info: SnapshotInfo, mode: AblationMode) -> CostlyAnalysis[head_table.AblationTable]:
     stored = _stored_ablation_table(snapshot_key(info), mode, info)
 
     def compute(progress: Progress) -> head_table.AblationTable:
@@ -69,13 +72,13 @@ def ablation_table_of(info: SnapshotInfo, mode: str) -> CostlyAnalysis[head_tabl
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _stored_phase_attribution(
-    key: tuple[tuple[str, int, int], int], mode: str, _snaps: tuple[SnapshotInfo, ...]
+    key: tuple[tuple[str, int, int], int], mode: AblationMode, _snaps: tuple[SnapshotInfo, ...]
 ) -> tuple[attribution.PhaseAttribution | None, bool]:
     return precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
 
 
 def phase_attribution_of(
-    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: AblationMode
 ) -> CostlyAnalysis[attribution.PhaseAttribution | None]:
     """None as the result: the run shows no phase change (found at once, nothing to ablate)."""
     key = run_key(run_dir, snaps)
@@ -100,7 +103,7 @@ def _stored_attribution_over_training(
 
 
 def attribution_over_training_of(
-    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: AblationMode
 ) -> CostlyAnalysis[list[dict[str, object]]]:
     """Rows (step, tokens, head, score, ...) for every snapshot; the stored file is read once per run version."""
     key = run_key(run_dir, snaps)

@@ -122,7 +122,7 @@ def ablation_hooks(
     model: AttnOnlyTransformer,
     tokens: torch.Tensor,
     heads: Iterable[Head],
-    mode: str = "zero",
+    mode: AblationMode = AblationMode.ZERO,
     means: dict[int, torch.Tensor] | None = None,
     clean: dict[int, torch.Tensor] | None = None,
 ) -> list[tuple[str, HookFn]]:
@@ -132,7 +132,7 @@ def ablation_hooks(
     (layer -> (batch, head, q, k)); otherwise they are recorded here.
     """
     heads = [(int(layer), int(head)) for layer, head in heads]
-    check_mode(mode)
+    mode = check_mode(mode)  # a plain string (a stored key, a link) is checked and becomes the enum
     if not heads:
         return []
     if mode == AblationMode.MEAN:
@@ -156,7 +156,7 @@ def run_ablated(
     model: AttnOnlyTransformer,
     tokens: torch.Tensor,
     heads: Iterable[Head],
-    mode: str = "zero",
+    mode: AblationMode = AblationMode.ZERO,
     means: dict[int, torch.Tensor] | None = None,
     clean: dict[int, torch.Tensor] | None = None,
     chunk: int = 8,
@@ -227,7 +227,7 @@ class AblationEffect:
 def ablation_effect(
     model: AttnOnlyTransformer,
     heads: Sequence[Head],
-    mode: str,
+    mode: AblationMode,
     probes: AblationProbes,
     means: dict[int, torch.Tensor] | None = None,
     clean: CleanPatterns | None = None,

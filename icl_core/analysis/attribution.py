@@ -78,7 +78,7 @@ def before_after_vector(start: SnapshotInfo, end: SnapshotInfo, n_examples: int 
 def ablation_change_vectors(
     model: AttnOnlyTransformer,
     n_total: int,
-    mode: str = AblationMode.PATTERN_PRESERVING,
+    mode: AblationMode = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = None,
     heads: Sequence[Head] | None = None,
     chunk: int = 16,
@@ -142,7 +142,7 @@ class PhaseAttribution:
     window: PhaseWindow
     start_step: int
     end_step: int
-    mode: str
+    mode: AblationMode
     n_examples: int
     rows: list[AttributionRow]  # most negative score first
 
@@ -157,7 +157,7 @@ def _stored_prefix_matching(snap: SnapshotInfo, model: AttnOnlyTransformer) -> t
 
 def phase_change_attribution(
     snaps: Sequence[SnapshotInfo],
-    mode: str = AblationMode.PATTERN_PRESERVING,
+    mode: AblationMode = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = 128,
     induction_threshold: float = INDUCTION_THRESHOLD,
     chunk: int = 16,
@@ -169,7 +169,7 @@ def phase_change_attribution(
     before-and-after vector and the ablation vectors use the same subset, re-normalised on it.
     progress(done, total) is called after each batch of examples.
     """
-    check_mode(mode)
+    mode = check_mode(mode)  # a plain string (a stored key, a link) is checked and becomes the enum
     ends = phase_endpoints(snaps)
     if ends is None:
         return None
@@ -188,7 +188,7 @@ def phase_change_attribution(
 
 def attribution_over_training(
     snaps: Sequence[SnapshotInfo],
-    mode: str = AblationMode.PATTERN_PRESERVING,
+    mode: AblationMode = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = 64,
     steps: Sequence[int] | None = None,
     induction_threshold: float = INDUCTION_THRESHOLD,
@@ -202,7 +202,7 @@ def attribution_over_training(
     prefix_matching is the snapshot's own. Empty if the run shows no phase change. progress(done, total) is
     called after each snapshot. Cost: one forward pass per non-last-layer head per snapshot.
     """
-    check_mode(mode)
+    mode = check_mode(mode)  # a plain string (a stored key, a link) is checked and becomes the enum
     ends = phase_endpoints(snaps)
     if ends is None:
         return []

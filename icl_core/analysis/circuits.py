@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 
 COMPOSITION_KINDS = ("K", "Q", "V")
+# Which token-by-token circuit of a head: its direct QK, its QK through K-composition with an earlier head, its OV.
+CircuitKind = Literal["qk", "kqk", "ov"]
 
 
 # ---------------------------------------------------------------------------------------------

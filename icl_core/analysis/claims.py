@@ -109,7 +109,7 @@ def paired_icl_change(start: SnapshotInfo, end: SnapshotInfo, tokens: torch.Tens
 
 
 def ablation_icl_changes(
-    model: AttnOnlyTransformer, tokens: torch.Tensor, mode: str = AblationMode.ZERO
+    model: AttnOnlyTransformer, tokens: torch.Tensor, mode: AblationMode = AblationMode.ZERO
 ) -> dict[Head, ICLScore]:
     """Per head ablated alone: its ICL score minus the clean one, example by example, with the paired s.e.
     Positive = the head carried in-context learning."""

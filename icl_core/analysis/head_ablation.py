@@ -53,7 +53,7 @@ def head_ablation_losses(
     model: AttnOnlyTransformer,
     tokens: torch.Tensor,
     positions: torch.Tensor,
-    mode: str = AblationMode.PATTERN_PRESERVING,
+    mode: AblationMode = AblationMode.PATTERN_PRESERVING,
     heads: Sequence[Head] | None = None,
     means: dict[int, torch.Tensor] | None = None,
     chunk: int = 16,
@@ -65,7 +65,7 @@ def head_ablation_losses(
     Returns clean (n, k) and {head: (n, k)}. `means` (icl_core.analysis.ablation.head_output_means) is needed for
     mode "mean" and computed on data.mean_reference when missing.
     """
-    check_mode(mode)
+    mode = check_mode(mode)  # a plain string (a stored key, a link) is checked and becomes the enum
     if positions.dim() == 1:
         positions = positions[:, None]
     if positions.shape[0] != tokens.shape[0]:

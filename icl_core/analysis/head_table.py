@@ -35,7 +35,7 @@ class AblationRow:
 
 @dataclass(frozen=True)
 class AblationTable:
-    mode: str
+    mode: AblationMode
     clean_icl: float | None
     clean_second_half: float
     n_examples: int
@@ -64,7 +64,7 @@ def _windowed_icl_per_head(
     model: AttnOnlyTransformer,
     n_examples: int,
     icl_window: int,
-    mode: str,
+    mode: AblationMode,
     heads: Sequence[Head],
     means: dict[int, torch.Tensor] | None,
     chunk: int,
@@ -96,7 +96,7 @@ def _windowed_icl_per_head(
 
 def ablation_table(
     model: AttnOnlyTransformer,
-    mode: str = AblationMode.ZERO,
+    mode: AblationMode = AblationMode.ZERO,
     n_examples: int = 128,
     n_repeated: int = 16,
     repeat_len: int = 100,
@@ -120,7 +120,7 @@ def ablation_table(
     score, by delta_second_half. prefix_matching (layer x head) may come from the snapshot's stored metrics.
     progress(done, total) is called after each batch of examples.
     """
-    check_mode(mode)
+    mode = check_mode(mode)  # a plain string (a stored key, a link) is checked and becomes the enum
     if sort_by not in ("delta_icl", "delta_second_half"):
         raise ValueError(f"sort_by must be 'delta_icl' or 'delta_second_half', got {sort_by!r}")
     cfg = model.cfg

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from icl_core.analysis import attribution, circuits, head_table
-from icl_core.analysis.ablation import ABLATION_MODES
+from icl_core.analysis.ablation import ABLATION_MODES, AblationMode
 from icl_core.analysis.phase import PhaseWindow
 from icl_core.errors import ICLError
 from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, list_snapshots, load_model, read_json
@@ -86,13 +86,13 @@ def phase_attribution_from_dict(d: dict[str, Any]) -> attribution.PhaseAttributi
     return attribution.PhaseAttribution(**{**d, "window": PhaseWindow(**d["window"]), "rows": rows})
 
 
-def stored_ablation_table(run_dir: Path, snaps: Sequence[SnapshotInfo], step: int, mode: str):
+def stored_ablation_table(run_dir: Path, snaps: Sequence[SnapshotInfo], step: int, mode: AblationMode):
     tables = load(run_dir, ABLATION_TABLES, snaps)
     found = tables.get(mode, {}).get(str(step)) if isinstance(tables, dict) else None
     return ablation_table_from_dict(found) if found else None
 
 
-def stored_phase_attribution(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: str):
+def stored_phase_attribution(run_dir: Path, snaps: Sequence[SnapshotInfo], mode: AblationMode):
     found = load(run_dir, PHASE_ATTRIBUTION, snaps)
     if not isinstance(found, dict) or mode not in found:
         return None, False
@@ -123,7 +123,7 @@ def circuits_rows(
 
 
 def reusable_ablation_tables(
-    run_dir: Path, snaps: Sequence[SnapshotInfo], modes: Sequence[str]
+    run_dir: Path, snaps: Sequence[SnapshotInfo], modes: Sequence[AblationMode]
 ) -> dict[str, dict[str, Any]]:
     """The stored ablation tables (mode -> step -> table) of the snapshots that are still the same (step, tokens,
     weights size): a run stored while it was training (most of its snapshots) is finished without recomputing
@@ -140,7 +140,9 @@ def reusable_ablation_tables(
     return tables
 
 
-def precompute_run(run_dir: Path, modes: Sequence[str] = ABLATION_MODES, say: Callable[[str], None] = print) -> None:
+def precompute_run(
+    run_dir: Path, modes: Sequence[AblationMode] = ABLATION_MODES, say: Callable[[str], None] = print
+) -> None:
     """Compute and store every slow analysis of one run."""
     run_dir = Path(run_dir)
     snaps = list_snapshots(run_dir)

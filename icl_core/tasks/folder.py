@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,7 +27,25 @@ from icl_core.processes import pid_alive, process_start_ticks, spawn_python
 from icl_core.storage.snapshots import atomic_write_json
 
 STATUS_FILE, PID_FILE, LOG_FILE, CANCEL_FILE = "status.json", "pid.json", "log.txt", "cancel"
-FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"  # the final states of every task kind
+
+
+class TaskState(StrEnum):
+    """Where a background task is: one vocabulary for every task kind (a str, as status.json stores it)."""
+
+    QUEUED, RUNNING = "queued", "running"  # a training job's active states
+    LISTING, DOWNLOADING, EVALUATING = "listing", "downloading", "evaluating"  # a Hub import's, in order
+    FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"  # final, for every kind
+
+    @classmethod
+    def read(cls, value: object) -> TaskState:
+        """A state read from a status file; anything else (a damaged or foreign file) reads as failed."""
+        try:
+            return cls(str(value))
+        except ValueError:
+            return cls.FAILED
+
+
+FINISHED, CANCELLED, FAILED = TaskState.FINISHED, TaskState.CANCELLED, TaskState.FAILED
 RESUMABLE_STATES = (CANCELLED, FAILED)
 
 # A worker that never recorded its pid (the server died between spawning it and writing pid.json) is taken for
@@ -127,9 +146,9 @@ class TaskProgress:
     """What the pages ask of any task's info: whether it is active or resumable, and how far it is. A task kind's
     info names its active states and says which of its fields hold its state and its counts."""
 
-    ACTIVE: ClassVar[tuple[str, ...]] = ()
+    ACTIVE: ClassVar[tuple[TaskState, ...]] = ()
 
-    def progress_fields(self) -> tuple[str, int, int]:
+    def progress_fields(self) -> tuple[TaskState, int, int]:
         """(state, done, total)."""
         raise NotImplementedError
 

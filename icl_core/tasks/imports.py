@@ -33,12 +33,13 @@ from icl_core.tasks.folder import (
     FINISHED,
     LOG_FILE,
     STATUS_FILE,
+    TaskState,
     read_json_or_empty,
     write_status,
 )
 
 REQUEST_FILE = "request.json"
-LISTING, DOWNLOADING, EVALUATING = "listing", "downloading", "evaluating"  # in order
+LISTING, DOWNLOADING, EVALUATING = TaskState.LISTING, TaskState.DOWNLOADING, TaskState.EVALUATING  # in order
 ACTIVE_STAGES = (LISTING, DOWNLOADING, EVALUATING)
 STAGES = (*ACTIVE_STAGES, FINISHED, CANCELLED, FAILED)  # the final ones shared by every task kind
 
@@ -54,7 +55,7 @@ class ImportInfo(task.TaskProgress):
     revision: str
     n_checkpoints: int
     tokens_per_step: int | None
-    stage: str
+    state: TaskState
     done: int  # checkpoints downloaded (downloading) or evaluated (evaluating)
     total: int
     done_bytes: int
@@ -66,10 +67,10 @@ class ImportInfo(task.TaskProgress):
     ended: float | None
     import_dir: Path
 
-    ACTIVE: ClassVar[tuple[str, ...]] = ACTIVE_STAGES
+    ACTIVE: ClassVar[tuple[TaskState, ...]] = ACTIVE_STAGES
 
-    def progress_fields(self) -> tuple[str, int, int]:
-        return self.stage, self.done, self.total
+    def progress_fields(self) -> tuple[TaskState, int, int]:
+        return self.state, self.done, self.total
 
 
 def imports_dir() -> Path:
@@ -135,10 +136,10 @@ def read_import(folder: Path) -> ImportInfo:
     """The import's state; a worker that died without saying so is reported as failed (resumable)."""
     request = read_json_or_empty(folder / REQUEST_FILE)
     status = read_json_or_empty(folder / STATUS_FILE)
-    stage = str(status.get("stage", FAILED))
+    state = TaskState.read(status.get("stage", FAILED))  # status.json's key for an import's state
     error = status.get("error")
-    if stage in ACTIVE_STAGES and not task.launched_alive(folder, status):
-        stage = FAILED
+    if state in ACTIVE_STAGES and not task.launched_alive(folder, status):
+        state = FAILED
         error = error or f"the import process stopped unexpectedly (see {folder / LOG_FILE}); resume it to continue"
     return ImportInfo(
         key=folder.name,
@@ -146,7 +147,7 @@ def read_import(folder: Path) -> ImportInfo:
         revision=str(request.get("revision", "main")),
         n_checkpoints=int(request.get("n_checkpoints", tl_hub.DEFAULT_CHECKPOINTS)),
         tokens_per_step=request.get("tokens_per_step"),
-        stage=stage,
+        state=state,
         done=int(status.get("done", 0)),
         total=int(status.get("total", 0)),
         done_bytes=int(status.get("done_bytes", 0)),

@@ -39,6 +39,7 @@ from icl_core.tasks.folder import (
     LOG_FILE,
     STATUS_FILE,
     TaskError,
+    TaskState,
     read_json,
 )
 from icl_core.tasks.job_processes import (
@@ -56,7 +57,7 @@ from icl_core.tasks.job_processes import (
 JOB_FILE = "job.json"
 CONFIG_FILE = "config.json"
 
-QUEUED, RUNNING = "queued", "running"
+QUEUED, RUNNING = TaskState.QUEUED, TaskState.RUNNING
 ACTIVE_STATES = (QUEUED, RUNNING)
 STATES = (*ACTIVE_STATES, FINISHED, CANCELLED, FAILED)  # a job's, the final ones shared by every task kind
 
@@ -65,7 +66,7 @@ STATES = (*ACTIVE_STATES, FINISHED, CANCELLED, FAILED)  # a job's, the final one
 class JobInfo(folder.TaskProgress):
     job_id: str
     run_name: str
-    state: str  # queued, running, finished, cancelled or failed (a crashed worker is "failed")
+    state: TaskState  # queued, running, finished, cancelled or failed (a crashed worker is "failed")
     step: int
     total_steps: int
     tokens: int
@@ -87,9 +88,9 @@ class JobInfo(folder.TaskProgress):
     waiting: bool = False  # queued for room under the server's process cap: no process yet
     owner: str | None = None  # the visitor who started it (one active job each on a shared server: tasks.admission)
 
-    ACTIVE: ClassVar[tuple[str, ...]] = ACTIVE_STATES
+    ACTIVE: ClassVar[tuple[TaskState, ...]] = ACTIVE_STATES
 
-    def progress_fields(self) -> tuple[str, int, int]:
+    def progress_fields(self) -> tuple[TaskState, int, int]:
         return self.state, self.step, self.total_steps
 
 
@@ -413,7 +414,7 @@ def _to_info(job_dir: Path, status: dict[str, Any]) -> JobInfo:
     return JobInfo(
         job_id=job_dir.name,
         run_name=str(job.get("run_name", "")),
-        state=str(status.get("state", FAILED)),
+        state=TaskState.read(status.get("state", FAILED)),
         step=int(status.get("step") or 0),
         total_steps=int(status.get("total_steps") or 0),
         tokens=int(status.get("tokens") or 0),
