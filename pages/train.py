@@ -12,7 +12,15 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
 from icl_core.errors import ICLError
-from icl_core.model.config import LIMITS, MAX_RUN_NAME, MAX_SEED, TrainConfig, load_train_config
+from icl_core.model.config import (
+    LIMITS,
+    MAX_RUN_NAME,
+    MAX_SEED,
+    TRAIN_CHOICES,
+    TrainConfig,
+    field_help,
+    load_train_config,
+)
 from icl_core.server_policy import server_policy
 from icl_core.storage.runs import REPO_ROOT
 from icl_core.tasks import admission, jobs
@@ -112,6 +120,11 @@ def _between(low: int, high: int) -> str:
     return f"{low:,} to {high:,}"
 
 
+def choice_field(column: DeltaGenerator, label: str, name: str) -> None:
+    """A TrainConfig choice as a selectbox: its options and help come from the field (model/config.py)."""
+    column.selectbox(label, TRAIN_CHOICES[name], key=f"train_{name}", help=field_help(TrainConfig, name))
+
+
 def config_form(presets: dict[str, dict[str, Any]]) -> None:
     with st.form("train_form"):
         st.text_input(
@@ -148,7 +161,7 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             help=f"Log-spaced in steps; {_between(2, LIMITS.n_snapshots)}.",
         )
         c[1].number_input("Eval examples", step=8, key="train_eval_examples")
-        c[2].selectbox("Device", ["auto", "cpu", "cuda"], key="train_device", help="auto: a GPU when present.")
+        choice_field(c[2], "Device", "device")
         c[3].number_input(
             "Processes (DDP)", step=1, key="train_nproc",
             help=f"More than 1 runs torchrun; 1 to {server_policy().cpu_count} (this machine's cores).",
@@ -166,10 +179,7 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             c[1].number_input("Weight decay", value=None, step=0.01, key="train_weight_decay")
             c[2].number_input("Gradient clip (0: off)", value=None, step=0.1, key="train_grad_clip")
             c = st.columns(4)
-            c[0].selectbox(
-                "LR schedule", ["cosine", "constant"], key="train_lr_schedule",
-                help="after warmup: cosine decay to 10% of the rate (the shipped runs), or constant",
-            )  # fmt: skip
+            choice_field(c[0], "LR schedule", "lr_schedule")
             c[1].number_input(
                 "Extra snapshots",
                 step=4,
@@ -181,7 +191,7 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             c = st.columns(3)
             c[0].number_input("Log every (steps)", step=1, key="train_log_every")
             c[1].number_input("Resume state every (steps)", step=50, key="train_resume_every")
-            c[2].selectbox("Snapshot dtype", ["float32", "float16"], key="train_snapshot_dtype")
+            choice_field(c[2], "Snapshot dtype", "snapshot_dtype")
         st.form_submit_button("Start training", key="train_submit", type="primary", on_click=submit, args=(presets,))
 
 

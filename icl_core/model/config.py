@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from icl_core.errors import ConfigError
 
@@ -96,6 +96,23 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
 
 
+LrSchedule = Literal["cosine", "constant"]
+Device = Literal["auto", "cpu", "cuda"]
+SnapshotDtype = Literal["float32", "float16"]
+# A choice field's options, once: validation, the Train form's selectboxes and their help all read them here.
+TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": get_args(LrSchedule),
+    "device": get_args(Device),
+    "snapshot_dtype": get_args(SnapshotDtype),
+}
+
+
+def field_help(cls: type, name: str) -> str | None:
+    """A dataclass field's help text (its metadata["help"]): the Train form shows it beside the field."""
+    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+    return None if found is None else found.metadata.get("help")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run; with the same seed a run is reproducible."""
@@ -106,7 +123,10 @@ class TrainConfig:
     batch_size: int = 16
     total_steps: int = 2000
     lr: float = 3e-3
-    lr_schedule: str = "cosine"  # after warmup: "cosine" (to 10% of lr at the end) or "constant"
+    lr_schedule: LrSchedule = field(
+        default="cosine",
+        metadata={"help": "after warmup: cosine decay to 10% of the rate (the shipped runs), or constant"},
+    )
     weight_decay: float = 0.05
     warmup_steps: int = 50
     grad_clip: float = 1.0
@@ -118,8 +138,8 @@ class TrainConfig:
     eval_examples: int = 64  # held-out sequences for the in-context loss curve and the PCA vector
     icl_examples: int = 1024  # held-out sequences for the ICL score and its standard error (8192 in shipped runs)
     compute_icl_score: bool = True
-    device: str = "auto"  # "auto", "cpu" or "cuda"
-    snapshot_dtype: str = "float32"  # "float16" halves the size of shipped runs
+    device: Device = field(default="auto", metadata={"help": "auto: a GPU when present."})
+    snapshot_dtype: SnapshotDtype = field(default="float32", metadata={"help": "float16 halves the size of the run."})
     log_every: int = 10
     resume_every: int = 200  # steps between resume states, besides every snapshot
 
@@ -155,8 +175,9 @@ class TrainConfig:
         _check_int("dense_to_step", self.dense_to_step, 0, LIMITS.total_steps)
         if self.n_dense_snapshots and not 0 < self.dense_from_step < self.dense_to_step:
             raise ConfigError("dense snapshots need 0 < dense_from_step < dense_to_step")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ConfigError(f"lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
+        for name, options in TRAIN_CHOICES.items():
+            if getattr(self, name) not in options:
+                raise ConfigError(f"{name} must be one of {', '.join(map(repr, options))}, got {getattr(self, name)!r}")
         _check_int("warmup_steps", self.warmup_steps, 0, LIMITS.warmup_steps)
         _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "weight_decay", "grad_clip"):
@@ -165,10 +186,6 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a non-negative number (finite), got {value!r}")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
-        if self.snapshot_dtype not in ("float32", "float16"):
-            raise ConfigError(f"snapshot_dtype must be 'float32' or 'float16', got {self.snapshot_dtype!r}")
         if self.n_snapshots < 2:
             raise ConfigError("n_snapshots must be at least 2 (step 0 and the last step)")
         if self.compute_icl_score and self.model.n_ctx <= ICL_LATE_TOKEN:
