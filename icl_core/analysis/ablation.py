@@ -146,8 +146,8 @@ def ablation_hooks(
         later = list(range(min(layer for layer, _ in heads) + 1, model.cfg.n_layers))
         if later and not (clean is not None and all(layer in clean for layer in later)):
             clean = record_patterns(model, tokens, later)
-        assert clean is not None  # given with every later layer, or just recorded
-        hooks = pattern_freezing_hooks({layer: clean[layer] for layer in later}) + hooks
+        frozen = {layer: clean[layer] for layer in later} if clean is not None else {}  # None: no later layer
+        hooks = pattern_freezing_hooks(frozen) + hooks
     return hooks
 
 
