@@ -15,6 +15,7 @@ from icl_core.analysis.text import TextInput, preset_text
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
+from icl_core.storage.snapshots import SnapshotInfo
 from ui import cache, chrome, layout, state, text_charts, training_charts, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
@@ -97,7 +98,7 @@ class AblationViews:
     comparison_html: str
 
 
-def _build_views(chosen: list[Head], mode: AblationMode) -> AblationViews:
+def _build_views(info: SnapshotInfo, chosen: list[Head], mode: AblationMode) -> AblationViews:
     clean = cache.ablation_effect(info, [], mode)
     ablated = cache.ablation_effect(info, chosen, mode)
     curve_df = pd.concat(
@@ -186,11 +187,11 @@ Predicted = tuple[TextInput, tuple[str | None, str] | None]  # the text's notes;
 
 
 def _build_all(
-    chosen: list[Head], mode: AblationMode, text: str
+    info: SnapshotInfo, chosen: list[Head], mode: AblationMode, text: str
 ) -> tuple[AblationViews | ICLError, Predicted | ICLError]:
     """(the ablation's views or why the snapshot is unusable; the text's (TextInput, predictions) or its error)."""
     try:
-        views: AblationViews | ICLError = _build_views(chosen, mode)
+        views: AblationViews | ICLError = _build_views(info, chosen, mode)
     except ICLError as exc:
         views = exc
     try:
@@ -215,7 +216,7 @@ if TEXT_KEY not in st.session_state:
 text = st.session_state[TEXT_KEY]
 # Built first, then drawn (ui/widget_state.py): from the heads and the mode the widgets below will return.
 built = widget_state.Prebuilt(
-    lambda heads_and_mode: _build_all(*heads_and_mode, text),
+    lambda heads_and_mode: _build_all(info, *heads_and_mode, text),
     (_settled_heads(cfg.n_layers, cfg.n_heads), st.session_state.get(MODE_KEY, ABLATION_MODES[0])),
 )
 
@@ -301,8 +302,8 @@ assert not isinstance(views, ICLError)  # st.stop() ended the run above
 clean, ablated = views.clean, views.ablated
 
 
-def _delta(a: float | None, b: float | None) -> str | None:
-    return f"{a - b:+.3f} vs clean" if a is not None and b is not None and chosen else None
+def _delta(a: float | None, b: float | None, ablating: bool = bool(chosen)) -> str | None:
+    return f"{a - b:+.3f} vs clean" if a is not None and b is not None and ablating else None
 
 
 st.subheader(f"Ablated: {_names(chosen)}")
@@ -378,10 +379,10 @@ st.text_input("Text", key=TEXT_KEY, persist_state="session", on_change=chrome.cu
 chrome.text_cut_note(TEXT_KEY)
 
 
-def _predicted() -> Predicted:
-    if isinstance(predicted, ICLError):
-        raise predicted
-    return predicted
+def _predicted(found: Predicted | ICLError = predicted) -> Predicted:
+    if isinstance(found, ICLError):
+        raise found
+    return found
 
 
 shown_predictions = chrome.from_text(_predicted)

@@ -15,6 +15,7 @@ from icl_core.analysis.text import MAX_TEXT_CHARS, PRESETS, TextAnalysis, TextIn
 from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
+from icl_core.storage.snapshots import SnapshotInfo
 from ui import cache, chrome, layout, picks, state, strips, text_charts, timeline, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
@@ -106,7 +107,7 @@ class DestinationViews:
     loss: vega.FilledChart
 
 
-def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> DestinationViews:
+def _destination_views(an: TextAnalysis, query: int, heads: list[Head], tokenizer: Tokenizer) -> DestinationViews:
     n = len(an.tokens)
     present = chrome.presenting()
     strip = block(
@@ -155,7 +156,7 @@ def _destination_views(an: TextAnalysis, query: int, heads: list[Head]) -> Desti
     )
 
 
-def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:
+def _scores_html(an: TextAnalysis, heads: list[Head], info: SnapshotInfo) -> str:
     stored = info.metrics
     smear = stored.smear
     rows = []
@@ -189,7 +190,7 @@ def _scores_html(an: TextAnalysis, heads: list[Head]) -> str:
     )
 
 
-def _settle_destination(an: TextAnalysis, text: str) -> str | None:
+def _settle_destination(an: TextAnalysis, text: str, link: dict[str, str]) -> str | None:
     """Put this text's destination token in session state (the link's, or the last token that repeats); a warning
     when the link's destination is not a position of the text."""
     n = len(an.tokens)
@@ -246,23 +247,28 @@ class TextViews:
     shown: list[Head]  # the heads the heatmaps show
     heatmaps_html: str
     scores: str
+    sel: state.Selection  # the run and step the views are of
+    tokenizer: Tokenizer
 
 
-def _build_text_views(text: str, an: TextAnalysis) -> TextViews:
+def _build_text_views(
+    text: str, an: TextAnalysis, sel: state.Selection, tokenizer: Tokenizer, link: dict[str, str]
+) -> TextViews:
     n_layers, n_heads = an.patterns.shape[:2]
     heads = all_heads(n_layers, n_heads)
-    dest_warning = _settle_destination(an, text)
+    dest_warning = _settle_destination(an, text, link)
     query = st.session_state[QUERY_KEY]
     choice = _settle_heatmap_choice(text, len(an.tokens), n_layers, query)
     shown = heads if choice.layer == ALL_LAYERS else [h for h in heads if f"layer {h[0]}" == choice.layer]
     heatmaps = heatmaps_html(
         an, shown, choice.start, choice.start + choice.window, present=chrome.presenting(), title=HEATMAPS_TITLE
     )
-    first = _destination_views(an, query, heads)
-    return TextViews(text, an, heads, dest_warning, first, choice, shown, heatmaps, _scores_html(an, heads))
+    first = _destination_views(an, query, heads, tokenizer)
+    scores = _scores_html(an, heads, sel.snapshot)
+    return TextViews(text, an, heads, dest_warning, first, choice, shown, heatmaps, scores, sel, tokenizer)
 
 
-def _text_inputs() -> None:
+def _text_inputs(tokenizer: Tokenizer) -> None:
     c1, c2 = st.columns([1, 3])
     with c1:
         st.selectbox("Preset", [*PRESETS, CUSTOM], key=PRESET_KEY, on_change=_fill_preset, persist_state="session")
@@ -303,9 +309,9 @@ def _pick_destination(key: str, n: int) -> None:
 def destination_views(views: TextViews) -> None:
     """Everything that depends on the destination token alone: moving it reruns only this part of the page."""
     timeline.follow_commit()
-    an, n = views.an, len(views.an.tokens)
+    sel, an, n = views.sel, views.an, len(views.an.tokens)
     query = st.session_state[QUERY_KEY]
-    shown = views.first if views.first.query == query else _destination_views(an, query, views.heads)
+    shown = views.first if views.first.query == query else _destination_views(an, query, views.heads, views.tokenizer)
     # A new slider for each text, not the same one with a new value: Streamlit's slider applies a value set by the
     # server in an effect after the browser has painted, so the old thumb stayed on screen ~30-50 ms past the rest
     # of the page (the last change of a new text, in a MutationObserver's record).
@@ -345,7 +351,7 @@ def destination_views(views: TextViews) -> None:
 
 def _heatmap_section(views: TextViews) -> None:
     st.subheader("Attention heatmaps")
-    an, n, choice = views.an, len(views.an.tokens), views.heatmaps
+    sel, an, n, choice = views.sel, views.an, len(views.an.tokens), views.heatmaps
     hc1, hc2, hc3 = st.columns([2, 1, 2])
     hc1.radio("Heads", _layer_options(an.patterns.shape[0]), key=LAYER_KEY, horizontal=True, persist_state="session")
     hc2.selectbox("Tokens shown", WINDOWS, key=WINDOW_KEY, persist_state="session")
@@ -365,6 +371,7 @@ def _heatmap_section(views: TextViews) -> None:
 
 def _pair_section(views: TextViews) -> None:
     """One head at two training steps, side by side: before vs after the phase change by default."""
+    sel, info = views.sel, views.sel.snapshot
     st.subheader("One head at two steps")
     # Off by default: two more heatmaps on every rerun would slow each interaction down for everyone.
     if not st.toggle(
@@ -403,19 +410,19 @@ def _pair_section(views: TextViews) -> None:
 
 
 @st.fragment
-def text_views() -> None:
+def text_views(sel: state.Selection, tokenizer: Tokenizer, link: dict[str, str]) -> None:
     """The text and everything drawn from it: a new text reruns only this part of the page, not the sidebar.
     Built first, then drawn (ui/widget_state.py)."""
     text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
     try:
-        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(info, text)
+        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(sel.snapshot, text)
     except ICLError as exc:  # shown under the text area (chrome.from_text)
         computed = exc
     analysis = None if isinstance(computed, ICLError) else computed[1]
     drawable = analysis is not None and len(analysis.tokens) >= 2  # a text with a token to look at
-    views = _build_text_views(text, analysis) if analysis is not None and drawable else None
+    views = _build_text_views(text, analysis, sel, tokenizer, link) if analysis is not None and drawable else None
 
-    _text_inputs()
+    _text_inputs(tokenizer)
     _link_the_text(text)
 
     def _analysis() -> tuple[TextInput, TextAnalysis]:
@@ -435,4 +442,4 @@ def text_views() -> None:
     st.html(views.scores)
 
 
-text_views()
+text_views(sel, tokenizer, link)

@@ -62,7 +62,7 @@ def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None
         pickable_chart(chart, pick_key)
     else:
         chrome.show_chart(chart, width="stretch")
-    export_buttons(chart, data, f"{sel.run.name} {name}")
+    export_buttons(chart, data, name)
 
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -162,7 +162,7 @@ with c1:
                 **axes,
             ),
             icl,
-            "ICL score",
+            f"{sel.run.name} ICL score",
             "pick_icl",
         )
 with c2:
@@ -185,7 +185,7 @@ with c2:
                 **axes,
             ),
             heads,
-            "prefix-matching",
+            f"{sel.run.name} prefix-matching",
             "pick_heads",
         )
 
@@ -215,7 +215,7 @@ with c3:
             **axes,
         ),
         losses,
-        "loss",
+        f"{sel.run.name} loss",
     )
 with c4:
     last = snaps[-1]
@@ -241,7 +241,7 @@ with c4:
             y_from=chosen,
             present=chrome.presenting(),
         )
-        chart_with_export(chart, df, "loss curves")
+        chart_with_export(chart, df, f"{sel.run.name} loss curves")
         if len(chosen) < len(curves):
             st.caption("The y-axis fits the selected and final steps; step 0's curve (about ln 257 nats) is cut.")
     else:
@@ -330,7 +330,7 @@ else:
         chart_with_export(
             chrome.memo_chart(training_charts.pca_chart, table.rows, rings, table.explained, pick=PICK, timeline=True),
             pd.DataFrame(table.rows),
-            "loss PCA",
+            f"{sel.run.name} loss PCA",
             "pick_pca",
         )
     with right:

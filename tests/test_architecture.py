@@ -55,3 +55,43 @@ def test_it_fits_on_one_screen_and_the_readme_links_instead_of_repeating() -> No
 def test_ui_never_imports_pages() -> None:
     bad = {m: sorted(d for d in deps if d.startswith("pages")) for m, deps in graph().items() if m.startswith("ui")}
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def page_globals_read_by_functions(source: str) -> dict[str, list[str]]:
+    """For each function of a page, the page's own lower-case module-level names it reads in its body (its
+    parameters' defaults are read where the function is defined, in reading order, so they do not count)."""
+    import ast
+
+    tree = ast.parse(source)
+    assigned: set[str] = set()
+    for node in tree.body:
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        for target in targets:
+            names = target.elts if isinstance(target, ast.Tuple) else [target]
+            assigned.update(n.id for n in names if isinstance(n, ast.Name) and not n.id[0].isupper())
+    found: dict[str, list[str]] = {}
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        params = {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
+        body = [n for stmt in node.body for n in ast.walk(stmt)]
+        local = {n.id for n in body if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+        read = {n.id for n in body if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        if bad := sorted((read & assigned) - params - local):
+            found[node.name] = bad
+    return found
+
+
+def test_pages_read_top_to_bottom() -> None:
+    """A page's sections take their inputs as arguments: a function reading a name the page assigns further on
+    (`info`, `sel`, ...) could not be read in the order the page runs."""
+    found = {
+        path.name: bad
+        for path in sorted((ROOT / "pages").glob("*.py"))
+        if (bad := page_globals_read_by_functions(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}
+    assert page_globals_read_by_functions("sel = 1\ndef f():\n    return sel\n") == {"f": ["sel"]}
+    assert page_globals_read_by_functions("sel = 1\ndef f(s=sel):\n    return s\n") == {}
