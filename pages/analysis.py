@@ -15,7 +15,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summa
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
-from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
+from ui import cache, chrome, head_charts, layout, runs, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import Chartish, export_buttons
 from ui.quote import user_text
@@ -221,16 +221,16 @@ else:
 
 # --- Compare runs ----------------------------------------------------------------------------------
 st.subheader("Compare runs")
-runs = {r.name: r for r in state.list_runs()}
-widget_state.keep_only(COMPARE_KEY, runs, default=[sel.run.name])
+compared = {r.name: r for r in state.list_runs()}
+widget_state.keep_only(COMPARE_KEY, compared, default=[sel.run.name])
 chosen = st.multiselect(
-    "Runs", list(runs), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
+    "Runs", list(compared), key=COMPARE_KEY, help="Overlay the chosen runs' ICL score and best induction head score."
 )
 parts: list[dict[str, Any]] = []
 stage_ends: list[int | None] = []
 for name in chosen:
     try:
-        run_snaps = cache.snapshots_of(runs[name].path)
+        run_snaps = runs.snapshots_of(compared[name].path)
         parts.extend({**row, "series": name} for row in summary_rows(run_snaps))
         stage_ends.append(early_stage_end(run_snaps))
     except ICLError as exc:

@@ -16,7 +16,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.storage.snapshots import SnapshotInfo
-from ui import cache, chrome, layout, picks, state, strips, text_charts, timeline, vega, widget_state
+from ui import cache, chrome, layout, picks, runs, state, strips, text_charts, timeline, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -39,7 +39,7 @@ URL_TEXT_MAX = 2_000  # longer texts are not put in the link (browsers and serve
 
 def _tokenizer() -> Tokenizer:
     sel = state.current_selection()
-    return cache.tokenizer_of(sel.snapshot) if sel is not None else BYTES
+    return runs.tokenizer_of(sel.snapshot) if sel is not None else BYTES
 
 
 def _preset(name: str) -> str:
@@ -379,7 +379,7 @@ def _pair_section(views: TextViews) -> None:
     ):
         return
     try:
-        window_pc = cache.phase_window_of(sel.run.path)
+        window_pc = runs.phase_window_of(sel.run.path)
     except ICLError:
         window_pc = None
     by_step = {s.step: s for s in sel.snapshots}

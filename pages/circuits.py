@@ -8,7 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, chrome, head_charts, layout, state, stored_analyses, training_charts, widget_state
+from ui import cache, chrome, head_charts, layout, runs, state, stored_analyses, training_charts, widget_state
 from ui.costly import costly_result
 from ui.export import Chartish, export_buttons
 from ui.quote import user_text
@@ -39,7 +39,7 @@ st.markdown(
 )
 
 try:
-    cache.model_of(info)
+    runs.model_of(info)
 except cache.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot load this snapshot: {user_text(exc, 500)}")
     st.stop()
@@ -211,7 +211,7 @@ except cache.ANALYSIS_ERRORS as exc:
 if rows is None:
     st.stop()  # waiting for the visitor's click
 comp_rows, copy_over = rows
-window = cache.phase_window_of(sel.run.path)
+window = runs.phase_window_of(sel.run.path)
 stage_end = early_stage_end(sel.snapshots)
 tokens_at = {s.step: s.tokens_seen for s in sel.snapshots}
 window_tokens = (tokens_at[window.start_step], tokens_at[window.end_step]) if window else None

@@ -8,7 +8,7 @@ from icl_core.analysis.phase import unigram_entropy_nats
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, layout, state
+from ui import layout, runs, state
 from ui.quote import user_text
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -168,7 +168,7 @@ if sel is None:
     st.info("No run is available yet: train one on the Train page or download one on the Models page.")
 else:
     try:
-        window = cache.phase_window_of(sel.run.path)
+        window = runs.phase_window_of(sel.run.path)
     except ICLError as exc:
         window = None
         st.error(user_text(exc, 500))

@@ -14,7 +14,7 @@ from icl_core.model.config import ICL_FORMULA
 from icl_core.storage import hub, published, tl_hub
 from icl_core.storage.runs import refused_run_links
 from icl_core.tasks import imports
-from ui import cache, state, widget_state
+from ui import runs, state, widget_state
 from ui.quote import user_text
 from ui.relay import run_relaying
 
@@ -45,12 +45,12 @@ flash = st.session_state.pop(FLASH_KEY, None)
 if flash:
     st.success(flash)
 
-runs = state.list_runs()
+known_runs = state.list_runs()
 current = state.current_selection()
-if not runs:
+if not known_runs:
     st.info("No runs yet: train one on the Train page, or download one below.")
 else:
-    rows = [cache.run_overview(r) for r in runs]
+    rows = [runs.run_overview(r) for r in known_runs]
     df = pd.DataFrame(rows)
     columns = [
         "run",

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from icl_core.analysis.pca import highlighted_pca_rows
-from icl_core.analysis.phase import EARLY_STAGE_LABEL, early_stage_end, induction_onset, phase_status
+from icl_core.analysis.phase import EARLY_STAGE_LABEL, PhaseWindow, early_stage_end, induction_onset, phase_status
 from icl_core.analysis.summary import (
     describe_phase_change,
     fmt_tokens,
@@ -22,7 +22,8 @@ from icl_core.analysis.timeline import phase_frames
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
-from ui import cache, chrome, layout, picks, state, strips, timeline, training_charts
+from icl_core.storage.snapshots import SnapshotInfo
+from ui import cache, chrome, layout, picks, runs, state, strips, timeline, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
@@ -65,6 +66,32 @@ def chart_with_export(chart, data: pd.DataFrame, name: str, pick_key: str | None
     export_buttons(chart, data, name)
 
 
+def depth_panel(
+    snaps: list[SnapshotInfo], window: PhaseWindow | None, title: str, x_domain: tuple[int, int] | None, log_x: bool
+) -> dict[str, Any]:
+    """One run's ICL score on both evaluation sets, as a panel of the side-by-side figure ({} when the run has
+    none); its spec is built once per run version and axis (chrome.memo_chart), as it does not follow the step."""
+    both = pd.DataFrame(icl_rows(summary_rows(snaps)))
+    if both.empty:
+        return {}
+    tokens = {s.step: s.tokens_seen for s in snaps}
+    return chrome.memo_chart(
+        training_charts.over_training,
+        both,
+        "icl_score",
+        title,
+        "ICL score (nats)",
+        (tokens[window.start_step], tokens[window.end_step]) if window else None,
+        color="series" if both["series"].nunique() > 1 else None,
+        se="icl_score_se",
+        points=False,
+        height=200,
+        x_domain=x_domain,
+        log_x=log_x,
+        early_stage_end=early_stage_end(snaps),
+    )
+
+
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
 st.title("The phase change")
 st.caption(
@@ -88,7 +115,7 @@ if not seen and any(s.step > 0 for s in snaps):  # a step-labelled import withou
     )
 
 try:
-    window = cache.phase_window_of(sel.run.path)
+    window = runs.phase_window_of(sel.run.path)
 except ICLError as exc:
     st.error(user_text(exc, 500))
     window = None
@@ -191,7 +218,7 @@ with c2:
 
 c3, c4 = layout.panels("losses", 2)
 with c3:
-    log = cache.train_log_of(sel.run.path)
+    log = runs.train_log_of(sel.run.path)
     parts = [pd.DataFrame({"tokens": summary["tokens"], "loss": summary["heldout_loss"], "series": "held-out loss"})]
     if log:
         parts.insert(
@@ -263,12 +290,12 @@ else:
     for (n_layers, ref), column in zip(by_layers.items(), columns, strict=True):
         with column:
             title = f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})"
-            spec = cache.depth_panel(ref.path, title, x_domain, log_x, chrome.presenting())
+            spec = depth_panel(runs.snapshots_of(ref.path), runs.phase_window_of(ref.path), title, x_domain, log_x)
             if not spec:
                 st.info(f"{ref.name} recorded no ICL score.")
                 continue
             chrome.show_chart(spec, width="stretch")
-            run_snaps, run_window = cache.snapshots_of(ref.path), cache.phase_window_of(ref.path)
+            run_snaps, run_window = runs.snapshots_of(ref.path), runs.phase_window_of(ref.path)
             st.caption(describe_phase_change(run_window, run_snaps) + ".")
     st.caption(
         "Olsson et al.'s figure: the same ICL score against tokens seen, one panel per depth, on both evaluation "
@@ -318,13 +345,13 @@ else:
     )
 
 st.subheader("Per-token-loss PCA")
-runs = {r.name: r.path for r in state.list_runs()}
-table = cache.pca_of(runs, sel.run.name)
+run_paths = {r.name: r.path for r in state.list_runs()}
+table = cache.pca_of(run_paths, sel.run.name)
 if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
     highlighted = highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
-    rings = cache.pca_rings_of(runs, sel.run.name)  # every frame's, so the rings follow the timeline
+    rings = cache.pca_rings_of(run_paths, sel.run.name)  # every frame's, so the rings follow the timeline
     left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(

@@ -1,23 +1,19 @@
-"""The st.cache wrappers of the app (ui/stored_analyses.py holds those of analyses a run may carry): each page
-interaction recomputes only what its inputs changed.
+"""What a page asks of a snapshot's analyses, cached: a text's forward pass, ablations and their probes, the joint
+PCA plane, circuits, fuzzy copying. (A run's snapshots, models and tokenizer: ui/runs.py; analyses a run may carry
+precomputed: ui/stored_analyses.py.) Each page interaction recomputes only what its inputs changed.
 
-Models live in st.cache_resource (shared by all sessions, never mutated except for hooks, which are
-added and removed under the model's lock); results live in st.cache_data, keyed on file paths plus
-modification times so a run that is still training, or a re-downloaded one, is picked up. The two results
-read on every rerun (a run's snapshot scan, a text's analysis) are shared resources instead: st.cache_data
-unpickles a copy on every call. Per-run results are keyed on the run folder's signature plus its number of
-snapshots. Loops over a run's snapshots load their own model copies, so they never evict the pages' models
-from the small model cache.
+Results live in st.cache_data, keyed on the weights file plus its modification time (ui/runs.snapshot_key) so a
+run that is still training, or a re-downloaded one, is picked up; a text's analysis, read on every rerun, is a
+shared resource instead (st.cache_data unpickles a copy on every call). Loops over a run's snapshots load their
+own model copies, so they never evict the pages' models from the small model cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 import torch
 
@@ -27,100 +23,19 @@ from icl_core.analysis import (
     circuits,
     fuzzy,
     pca,
-    phase,
-    summary,
 )
 from icl_core.analysis.ablation import AblationMode, run_ablated
-from icl_core.analysis.phase import PhaseWindow
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
 from icl_core.heads import Head
-from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.storage.lock import being_written
-from icl_core.storage.model_cache import LoadedModel, ModelCache
-from icl_core.storage.runs import RunRef, read_train_log
-from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
-from ui import training_charts, vega
+from icl_core.storage.snapshots import SnapshotInfo
+from ui.runs import model_of, run_signature, snapshot_key, snapshots_by_signature, tokenizer_of
 
 # What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
 # the pages show these as st.error instead of a traceback.
 ANALYSIS_ERRORS = (ICLError, ValueError)
-
-
-def _mtime(path: Path) -> int:
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return 0
-
-
-def run_signature(run_dir: Path) -> tuple[str, int, int]:
-    """Changes whenever a snapshot is added or replaced (the folder's mtime) or the manifest is rewritten."""
-    run_dir = Path(run_dir)
-    return (str(run_dir), _mtime(run_dir), _mtime(run_dir / MANIFEST))
-
-
-# Shared, not copied: st.cache_data unpickles its value on every call, 12.6 ms for a 68-snapshot run's scan (its
-# metrics), several times per rerun. Nothing changes a SnapshotInfo after the scan.
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _scan(signature: tuple[str, int, int]) -> SnapshotScan:
-    return scan_snapshots(Path(signature[0]))
-
-
-def _snapshots(signature: tuple[str, int, int]) -> list[SnapshotInfo]:
-    return _scan(signature).snapshots
-
-
-def snapshots_of(run_dir: Path) -> list[SnapshotInfo]:
-    """The run's usable snapshots by step (a snapshot with unreadable or malformed metadata is left out)."""
-    return _snapshots(run_signature(run_dir))
-
-
-def skipped_snapshots_of(run_dir: Path) -> list[str]:
-    """Why each left-out snapshot of the run was left out, one line each."""
-    return _scan(run_signature(run_dir)).skipped
-
-
-def metric_notes_of(run_dir: Path) -> list[str]:
-    """Snapshots kept with some metrics left out (NaN or inf), one line each."""
-    return _scan(run_signature(run_dir)).notes
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _phase_window(signature: tuple[str, int, int]) -> PhaseWindow | None:
-    return phase.phase_window(_snapshots(signature))
-
-
-def phase_window_of(run_dir: Path) -> PhaseWindow | None:
-    return _phase_window(run_signature(run_dir))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _train_log(path: str, mtime: int) -> list[dict[str, float]]:
-    return read_train_log(Path(path))
-
-
-def train_log_of(run_dir: Path) -> list[dict[str, float]]:
-    return _train_log(str(run_dir), _mtime(Path(run_dir) / TRAIN_LOG))
-
-
-def snapshot_key(info: SnapshotInfo) -> tuple[str, int]:
-    return (str(info.weights_path), _mtime(info.weights_path))
-
-
-@st.cache_resource(show_spinner=False)
-def _models() -> ModelCache:
-    return ModelCache()  # one per process, shared by every session; evicts by memory (ICL_MODEL_CACHE_MB)
-
-
-def model_of(info: SnapshotInfo) -> LoadedModel:
-    """The snapshot's model (raises CheckpointError for missing or corrupt weights)."""
-    return _models().get(snapshot_key(info), lambda: load_model(info))
-
-
-def tokenizer_of(info: SnapshotInfo) -> Tokenizer:
-    """The tokenizer the snapshot's model reads (bytes, or an imported run's BPE tokenizer)."""
-    return load_tokenizer(info.model_config.tokenizer, info.run_dir)
 
 
 # Shared, not copied (a 512-token analysis holds ~8 MB of patterns, unpickled on every rerun as cache_data);
@@ -218,7 +133,7 @@ def _pca(signatures: tuple[tuple[str, str, int, int], ...], focus: str) -> pca.P
     per_run, broken = {}, {}
     for name, path, m1, m2 in signatures:
         try:
-            per_run[name] = _snapshots((path, m1, m2))
+            per_run[name] = snapshots_by_signature((path, m1, m2))
         except ICLError as exc:
             broken[name] = f"unreadable ({exc})"
     table = pca.pca_table(per_run, focus)
@@ -252,7 +167,7 @@ def pca_of(runs: dict[str, Path], focus: str) -> pca.PCATable | None:
 def _pca_rings(signatures: tuple[tuple[str, str, int, int], ...], focus: str) -> list[dict[str, Any]]:
     table = _pca(signatures, focus)
     focus_sig = next(sig for sig in signatures if sig[0] == focus)
-    snaps = _snapshots(focus_sig[1:])
+    snaps = snapshots_by_signature(focus_sig[1:])
     return [] if table is None else pca.rings_over_training(table, focus, [(s.step, s.tokens_seen) for s in snaps])
 
 
@@ -261,64 +176,8 @@ def pca_rings_of(runs: dict[str, Path], focus: str) -> list[dict[str, Any]]:
     return _pca_rings(_plane_signatures(runs, focus), focus)
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def _overview(signature: tuple[str, int, int], name: str, source: str) -> dict:
-    ref = RunRef(name, Path(signature[0]), source)
-    try:
-        snaps = _snapshots(signature)
-    except ICLError:
-        snaps = None  # run_overview reports the error in its row
-    return summary.run_overview(ref, snaps)
-
-
-def run_overview(ref: RunRef) -> dict:
-    return _overview(run_signature(ref.path), ref.name, ref.source)
-
-
 # ---------------------------------------------------------------------------------------------
 # Weight-only analyses
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def _depth_panel(
-    signature: tuple[str, int, int], title: str, x_domain: tuple[int, int] | None, log_x: bool, present: bool
-) -> dict[str, Any]:
-    run_dir = Path(signature[0])
-    snaps = snapshots_of(run_dir)
-    both = pd.DataFrame(summary.icl_rows(summary.summary_rows(snaps)))
-    if both.empty:
-        return {}
-    window = phase_window_of(run_dir)
-    tokens = {s.step: s.tokens_seen for s in snaps}
-    chart = training_charts.over_training(
-        both,
-        "icl_score",
-        title,
-        "ICL score (nats)",
-        (tokens[window.start_step], tokens[window.end_step]) if window else None,
-        color="series" if both["series"].nunique() > 1 else None,
-        se="icl_score_se",
-        points=False,
-        height=200,
-        x_domain=x_domain,
-        log_x=log_x,
-        early_stage_end=phase.early_stage_end(snaps),
-    )
-    return vega.vega_lite_spec(vega.finish(chart, present))
-
-
-def depth_panel(
-    run_dir: Path, title: str, x_domain: tuple[int, int] | None, log_x: bool, present: bool
-) -> dict[str, Any]:
-    """The ICL score of one run on both evaluation sets, as a panel of the side-by-side figure (a Vega-Lite spec;
-    {} if the run has no ICL score). Built once per run version and axis: it does not follow the selected step,
-    and building three charts took ~60-150 ms of every Phase change page rerun."""
-    return _depth_panel(run_signature(run_dir), title, x_domain, log_x, present)
-
-
-def run_key(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> tuple[tuple[str, int, int], int]:
-    """Cache key of a run-level result: the run folder's signature and how many snapshots it has."""
-    return run_signature(Path(run_dir)), len(snaps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -116,6 +116,6 @@ def show_chart(chart: Any, **kwargs: Any) -> Any:
     on light and dark themes, with presenter mode's large type when it is on."""
     if isinstance(chart, vega.FilledChart):  # finished when its layout was built
         return st.vega_lite_chart(chart.spec(), **kwargs)
-    if isinstance(chart, dict):  # a spec built and cached already (ui.cache.depth_panel)
+    if isinstance(chart, dict):  # a spec built and cached already (memo_chart)
         return st.vega_lite_chart(chart, **kwargs)
     return st.vega_lite_chart(vega.vega_lite_spec(vega.finish(chart, presenting())), **kwargs)

@@ -30,7 +30,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_icl_prose, fmt_tokens, neares
 from icl_core.errors import ICLError
 from icl_core.storage.runs import RunRef, discover_runs, extra_run_refs
 from icl_core.storage.snapshots import SnapshotInfo, read_run_config
-from ui import cache
+from ui import runs
 from ui.chrome import PRESENT_VALUE, downloads_toggle, presenter_toggle, presenting
 from ui.quote import user_text
 
@@ -76,22 +76,22 @@ def list_runs() -> list[RunRef]:
     return discover_runs(extra=extra_run_refs())
 
 
-def _default_run(runs: list[RunRef]) -> RunRef:
+def _default_run(refs: list[RunRef]) -> RunRef:
     # The plain 2-layer run shows every phenomenon, so a class sees it first.
-    for ref in runs:
+    for ref in refs:
         try:
             cfg = read_run_config(ref.path)
         except ICLError:
             continue
         if ref.source == "shipped" and cfg.model.n_layers == 2 and not cfg.model.smeared_keys:
             return ref
-    return runs[0]
+    return refs[0]
 
 
-def shipped_by_layers(runs: list[RunRef], layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, RunRef]:
+def shipped_by_layers(refs: list[RunRef], layers: tuple[int, ...] = (1, 2, 3)) -> dict[int, RunRef]:
     """The shipped plain (no smeared keys) run of each depth, for the paper's side-by-side figure."""
     found: dict[int, RunRef] = {}
-    for ref in runs:
+    for ref in refs:
         try:
             cfg = read_run_config(ref.path)
         except ICLError:
@@ -106,7 +106,7 @@ def final_icl_by_layers() -> dict[int, str]:
     """'code −0.264 ± 0.028 · prose −0.154 ± 0.057' for the last snapshot of each shipped plain run, by depth."""
     out = {}
     for n, ref in shipped_by_layers(list_runs()).items():
-        snaps = cache.snapshots_of(ref.path)
+        snaps = runs.snapshots_of(ref.path)
         if snaps:
             parts = [
                 f"{name} {value}"
@@ -122,10 +122,10 @@ def request_run(path: Path) -> None:
     st.session_state[PENDING_RUN_KEY] = str(Path(path).resolve())
 
 
-def _apply_pending(runs: list[RunRef]) -> None:
+def _apply_pending(refs: list[RunRef]) -> None:
     pending = st.session_state.pop(PENDING_RUN_KEY, None)
     if pending:
-        for ref in runs:
+        for ref in refs:
             if str(ref.path.resolve()) == pending:
                 st.session_state[RUN_VALUE] = ref.name
                 st.session_state.pop(STEP_VALUE, None)
@@ -244,19 +244,19 @@ def sidebar_picker() -> Selection | None:
 
 def _picker() -> Selection | None:
     st.session_state[SELECTION_KEY] = None
-    runs = list_runs()
+    refs = list_runs()
     with st.sidebar:
         st.subheader("Run and training step")
-        if not runs:
+        if not refs:
             st.info("No runs found. Train one on the **Train** page or download one on the **Models** page.")
             return None
-        by_name = {r.name: r for r in runs}
+        by_name = {r.name: r for r in refs}
         _read_url_once(by_name)
-        _apply_pending(runs)
+        _apply_pending(refs)
         # The canonical choice lives in plain session keys: widget state is dropped whenever a widget is
         # not drawn in a run, and other pages (the phase-change slider, the Models page) change it too.
         if st.session_state.get(RUN_VALUE) not in by_name:
-            st.session_state[RUN_VALUE] = _default_run(runs).name
+            st.session_state[RUN_VALUE] = _default_run(refs).name
         # Set even when equal: a widget drawn from another script (page) gets a new id and would reset.
         st.session_state[RUN_KEY] = st.session_state[RUN_VALUE]
         name = st.selectbox(
@@ -269,18 +269,18 @@ def _picker() -> Selection | None:
         )
         run = by_name[name]
         try:
-            snaps = cache.snapshots_of(run.path)
+            snaps = runs.snapshots_of(run.path)
         except ICLError as exc:
             st.error(f"Cannot read this run: {user_text(exc, 500)}")
             return None
-        skipped = cache.skipped_snapshots_of(run.path)
+        skipped = runs.skipped_snapshots_of(run.path)
         if skipped:
             st.warning(
                 f"{len(skipped)} snapshot(s) of this run are left out: "
                 + "; ".join(user_text(line, 200) for line in skipped[:3])
                 + (" …" if len(skipped) > 3 else "")
             )
-        notes = cache.metric_notes_of(run.path)
+        notes = runs.metric_notes_of(run.path)
         if notes:
             st.warning(
                 "Some stored metrics hold NaN or inf and are shown as n/a: "
@@ -306,7 +306,7 @@ def _picker() -> Selection | None:
             help="Snapshots are log-spaced: dense early, sparse late, like Olsson et al.",
         )
         selection = Selection(run, tuple(snaps), int(step))
-        window = cache.phase_window_of(run.path)
+        window = runs.phase_window_of(run.path)
         icl = fmt_icl(selection.snapshot.metrics)
         icl_txt = f" · ICL score {icl}" if icl else ""
         st.caption(

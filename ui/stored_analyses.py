@@ -14,8 +14,8 @@ import streamlit as st
 from icl_core.analysis import attribution, costs, head_table, precompute
 from icl_core.analysis.ablation import AblationMode
 from icl_core.storage.snapshots import SnapshotInfo
-from ui.cache import model_of, phase_window_of, run_key, snapshot_key, snapshots_of
 from ui.costly import CostlyAnalysis, Progress
+from ui.runs import model_of, phase_window_of, run_key, snapshot_key, snapshots_of
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

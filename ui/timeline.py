@@ -37,7 +37,7 @@ from icl_core.analysis.timeline import (
 )
 from icl_core.heads import Head, head_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model
-from ui import cache, play, server, state, widget_state
+from ui import play, runs, server, state, widget_state
 from ui.chrome import presenting
 from ui.quote import user_text
 from ui.theme import STRIP_RGB, TARGET_COLOR
@@ -250,7 +250,7 @@ def text_timeline(
             play.play_button([s.step for s in snaps], key=f"{key}_play")
         return
     with slot.container():
-        draw(text_frames(snaps, over, dest, heatmap, cache.tokenizer_of(snaps[-1]), selected_step), key)
+        draw(text_frames(snaps, over, dest, heatmap, runs.tokenizer_of(snaps[-1]), selected_step), key)
 
 
 HEATMAP_HEAD_KEY = "attn_timeline_head"  # the head whose heatmap the Attention page's timeline shows
@@ -268,4 +268,4 @@ def text_section(sel: state.Selection, text: str, dest: int, heads: list[Head], 
     widget_state.settle(HEATMAP_HEAD_KEY, names, head_name(best) if best else names[-1])
     head = heads[names.index(st.columns([1, 3])[0].selectbox("Heatmap head", names, key=HEATMAP_HEAD_KEY))]
     window = HeatmapWindow(head, start, size)
-    text_timeline("attn_timeline", cache.run_signature(sel.run.path), sel.snapshots, text, dest, window, sel.step)
+    text_timeline("attn_timeline", runs.run_signature(sel.run.path), sel.snapshots, text, dest, window, sel.step)
