@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import get_args
 
 import numpy as np
 import torch
@@ -26,14 +27,15 @@ from icl_core.analysis.phase import (
 from icl_core.heads import Head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
 from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.storage.snapshot_metrics import IclKey
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 
-ICL_KEYS = ("icl_score", "icl_score_prose")  # the stored ICL score on each evaluation set: held-out code, prose
+ICL_KEYS: tuple[IclKey, ...] = get_args(IclKey)  # the stored ICL score on each evaluation set: held-out code, prose
 
 
-def icl_series(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def icl_series(snaps: Sequence[SnapshotInfo], key: IclKey = "icl_score") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens seen, ICL score, its standard error) of the snapshots that stored an ICL score (`key`: which set)."""
-    rows = [(s.tokens_seen, s.metrics.scalar(key), s.metrics.scalar(f"{key}_se")) for s in snaps]
+    rows = [(s.tokens_seen, *s.metrics.icl_with_se(key)) for s in snaps]
     rows = [(t, v, se if se is not None else math.nan) for t, v, se in rows if v is not None]
     t, v, se = zip(*rows, strict=True) if rows else ((), (), ())
     return np.asarray(t, dtype=float), np.asarray(v, dtype=float), np.asarray(se, dtype=float)
@@ -43,7 +45,7 @@ def _at(snaps: Sequence[SnapshotInfo], step: int) -> SnapshotInfo:
     return next(s for s in snaps if s.step == step)
 
 
-def _icl(snap: SnapshotInfo, key: str = "icl_score") -> float:
+def _icl(snap: SnapshotInfo, key: IclKey = "icl_score") -> float:
     value = snap.metrics.scalar(key)
     if value is None:
         raise ValueError(f"step {snap.step} stores no {key}")
@@ -56,7 +58,7 @@ def window_decades(snaps: Sequence[SnapshotInfo], window: PhaseWindow) -> float:
     return math.log10(_at(snaps, window.end_step).tokens_seen / start)
 
 
-def run_figures(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> dict[str, object]:
+def run_figures(snaps: Sequence[SnapshotInfo], key: IclKey = "icl_score") -> dict[str, object]:
     """Every figure a claim about one run reads, by name (None where the run cannot give it); ICL figures are
     on the evaluation set `key` (one of ICL_KEYS)."""
     t, v, se = icl_series(snaps, key)
@@ -126,7 +128,7 @@ def nearest(snaps: Sequence[SnapshotInfo], tokens: float) -> SnapshotInfo:
 FALL_FROM_TOKENS = 1_000_000  # the ICL fall is measured from here: past the early stage, before the plain windows
 
 
-def fall_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow, key: str = "icl_score") -> float:
+def fall_inside_window(snaps: Sequence[SnapshotInfo], window: PhaseWindow, key: IclKey = "icl_score") -> float:
     """Share of the ICL fall from the 1M-token snapshot (or the window's start, where that comes first: the
     1-layer smeared-key run's window starts at 0.6M tokens) to the final one that happens between the window's
     start and end (stored scores of `key`)."""
@@ -155,13 +157,13 @@ def induction_change_in_tail(snaps: Sequence[SnapshotInfo]) -> float | None:
     return float(max(scores) - min(scores))
 
 
-def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: str = "icl_score") -> tuple[float, float]:
+def neighbour_jitter(snaps: Sequence[SnapshotInfo], key: IclKey = "icl_score") -> tuple[float, float]:
     """(rms difference between consecutive snapshots, mean stored s.e.) over the last third of the tokens: the
     model's own snapshot-to-snapshot noise beside the sampling error the s.e. covers (a pair of independent
     estimates would differ by √2 s.e. rms)."""
     tail = [s for s in linear_tail(snaps) if s.metrics.scalar(key) is not None]
     values = np.array([s.metrics.scalar(key) for s in tail])
-    ses = np.array([s.metrics.scalar(f"{key}_se") or math.nan for s in tail])
+    ses = np.array([s.metrics.icl_with_se(key)[1] or math.nan for s in tail])
     if len(values) < 2:
         return math.nan, math.nan
     return float(np.sqrt(np.mean(np.diff(values) ** 2))), float(np.nanmean(ses))

@@ -18,7 +18,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import head_name
 from icl_core.model.config import ModelConfig
 from icl_core.storage.runs import RunRef
-from icl_core.storage.snapshot_metrics import SnapshotMetrics
+from icl_core.storage.snapshot_metrics import IclKey, SnapshotMetrics
 from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, read_manifest, read_run_config
 
 SAME_DATA = "same as this machine's"  # run_overview's "data" when the run's eval set and training text match ours
@@ -32,13 +32,12 @@ def fmt_tokens(n: int) -> str:
     return str(n)
 
 
-def fmt_icl(metrics: SnapshotMetrics, key: str = "icl_score") -> str | None:
+def fmt_icl(metrics: SnapshotMetrics, key: IclKey = "icl_score") -> str | None:
     """A snapshot's stored ICL score as every page shows it: '-0.223 ± 0.027' (± one standard error); `key`
     names the evaluation set (ICL_SETS)."""
-    value = metrics.scalar(key)
+    value, se = metrics.icl_with_se(key)
     if value is None:
         return None
-    se = metrics.scalar(f"{key}_se")
     return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
@@ -55,7 +54,10 @@ def fmt_icl_prose(metrics: SnapshotMetrics) -> str | None:
     return fmt_icl(metrics, "icl_score_prose")
 
 
-ICL_SETS = {"icl_score": "held-out code", "icl_score_prose": "English prose"}  # stored key -> evaluation set
+ICL_SETS: dict[IclKey, str] = {
+    "icl_score": "held-out code",
+    "icl_score_prose": "English prose",
+}  # stored key -> evaluation set
 
 
 def icl_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from icl_core.model.config import ModelConfig
 
 Grid = tuple[tuple[float, ...], ...]  # one number per head: grid[layer][head]
 
 GRID_METRICS = ("prefix_matching", "previous_token", "copying", "smear")
-SCALAR_METRICS = (
+ScalarMetric = Literal[
     "heldout_loss",
     "train_loss",
     "icl_score",
@@ -27,7 +27,9 @@ SCALAR_METRICS = (
     "icl_score_prose",
     "icl_score_prose_se",
     "icl_examples_prose",
-)
+]
+SCALAR_METRICS: tuple[ScalarMetric, ...] = get_args(ScalarMetric)
+IclKey = Literal["icl_score", "icl_score_prose"]  # the ICL score on held-out code, on English prose
 CURVE_METRICS = ("loss_curve", "pca_losses")
 
 
@@ -56,11 +58,19 @@ class SnapshotMetrics:
         """Whether the snapshot was evaluated at all (an import streams snapshots in before evaluating them)."""
         return any(getattr(self, f.name) is not None for f in fields(self) if f.name != "non_finite")
 
-    def scalar(self, name: str) -> float | None:
+    def scalar(self, name: ScalarMetric) -> float | None:
         """A scalar metric by its stored name, for code that handles both evaluation sets alike."""
         if name not in SCALAR_METRICS:
             raise KeyError(f"{name} is not a scalar metric (one of {', '.join(SCALAR_METRICS)})")
         return getattr(self, name)
+
+    def icl_with_se(self, key: IclKey) -> tuple[float | None, float | None]:
+        """The ICL score on one evaluation set and its standard error (each None where not stored)."""
+        if key == "icl_score":
+            return self.icl_score, self.icl_score_se
+        if key == "icl_score_prose":
+            return self.icl_score_prose, self.icl_score_prose_se
+        raise KeyError(f"{key} is not an ICL score (icl_score or icl_score_prose)")
 
 
 class MetricsError(ValueError):
@@ -84,9 +94,9 @@ def metrics_problem(metrics: Any, cfg: ModelConfig) -> str | None:
     """Why stored metrics cannot be used with this model config, or None if they can."""
     if not isinstance(metrics, dict):
         return "metrics must be a JSON object"
-    for name in SCALAR_METRICS:
-        if metrics.get(name) is not None and not _is_number(metrics[name]):
-            return f"metrics.{name} must be a number, got {short_repr(metrics[name])}"
+    for scalar in SCALAR_METRICS:
+        if metrics.get(scalar) is not None and not _is_number(metrics[scalar]):
+            return f"metrics.{scalar} must be a number, got {short_repr(metrics[scalar])}"
     for name in GRID_METRICS:
         grid = metrics.get(name)
         if grid is None:
