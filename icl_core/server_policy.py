@@ -19,8 +19,8 @@ from dataclasses import dataclass
 SHARED_ENV, MAX_PROCESSES_ENV = "ICL_SHARED_SERVER", "ICL_MAX_JOB_PROCESSES"
 MAX_WAITING_ENV, PROXY_HOPS_ENV = "ICL_MAX_WAITING_JOBS", "ICL_PROXY_HOPS"
 SHARED_MAX_WAITING = 3  # jobs queued on a shared server: with one training process at a time, a 4th waits an hour
-# Training on a shared server yields the CPU to the pages: at the same priority one job made every visitor's text
-# build 5-10x slower (benchmarks/classroom.py --hostile); the job still gets every cycle the pages leave.
+# Training on a shared server yields the CPU to the pages: with 2 visitors, one job at the same priority made a new
+# text's timeline 8-11x slower, at nice 15 4-5x (benchmarks/classroom.py --hostile); it gets what the pages leave.
 JOB_NICE = 15
 JOBS_PER_VISITOR = 1  # active (running or queued) jobs per visitor on a shared server
 
