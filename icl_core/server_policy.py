@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 SHARED_ENV, MAX_PROCESSES_ENV = "ICL_SHARED_SERVER", "ICL_MAX_JOB_PROCESSES"
 MAX_WAITING_ENV, PROXY_HOPS_ENV = "ICL_MAX_WAITING_JOBS", "ICL_PROXY_HOPS"
-SHARED_MAX_WAITING = 3  # jobs queued on a shared server: with one training process at a time, a 4th waits an hour
+SHARED_MAX_WAITING = 3  # jobs queued behind the running one(s): each may train for many minutes, so a longer
+# queue would only promise waits nobody stays for
 # Training on a shared server yields the CPU to the pages: with 2 visitors, one job at the same priority made a new
 # text's timeline 8-11x slower, at nice 15 4-5x (benchmarks/classroom.py --hostile); it gets what the pages leave.
 JOB_NICE = 15
