@@ -156,8 +156,7 @@ class Visitor:
             fwd.ParseFromString(raw)
             kind = fwd.WhichOneof("type")
             if kind == "delta":
-                self._read_delta(fwd, result, drawn)
-                self._mark(fwd, result, start)
+                self._read_delta(fwd, result, drawn, time.perf_counter() - start)
             elif kind == "navigation":
                 self.pages = {p.url_pathname: p.page_script_hash for p in fwd.navigation.app_pages}
             elif kind == "page_info_changed":  # the browser's address bar follows: the next rerun sends it
@@ -174,18 +173,8 @@ class Visitor:
         self.widgets.update(drawn)
         return result
 
-    def _mark(self, fwd: ForwardMsg, result: RunResult, start: float) -> None:
-        element = fwd.delta.new_element if fwd.delta.WhichOneof("type") == "new_element" else None
-        kind = element.WhichOneof("type") if element is not None else None
-        if element is None or kind not in ("markdown", "alert"):
-            return
-        body = getattr(element, kind).body
-        for text in self.watch:
-            if text in body and text not in result.first_seen:
-                result.first_seen[text] = time.perf_counter() - start
-
-    @staticmethod
-    def _read_delta(fwd: ForwardMsg, result: RunResult, drawn: dict[str, Widget]) -> None:
+    def _read_delta(self, fwd: ForwardMsg, result: RunResult, drawn: dict[str, Widget], elapsed: float) -> None:
+        """What one element tells: an exception, an alert, a toast, a keyed widget, or a watched text's arrival."""
         delta = fwd.delta
         if delta.WhichOneof("type") != "new_element":
             return
@@ -200,6 +189,10 @@ class Visitor:
             result.alerts.append(body.body)
         elif kind == "toast":
             result.toasts.append(body.body)
+        if kind in ("markdown", "alert"):
+            for text in self.watch:
+                if text in body.body and text not in result.first_seen:
+                    result.first_seen[text] = elapsed
         fields = type(body).DESCRIPTOR.fields_by_name
         element_id = body.id if "id" in fields else ""
         if isinstance(element_id, str) and element_id.startswith("$$ID-"):
