@@ -42,20 +42,20 @@ class ServerPolicy:
 def server_policy() -> ServerPolicy:
     """The policy now (read from the environment at each call, so a test or an operator can change it)."""
     cpus = os.cpu_count() or 1
+    on_space = bool(os.environ.get("SPACE_ID") or os.environ.get("SPACE_HOST"))
     forced = os.environ.get(SHARED_ENV, "").strip().lower()
     if forced in ("1", "true", "yes"):
         shared = True
     elif forced in ("0", "false", "no"):
         shared = False
     else:
-        shared = bool(os.environ.get("SPACE_ID") or os.environ.get("SPACE_HOST"))
+        shared = on_space
     raw = os.environ.get(MAX_PROCESSES_ENV, "").strip()
     if raw.isdigit() and int(raw) > 0:
         cap: int | None = int(raw)
     else:
         # Shared: half the cores for training, the rest for the pages every visitor is using (one on 2 cores).
         cap = max(1, cpus // 2) if shared else None
-    on_space = bool(os.environ.get("SPACE_ID") or os.environ.get("SPACE_HOST"))
     waiting = _count(MAX_WAITING_ENV, SHARED_MAX_WAITING if shared else None)
     hops = _count(PROXY_HOPS_ENV, 1 if on_space else 0)
     return ServerPolicy(shared, cap, cpus, waiting, hops or 0)

@@ -193,14 +193,14 @@ def _import_action(action: str, info: imports.ImportInfo) -> None:
 def _import_card(info: imports.ImportInfo) -> None:
     with st.container(border=True):
         st.markdown(f"**{user_text(info.repo_id)}** · {info.state}")
-        if info.state == "downloading":
+        if info.state == imports.DOWNLOADING:
             text = f"downloaded, converted and evaluated {info.done} of {info.total} checkpoints, one at a time "
             text += f"({hub.fmt_mb(info.done_bytes)} of {hub.fmt_mb(info.total_bytes)} downloaded)"
-        elif info.state == "evaluating":
+        elif info.state == imports.EVALUATING:
             text = f"evaluated {info.done} of {info.total} checkpoints left by an earlier attempt"
         else:
             text = user_text(info.message, 200) or info.state
-        st.progress(1.0 if info.state == "finished" else info.fraction, text=text)
+        st.progress(1.0 if info.state == imports.FINISHED else info.fraction, text=text)
         if info.error:
             st.error(user_text(info.error, 500))
         if info.active:

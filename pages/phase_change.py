@@ -290,12 +290,12 @@ else:
     for (n_layers, ref), column in zip(by_layers.items(), columns, strict=True):
         with column:
             title = f"{n_layers} layer{'s' * (n_layers > 1)} ({ref.name})"
-            spec = depth_panel(runs.snapshots_of(ref.path), runs.phase_window_of(ref.path), title, x_domain, log_x)
+            run_snaps, run_window = runs.snapshots_of(ref.path), runs.phase_window_of(ref.path)
+            spec = depth_panel(run_snaps, run_window, title, x_domain, log_x)
             if not spec:
                 st.info(f"{ref.name} recorded no ICL score.")
                 continue
             chrome.show_chart(spec, width="stretch")
-            run_snaps, run_window = runs.snapshots_of(ref.path), runs.phase_window_of(ref.path)
             st.caption(describe_phase_change(run_window, run_snaps) + ".")
     st.caption(
         "Olsson et al.'s figure: the same ICL score against tokens seen, one panel per depth, on both evaluation "

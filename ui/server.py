@@ -4,6 +4,7 @@ the first page run kept out of the garbage collector's full scans."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import threading
 import time
@@ -85,21 +86,26 @@ def on_release(hook: Callable[[], None]) -> None:
     _RELEASE_HOOKS.append(hook)
 
 
-def release_memory() -> None:
-    """Let the caches drop what is idle, collect the garbage and hand the allocator's free pages back to the
-    system (glibc only)."""
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, looked up once (find_library runs ldconfig), or None on another C library."""
     import ctypes
     import ctypes.util
 
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
+def release_memory() -> None:
+    """Let the caches drop what is idle, collect the garbage and hand the allocator's free pages back to the
+    system (glibc only)."""
     for hook in list(_RELEASE_HOOKS):
         with contextlib.suppress(Exception):  # a cache that cannot drop keeps its memory; the rest still goes
             hook()
     gc.collect()
-    libc_name = ctypes.util.find_library("c")
-    if libc_name:
-        libc = ctypes.CDLL(libc_name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _trim_loop() -> None:
