@@ -16,7 +16,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads, random_other_head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
 from icl_core.storage.snapshots import SnapshotInfo
-from ui import cache, chrome, layout, state, text_charts, training_charts, vega, widget_state
+from ui import analyses, chrome, layout, state, text_charts, training_charts, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.quote import user_text
@@ -99,8 +99,8 @@ class AblationViews:
 
 
 def _build_views(info: SnapshotInfo, chosen: list[Head], mode: AblationMode) -> AblationViews:
-    clean = cache.ablation_effect(info, [], mode)
-    ablated = cache.ablation_effect(info, chosen, mode)
+    clean = analyses.ablation_effect(info, [], mode)
+    ablated = analyses.ablation_effect(info, chosen, mode)
     curve_df = pd.concat(
         [
             pd.DataFrame({"index": np.arange(len(e.loss_curve)), "loss": moving_average(e.loss_curve), "series": name})
@@ -129,7 +129,7 @@ def _build_views(info: SnapshotInfo, chosen: list[Head], mode: AblationMode) -> 
     # (Chrome's profiler, a facet chart of a few bars), a table a few. The downloads still draw the chart.
     rows = []
     for name, hs in scenarios:
-        e = cache.ablation_effect(info, hs, mode)
+        e = analyses.ablation_effect(info, hs, mode)
         rows.append(
             {
                 "scenario": name,
@@ -195,7 +195,7 @@ def _build_all(
     except ICLError as exc:
         views = exc
     try:
-        prepared, rows = cache.ablated_predictions(info, text, chosen, mode)
+        prepared, rows = analyses.ablated_predictions(info, text, chosen, mode)
         predicted: Predicted | ICLError = (prepared, _predictions_views(rows) if rows else None)
     except ICLError as exc:  # shown under the text box (chrome.from_text)
         predicted = exc
@@ -332,7 +332,7 @@ metrics.metric(
 icl_value = f"{ablated.icl_score:+.3f}" if ablated.icl_score is not None else "n/a"
 stored_icl = fmt_icl(info.metrics)
 metrics.metric(
-    f"ICL score, windowed estimate ({len(cache.probes(sel.snapshot).heldout)} examples)",
+    f"ICL score, windowed estimate ({len(analyses.probes(sel.snapshot).heldout)} examples)",
     icl_value,
     _delta(ablated.icl_score, clean.icl_score),
     delta_color="inverse",
@@ -346,7 +346,7 @@ metrics.metric(
     ),
     width="content",
 )
-probes = cache.probes(sel.snapshot)
+probes = analyses.probes(sel.snapshot)
 st.caption(
     f"Measured on {len(probes.repeated)} sequences of {probes.half_len} random tokens shown twice, and on "
     f"{len(probes.heldout)} held-out examples for the loss curve; the ICL score here averages tokens "

@@ -15,8 +15,7 @@ from icl_core.analysis.summary import fmt_icl, fmt_tokens, one_layer_note, summa
 from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD
 from icl_core.model.config import ICL_FORMULA
-from ui import cache, chrome, head_charts, layout, runs, state, stored_analyses, training_charts, widget_state
-from ui.costly import costly_result
+from ui import analyses, chrome, head_charts, layout, runs, state, training_charts, widget_state
 from ui.export import Chartish, export_buttons
 from ui.quote import user_text
 
@@ -52,8 +51,8 @@ mode = c1.radio(
 sort_by = c2.radio("Sort by", list(SORT_LABEL), key=SORT_KEY, horizontal=True, format_func=SORT_LABEL.get)
 table = None
 try:
-    table = costly_result(stored_analyses.ablation_table_of(info, mode), "btn_ablation_table")
-except cache.ANALYSIS_ERRORS as exc:
+    table = analyses.ablation_table(info, mode, ask_key="btn_ablation_table")
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot ablate this snapshot's heads: {user_text(exc, 500)}")
 if table is not None:
     df = pd.DataFrame(table.records())
@@ -129,17 +128,16 @@ attr_mode = st.radio(
     format_func=lambda m: AblationMode(m).label,
 )
 attr = None
-attr_job = stored_analyses.phase_attribution_of(sel.run.path, snaps, attr_mode)
-try:
-    attr = costly_result(attr_job, "btn_phase_attribution")
-except cache.ANALYSIS_ERRORS as exc:
-    st.error(f"Cannot attribute the phase change: {user_text(exc, 500)}")
+if runs.phase_window_of(sel.run.path) is None:
+    st.info(
+        f"**{sel.run.name}** shows no phase change, so there is nothing to attribute."
+        + (f" {one_layer_note(cfg)}" if one_layer_note(cfg) else "")
+    )
 else:
-    if attr is None and attr_job.stored[0]:
-        st.info(
-            f"**{sel.run.name}** shows no phase change, so there is nothing to attribute."
-            + (f" {one_layer_note(cfg)}" if one_layer_note(cfg) else "")
-        )
+    try:
+        attr = analyses.phase_attribution(sel.run.path, snaps, attr_mode, ask_key="btn_phase_attribution")
+    except analyses.ANALYSIS_ERRORS as exc:
+        st.error(f"Cannot attribute the phase change: {user_text(exc, 500)}")
 if attr is not None:
     adf = pd.DataFrame(attr.records())
     left, right = layout.panels("attribution", 2)
@@ -159,8 +157,8 @@ if attr is not None:
         )
         over: list[dict[str, Any]] | None = []
         try:
-            over = costly_result(stored_analyses.attribution_over_training_of(sel.run.path, snaps, attr_mode), OVER_KEY)
-        except cache.ANALYSIS_ERRORS as exc:
+            over = analyses.attribution_over_training(sel.run.path, snaps, attr_mode, ask_key=OVER_KEY)
+        except analyses.ANALYSIS_ERRORS as exc:
             st.error(f"Cannot compute the attribution over training: {user_text(exc, 500)}")
         if over:
             odf = pd.DataFrame(over)
@@ -187,8 +185,8 @@ st.caption(
     "replaced by its nearest neighbour in the model's own embedding."
 )
 try:
-    results, examples = cache.fuzzy_of(info)
-except cache.ANALYSIS_ERRORS as exc:
+    results, examples = analyses.fuzzy_of(info)
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot run the fuzzy copying probe: {user_text(exc, 500)}")
 else:
     rows = fuzzy.fuzzy_rows(results)

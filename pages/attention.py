@@ -16,7 +16,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import Head, all_heads, head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.storage.snapshots import SnapshotInfo
-from ui import cache, chrome, layout, picks, runs, state, strips, text_charts, timeline, vega, widget_state
+from ui import analyses, chrome, layout, picks, runs, state, strips, text_charts, timeline, vega, widget_state
 from ui.blocks import block, note
 from ui.export import export_buttons
 from ui.heatmaps import heatmaps_html
@@ -399,7 +399,7 @@ def _pair_section(views: TextViews) -> None:
     for col, pair_step in zip(layout.panels("pair", 2), (step_a, step_b), strict=True):
         with col:
             try:
-                _, other = cache.text_analysis(by_step[pair_step], views.text)
+                _, other = analyses.text_analysis(by_step[pair_step], views.text)
             except ICLError as exc:
                 st.error(f"Cannot use step {pair_step:,}: {user_text(exc, 300)}")
                 continue
@@ -415,7 +415,7 @@ def text_views(sel: state.Selection, tokenizer: Tokenizer, link: dict[str, str])
     Built first, then drawn (ui/widget_state.py)."""
     text = st.session_state.get(TEXT_KEY, "")  # the text area below shows and returns this value
     try:
-        computed: tuple[TextInput, TextAnalysis] | ICLError = cache.text_analysis(sel.snapshot, text)
+        computed: tuple[TextInput, TextAnalysis] | ICLError = analyses.text_analysis(sel.snapshot, text)
     except ICLError as exc:  # shown under the text area (chrome.from_text)
         computed = exc
     analysis = None if isinstance(computed, ICLError) else computed[1]

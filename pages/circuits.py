@@ -8,8 +8,7 @@ import streamlit as st
 from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
-from ui import cache, chrome, head_charts, layout, runs, state, stored_analyses, training_charts, widget_state
-from ui.costly import costly_result
+from ui import analyses, chrome, head_charts, layout, runs, state, training_charts, widget_state
 from ui.export import Chartish, export_buttons
 from ui.quote import user_text
 
@@ -40,7 +39,7 @@ st.markdown(
 
 try:
     runs.model_of(info)
-except cache.ANALYSIS_ERRORS as exc:
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot load this snapshot: {user_text(exc, 500)}")
     st.stop()
 
@@ -60,8 +59,8 @@ if cfg.n_layers < 2:
     )
 else:
     try:
-        comp = cache.composition_of(info)
-    except cache.ANALYSIS_ERRORS as exc:
+        comp = analyses.composition_of(info)
+    except analyses.ANALYSIS_ERRORS as exc:
         st.error(f"Cannot compute composition scores: {user_text(exc, 500)}")
     if comp is not None:
         chart: Chartish = head_charts.composition_heatmaps(comp)
@@ -89,8 +88,8 @@ else:
 st.subheader("Copying scores")
 copy_rows = None
 try:
-    copy_rows = cache.copying_of(info)
-except cache.ANALYSIS_ERRORS as exc:
+    copy_rows = analyses.copying_of(info)
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute copying scores: {user_text(exc, 500)}")
 if copy_rows:
     left, right = layout.panels("copying", [3, 2])
@@ -154,10 +153,10 @@ if earlier:
     prev = by_name[prev_name]
 
 try:
-    qk = cache.circuit_of(info, "qk", head, n_tokens)
-    ov = cache.circuit_of(info, "ov", head, n_tokens)
-    kqk = cache.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
-except cache.ANALYSIS_ERRORS as exc:
+    qk = analyses.circuit_of(info, "qk", head, n_tokens)
+    ov = analyses.circuit_of(info, "ov", head, n_tokens)
+    kqk = analyses.circuit_of(info, "kqk", head, n_tokens, prev) if prev else None
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute this head's circuits: {user_text(exc, 500)}")
 else:
     left, right = layout.panels("qk", 2)
@@ -202,10 +201,8 @@ else:
 # --- Over training -------------------------------------------------------------------------------
 st.subheader("Over training")
 try:
-    rows = costly_result(
-        stored_analyses.circuits_over_training(sel.run.path, sel.snapshots), "btn_circuits_over_training"
-    )
-except cache.ANALYSIS_ERRORS as exc:
+    rows = analyses.circuits_over_training(sel.run.path, sel.snapshots, ask_key="btn_circuits_over_training")
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot compute scores over training: {user_text(exc, 500)}")
     st.stop()
 if rows is None:

@@ -23,7 +23,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
 from icl_core.storage.snapshots import SnapshotInfo
-from ui import cache, chrome, layout, picks, runs, state, strips, timeline, training_charts
+from ui import analyses, chrome, layout, picks, runs, state, strips, timeline, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
@@ -319,9 +319,9 @@ text = st.text_area(
 chrome.text_cut_note(LOSS_TEXT_KEY)
 by_step = {s.step: s for s in snaps}
 try:
-    _, before = cache.text_analysis(by_step[pair[0]], text)
-    prepared, after = cache.text_analysis(by_step[pair[1]], text)
-except cache.ANALYSIS_ERRORS as exc:
+    _, before = analyses.text_analysis(by_step[pair[0]], text)
+    prepared, after = analyses.text_analysis(by_step[pair[1]], text)
+except analyses.ANALYSIS_ERRORS as exc:
     st.error(user_text(exc, 500))
 else:
     change = after.losses - before.losses
@@ -346,12 +346,12 @@ else:
 
 st.subheader("Per-token-loss PCA")
 run_paths = {r.name: r.path for r in state.list_runs()}
-table = cache.pca_of(run_paths, sel.run.name)
+table = analyses.pca_of(run_paths, sel.run.name)
 if table is None:
     st.info("Not enough snapshots with stored per-token losses to draw the PCA plane.")
 else:
     highlighted = highlighted_pca_rows(table, sel.run.name, step, tokens_at[step])
-    rings = cache.pca_rings_of(run_paths, sel.run.name)  # every frame's, so the rings follow the timeline
+    rings = analyses.pca_rings_of(run_paths, sel.run.name)  # every frame's, so the rings follow the timeline
     left, right = layout.panels("pca", [2, 1])
     with left:
         chart_with_export(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,10 @@ from icl_core.errors import ICLError
 from icl_core.model.config import (
     LIMITS,
     MAX_RUN_NAME,
-    MAX_SEED,
-    TRAIN_CHOICES,
+    FormField,
+    ModelConfig,
     TrainConfig,
-    field_help,
+    form_field,
     load_train_config,
 )
 from icl_core.server_policy import server_policy
@@ -32,35 +32,39 @@ CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULTS_PRESET = "(defaults)"
 MAX_ENDED_JOBS_SHOWN = 15
 
+PROCESSES = "nproc"  # a form entry that is not a config field: how many processes train the run
+BROWSER_MAX_INT = 2**53 - 1  # a browser number field holds integers up to this exactly
+# The form's layout, row by row; each field's label, help, step and bounds come from its dataclass (model/config.py).
+MODEL_ROWS = (
+    ("model.n_layers", "model.n_heads", "model.d_model", "model.d_head", "model.n_ctx"),
+    ("model.smeared_keys",),
+)
+TRAINING_ROWS = (
+    ("batch_size", "total_steps", "lr", "seed"),
+    ("n_snapshots", "eval_examples", "device", PROCESSES),
+    ("compute_icl_score", "icl_examples"),
+)
+ADVANCED_ROWS = (
+    ("warmup_steps", "weight_decay", "grad_clip"),
+    ("lr_schedule", "n_dense_snapshots", "dense_from_step", "dense_to_step"),
+    ("log_every", "resume_every", "snapshot_dtype"),
+)
+WIDE = {"compute_icl_score": 2}  # columns a field takes in its row (1 unless named): its label is long
 # widget key -> path inside the config dict; the preset fills them, the form reads them back.
 FIELDS: dict[str, tuple[str, ...]] = {
-    "train_n_layers": ("model", "n_layers"),
-    "train_n_heads": ("model", "n_heads"),
-    "train_d_model": ("model", "d_model"),
-    "train_d_head": ("model", "d_head"),
-    "train_n_ctx": ("model", "n_ctx"),
-    "train_smeared_keys": ("model", "smeared_keys"),
-    "train_batch_size": ("batch_size",),
-    "train_total_steps": ("total_steps",),
-    "train_lr": ("lr",),
-    "train_seed": ("seed",),
-    "train_n_snapshots": ("n_snapshots",),
-    "train_eval_examples": ("eval_examples",),
-    "train_compute_icl_score": ("compute_icl_score",),
-    "train_icl_examples": ("icl_examples",),
-    "train_lr_schedule": ("lr_schedule",),
-    "train_n_dense_snapshots": ("n_dense_snapshots",),
-    "train_dense_from_step": ("dense_from_step",),
-    "train_dense_to_step": ("dense_to_step",),
-    "train_device": ("device",),
-    "train_warmup_steps": ("warmup_steps",),
-    "train_weight_decay": ("weight_decay",),
-    "train_grad_clip": ("grad_clip",),
-    "train_log_every": ("log_every",),
-    "train_resume_every": ("resume_every",),
-    "train_snapshot_dtype": ("snapshot_dtype",),
+    f"train_{path.split('.')[-1]}": tuple(path.split("."))
+    for rows in (MODEL_ROWS, TRAINING_ROWS, ADVANCED_ROWS)
+    for row in rows
+    for path in row
+    if path != PROCESSES
 }
-FLOAT_KEYS = {"train_lr", "train_weight_decay", "train_grad_clip"}
+
+
+def _form_field(path: tuple[str, ...]) -> FormField:
+    return form_field(ModelConfig if path[0] == "model" else TrainConfig, path[-1])
+
+
+FLOAT_KEYS = {key for key, path in FIELDS.items() if _form_field(path).kind == "float"}
 
 
 def load_presets() -> tuple[dict[str, dict[str, Any]], list[str]]:
@@ -116,13 +120,34 @@ def submit(presets: dict[str, dict[str, Any]]) -> None:
     st.session_state.train_run_name = jobs.suggest_run_name(info.run_name)
 
 
-def _between(low: int, high: int) -> str:
-    return f"{low:,} to {high:,}"
+def config_widget(column: DeltaGenerator, key: str) -> None:
+    """One config field's widget, drawn from its declaration (model/config.form_field)."""
+    if key == f"train_{PROCESSES}":
+        column.number_input(
+            "Processes (DDP)", step=1, key=key,
+            help=f"More than 1 runs torchrun; 1 to {server_policy().cpu_count} (this machine's cores).",
+        )  # fmt: skip
+        return
+    spec = _form_field(FIELDS[key])
+    bounds = None if spec.low is None or spec.high is None else f"{spec.low:,} to {min(spec.high, BROWSER_MAX_INT):,}"
+    help_text = "; ".join(part for part in (spec.help, bounds) if part) or None
+    if spec.kind == "choice":
+        column.selectbox(spec.label, spec.options, key=key, help=help_text)
+    elif spec.kind == "bool":
+        column.checkbox(spec.label, key=key, help=help_text)
+    elif spec.kind == "float":
+        # value=None: a value Streamlit cannot take (NaN, inf) becomes None, which validation refuses, instead of
+        # the widget's default (0), which it would accept.
+        column.number_input(spec.label, value=None, step=spec.step, format="%.5f", key=key, help=help_text)
+    else:
+        column.number_input(spec.label, step=int(spec.step or 1), key=key, help=help_text)
 
 
-def choice_field(column: DeltaGenerator, label: str, name: str) -> None:
-    """A TrainConfig choice as a selectbox: its options and help come from the field (model/config.py)."""
-    column.selectbox(label, TRAIN_CHOICES[name], key=f"train_{name}", help=field_help(TrainConfig, name))
+def config_rows(rows: tuple[tuple[str, ...], ...]) -> None:
+    for row in rows:
+        widths = [WIDE.get(path.split(".")[-1], 1) for path in row]
+        for column, path in zip(st.columns(widths), row, strict=True):
+            config_widget(column, f"train_{path.split('.')[-1]}")
 
 
 def config_form(presets: dict[str, dict[str, Any]]) -> None:
@@ -137,61 +162,11 @@ def config_form(presets: dict[str, dict[str, Any]]) -> None:
             f"evaluation tokens per snapshot (eval examples x context), {LIMITS.n_snapshots} snapshots."
         )
         st.markdown("**Model** (attention-only transformer)")
-        c: Sequence[DeltaGenerator] = st.columns(5)  # reused for each row of fields
-        c[0].number_input("Layers", step=1, key="train_n_layers", help=_between(1, LIMITS.n_layers))
-        c[1].number_input("Heads", step=1, key="train_n_heads", help=_between(1, LIMITS.n_heads))
-        c[2].number_input("d_model", step=8, key="train_d_model", help=_between(1, LIMITS.d_model))
-        c[3].number_input("d_head", step=4, key="train_d_head", help=_between(1, LIMITS.d_head))
-        c[4].number_input("Context (n_ctx)", step=64, key="train_n_ctx", help=_between(1, LIMITS.n_ctx))
-        st.checkbox("Smeared keys", key="train_smeared_keys", help="Olsson et al.'s smeared-key architecture.")
+        config_rows(MODEL_ROWS)
         st.markdown("**Training**")
-        c = st.columns(4)
-        c[0].number_input("Batch size", step=1, key="train_batch_size", help=_between(1, LIMITS.batch_size))
-        c[1].number_input("Steps", step=100, key="train_total_steps", help=_between(1, LIMITS.total_steps))
-        # value=None: a value Streamlit cannot take (NaN, inf) becomes None, which validation refuses, instead of
-        # the widget's default (0), which it would accept.
-        c[2].number_input("Learning rate", value=None, step=1e-4, format="%.5f", key="train_lr")
-        # A browser number field holds integers up to 2^53 - 1 exactly.
-        c[3].number_input("Seed", step=1, key="train_seed", help=f"0 to {min(MAX_SEED, 2**53 - 1):,}")
-        c = st.columns(4)
-        c[0].number_input(
-            "Snapshots",
-            step=1,
-            key="train_n_snapshots",
-            help=f"Log-spaced in steps; {_between(2, LIMITS.n_snapshots)}.",
-        )
-        c[1].number_input("Eval examples", step=8, key="train_eval_examples")
-        choice_field(c[2], "Device", "device")
-        c[3].number_input(
-            "Processes (DDP)", step=1, key="train_nproc",
-            help=f"More than 1 runs torchrun; 1 to {server_policy().cpu_count} (this machine's cores).",
-        )  # fmt: skip
-        c = st.columns([2, 1])
-        c[0].checkbox("Compute the ICL score (needs n_ctx > 500)", key="train_compute_icl_score")
-        c[1].number_input(
-            "ICL examples", step=256, key="train_icl_examples",
-            help="Held-out examples for each snapshot's ICL score: its standard error shrinks as 1/√n "
-            "(about 0.09 nats at 1024, 0.03 at 8192, the shipped runs' value).",
-        )  # fmt: skip
+        config_rows(TRAINING_ROWS)
         with st.expander("Advanced"):
-            c = st.columns(3)
-            c[0].number_input("Warmup steps", step=10, key="train_warmup_steps")
-            c[1].number_input("Weight decay", value=None, step=0.01, key="train_weight_decay")
-            c[2].number_input("Gradient clip (0: off)", value=None, step=0.1, key="train_grad_clip")
-            c = st.columns(4)
-            choice_field(c[0], "LR schedule", "lr_schedule")
-            c[1].number_input(
-                "Extra snapshots",
-                step=4,
-                key="train_n_dense_snapshots",
-                help="log-spaced between the two steps on the right: denser through a phase change",
-            )
-            c[2].number_input("… from step", step=100, key="train_dense_from_step")
-            c[3].number_input("… to step", step=100, key="train_dense_to_step")
-            c = st.columns(3)
-            c[0].number_input("Log every (steps)", step=1, key="train_log_every")
-            c[1].number_input("Resume state every (steps)", step=50, key="train_resume_every")
-            choice_field(c[2], "Snapshot dtype", "snapshot_dtype")
+            config_rows(ADVANCED_ROWS)
         st.form_submit_button("Start training", key="train_submit", type="primary", on_click=submit, args=(presets,))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -11,6 +12,8 @@ import pytest
 from conftest import open_page
 from streamlit.testing.v1 import AppTest
 
+from icl_core.errors import ConfigError
+from icl_core.model.config import ModelConfig, TrainConfig, form_field, train_config_from_dict
 from icl_core.processes import CHILDREN
 from icl_core.tasks import folder, jobs
 
@@ -62,6 +65,43 @@ def test_page_renders_presets_and_an_empty_job_list(data_dir: Path) -> None:
     assert shipped and shipped <= set(presets)
     assert at.text_input(key="train_run_name").value
     assert any("No training jobs yet" in i.value for i in at.info)
+
+
+def test_the_form_is_drawn_from_the_config_declarations(data_dir: Path) -> None:
+    """Every field the form shows takes its label, help and bounds from model/config.py; the bounds it states
+    are the ones validate() enforces."""
+    at = page()
+    widgets = {w.key: w for kind in (at.number_input, at.selectbox, at.checkbox) for w in kind}
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    shown = {key: key.removeprefix("train_") for key in widgets if key.startswith("train_")}
+    fields = {
+        key: ("model", name) if name in model_fields else (name,)
+        for key, name in shown.items()
+        if name in model_fields | train_fields
+    }
+    for key, path in fields.items():
+        spec = form_field(ModelConfig if path[0] == "model" else TrainConfig, path[-1])
+        assert widgets[key].label == spec.label, key
+        if spec.help:
+            assert spec.help in (widgets[key].help or ""), key
+        if spec.kind == "int" and spec.low is not None and spec.high is not None:
+            assert f"{spec.low:,} to " in widgets[key].help, key
+            data = TrainConfig().to_dict()
+            target = data["model"] if path[0] == "model" else data
+            target[path[-1]] = spec.high + 1
+            with pytest.raises(ConfigError, match=rf"{path[-1]} must be"):
+                train_config_from_dict(data, check_size=False)
+        if spec.kind == "choice":
+            assert tuple(widgets[key].options) == spec.options, key
+    # Every field that declares a label is on the form.
+    labelled = {
+        ("model", f.name) if cls is ModelConfig else (f.name,)
+        for cls in (ModelConfig, TrainConfig)
+        for f in dataclasses.fields(cls)
+        if "label" in f.metadata
+    }
+    assert labelled == set(fields.values())
 
 
 def test_invalid_config_shows_an_error_and_starts_nothing(data_dir: Path) -> None:

@@ -3,7 +3,7 @@ training log, its loaded models and tokenizer, its overview row. Keyed on the ru
 modification times), so a run still training, or a re-downloaded one, is picked up.
 
 Models live in st.cache_resource (shared by all sessions, never mutated except for hooks, which are added and
-removed under the model's lock). Analyses of a run's snapshots are in ui/cache.py and ui/stored_analyses.py.
+removed under the model's lock). Analyses of a run's snapshots are in ui/analyses.py.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def _forward_all(
     """One forward pass per snapshot on models loaded by and for this thread (the pages' model cache, shared by
     every session under locks, is left alone); `models`: the run's models loaded by earlier builds, kept."""
     models = {} if models is None else models
-    torch.set_num_threads(1)  # the app's forwards run on one thread each (ui/cache.py says why)
+    torch.set_num_threads(1)  # the app's forwards run on one thread each (ui/server.limit_torch_threads says why)
     # Below the visitors' own interactions: a build is background work (10: as `nice` gives; Linux threads have
     # their own priority, set by their native id).
     with contextlib.suppress(OSError, AttributeError):

@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_type_hints
 
 from icl_core.errors import ConfigError
 
@@ -55,17 +55,77 @@ class Limits:
 LIMITS = Limits()
 
 
+def spec(
+    label: str | None = None,
+    help: str | None = None,
+    step: float | None = None,
+    low: int | None = None,
+    high: int | None = None,
+) -> dict[str, Any]:
+    """A field's metadata, its one home: the Train form's label, help and step, and an integer's bounds, which
+    validate() enforces and the form states."""
+    return {
+        k: v for k, v in {"label": label, "help": help, "step": step, "low": low, "high": high}.items() if v is not None
+    }
+
+
+FieldKind = Literal["int", "float", "bool", "choice"]
+
+
+@dataclass(frozen=True)
+class FormField:
+    """What the Train form draws for one config field (form_field)."""
+
+    name: str
+    label: str
+    kind: FieldKind
+    help: str | None = None
+    step: float | None = None
+    low: int | None = None
+    high: int | None = None
+    options: tuple[str, ...] = ()
+
+
+def form_field(cls: type, name: str) -> FormField:
+    """The field's label, help, step, bounds and options, as declared on the dataclass (spec, TRAIN_CHOICES)."""
+    found = {f.name: f for f in dataclasses.fields(cls)}[name]
+    meta = found.metadata
+    annotation = get_type_hints(cls)[name]
+    options = tuple(get_args(annotation)) if name in TRAIN_CHOICES else ()
+    kinds: dict[type, FieldKind] = {int: "int", float: "float", bool: "bool"}
+    kind: FieldKind = "choice" if options else kinds[annotation]
+    return FormField(
+        name,
+        meta.get("label", name),
+        kind,
+        meta.get("help"),
+        meta.get("step"),
+        meta.get("low"),
+        meta.get("high"),
+        options,
+    )
+
+
+def _check_bounds(cfg: object, prefix: str = "") -> None:
+    """Every integer field that declares its bounds (spec's low and high), checked."""
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        if "low" in f.metadata:
+            _check_int(f"{prefix}{f.name}", getattr(cfg, f.name), f.metadata["low"], f.metadata["high"])
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """An attention-only transformer (no MLPs), as in Elhage et al. 2021."""
 
-    n_layers: int = 2
-    n_heads: int = 4
-    d_model: int = 64
-    d_head: int = 16
-    n_ctx: int = 512
-    d_vocab: int = 257  # 256 bytes + a start-of-sequence token
-    smeared_keys: bool = False
+    n_layers: int = field(default=2, metadata=spec("Layers", step=1, low=1, high=LIMITS.n_layers))
+    n_heads: int = field(default=4, metadata=spec("Heads", step=1, low=1, high=LIMITS.n_heads))
+    d_model: int = field(default=64, metadata=spec("d_model", step=8, low=1, high=LIMITS.d_model))
+    d_head: int = field(default=16, metadata=spec("d_head", step=4, low=1, high=LIMITS.d_head))
+    n_ctx: int = field(default=512, metadata=spec("Context (n_ctx)", step=64, low=1, high=LIMITS.n_ctx))
+    d_vocab: int = field(default=BYTE_VOCAB, metadata=spec(low=1, high=LIMITS.d_vocab))  # 256 bytes + a start token
+    smeared_keys: bool = field(
+        default=False, metadata=spec("Smeared keys", "Olsson et al.'s smeared-key architecture.")
+    )
     # "learned" or "sinusoidal": added to the residual stream; "shortformer" (learned): added only to the
     # query and key inputs of every layer, as in TransformerLens's shortformer models (Hoogland et al.'s).
     positional: str = "learned"
@@ -77,8 +137,7 @@ class ModelConfig:
     tokenizer: str = BYTES_TOKENIZER
 
     def validate(self) -> None:
-        for name in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab"):
-            _check_int(f"model.{name}", getattr(self, name), 1, getattr(LIMITS, name))
+        _check_bounds(self, "model.")
         if not isinstance(self.tokenizer, str) or not self.tokenizer:
             raise ConfigError(f"model.tokenizer must be 'bytes' or a tokenizer repo id, got {self.tokenizer!r}")
         if self.tokenizer == BYTES_TOKENIZER and self.d_vocab < BYTE_VOCAB:
@@ -107,41 +166,66 @@ TRAIN_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def field_help(cls: type, name: str) -> str | None:
-    """A dataclass field's help text (its metadata["help"]): the Train form shows it beside the field."""
-    found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
-    return None if found is None else found.metadata.get("help")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a training run; with the same seed a run is reproducible."""
 
     run_name: str = "run"
     model: ModelConfig = field(default_factory=ModelConfig)
-    seed: int = 0
-    batch_size: int = 16
-    total_steps: int = 2000
-    lr: float = 3e-3
+    seed: int = field(default=0, metadata=spec("Seed", step=1, low=0, high=MAX_SEED))
+    batch_size: int = field(default=16, metadata=spec("Batch size", step=1, low=1, high=LIMITS.batch_size))
+    total_steps: int = field(default=2000, metadata=spec("Steps", step=100, low=1, high=LIMITS.total_steps))
+    lr: float = field(default=3e-3, metadata=spec("Learning rate", step=1e-4))
     lr_schedule: LrSchedule = field(
         default="cosine",
-        metadata={"help": "after warmup: cosine decay to 10% of the rate (the shipped runs), or constant"},
+        metadata=spec("LR schedule", "after warmup: cosine decay to 10% of the rate (the shipped runs), or constant"),
     )
-    weight_decay: float = 0.05
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    n_snapshots: int = 36  # log-spaced, step 0 and the last step included
-    # Extra snapshots, log-spaced between two steps: denser sampling through an expected phase change.
-    n_dense_snapshots: int = 0
-    dense_from_step: int = 0
-    dense_to_step: int = 0
-    eval_examples: int = 64  # held-out sequences for the in-context loss curve and the PCA vector
-    icl_examples: int = 1024  # held-out sequences for the ICL score and its standard error (8192 in shipped runs)
-    compute_icl_score: bool = True
-    device: Device = field(default="auto", metadata={"help": "auto: a GPU when present."})
-    snapshot_dtype: SnapshotDtype = field(default="float32", metadata={"help": "float16 halves the size of the run."})
-    log_every: int = 10
-    resume_every: int = 200  # steps between resume states, besides every snapshot
+    weight_decay: float = field(default=0.05, metadata=spec("Weight decay", step=0.01))
+    warmup_steps: int = field(default=50, metadata=spec("Warmup steps", step=10, low=0, high=LIMITS.warmup_steps))
+    grad_clip: float = field(default=1.0, metadata=spec("Gradient clip (0: off)", step=0.1))
+    n_snapshots: int = field(
+        default=36,
+        metadata=spec("Snapshots", "log-spaced, step 0 and the last step included", 1, 2, LIMITS.n_snapshots),
+    )
+    n_dense_snapshots: int = field(
+        default=0,
+        metadata=spec(
+            "Extra snapshots", "log-spaced between the two steps on the right: denser through a phase change", 4, 0,
+            LIMITS.n_snapshots,
+        ),
+    )  # fmt: skip
+    # Not bounded by total_steps: a preset's dense range stays valid when a visitor shortens the run (the schedule
+    # keeps the part that fits).
+    dense_from_step: int = field(default=0, metadata=spec("… from step", step=100, low=0, high=LIMITS.total_steps))
+    dense_to_step: int = field(default=0, metadata=spec("… to step", step=100, low=0, high=LIMITS.total_steps))
+    eval_examples: int = field(
+        default=64,
+        metadata=spec(
+            "Eval examples", "held-out sequences for the in-context loss curve and the PCA vector", 8, 1,
+            LIMITS.eval_examples,
+        ),
+    )  # fmt: skip
+    icl_examples: int = field(
+        default=1024,
+        metadata=spec(
+            "ICL examples",
+            "held-out sequences for each snapshot's ICL score: its standard error shrinks as 1/√n (about 0.09 nats "
+            "at 1024, 0.03 at 8192, the shipped runs' value)",
+            256, 1, LIMITS.icl_examples,
+        ),
+    )  # fmt: skip
+    compute_icl_score: bool = field(
+        default=True, metadata=spec(f"Compute the ICL score (needs n_ctx > {ICL_LATE_TOKEN})")
+    )
+    device: Device = field(default="auto", metadata=spec("Device", "auto: a GPU when present."))
+    snapshot_dtype: SnapshotDtype = field(
+        default="float32", metadata=spec("Snapshot dtype", "float16 halves the size of the run.")
+    )
+    log_every: int = field(default=10, metadata=spec("Log every (steps)", step=1, low=1, high=LIMITS.log_every))
+    resume_every: int = field(
+        default=200,
+        metadata=spec("Resume state every (steps)", "besides one at every snapshot", 50, 1, LIMITS.resume_every),
+    )
 
     def validate(self, check_size: bool = True) -> None:
         """Refuse a bad config with a message naming the field; check_size=False for a stored run's config
@@ -158,36 +242,18 @@ class TrainConfig:
                 f"run_name must be non-empty, at most {MAX_RUN_NAME} characters, and use only ASCII letters, "
                 f"digits, '-', '_', '.' (not starting with '.'): {shown}"
             )
-        for name in (
-            "batch_size",
-            "total_steps",
-            "n_snapshots",
-            "eval_examples",
-            "icl_examples",
-            "log_every",
-            "resume_every",
-        ):
-            _check_int(name, getattr(self, name), 1, getattr(LIMITS, name))
-        _check_int("n_dense_snapshots", self.n_dense_snapshots, 0, LIMITS.n_snapshots)
-        # Not bounded by total_steps: a preset's dense range stays valid when a visitor shortens the run (the
-        # schedule keeps the part that fits).
-        _check_int("dense_from_step", self.dense_from_step, 0, LIMITS.total_steps)
-        _check_int("dense_to_step", self.dense_to_step, 0, LIMITS.total_steps)
+        _check_bounds(self)
         if self.n_dense_snapshots and not 0 < self.dense_from_step < self.dense_to_step:
             raise ConfigError("dense snapshots need 0 < dense_from_step < dense_to_step")
         for name, options in TRAIN_CHOICES.items():
             if getattr(self, name) not in options:
                 raise ConfigError(f"{name} must be one of {', '.join(map(repr, options))}, got {getattr(self, name)!r}")
-        _check_int("warmup_steps", self.warmup_steps, 0, LIMITS.warmup_steps)
-        _check_int("seed", self.seed, 0, MAX_SEED)
         for name in ("lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative number (finite), got {value!r}")
         if self.lr == 0:
             raise ConfigError("lr must be positive")
-        if self.n_snapshots < 2:
-            raise ConfigError("n_snapshots must be at least 2 (step 0 and the last step)")
         if self.compute_icl_score and self.model.n_ctx <= ICL_LATE_TOKEN:
             raise ConfigError(
                 f"model.n_ctx must be at least {ICL_LATE_TOKEN + 1} to measure the ICL score "
@@ -244,8 +310,8 @@ def estimate_memory_bytes(cfg: TrainConfig) -> int:
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        kind = "positive" if low == 1 else "non-negative" if low == 0 else f"at least {low:,}, an"
-        raise ConfigError(f"{name} must be a {kind} integer of at most {high:,}, got {repr(value)[:40]}")
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(low, f"an integer of at least {low:,} and")
+        raise ConfigError(f"{name} must be {kind} of at most {high:,}, got {repr(value)[:40]}")
 
 
 def _strict_fields(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:

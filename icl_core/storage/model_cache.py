@@ -23,7 +23,8 @@ DEFAULT_CACHE_MB = 1024
 
 
 # A second torch thread pays only for large matrices: a published-size model's 256-token forward took 298 ms on
-# one thread and 168 ms on two (benchmarks/published_model.py), while ours run best on one (ui/cache.py says why).
+# one thread and 168 ms on two (benchmarks/published_model.py), while ours run best on one
+# (ui/server.limit_torch_threads says why).
 LARGE_MODEL_BYTES = 50_000_000
 LARGE_MODEL_THREADS = 2
 

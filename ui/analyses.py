@@ -1,6 +1,10 @@
-"""What a page asks of a snapshot's analyses, cached: a text's forward pass, ablations and their probes, the joint
-PCA plane, circuits, fuzzy copying. (A run's snapshots, models and tokenizer: ui/runs.py; analyses a run may carry
-precomputed: ui/stored_analyses.py.) Each page interaction recomputes only what its inputs changed.
+"""Every analysis a page shows, by what the page asks for: a text's forward pass, ablations and their probes, the
+joint PCA plane, circuits, fuzzy copying, and the costly ones (every head ablated, every snapshot scored). A run's
+snapshots, models and tokenizer are in ui/runs.py.
+
+One convention: a function returns what the page shows. A costly one (seconds to minutes of server CPU) returns it
+at once when the run carries it precomputed (`python -m icl_core.analysis.precompute`) or this server has it;
+otherwise it draws a button stating its cost in its place (ui/costly.py) and returns None until the visitor asks.
 
 Results live in st.cache_data, keyed on the weights file plus its modification time (ui/runs.snapshot_key) so a
 run that is still training, or a re-downloaded one, is picked up; a text's analysis, read on every rerun, is a
@@ -10,6 +14,7 @@ own model copies, so they never evict the pages' models from the small model cac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +23,7 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import (
-    ablation,
-    circuits,
-    fuzzy,
-    pca,
-)
+from icl_core.analysis import ablation, attribution, circuits, costs, fuzzy, head_table, pca, precompute
 from icl_core.analysis.ablation import AblationMode, run_ablated
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
@@ -31,7 +31,17 @@ from icl_core.heads import Head
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.storage.lock import being_written
 from icl_core.storage.snapshots import SnapshotInfo
-from ui.runs import model_of, run_signature, snapshot_key, snapshots_by_signature, tokenizer_of
+from ui.costly import CostlyAnalysis, Progress, costly_result
+from ui.runs import (
+    model_of,
+    phase_window_of,
+    run_key,
+    run_signature,
+    snapshot_key,
+    snapshots_by_signature,
+    snapshots_of,
+    tokenizer_of,
+)
 
 # What an analysis may raise for a bad input (a corrupt checkpoint, a run without stored losses, ...):
 # the pages show these as st.error instead of a traceback.
@@ -177,11 +187,7 @@ def pca_rings_of(runs: dict[str, Path], focus: str) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Weight-only analyses
-
-
-# ---------------------------------------------------------------------------------------------
-# Circuits
+# Circuits (weights only)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -248,3 +254,120 @@ def _fuzzy(key: tuple[str, int], _info: SnapshotInfo) -> tuple[dict[str, fuzzy.F
 def fuzzy_of(info: SnapshotInfo) -> tuple[dict[str, fuzzy.FuzzyResult], list[tuple[str, str]]]:
     """Fuzzy probe results per perturbation, and a few (letter, its nearest neighbour in W_E) examples."""
     return _fuzzy(snapshot_key(info), info)
+
+
+# ---------------------------------------------------------------------------------------------
+# Costly: read from the run's stored analyses, else behind ui.costly's button (None until asked)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _stored_ablation_table(
+    key: tuple[str, int], mode: AblationMode, _info: SnapshotInfo
+) -> head_table.AblationTable | None:
+    return precompute.stored_ablation_table(_info.run_dir, snapshots_of(_info.run_dir), _info.step, mode)
+
+
+def ablation_table(info: SnapshotInfo, mode: AblationMode, ask_key: str) -> head_table.AblationTable | None:
+    """Every head of the snapshot ablated alone (head_table.ablation_table)."""
+    stored = _stored_ablation_table(snapshot_key(info), mode, info)
+
+    def compute(progress: Progress) -> head_table.AblationTable:
+        loaded = model_of(info)
+        with loaded.use():
+            pm = info.metrics.prefix_matching
+            return head_table.ablation_table(loaded.model, mode, prefix_matching=pm, progress=progress)
+
+    analysis = CostlyAnalysis(
+        key=("ablation table", snapshot_key(info), mode),
+        scope=("ablation table", str(info.run_dir), mode),
+        what=f"Ablate each of the {info.model_config.n_layers * info.model_config.n_heads} heads ({mode})",
+        seconds=costs.ablation_table_seconds(info.model_config),
+        compute=compute,
+        stored=(stored is not None, stored),
+    )
+    return costly_result(analysis, ask_key)
+
+
+CircuitRows = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _stored_circuits_over_training(
+    key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
+) -> CircuitRows | None:
+    stored = precompute.load(Path(key[0][0]), precompute.CIRCUITS_OVER_TRAINING, _snaps)
+    return (stored["composition"], stored["copying"]) if stored is not None else None
+
+
+def circuits_over_training(run_dir: Path, snaps: Sequence[SnapshotInfo], ask_key: str) -> CircuitRows | None:
+    """Composition (long: step, tokens, kind, pair, early, late, score, raw) and copying rows for every snapshot."""
+    key = run_key(run_dir, snaps)
+    stored = _stored_circuits_over_training(key, tuple(snaps))
+    analysis = CostlyAnalysis(
+        key=("circuits over training", key),
+        scope=("circuits over training", str(run_dir)),
+        what=f"Score the circuits of all {len(snaps)} snapshots",
+        seconds=costs.circuits_over_training_seconds(snaps[-1].model_config, len(snaps)),
+        compute=lambda progress: precompute.circuits_rows(snaps, progress),
+        stored=(stored is not None, stored),
+    )
+    return costly_result(analysis, ask_key)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _stored_phase_attribution(
+    key: tuple[tuple[str, int, int], int], mode: AblationMode, _snaps: tuple[SnapshotInfo, ...]
+) -> tuple[attribution.PhaseAttribution | None, bool]:
+    return precompute.stored_phase_attribution(Path(key[0][0]), _snaps, mode)
+
+
+def phase_attribution(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: AblationMode, ask_key: str
+) -> attribution.PhaseAttribution | None:
+    """The phase change attributed to heads. Ask only where ui.runs.phase_window_of finds a window: without
+    one there is nothing to attribute (the attribution uses that same window)."""
+    if phase_window_of(run_dir) is None:
+        raise ValueError("this run shows no phase change: there is nothing to attribute")
+    key = run_key(run_dir, snaps)
+    value, found = _stored_phase_attribution(key, mode, tuple(snaps))
+
+    def compute(progress: Progress) -> attribution.PhaseAttribution:
+        result = attribution.phase_change_attribution(list(snaps), mode, progress=progress)
+        if result is None:  # the snapshots changed since phase_window_of read them
+            raise ValueError("this run shows no phase change: there is nothing to attribute")
+        return result
+
+    analysis = CostlyAnalysis(
+        key=("phase attribution", key, mode),
+        scope=("phase attribution", str(run_dir), mode),
+        what="Attribute the phase change to heads",
+        seconds=costs.phase_attribution_seconds(snaps[-1].model_config),
+        compute=compute,
+        stored=(found, value),
+    )
+    return costly_result(analysis, ask_key)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _stored_attribution_over_training(
+    key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
+) -> dict[str, list[dict[str, object]]]:
+    stored = precompute.load(Path(key[0][0]), precompute.ATTRIBUTION_OVER_TRAINING, _snaps)
+    return stored if isinstance(stored, dict) else {}
+
+
+def attribution_over_training(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], mode: AblationMode, ask_key: str
+) -> list[dict[str, object]] | None:
+    """Rows (step, tokens, head, score, ...) for every snapshot; the stored file is read once per run version."""
+    key = run_key(run_dir, snaps)
+    stored = _stored_attribution_over_training(key, tuple(snaps))
+    analysis = CostlyAnalysis(
+        key=("attribution over training", key, mode),
+        scope=("attribution over training", str(run_dir), mode),
+        what=f"Compute the attribution over training ({len(snaps)} snapshots, {mode})",
+        seconds=costs.attribution_over_training_seconds(snaps[-1].model_config, len(snaps)),
+        compute=lambda progress: attribution.attribution_over_training(list(snaps), mode, progress=progress),
+        stored=(mode in stored, stored.get(mode)),
+    )
+    return costly_result(analysis, ask_key)
