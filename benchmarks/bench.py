@@ -26,7 +26,7 @@ from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss  # no
 from icl_core.storage.runs import discover_runs  # noqa: E402
 from icl_core.storage.snapshots import list_snapshots, load_model, read_run_config  # noqa: E402
 
-logging.getLogger("streamlit").setLevel(logging.ERROR)  # ui.cache's st.cache_* warn that no app is running
+logging.getLogger("streamlit").setLevel(logging.ERROR)  # ui.analyses. st.cache_* warn that no app is running
 from ui.server import APP_TORCH_THREADS  # noqa: E402
 
 

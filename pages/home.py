@@ -8,7 +8,7 @@ from icl_core.analysis.phase import unigram_entropy_nats
 from icl_core.analysis.summary import describe_phase_change
 from icl_core.errors import ICLError
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_FORMULA, ICL_LATE_TOKEN
-from ui import layout, runs, state
+from ui import landscape, layout, runs, state
 from ui.quote import user_text
 
 state.ensure_sidebar()  # first: sets the page layout when this file runs without explorer.py
@@ -96,7 +96,10 @@ byte-level runs a token is a byte, so token {ICL_LATE_TOKEN} has seen ~{ICL_LATE
             + "\n".join(f"- **{n} layer{'s' * (n > 1)}**: {text}" for n, text in finals.items())
         )
 
-st.header("4. A guided path (about 15 minutes in class)")
+st.header("4. Stages, seen from the loss landscape")
+st.markdown(landscape.LLC_EXPLAINED + "\n\n" + landscape.STAGES_EXPLAINED)
+
+st.header("5. A guided path (about 15 minutes in class)")
 steps = [
     (
         "pages/phase_change.py",
@@ -162,7 +165,7 @@ for i, (path, title, text) in enumerate(steps, start=1):
         st.page_link(path, label=f"{i}. {title}", icon=":material/arrow_forward:")
         st.markdown(text)
 
-st.header("5. The runs in this app")
+st.header("6. The runs in this app")
 sel = state.current_selection()
 if sel is None:
     st.info("No run is available yet: train one on the Train page or download one on the Models page.")

@@ -23,7 +23,7 @@ from icl_core.errors import ICLError
 from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
 from icl_core.storage.snapshots import SnapshotInfo
-from ui import analyses, chrome, layout, picks, runs, state, strips, timeline, training_charts
+from ui import analyses, chrome, landscape, layout, picks, runs, state, strips, timeline, training_charts
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
@@ -280,6 +280,8 @@ if stage_end:
         "reaches the entropy of the byte frequencies). Its ICL swing is positional: see the tour."
         + ("" if log_x else " On this linear axis it is a sliver at the left edge; the log axis spreads it out.")
     )
+
+landscape.draw_llc_section(sel.run.path, snaps, step, window_tokens, axes)
 
 st.subheader("1, 2 and 3 layers side by side")
 by_layers = state.shipped_by_layers(state.list_runs())

@@ -23,7 +23,18 @@ import streamlit as st
 import torch
 
 from icl_core import data
-from icl_core.analysis import ablation, attribution, circuits, costs, fuzzy, head_table, pca, precompute
+from icl_core.analysis import (
+    ablation,
+    attribution,
+    circuits,
+    costs,
+    fuzzy,
+    head_table,
+    llc,
+    llc_over_training,
+    pca,
+    precompute,
+)
 from icl_core.analysis.ablation import AblationMode, run_ablated
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
 from icl_core.errors import ICLError
@@ -371,3 +382,34 @@ def attribution_over_training(
         stored=(mode in stored, stored.get(mode)),
     )
     return costly_result(analysis, ask_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loss landscape: LLC estimates stored beside the run (icl_core.analysis.llc_over_training)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _stored_llc(
+    key: tuple[tuple[str, int, int], int], heads: bool, file_mtime: int, _snaps: tuple[SnapshotInfo, ...]
+) -> dict[int, Any]:
+    run_dir = Path(key[0][0])
+    if heads:
+        return llc_over_training.stored_rllc(run_dir, _snaps)
+    return llc_over_training.stored_llc(run_dir, _snaps)
+
+
+def _estimates(run_dir: Path, snaps: Sequence[SnapshotInfo], heads: bool) -> dict[int, Any]:
+    # Keyed on the file's mtime too: a background task adds an estimate to it after every snapshot.
+    path = llc_over_training.estimates_path(run_dir, heads)
+    mtime = path.stat().st_mtime_ns if path.exists() else 0
+    return _stored_llc(run_key(run_dir, snaps), heads, mtime, tuple(snaps))
+
+
+def llc_of(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, llc.LLCEstimate]:
+    """The stored LLC estimate of each snapshot that has one, by step."""
+    return _estimates(run_dir, snaps, heads=False)
+
+
+def rllc_of(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, dict[str, llc.LLCEstimate]]:
+    """Each head's stored refined LLC: step -> head name -> estimate."""
+    return _estimates(run_dir, snaps, heads=True)

@@ -19,7 +19,15 @@ from icl_core.errors import ICLError
 from icl_core.model.tokenizer import Tokenizer, load_tokenizer
 from icl_core.storage.model_cache import LoadedModel, ModelCache
 from icl_core.storage.runs import RunRef, read_train_log
-from icl_core.storage.snapshots import MANIFEST, TRAIN_LOG, SnapshotInfo, SnapshotScan, load_model, scan_snapshots
+from icl_core.storage.snapshots import (
+    MANIFEST,
+    TRAIN_LOG,
+    SnapshotInfo,
+    SnapshotScan,
+    load_model,
+    read_manifest,
+    scan_snapshots,
+)
 
 
 def _mtime(path: Path) -> int:
@@ -68,6 +76,21 @@ def _phase_window(signature: tuple[str, int, int]) -> PhaseWindow | None:
 
 def phase_window_of(run_dir: Path) -> PhaseWindow | None:
     return _phase_window(run_signature(run_dir))
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _source_repo(signature: tuple[str, int, int]) -> str | None:
+    try:
+        source = read_manifest(Path(signature[0])).get("source")
+    except ICLError:
+        return None
+    repo = source.get("repo_id") if isinstance(source, dict) else None
+    return repo if isinstance(repo, str) else None
+
+
+def source_repo_of(run_dir: Path) -> str | None:
+    """The Hub repo an imported run came from (its manifest's source), or None for a run trained here."""
+    return _source_repo(run_signature(run_dir))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -76,6 +76,27 @@ def _onset_layer(onset_tokens: int | None) -> list[alt.Chart]:
     ]
 
 
+STAGE_COLOR = {"detected": "#455a64", "published": "#00897b"}
+
+
+def _stage_layer(stages: pd.DataFrame | None) -> list[alt.Chart]:
+    """Stage boundaries (columns tokens, label, kind: detected or published) as dashed rules, one colour each."""
+    if stages is None or stages.empty:
+        return []
+    kinds = sorted(stages["kind"].unique())
+    color = alt.Color(
+        "kind:N",
+        title="stage boundary",
+        scale=alt.Scale(domain=kinds, range=[STAGE_COLOR[k] for k in kinds]),
+        legend=alt.Legend(orient="bottom"),
+    )
+    return [
+        alt.Chart(stages)
+        .mark_rule(strokeDash=[2, 3], strokeWidth=1.6)
+        .encode(x="tokens:Q", color=color, tooltip=[alt.Tooltip("label:N", title=""), "tokens:Q"])
+    ]
+
+
 def _rule_layer(selected_tokens: int | None) -> list[alt.Chart]:
     if not selected_tokens:
         return []
@@ -133,6 +154,7 @@ def over_training(
     log_x: bool = True,
     early_stage_end: int | None = None,
     timeline: pd.DataFrame | None = None,
+    stages: pd.DataFrame | None = None,
 ) -> alt.LayerChart:
     """A metric against tokens seen (log x, or linear as the paper draws it): phase-change window shaded orange,
     the early stage (`early_stage_end`: tokens) grey, induction onset dashed, selected step ruled.
@@ -141,7 +163,8 @@ def over_training(
     With `pick` (a parameter name), clicking near a point selects its snapshot: the points carry a click
     selection over the `step` field (the data needs a step column). With `se` (a column of standard errors),
     a band of ±2 standard errors is drawn around the line. With `timeline` (timeline_frames), the selected step's
-    rule follows the page's training timeline in the browser instead of `selected_tokens`.
+    rule follows the page's training timeline in the browser instead of `selected_tokens`. With `stages`
+    (tokens, label, kind), stage boundaries are drawn as dashed rules.
     """
     data = df[((df["tokens"] > 0) | (not log_x)) & df[y].notna()]  # log axis: step 0 (no tokens) has no place
     # Charts read together share x_domain (tokens seen): the phase window and the selected step line up.
@@ -181,6 +204,7 @@ def over_training(
         *_early_stage_layer(early_stage_end, first, log_x),
         *_window_layer(window_tokens),
         *_onset_layer(onset_tokens),
+        *_stage_layer(stages),
         *marks,
         *(_timeline_rule_layer(timeline, log_x) if timeline is not None else _rule_layer(selected_tokens)),
     ]
@@ -325,3 +349,20 @@ def loss_curves(
     datasets = {DATA: below, **({TOP: data[data["series"] == on_top]} if on_top else {})}
     shape = (title, color_title, height, order, on_top, y_domain)
     return FilledChart(_loss_curves_chart, shape, present, datasets)
+
+
+def sgld_traces(df: pd.DataFrame, title: str) -> alt.Chart:
+    """SGLD's diagnostics: each chain's loss above the starting weights' loss on the same batch (columns sgld_step,
+    excess, chain). A trustworthy estimate's chains rise quickly, then run flat and together; a chain still
+    climbing, or one far above the others, says the estimate is not to be trusted."""
+    return (
+        alt.Chart(df)
+        .mark_line(strokeWidth=1.2, opacity=0.85)
+        .encode(
+            x=alt.X("sgld_step:Q", title="SGLD step"),
+            y=alt.Y("excess:Q", title="loss − loss at the snapshot (nats)"),
+            color=alt.Color("chain:N", title="chain", legend=alt.Legend(orient="bottom")),
+            tooltip=["chain:N", "sgld_step:Q", alt.Tooltip("excess:Q", format=".4f")],
+        )
+        .properties(title=title, height=230)
+    )

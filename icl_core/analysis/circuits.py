@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -25,9 +25,10 @@ from icl_core.model.fold import CircuitWeights, circuit_weights
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
 
-COMPOSITION_KINDS = ("K", "Q", "V")
 # Which token-by-token circuit of a head: its direct QK, its QK through K-composition with an earlier head, its OV.
 CircuitKind = Literal["qk", "kqk", "ov"]
+CompositionKind = Literal["K", "Q", "V"]
+COMPOSITION_KINDS: tuple[CompositionKind, ...] = get_args(CompositionKind)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,8 +42,8 @@ class CompositionScores:
     Entry [i, j] is NaN where row head i is not in an earlier layer than column head j (no composition possible).
     """
 
-    scores: dict[str, np.ndarray]  # kind ('K', 'Q', 'V') -> (n_rows, n_cols), baseline subtracted
-    raw: dict[str, np.ndarray]  # the same before subtracting the baseline
+    scores: dict[CompositionKind, np.ndarray]  # (n_rows, n_cols), baseline subtracted
+    raw: dict[CompositionKind, np.ndarray]  # the same before subtracting the baseline
     baseline: float  # mean score of random matrices with the shapes and rank of W_OV and W_QK
     rows: list[Head]  # earlier heads: layers 0 .. n_layers - 2
     cols: list[Head]  # later heads: layers 1 .. n_layers - 1
@@ -88,7 +89,9 @@ def _composition(left: torch.Tensor, right: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def composition_scores(model: AttnOnlyTransformer, kind: str, early: int = 0, late: int = 1) -> torch.Tensor:
+def composition_scores(
+    model: AttnOnlyTransformer, kind: CompositionKind, early: int = 0, late: int = 1
+) -> torch.Tensor:
     """Composition scores (early heads x late heads), kind in {'K', 'Q', 'V'} (Elhage et al. 2021).
 
     Row-vector convention: the late head's key input gets x W_OV^early, so K-composition is

@@ -19,6 +19,7 @@ ABLATION_TABLE_RATE = 6.2e10
 PHASE_ATTRIBUTION_RATE = 1.3e11
 OVER_TRAINING_RATE = 2.0e11
 CIRCUITS_RATE = 2.5e9  # the OV circuits' d_vocab x d_vocab products, where they matter (a large vocabulary)
+LLC_RATE = 4.2e10  # SGLD's forward-and-backward FLOPs (3x a forward) per second: benchmarks/llc_cost.py
 # Per snapshot loaded from disk and prepared, whatever its size (measured by the same script).
 SNAPSHOT_OVERHEAD_S = 0.035
 
@@ -65,6 +66,17 @@ def circuits_over_training_seconds(model: ModelConfig, n_snapshots: int) -> floa
     heads = model.n_layers * model.n_heads
     flops = heads * (2 * model.d_vocab**2 * model.d_head + 4 * model.d_vocab * model.d_model * model.d_head)
     return n_snapshots * (flops / CIRCUITS_RATE + SNAPSHOT_OVERHEAD_S)
+
+
+def llc_seconds(
+    model: ModelConfig, n_snapshots: int, n_chains: int, n_steps: int, batch_size: int, n_heads: int = 0
+) -> float:
+    """The LLC at every snapshot (icl_core.analysis.llc): each chain's steps are a forward and a backward pass
+    over a batch, plus one forward per step for the loss at the snapshot's weights. With n_heads, each head's
+    refined LLC: the same work once per head (the restriction saves no compute)."""
+    batch = batch_size * forward_flops(model, model.n_ctx)
+    per_estimate = (n_chains * 3 + 1) * n_steps * batch / LLC_RATE
+    return n_snapshots * (max(n_heads, 1) * per_estimate + SNAPSHOT_OVERHEAD_S)
 
 
 def say_seconds(seconds: float) -> str:

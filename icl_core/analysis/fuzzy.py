@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ from icl_core.heads import head_name
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
 
-PERTURBATIONS = ("exact", "case", "neighbour")
+Perturbation = Literal["exact", "case", "neighbour"]
+PERTURBATIONS: tuple[Perturbation, ...] = get_args(Perturbation)
 
 
 # Another tokenizer's case twins and neighbours come from its most frequent tokens on the held-out text: frequent
@@ -110,7 +112,7 @@ def nearest_neighbours(model: AttnOnlyTransformer, candidates: Sequence[int] | N
 
 @dataclass(frozen=True)
 class FuzzyBatch:
-    kind: str
+    kind: Perturbation
     tokens: torch.Tensor  # (n, 1 + 2 * seq_len): BOS, X*, X
     original: torch.Tensor  # (n, seq_len): X
     perturbed: torch.Tensor  # (n, seq_len): X*
@@ -118,7 +120,7 @@ class FuzzyBatch:
 
 
 def fuzzy_batch(
-    kind: str,
+    kind: Perturbation,
     model: AttnOnlyTransformer | None = None,
     n_sequences: int = 10,
     seq_len: int = 25,
@@ -158,7 +160,7 @@ def fuzzy_targets(seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass(frozen=True)
 class FuzzyResult:
-    kind: str
+    kind: Perturbation
     prefix_matching: np.ndarray  # (layer, head): attention from X[j] to X*[j + 1]
     second_half_loss: float  # loss of the true next token X[j + 1] in the second half
     copied_loss: float  # loss of X*[j + 1], the literal copy of the earlier occurrence's successor
@@ -167,7 +169,7 @@ class FuzzyResult:
 
 @torch.no_grad()
 def fuzzy_probe_one(
-    model: AttnOnlyTransformer, kind: str, n_sequences: int = 10, seq_len: int = 25, seed: int = 0
+    model: AttnOnlyTransformer, kind: Perturbation, n_sequences: int = 10, seq_len: int = 25, seed: int = 0
 ) -> FuzzyResult:
     seq_len = max(2, min(seq_len, (model.cfg.n_ctx - 1) // 2))
     batch = fuzzy_batch(kind, model, n_sequences, seq_len, seed)
@@ -191,7 +193,7 @@ def fuzzy_probe_one(
 
 def fuzzy_probe(
     model: AttnOnlyTransformer,
-    kinds: Sequence[str] = PERTURBATIONS,
+    kinds: Sequence[Perturbation] = PERTURBATIONS,
     n_sequences: int = 10,
     seq_len: int = 25,
     seed: int = 0,

@@ -43,13 +43,13 @@ def snapshot_signature(snaps: Sequence[SnapshotInfo]) -> list[list[int]]:
     return [[s.step, s.tokens_seen, s.weights_path.stat().st_size if s.weights_path.exists() else -1] for s in snaps]
 
 
-def _path(run_dir: Path, name: str) -> Path:
+def analysis_path(run_dir: Path, name: str) -> Path:
     return Path(run_dir) / ANALYSIS_DIR / f"{name}.json"
 
 
 def _stored(run_dir: Path, name: str) -> dict[str, Any] | None:
     """The stored file of an analysis in this format (version, snapshots, data), or None (absent or unreadable)."""
-    path = _path(run_dir, name)
+    path = analysis_path(run_dir, name)
     if not path.is_file():
         return None
     try:
@@ -69,7 +69,7 @@ def load(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo]) -> Any | None:
 
 def save(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], data: Any) -> None:
     atomic_write_json(
-        _path(run_dir, name), {"version": FORMAT_VERSION, "snapshots": snapshot_signature(snaps), "data": data}
+        analysis_path(run_dir, name), {"version": FORMAT_VERSION, "snapshots": snapshot_signature(snaps), "data": data}
     )
 
 

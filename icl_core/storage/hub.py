@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from icl_core.errors import CheckpointError, HubError
 from icl_core.storage.hub_errors import download_error, hub_did_not_answer
@@ -99,9 +99,12 @@ def check_revision(revision: str | None) -> str:
     return revision
 
 
+DownloadStage = Literal["connecting", "downloading", "verifying", "done"]
+
+
 @dataclass(frozen=True)
 class DownloadProgress:
-    stage: str  # "connecting", "downloading", "verifying" or "done"
+    stage: DownloadStage
     files_done: int = 0
     files_total: int = 0
     bytes_done: int = 0

@@ -53,6 +53,24 @@ TIMAEUS_WINDOW = KnownWindow(
 )
 
 
+# Hoogland et al. 2024 (TMLR: "Loss Landscape Degeneracy and Stagewise Development in Transformers"), the language
+# model timaeus/L2W256-3m-rr: the training step at which each stage LM1..LM5 ends, at critical points of its LLC.
+# From the paper's table as published at https://timaeus.co/research/2024-02-04-developmental-landscape.
+TIMAEUS_STAGE_ENDS = {"LM1": 900, "LM2": 6_500, "LM3": 8_500, "LM4": 17_000, "LM5": 50_000}
+
+
+def published_stage_boundaries(repo_id: str) -> list[tuple[str, int]]:
+    """(label, tokens seen) of each published stage boundary of an imported run's source repo ([] if none)."""
+    if repo_id != "timaeus/L2W256-3m-rr":
+        return []
+    stages = list(TIMAEUS_STAGE_ENDS.items())
+    # LM5 ends where training does: not a boundary.
+    return [
+        (f"{a} | {b} (Hoogland et al.)", end * TIMAEUS_TOKENS_PER_STEP)
+        for (a, end), (b, _) in zip(stages, stages[1:], strict=False)
+    ]
+
+
 @dataclass(frozen=True)
 class PublishedRun:
     repo_id: str

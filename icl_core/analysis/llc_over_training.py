@@ -1,0 +1,148 @@
+"""The LLC at every snapshot of a run, and each head's refined LLC, stored beside the run
+(<run>/analysis/llc.json, rllc.json) like the other slow analyses, and resumable: the file is rewritten
+atomically after every snapshot, so a stopped or crashed computation loses at most the snapshot it was on.
+
+Usage (nice: it shares the machine):
+    nice python -m icl_core.analysis.llc_over_training checkpoints/attn2 [--heads] [--max-minutes M]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from icl_core.analysis import llc, precompute
+from icl_core.heads import Head, head_name
+from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, load_model
+
+LLC_FILE, RLLC_FILE = "llc", "rllc"
+RLLC_TRACE_BLOCK = 10  # a refined LLC keeps its traces as means of blocks of this many steps (20 heads' worth)
+
+Progress = Callable[[int, int], None]
+
+
+def _load_partial(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], settings: llc.SGLDSettings) -> dict:
+    """The estimates stored so far for these snapshots with these settings ({} when there are none)."""
+    data = precompute.load(run_dir, name, snaps)
+    if not isinstance(data, dict) or data.get("settings") != settings.to_dict():
+        return {}
+    estimates = data.get("estimates")
+    return estimates if isinstance(estimates, dict) else {}
+
+
+def estimates_path(run_dir: Path, heads: bool = False) -> Path:
+    return precompute.analysis_path(run_dir, RLLC_FILE if heads else LLC_FILE)
+
+
+def stored_llc(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, llc.LLCEstimate]:
+    """Every stored LLC estimate of these snapshots, by step (a run part-way through has some of them)."""
+    data = precompute.load(run_dir, LLC_FILE, snaps)
+    if not isinstance(data, dict) or not isinstance(data.get("estimates"), dict):
+        return {}
+    return {int(step): llc.LLCEstimate.from_dict(d) for step, d in data["estimates"].items()}
+
+
+def stored_rllc(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, dict[str, llc.LLCEstimate]]:
+    """Every stored refined LLC: step -> head name -> estimate (traces as block means)."""
+    data = precompute.load(run_dir, RLLC_FILE, snaps)
+    if not isinstance(data, dict) or not isinstance(data.get("estimates"), dict):
+        return {}
+    return {
+        int(step): {head: llc.LLCEstimate.from_dict(d) for head, d in per_head.items()}
+        for step, per_head in data["estimates"].items()
+    }
+
+
+def _rounded(d: dict[str, Any], block: int = 1) -> dict[str, Any]:
+    """An estimate's dict with its traces rounded (and averaged over blocks of steps): a file a repo can carry."""
+    out = dict(d)
+
+    def squeeze(trace: list[float]) -> list[float]:
+        arr = np.asarray(trace)
+        if block > 1:
+            arr = arr[: len(arr) // block * block].reshape(-1, block).mean(axis=1)
+        return [round(float(x), 5) for x in arr]
+
+    out["loss_trace"] = [squeeze(t) for t in d["loss_trace"]]
+    out["init_trace"] = squeeze(d["init_trace"])
+    return out
+
+
+def llc_over_training(
+    run_dir: Path,
+    settings: llc.SGLDSettings = llc.DEFAULT_SETTINGS,
+    heads: bool = False,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> bool:
+    """Estimate what is missing (the LLC, or with `heads` every head's refined LLC) at every snapshot, saving
+    after each estimate; True when every snapshot has its estimate. Stops cleanly (resumably) as soon as
+    `should_stop()` says so between two estimates."""
+    stop = should_stop or (lambda: False)
+    snaps = list_snapshots(run_dir)
+    name = RLLC_FILE if heads else LLC_FILE
+    estimates = _load_partial(run_dir, name, snaps, settings)
+    windows = llc.llc_windows(snaps[-1].model_config.n_ctx, settings.n_windows)
+    cfg = snaps[-1].model_config
+    all_heads: list[Head] = [(layer, h) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)]
+    for i, snap in enumerate(snaps):
+        if stop():
+            return False
+        key = str(snap.step)
+        model = None
+        if heads:
+            done = estimates.setdefault(key, {})
+            for head in all_heads:
+                if head_name(head) in done:
+                    continue
+                model = model or load_model(snap)
+                est = llc.estimate_llc(model, windows, settings, llc.head_mask(model, head))
+                done[head_name(head)] = _rounded(est.to_dict(), RLLC_TRACE_BLOCK)
+                precompute.save(run_dir, name, snaps, {"settings": settings.to_dict(), "estimates": estimates})
+                if stop():
+                    return False
+        elif key not in estimates:
+            est = llc.estimate_llc(load_model(snap), windows, settings)
+            estimates[key] = _rounded(est.to_dict())
+            precompute.save(run_dir, name, snaps, {"settings": settings.to_dict(), "estimates": estimates})
+        if progress is not None:
+            progress(i + 1, len(snaps))
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--heads", action="store_true", help="each head's refined LLC instead of the LLC")
+    parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
+    complete = True
+    for run_dir in args.runs:
+        started = time.perf_counter()
+
+        def report(done: int, total: int, run_dir: Path = run_dir, started: float = started) -> None:
+            print(f"{run_dir}: {done}/{total} snapshots ({time.perf_counter() - started:.0f} s)", flush=True)
+
+        finished = llc_over_training(
+            run_dir,
+            heads=args.heads,
+            progress=report,
+            should_stop=lambda: deadline is not None and time.monotonic() > deadline,
+        )
+        complete = complete and finished
+        print(f"{run_dir}: {'complete' if finished else 'stopped, resumable'}", flush=True)
+    return 0 if complete else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Developmental stages from the LLC curve (Hoogland et al. 2024): boundaries at its critical points.
+
+The rule, stated once: smooth the LLC against log(tokens seen) with a Gaussian of SMOOTHING_DECADES; a boundary
+is where the smoothed curve's slope changes sign (a local maximum or minimum). A rise or fall between two
+neighbouring boundaries smaller than MIN_CHANGE_SE times the estimates' typical standard error is noise: the
+pair is merged away, smallest first. Step 0 (no tokens seen) has no place on a log axis and is left out.
+(Published boundaries, for comparison: icl_core.storage.published.published_stage_boundaries.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+SMOOTHING_DECADES = 0.15  # the Gaussian's width in log10(tokens): about three snapshots of a 36-snapshot run
+MIN_CHANGE_SE = 3.0
+
+
+def smoothed(
+    tokens: Sequence[float] | np.ndarray, values: Sequence[float], decades: float = SMOOTHING_DECADES
+) -> np.ndarray:
+    """Gaussian kernel smoothing in log10(tokens) (the snapshots are log-spaced, denser in places)."""
+    x = np.log10(np.asarray(tokens, dtype=float))
+    y = np.asarray(values, dtype=float)
+    weights = np.exp(-0.5 * ((x[:, None] - x[None, :]) / decades) ** 2)
+    return (weights @ y) / weights.sum(axis=1)
+
+
+def stage_boundaries(
+    tokens: Sequence[int], llc: Sequence[float], se: Sequence[float], decades: float = SMOOTHING_DECADES
+) -> list[int]:
+    """The tokens seen at each boundary (see the module's rule); [] for fewer than 5 positive-token points."""
+    keep = [i for i, t in enumerate(tokens) if t > 0 and np.isfinite(llc[i])]
+    if len(keep) < 5:
+        return []
+    x = np.asarray([tokens[i] for i in keep], dtype=float)
+    y = smoothed(x, [llc[i] for i in keep], decades)
+    slope = np.sign(np.diff(y))
+    extrema = [i for i in range(1, len(slope)) if slope[i] != 0 and slope[i - 1] != 0 and slope[i] != slope[i - 1]]
+    floor = MIN_CHANGE_SE * float(np.median([se[i] for i in keep]))
+    points = [0, *extrema, len(y) - 1]  # the ends anchor the first and last rise
+    while len(points) > 2:
+        changes = [abs(y[points[k + 1]] - y[points[k]]) for k in range(len(points) - 1)]
+        k = int(np.argmin(changes))
+        if changes[k] >= floor:
+            break
+        # Merge the weakest stretch away: drop its inner end(s), keeping the two ends of the run.
+        drop = {points[k], points[k + 1]} - {points[0], points[-1]}
+        if not drop:
+            break
+        points = [p for p in points if p not in drop]
+    return [int(x[p]) for p in points[1:-1]]

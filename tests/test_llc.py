@@ -1,0 +1,109 @@
+"""The LLC estimator (icl_core.analysis.llc) against devinterp 2.0.1, the field's own (a test-only dependency),
+and the sanity checks an estimate must pass before it is believed."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from icl_core.analysis import llc
+from icl_core.storage.runs import SHIPPED_DIR
+from icl_core.storage.snapshots import list_snapshots, load_model
+
+# Short chains on few windows: what the comparisons need, in seconds on two cores.
+QUICK = llc.SGLDSettings(n_chains=4, n_steps=40, n_windows=64)
+
+
+@pytest.fixture(scope="module")
+def attn2() -> list:
+    return list_snapshots(SHIPPED_DIR / "attn2")
+
+
+@pytest.fixture(scope="module")
+def windows() -> torch.Tensor:
+    return llc.llc_windows(512, QUICK.n_windows)
+
+
+class _Plain(nn.Module):
+    """Our model behind a plain module: devinterp takes any model with a `cfg.n_heads` for a TransformerLens
+    HookedTransformer and calls it with TransformerLens-only arguments (slt/sampler.is_transformer_lens_model)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.inner(input_ids)
+
+
+def test_the_estimate_agrees_with_devinterp(attn2: list, windows: torch.Tensor, tmp_path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from devinterp.slt.llc import llc as devinterp_llc
+
+    model = load_model(attn2[-1]).float()
+    ours = llc.estimate_llc(model, windows, QUICK)
+    data = datasets.Dataset.from_dict({"input_ids": windows.tolist()}).with_format("torch")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = devinterp_llc(
+            _Plain(model),
+            data,
+            {},
+            lr=QUICK.epsilon,
+            n_beta=QUICK.n_beta,
+            localization=QUICK.gamma,
+            num_chains=QUICK.n_chains,
+            num_draws=QUICK.n_steps,
+            batch_size=QUICK.batch_size,
+            num_init_loss_batches=QUICK.n_steps,
+            init_seed=QUICK.seed,
+            device="cpu",
+            output_path=tmp_path / "samples.zarr",
+        )
+    # The same batches in the same order: the loss at the starting weights is the same number.
+    assert ours.init_loss == pytest.approx(float(theirs.init_loss), abs=1e-4)
+    # Only the SGLD noise differs (devinterp draws it from the global generator): within the chains' spread.
+    their_mean, their_std = float(theirs.llc_mean), float(theirs.llc_std)
+    assert abs(ours.mean - their_mean) <= ours.std + their_std, (ours.mean, ours.std, their_mean, their_std)
+    assert their_mean > 0 and ours.mean > 0
+
+
+def test_a_trained_snapshot_has_a_larger_llc_than_at_initialisation(attn2: list, windows: torch.Tensor) -> None:
+    at_init = llc.estimate_llc(load_model(attn2[0]), windows, QUICK)
+    trained = llc.estimate_llc(load_model(attn2[-1]), windows, QUICK)
+    assert trained.mean - trained.std > at_init.mean + at_init.std, (at_init.mean, trained.mean)
+
+
+def test_one_snapshot_is_stable_across_seeds(attn2: list) -> None:
+    """The app's own settings, two seeds: within 10% (issue 36's bar)."""
+    settings = llc.SGLDSettings()
+    data = llc.llc_windows(512, settings.n_windows)
+    model = load_model(attn2[-1])
+    first = llc.estimate_llc(model, data, settings)
+    second = llc.estimate_llc(model, data, dataclasses.replace(settings, seed=settings.seed + 1000))
+    assert abs(first.mean - second.mean) <= 0.1 * abs(first.mean), (first.mean, second.mean)
+
+
+def test_a_head_mask_moves_only_that_heads_weights(attn2: list) -> None:
+    model = load_model(attn2[-1])
+    masks = llc.head_mask(model, (1, 2))
+    assert set(masks) == {"blocks.1.W_Q", "blocks.1.W_K", "blocks.1.W_V", "blocks.1.W_O"}
+    for name, mask in masks.items():
+        assert mask is not None
+        assert mask[2].all() and not mask[[0, 1, 3]].any(), name
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    moved = llc.sgld_sample(model, llc.llc_windows(512, 16), dataclasses.replace(QUICK, n_steps=3, n_windows=16),
+                            masks)  # fmt: skip
+    for name, param in moved.named_parameters():
+        mask = masks.get(name)
+        changed = (param.detach() != before[name].float()).float()
+        if mask is None:
+            assert not changed.any(), name
+        else:
+            assert changed[mask].mean() > 0.99 and not changed[~mask].any(), name
+    with pytest.raises(ValueError, match="no head 5.0"):
+        llc.head_mask(model, (5, 0))

@@ -1,0 +1,120 @@
+"""The LLC over a run's snapshots, stored beside it: resumable after a stop, computed on demand by a background
+task that one visitor starts and only that visitor stops, and drawn on the Phase change page."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import open_page
+
+from icl_core.analysis import llc, llc_over_training
+from icl_core.model.config import ModelConfig, TrainConfig
+from icl_core.storage.runs import EXTRA_RUNS_ENV
+from icl_core.storage.snapshots import list_snapshots
+from icl_core.tasks import folder as task
+from icl_core.tasks import llc_tasks
+from icl_core.training.train import train
+
+
+@pytest.fixture
+def tiny_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cfg = TrainConfig(
+        run_name="tiny-llc",
+        model=ModelConfig(n_layers=2, n_heads=2, d_model=16, d_head=8, n_ctx=96),
+        compute_icl_score=False,
+        total_steps=6,
+        n_snapshots=3,
+        eval_examples=4,
+        batch_size=2,
+        log_every=2,
+        device="cpu",
+    )
+    run_dir = tmp_path / "runs" / "tiny-llc"
+    train(cfg, run_dir)
+    monkeypatch.setenv("ICL_DATA_DIR", str(tmp_path / "data"))
+    return run_dir
+
+
+def test_a_stopped_computation_goes_on_where_it_stopped(tiny_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    snaps = list_snapshots(tiny_run)
+    calls: list[int] = []
+    real = llc.estimate_llc
+    monkeypatch.setattr(llc, "estimate_llc", lambda model, *a, **k: calls.append(1) or real(model, *a, **k))
+    # Stop after the first estimate: it is on disk, the others are not.
+    assert not llc_over_training.llc_over_training(tiny_run, should_stop=lambda: len(calls) >= 1)
+    assert list(llc_over_training.stored_llc(tiny_run, snaps)) == [snaps[0].step]
+    assert llc_over_training.llc_over_training(tiny_run)
+    assert len(calls) == len(snaps)  # the first snapshot was not estimated again
+    stored = llc_over_training.stored_llc(tiny_run, snaps)
+    assert sorted(stored) == [s.step for s in snaps]
+    first = stored[snaps[0].step]
+    assert len(first.per_chain) == llc.DEFAULT_SETTINGS.n_chains
+    assert len(first.loss_trace[0]) == len(first.init_trace) == llc.DEFAULT_SETTINGS.n_steps
+
+
+def test_the_refined_llc_is_stored_per_head(tiny_run: Path) -> None:
+    snaps = list_snapshots(tiny_run)
+    stop_after = {"n": 0}
+
+    def stop() -> bool:
+        stop_after["n"] += 1
+        return stop_after["n"] > 3  # part-way: some heads of the first snapshot
+
+    assert not llc_over_training.llc_over_training(tiny_run, heads=True, should_stop=stop)
+    partial = llc_over_training.stored_rllc(tiny_run, snaps)
+    assert 0 < len(partial.get(snaps[0].step, {})) < 4
+    assert llc_over_training.llc_over_training(tiny_run, heads=True)
+    stored = llc_over_training.stored_rllc(tiny_run, snaps)
+    assert all(sorted(stored[s.step]) == ["L0H0", "L0H1", "L1H0", "L1H1"] for s in snaps)
+    trace = stored[snaps[-1].step]["L1H1"].loss_trace[0]
+    assert len(trace) == llc.DEFAULT_SETTINGS.n_steps // llc_over_training.RLLC_TRACE_BLOCK  # kept as block means
+
+
+def _wait(run_dir: Path, timeout_s: float = 120) -> llc_tasks.LLCTaskInfo:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        info = llc_tasks.llc_task_of(run_dir)
+        assert info is not None
+        if not info.active:
+            return info
+        time.sleep(0.2)
+    raise AssertionError("the LLC task did not end")
+
+
+def test_the_background_task_estimates_every_snapshot_one_at_a_time(tiny_run: Path) -> None:
+    info = llc_tasks.start_llc_task(tiny_run, owner="visitor-a")
+    assert info.active
+    with pytest.raises(task.TaskError, match="one at a time"):
+        llc_tasks.start_llc_task(tiny_run, owner="visitor-b")
+    with pytest.raises(task.TaskError, match="only the visitor who started"):
+        llc_tasks.cancel_llc_task(info, owner="visitor-b")
+    done = _wait(tiny_run)
+    assert done.state == task.FINISHED and done.done == done.total == 3, done
+    assert len(llc_over_training.stored_llc(tiny_run, list_snapshots(tiny_run))) == 3
+
+
+def test_a_run_that_cannot_be_written_is_refused_with_a_reason(tiny_run: Path) -> None:
+    # A file where the analysis folder goes: nothing can be stored beside the run, whoever the user is (a
+    # chmod would not do: the tests may run as root, which permissions do not stop).
+    (tiny_run / "analysis").write_text("not a folder")
+    with pytest.raises(task.TaskError, match="read-only"):
+        llc_tasks.start_llc_task(tiny_run)
+    assert llc_tasks.llc_task_of(tiny_run) is None
+
+
+def test_the_phase_change_page_draws_the_llc_and_offers_the_rest(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(tiny_run))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = open_page("pages/phase_change.py", run="tiny-llc")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [button] = [b for b in at.button if b.key == "llc_start"]
+    assert "at the 3 snapshots left" in button.label and "server CPU" in button.label
+    llc_over_training.llc_over_training(tiny_run, should_stop=lambda: False)
+    at = open_page("pages/phase_change.py", run="tiny-llc")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert not [b for b in at.button if b.key == "llc_start"]
+    assert any("3 of 3 snapshots estimated" in c.value for c in at.caption)

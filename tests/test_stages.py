@@ -1,0 +1,41 @@
+"""Stage boundaries from an LLC curve (icl_core.analysis.stages): the stated rule on curves whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from icl_core.analysis import stages
+from icl_core.storage.published import TIMAEUS_TOKENS_PER_STEP, published_stage_boundaries
+
+TOKENS = [int(t) for t in np.logspace(4, 8, 60)]
+
+
+def test_a_rise_a_fall_and_a_rise_give_two_boundaries_at_the_turns() -> None:
+    x = np.log10(TOKENS)
+    # Up to a peak at 1e6 tokens, down to a trough at 1e7, up again.
+    curve = np.interp(x, [4, 6, 7, 8], [0.0, 100.0, 60.0, 150.0])
+    found = stages.stage_boundaries(TOKENS, curve.tolist(), [1.0] * len(TOKENS))
+    assert len(found) == 2
+    assert abs(np.log10(found[0]) - 6) < 0.15 and abs(np.log10(found[1]) - 7) < 0.15
+
+
+def test_noise_alone_gives_no_boundary() -> None:
+    rng = np.random.default_rng(0)
+    rising = np.linspace(0, 100, len(TOKENS))
+    noisy = rising + rng.normal(0, 2.0, len(TOKENS))
+    assert stages.stage_boundaries(TOKENS, noisy.tolist(), [2.0] * len(TOKENS)) == []
+    # The same wiggle, with estimates ten times more precise, is real: the rule follows the error bars.
+    wiggle = rising + 20 * np.sin(np.log10(TOKENS) * 3)
+    assert stages.stage_boundaries(TOKENS, wiggle.tolist(), [0.2] * len(TOKENS)) != []
+    assert stages.stage_boundaries(TOKENS, wiggle.tolist(), [20.0] * len(TOKENS)) == []
+
+
+def test_step_zero_and_short_runs_are_left_out() -> None:
+    assert stages.stage_boundaries([0, 10, 100, 1000], [5.0, 1.0, 2.0, 1.0], [0.1] * 4) == []
+
+
+def test_the_published_boundaries_are_hooglands_in_tokens() -> None:
+    marks = published_stage_boundaries("timaeus/L2W256-3m-rr")
+    assert [t for _, t in marks] == [s * TIMAEUS_TOKENS_PER_STEP for s in (900, 6_500, 8_500, 17_000)]
+    assert marks[2][0].startswith("LM3 | LM4")  # the induction heads form in LM4
+    assert published_stage_boundaries("NeelNanda/Attn_Only_2L512W_C4_Code") == []

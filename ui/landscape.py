@@ -1,0 +1,171 @@
+"""The Phase change page's loss-landscape section: the LLC over training with its stage boundaries, and the SGLD
+chains behind the selected snapshot's estimate. A section takes its inputs as arguments (the page composes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from icl_core.analysis import llc, stages
+from icl_core.analysis.costs import say_seconds
+from icl_core.analysis.summary import fmt_tokens
+from icl_core.errors import ICLError
+from icl_core.storage.published import published_stage_boundaries
+from icl_core.storage.snapshots import SnapshotInfo
+from icl_core.tasks import llc_tasks
+from ui import analyses, chrome, layout, runs, training_charts
+from ui.quote import user_text
+from ui.visitor import visitor_key
+
+LLC_EXPLAINED = (
+    "The **local learning coefficient** (LLC, singular learning theory) counts how many directions around the "
+    "snapshot's weights the loss really depends on: a simple solution leaves many directions free (low LLC), an "
+    "elaborate one pins more of them down (high LLC). It is measured by letting noisy gradient steps (SGLD) wander "
+    "near the weights and seeing how far the loss rises. Hoogland et al. 2024 split training into **stages** at "
+    "the turning points of this curve; in their 2-layer model the induction heads form in the fourth."
+)
+STAGES_EXPLAINED = (
+    "A **stage** is a stretch of training between two such turning points: while the LLC climbs the model "
+    "is building something that ties down more of its weights; where it levels off or falls, it has settled "
+    "or found a simpler way to do the same. The Phase change page draws the LLC under the ICL score on the same "
+    "token axis, with the boundaries this app detects (its rule is stated under the chart), so you can see "
+    "whether a boundary falls where the induction heads form."
+)
+
+
+def llc_rows(snaps: Sequence[SnapshotInfo], estimates: dict[int, llc.LLCEstimate]) -> list[dict[str, Any]]:
+    """One row per estimated snapshot: its LLC and the standard error of the chains' mean."""
+    return [
+        {
+            "step": s.step,
+            "tokens": s.tokens_seen,
+            "llc": estimates[s.step].mean,
+            "llc_se": estimates[s.step].std / math.sqrt(len(estimates[s.step].per_chain)),
+        }
+        for s in snaps
+        if s.step in estimates
+    ]
+
+
+def stage_rows(rows: list[dict[str, Any]], source_repo: str | None) -> list[dict[str, Any]]:
+    """The detected boundaries (stages.stage_boundaries) and, for an imported run that has them, the published."""
+    found = stages.stage_boundaries([r["tokens"] for r in rows], [r["llc"] for r in rows], [r["llc_se"] for r in rows])
+    out = [{"tokens": t, "label": f"detected boundary ({fmt_tokens(t)} tokens)", "kind": "detected"} for t in found]
+    for label, tokens in published_stage_boundaries(source_repo or ""):
+        out.append({"tokens": tokens, "label": label, "kind": "published"})
+    return out
+
+
+def trace_rows(estimate: llc.LLCEstimate) -> list[dict[str, Any]]:
+    block = max(1, estimate.settings.n_steps // max(len(estimate.init_trace), 1))  # stored as block means
+    return [
+        {"chain": f"chain {c + 1}", "sgld_step": i * block, "excess": float(x)}
+        for c in range(len(estimate.loss_trace))
+        for i, x in enumerate(estimate.excess_trace(c))
+    ]
+
+
+@st.fragment(run_every=2)
+def _follow_task(run_dir: Path) -> None:
+    """The running task's progress, polled; the page is drawn again when it ends (with every estimate)."""
+    info = llc_tasks.llc_task_of(run_dir)
+    if info is None or not info.active:
+        st.rerun(scope="app")
+        return
+    st.progress(info.fraction, text=f"Estimating the LLC: {info.message}")
+    if info.owner in (None, visitor_key()):
+        st.button("Stop (what is done is kept)", key="llc_stop", on_click=_stop, args=(info,))
+
+
+def llc_task_controls(run_dir: Path, n_estimated: int, n_snaps: int) -> None:
+    """Start, follow, stop or resume the background task that estimates the missing snapshots (llc_tasks)."""
+    info = llc_tasks.llc_task_of(run_dir)
+    if info is not None and info.active:
+        _follow_task(run_dir)
+        return
+    if info is not None and info.error:
+        st.warning(f"The last LLC estimate stopped: {user_text(info.error, 300)}")
+    cost = say_seconds(llc_tasks.estimated_seconds(run_dir) * (n_snaps - n_estimated) / n_snaps)
+    if not llc_tasks.can_store(run_dir):
+        st.info(f"{n_estimated} of {n_snaps} snapshots carry an LLC estimate; this run's folder is read-only here.")
+        return
+    label = "Estimate the LLC" if n_estimated == 0 else "Go on estimating the LLC"
+    st.button(
+        f"{label} at the {n_snaps - n_estimated} snapshots left ({cost} of server CPU, in the background)",
+        key="llc_start",
+        on_click=_start,
+        args=(run_dir,),
+        help="SGLD chains at every snapshot, saved one snapshot at a time: leave the page, come back, or stop it; "
+        "nothing done is lost. One estimate runs at a time on a shared server.",
+    )
+
+
+def _start(run_dir: Path) -> None:
+    try:
+        llc_tasks.start_llc_task(run_dir, owner=visitor_key())
+    except ICLError as exc:
+        st.toast(user_text(exc, 300))
+
+
+def _stop(info: llc_tasks.LLCTaskInfo) -> None:
+    try:
+        llc_tasks.cancel_llc_task(info, owner=visitor_key())
+    except ICLError as exc:
+        st.toast(user_text(exc, 300))
+
+
+def draw_llc_section(
+    run_dir: Path,
+    snaps: Sequence[SnapshotInfo],
+    step: int,
+    window_tokens: tuple[int, int] | None,
+    axes: dict[str, Any],
+) -> None:
+    st.subheader("The loss landscape: local learning coefficient")
+    st.caption(LLC_EXPLAINED)
+    estimates = analyses.llc_of(run_dir, snaps)
+    if len(estimates) < len(snaps):
+        llc_task_controls(run_dir, len(estimates), len(snaps))
+    if not estimates:
+        return
+    rows = llc_rows(snaps, estimates)
+    marks = stage_rows(rows, runs.source_repo_of(run_dir))
+    df = pd.DataFrame(rows)
+    left, right = layout.panels("llc", 2)
+    with left:
+        chart = chrome.memo_chart(
+            training_charts.over_training,
+            df,
+            "llc",
+            "Local learning coefficient",
+            "LLC",
+            window_tokens,
+            se="llc_se",
+            points=False,
+            stages=pd.DataFrame(marks) if marks else None,
+            subtitle="band: ±2 s.e. over chains; dotted: stage boundaries",
+            **axes,
+        )
+        chrome.show_chart(chart, width="stretch")
+    shown = max((s for s in estimates if s <= step), default=min(estimates))
+    estimate = estimates[shown]
+    with right:
+        title = f"SGLD chains at step {shown:,}: LLC {estimate.mean:,.1f} ± {estimate.std:,.1f} (sd over chains)"
+        chrome.show_chart(training_charts.sgld_traces(pd.DataFrame(trace_rows(estimate)), title), width="stretch")
+    s = estimate.settings
+    detected = [m for m in marks if m["kind"] == "detected"]
+    st.caption(
+        f"{len(estimates)} of {len(snaps)} snapshots estimated. SGLD as devinterp 2.0.1: step size ε {s.epsilon:g}, "
+        f"nβ {s.n_beta:g}, localization γ {s.gamma:g}, {s.n_chains} chains × {s.n_steps} steps of {s.batch_size} "
+        f"windows of the training text (benchmarks/llc_calibration.py chose them). Boundaries: where the curve, "
+        f"smoothed over {stages.SMOOTHING_DECADES} decades of tokens, turns, unless the turn is under "
+        f"{stages.MIN_CHANGE_SE:g} s.e.: "
+        + (", ".join(f"{fmt_tokens(m['tokens'])} tokens" for m in detected) if detected else "none")
+        + ". A negative LLC means SGLD found lower loss nearby: the snapshot is not at a local minimum (as at "
+        "initialisation), and the estimate does not measure degeneracy there."
+    )
