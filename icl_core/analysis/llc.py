@@ -39,9 +39,9 @@ Masks = Mapping[str, torch.Tensor | None]  # parameter name -> mask (None: the w
 class SGLDSettings:
     """What an estimate depends on; stored with it. Defaults: benchmarks/llc_calibration.py's choice."""
 
-    epsilon: float = 1e-4  # step size (devinterp's lr)
+    epsilon: float = 3e-5  # step size (devinterp's lr)
     n_beta: float = 1000.0  # inverse temperature n*beta
-    gamma: float = 10_000.0  # localization: pull towards w0 (epsilon * gamma < 2, or a chain diverges)
+    gamma: float = 3000.0  # localization: pull towards w0 (epsilon * gamma < 2, or a chain diverges)
     n_chains: int = 4
     n_steps: int = 100  # one draw per step, no burn-in (devinterp's num_steps_bw_draws=1, num_burnin_steps=0)
     batch_size: int = 4
