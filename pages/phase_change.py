@@ -140,6 +140,14 @@ else:
         f"**{sel.run.name}**: {sentence}. The selected step is **{phase_status(window, step)}**. "
         "Shaded orange on the charts."
     )
+    spread = analyses.window_spread_of(sel.run.path, snaps)
+    if spread is not None and spread.start and spread.end and spread.decades:
+        st.caption(
+            f"The window is located on one draw of the prefix-matching probe. Over {spread.n_draws} draws (this "
+            f"one and {spread.n_draws - 1} of other random bytes), {spread.n_found} find one: it starts at "
+            f"{fmt_tokens(spread.start[0])}–{fmt_tokens(spread.start[1])} and ends at {fmt_tokens(spread.end[0])}–"
+            f"{fmt_tokens(spread.end[1])} tokens ({spread.decades[0]:.2f}–{spread.decades[1]:.2f} decades wide)."
+        )
 
 onset = induction_onset(snaps)
 onset_tokens = (tokens_at[onset[0]] or None) if onset else None

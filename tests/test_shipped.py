@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from icl_core import data, evalset
-from icl_core.analysis import claims, metrics
+from icl_core.analysis import claims, metrics, robustness
 from icl_core.analysis.ablation import run_ablated
 from icl_core.analysis.claims import run_figures
 from icl_core.analysis.pca import TURN_SPAN_DECADES, pca_table, sharpest_turn, token_positions
-from icl_core.analysis.phase import best_induction_head
+from icl_core.analysis.phase import best_induction_head, phase_window
 from icl_core.model.transformer import per_token_loss
 from icl_core.storage.runs import SHIPPED_DIR
 from icl_core.storage.snapshots import list_snapshots, load_model, read_manifest
@@ -156,23 +156,41 @@ def test_more_layers_end_with_more_in_context_learning_than_one(final, key):
         # measured, code / prose: attn2 -0.238 ± 0.035 / -0.193 ± 0.042; attn3 -0.240 ± 0.036 / -0.074 ± 0.041;
         # attn1-smeared -0.143 ± 0.030 / -0.082 ± 0.034 (2.4 s.e.: its advantage is smaller on prose)
         if name == "attn3" and key == "icl_score_prose":
-            # NOT met (asked: >= 0.15): attn3's prose ICL erodes over its plateau (next test)
+            # NOT met (asked: >= 0.15): 1.8 s.e. (2.2 with last-3-snapshot means)
             assert gap.value < 0, gap
             continue
         least, n_se = (0.05, 2 if key == "icl_score_prose" else 3) if name == "attn1-smeared" else (0.15, 3)
         assert gap.value <= -least and gap.value <= -n_se * gap.se, (name, key, gap)
 
 
-def test_over_its_plateau_attn3_loses_in_context_learning_on_prose_less_on_code(snaps):
-    # From 24.6M tokens (past every window) to the end, paired on the same 2,048 examples. Measured: prose
-    # +0.101 ± 0.033 (3.1 s.e.), code +0.052 ± 0.027 (1.9 s.e.); attn2 +0.053 ± 0.034 / +0.013 ± 0.028 and
-    # attn2-smeared +0.049 ± 0.032 / -0.050 ± 0.026 (not asserted): training on code alone, at a falling rate,
-    # weakens in-context learning on the other kind of text, in the 3-layer run most.
+def test_over_its_plateau_attn3_does_not_clearly_lose_in_context_learning_on_prose(snaps):
+    """From 24.6M tokens (past every window) to the end, paired on the same examples. Single snapshots: prose
+    +0.101 ± 0.033 (3.0 s.e.). With each end the mean of 3 neighbouring snapshots: +0.071 ± 0.026 (2.7 s.e.);
+    an independent re-check on other English text found +0.050 ± 0.032 (1.6 s.e.). The README therefore makes
+    no claim that attn3 loses in-context learning on prose; this test keeps that verdict true: the rise stays
+    below 3 s.e. once one snapshot cannot decide it, and the code score's change stays within 2 s.e."""
     start = claims.nearest(snaps["attn3"], 24.6e6)
-    prose = claims.paired_icl_change(start, snaps["attn3"][-1], claims.eval_tokens("icl_score_prose"))
-    code = claims.paired_icl_change(start, snaps["attn3"][-1], claims.eval_tokens("icl_score", 2048))
-    assert prose.value >= 3 * prose.se and prose.value > 0.05, prose
-    assert code.value < 2 * code.se, code
+    last = snaps["attn3"][-1]
+    prose = robustness.paired_change3(snaps["attn3"], start.step, last.step, claims.eval_tokens("icl_score_prose"))
+    code = robustness.paired_change3(snaps["attn3"], start.step, last.step, claims.eval_tokens("icl_score", 2048))
+    assert 0 < prose.value < 3 * prose.se, prose
+    assert abs(code.value) < 2 * code.se, code
+
+
+def test_across_attn2s_window_verdicts_hold_with_three_snapshot_ends(snaps):
+    """attn2 falls by >= 5 paired s.e. on code with each end the mean of 3 neighbouring snapshots (measured
+    -0.235 ± 0.027, 8.6 s.e.); attn1-smeared's prose move across the same window (+0.094 ± 0.026 on single
+    snapshots) came from one low snapshot: with 3-snapshot ends it is +0.009 ± 0.021, within 2 s.e."""
+    window = phase_window(snaps["attn2"])
+    assert window is not None
+    code = robustness.paired_change3(
+        snaps["attn2"], window.start_step, window.end_step, claims.eval_tokens("icl_score", 2048)
+    )
+    assert code.value <= -5 * code.se, code
+    prose = robustness.paired_change3(
+        snaps["attn1-smeared"], window.start_step, window.end_step, claims.eval_tokens("icl_score_prose")
+    )
+    assert abs(prose.value) < 2 * prose.se, prose
 
 
 def test_the_papers_magnitude_on_code(figures):

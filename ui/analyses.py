@@ -34,6 +34,7 @@ from icl_core.analysis import (
     llc_over_training,
     pca,
     precompute,
+    robustness,
 )
 from icl_core.analysis.ablation import AblationMode, run_ablated
 from icl_core.analysis.text import TextAnalysis, TextInput, analyze_tokens, prediction_rows, prepare_text
@@ -413,3 +414,15 @@ def llc_of(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, llc.LLCEst
 def rllc_of(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, dict[str, llc.LLCEstimate]]:
     """Each head's stored refined LLC: step -> head name -> estimate."""
     return _estimates(run_dir, snaps, heads=True)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _window_spread(
+    key: tuple[tuple[str, int, int], int], _snaps: tuple[SnapshotInfo, ...]
+) -> robustness.WindowSpread | None:
+    return precompute.stored_window_spread(Path(key[0][0]), _snaps)
+
+
+def window_spread_of(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> robustness.WindowSpread | None:
+    """The phase-change window over other draws of the prefix-matching probe, where the run carries them."""
+    return _window_spread(run_key(run_dir, snaps), tuple(snaps))

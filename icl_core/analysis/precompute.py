@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from icl_core.analysis import attribution, circuits, head_table
+from icl_core.analysis import attribution, circuits, head_table, robustness
 from icl_core.analysis.ablation import ABLATION_MODES, AblationMode
 from icl_core.analysis.phase import PhaseWindow
 from icl_core.errors import ICLError
@@ -30,11 +30,12 @@ from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, list_sna
 
 ANALYSIS_DIR = "analysis"
 FORMAT_VERSION = 1
-ABLATION_TABLES, PHASE_ATTRIBUTION, ATTRIBUTION_OVER_TRAINING, CIRCUITS_OVER_TRAINING = (
+ABLATION_TABLES, PHASE_ATTRIBUTION, ATTRIBUTION_OVER_TRAINING, CIRCUITS_OVER_TRAINING, WINDOW_DRAWS = (
     "ablation_tables",
     "phase_attribution",
     "attribution_over_training",
     "circuits_over_training",
+    "window_draws",
 )
 
 
@@ -99,7 +100,21 @@ def stored_phase_attribution(run_dir: Path, snaps: Sequence[SnapshotInfo], mode:
     return (phase_attribution_from_dict(found[mode]) if found[mode] else None), True
 
 
+def stored_window_spread(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> robustness.WindowSpread | None:
+    """The phase-change window over the stored probe draws (window_draws_rows), or None where none are stored."""
+    rows = load(run_dir, WINDOW_DRAWS, snaps)
+    if not isinstance(rows, list):
+        return None
+    return robustness.window_spread(snaps, [PhaseWindow(**w) if w else None for w in rows])
+
+
 # -- computing ----------------------------------------------------------------------------------------------
+
+
+def window_draws_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any] | None]:
+    """The window located with each probe draw (robustness.probe_draw; draw 0 is the app's own)."""
+    scores = robustness.prefix_matching_over_draws(snaps)
+    return [asdict(w) if w else None for w in robustness.windows_over_draws(snaps, scores)]
 
 
 def circuits_rows(
@@ -169,6 +184,8 @@ def precompute_run(
         say(f"{run_dir.name}: attribution ({mode}) ({time.time() - t0:.0f}s)")
     save(run_dir, PHASE_ATTRIBUTION, snaps, phase)
     save(run_dir, ATTRIBUTION_OVER_TRAINING, snaps, over)
+    save(run_dir, WINDOW_DRAWS, snaps, window_draws_rows(snaps))
+    say(f"{run_dir.name}: windows over probe draws ({time.time() - t0:.0f}s)")
 
 
 def main(argv: list[str] | None = None) -> int:

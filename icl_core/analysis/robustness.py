@@ -93,10 +93,7 @@ class Mean3:
 def mean3(snaps: Sequence[SnapshotInfo], step: int, key: IclKey = "icl_score") -> Mean3:
     """The ICL score (`key`) at `step` as the mean of that snapshot and its neighbours (the last snapshot: it and
     the two before it), so one low or high snapshot cannot decide a verdict."""
-    scored = [s for s in snaps if s.metrics.scalar(key) is not None]
-    i = next(k for k, s in enumerate(scored) if s.step == step)
-    lo = min(max(i - 1, 0), len(scored) - 3)
-    picked = scored[lo : lo + 3]
+    picked = neighbours([s for s in snaps if s.metrics.scalar(key) is not None], step)
     values = [s.metrics.icl_with_se(key) for s in picked]
     return Mean3(
         float(np.mean([v for v, _ in values])),
@@ -110,6 +107,27 @@ def change3(snaps: Sequence[SnapshotInfo], start_step: int, end_step: int, key: 
     the two ends' as if independent (conservative: shared examples make the true one smaller)."""
     a, b = mean3(snaps, start_step, key), mean3(snaps, end_step, key)
     return Mean3(b.value - a.value, math.hypot(a.se, b.se), a.steps + b.steps)
+
+
+def neighbours(snaps: Sequence[SnapshotInfo], step: int) -> list[SnapshotInfo]:
+    """The snapshot at `step` and its two neighbours (at the last snapshot: it and the two before it)."""
+    i = next(k for k, s in enumerate(snaps) if s.step == step)
+    lo = min(max(i - 1, 0), len(snaps) - 3)
+    return list(snaps[lo : lo + 3])
+
+
+def per_example_icl3(snaps: Sequence[SnapshotInfo], step: int, tokens: torch.Tensor) -> torch.Tensor:
+    """Each example's ICL score averaged over the snapshot at `step` and its two neighbours."""
+    return torch.stack([metrics.per_example_icl(load_model(s).eval(), tokens) for s in neighbours(snaps, step)]).mean(0)
+
+
+def paired_change3(
+    snaps: Sequence[SnapshotInfo], start_step: int, end_step: int, tokens: torch.Tensor
+) -> metrics.ICLScore:
+    """The ICL score's change from `start_step` to `end_step`, each end the mean of three neighbouring snapshots,
+    example by example on the same `tokens`: the paired standard error of claims.paired_icl_change, without
+    letting one low or high snapshot decide."""
+    return metrics.mean_with_se(per_example_icl3(snaps, end_step, tokens) - per_example_icl3(snaps, start_step, tokens))
 
 
 @dataclass(frozen=True)
