@@ -52,6 +52,51 @@ def llc_rows(snaps: Sequence[SnapshotInfo], estimates: dict[int, llc.LLCEstimate
     ]
 
 
+def rllc_rows(snaps: Sequence[SnapshotInfo], rllc: dict[int, dict[str, llc.LLCEstimate]]) -> list[dict[str, Any]]:
+    """One row per (estimated snapshot, head): the head's refined LLC and its chains' standard error."""
+    return [
+        {
+            "step": s.step,
+            "tokens": s.tokens_seen,
+            "head": head,
+            "rllc": est.mean,
+            "rllc_se": est.std / math.sqrt(len(est.per_chain)),
+        }
+        for s in snaps
+        for head, est in sorted(rllc.get(s.step, {}).items())
+    ]
+
+
+def draw_rllc(run_dir: Path, snaps: Sequence[SnapshotInfo], window_tokens: tuple[int, int] | None, axes: dict) -> None:
+    """Each head's refined LLC over training (Wang et al. 2024), where the run carries it."""
+    rllc = analyses.rllc_of(run_dir, snaps)
+    rows = rllc_rows(snaps, rllc)
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    chart = chrome.memo_chart(
+        training_charts.over_training,
+        df,
+        "rllc",
+        "Refined LLC per head (SGLD moves only that head's weights)",
+        "refined LLC",
+        window_tokens,
+        color="head",
+        points=False,
+        **axes,
+    )
+    chrome.show_chart(chart, width="stretch")
+    complete = sum(
+        1
+        for s in snaps
+        if len(rllc.get(s.step, {})) == snaps[-1].model_config.n_layers * snaps[-1].model_config.n_heads
+    )
+    st.caption(
+        f"{complete} of {len(snaps)} snapshots have every head's estimate (the rest are still being computed: "
+        "`python -m icl_core.analysis.llc_over_training RUN --heads`, resumable). Same SGLD settings as the LLC."
+    )
+
+
 def stage_rows(rows: list[dict[str, Any]], source_repo: str | None) -> list[dict[str, Any]]:
     """The detected boundaries (stages.stage_boundaries) and, for an imported run that has them, the published."""
     found = stages.stage_boundaries([r["tokens"] for r in rows], [r["llc"] for r in rows], [r["llc_se"] for r in rows])
@@ -169,3 +214,4 @@ def draw_llc_section(
         + ". A negative LLC means SGLD found lower loss nearby: the snapshot is not at a local minimum (as at "
         "initialisation), and the estimate does not measure degeneracy there."
     )
+    draw_rllc(run_dir, snaps, window_tokens, axes)
