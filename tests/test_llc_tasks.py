@@ -3,6 +3,7 @@ task that one visitor starts and only that visitor stops, and drawn on the Phase
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -118,3 +119,31 @@ def test_the_phase_change_page_draws_the_llc_and_offers_the_rest(
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert not [b for b in at.button if b.key == "llc_start"]
     assert any("3 of 3 snapshots estimated" in c.value for c in at.caption)
+
+
+def test_an_imported_l2w256_run_shows_the_published_boundaries_beside_the_detected(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stage boundaries Hoogland et al. publish for timaeus/L2W256-3m-rr are drawn for a run imported from
+    that repo (its manifest's source), and for no other run."""
+    llc_over_training.llc_over_training(tiny_run)
+    landscape = pytest.importorskip("ui.landscape")
+    rows = landscape.llc_rows(
+        list_snapshots(tiny_run), llc_over_training.stored_llc(tiny_run, list_snapshots(tiny_run))
+    )
+    assert [m for m in landscape.stage_rows(rows, None) if m["kind"] == "published"] == []
+    published = [m for m in landscape.stage_rows(rows, "timaeus/L2W256-3m-rr") if m["kind"] == "published"]
+    assert [m["label"].split(" (")[0] for m in published] == ["LM1 | LM2", "LM2 | LM3", "LM3 | LM4", "LM4 | LM5"]
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(tiny_run))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def llc_spec() -> str:
+        at = open_page("pages/phase_change.py", run="tiny-llc")
+        assert not at.exception and not at.error, [e.value for e in at.error]
+        return next(c.proto.spec for c in at.get("vega_lite_chart") if "Local learning coefficient" in c.proto.spec)
+
+    assert '"published"' not in llc_spec()
+    manifest = json.loads((tiny_run / "run.json").read_text())
+    manifest["source"] = {"repo_id": "timaeus/L2W256-3m-rr", "revision": "main"}
+    (tiny_run / "run.json").write_text(json.dumps(manifest))
+    assert '"published"' in llc_spec()  # the stage-boundary colour scale has the published kind
