@@ -39,3 +39,18 @@ def test_the_published_boundaries_are_hooglands_in_tokens() -> None:
     assert [t for _, t in marks] == [s * TIMAEUS_TOKENS_PER_STEP for s in (900, 6_500, 8_500, 17_000)]
     assert marks[2][0].startswith("LM3 | LM4")  # the induction heads form in LM4
     assert published_stage_boundaries("NeelNanda/Attn_Only_2L512W_C4_Code") == []
+
+
+def test_estimates_before_the_first_positive_one_do_not_count() -> None:
+    """Early snapshots are not at a local minimum (negative LLC): their climb to 0 is not a stage."""
+    x = np.log10(TOKENS)
+    curve = np.interp(x, [4, 5, 6, 7, 8], [-1000.0, -500.0, 50.0, 120.0, 60.0])
+    found = stages.stage_boundaries(TOKENS, curve.tolist(), [1.0] * len(TOKENS))
+    assert len(found) == 1 and abs(np.log10(found[0]) - 7) < 0.15
+
+
+def test_scatter_between_snapshots_sets_the_noise_floor_when_the_chains_agree() -> None:
+    rng = np.random.default_rng(1)
+    rising = np.linspace(10, 100, len(TOKENS)) + rng.normal(0, 6.0, len(TOKENS))
+    # Chains that agree to 0.1 do not make snapshot-to-snapshot scatter of 6 a signal.
+    assert stages.stage_boundaries(TOKENS, rising.tolist(), [0.1] * len(TOKENS)) == []

@@ -207,9 +207,10 @@ def draw_llc_section(
     st.caption(
         f"{len(estimates)} of {len(snaps)} snapshots estimated. SGLD as devinterp 2.0.1: step size ε {s.epsilon:g}, "
         f"nβ {s.n_beta:g}, localization γ {s.gamma:g}, {s.n_chains} chains × {s.n_steps} steps of {s.batch_size} "
-        f"windows of the training text (benchmarks/llc_calibration.py chose them). Boundaries: where the curve, "
-        f"smoothed over {stages.SMOOTHING_DECADES} decades of tokens, turns, unless the turn is under "
-        f"{stages.MIN_CHANGE_SE:g} s.e.: "
+        f"windows of the training text (benchmarks/llc_calibration.py chose them). Boundaries (from the first "
+        f"positive estimate on): where the curve, smoothed over {stages.SMOOTHING_DECADES} decades of tokens, "
+        f"turns, unless the turn is under {stages.MIN_CHANGE_SE:g}x the noise (chains' s.e. or the snapshots' "
+        "scatter, the larger): "
         + (", ".join(f"{fmt_tokens(m['tokens'])} tokens" for m in detected) if detected else "none")
         + ". A negative LLC means SGLD found lower loss nearby: the snapshot is not at a local minimum (as at "
         "initialisation), and the estimate does not measure degeneracy there."

@@ -1,9 +1,12 @@
 """Developmental stages from the LLC curve (Hoogland et al. 2024): boundaries at its critical points.
 
-The rule, stated once: smooth the LLC against log(tokens seen) with a Gaussian of SMOOTHING_DECADES; a boundary
-is where the smoothed curve's slope changes sign (a local maximum or minimum). A rise or fall between two
-neighbouring boundaries smaller than MIN_CHANGE_SE times the estimates' typical standard error is noise: the
-pair is merged away, smallest first. Step 0 (no tokens seen) has no place on a log axis and is left out.
+The rule, stated once. Only valid estimates count: from the first snapshot whose LLC is positive on (a negative
+one means SGLD found lower loss nearby: the snapshot is not at a local minimum, as early in training, and the
+estimate does not measure degeneracy there). Smooth the LLC against log(tokens seen) with a Gaussian of
+SMOOTHING_DECADES; a boundary is where the smoothed curve's slope changes sign (a local maximum or minimum). A
+rise or fall between two neighbouring boundaries smaller than MIN_CHANGE_SE times the noise (the larger of the
+chains' typical standard error and the snapshots' rms scatter about the smoothed curve) is noise: the pair is
+merged away, smallest first. Step 0 (no tokens seen) has no place on a log axis and is left out.
 (Published boundaries, for comparison: icl_core.storage.published.published_stage_boundaries.)
 """
 
@@ -30,15 +33,18 @@ def smoothed(
 def stage_boundaries(
     tokens: Sequence[int], llc: Sequence[float], se: Sequence[float], decades: float = SMOOTHING_DECADES
 ) -> list[int]:
-    """The tokens seen at each boundary (see the module's rule); [] for fewer than 5 positive-token points."""
-    keep = [i for i, t in enumerate(tokens) if t > 0 and np.isfinite(llc[i])]
+    """The tokens seen at each boundary (see the module's rule); [] for fewer than 5 valid points."""
+    first_valid = next((i for i, v in enumerate(llc) if tokens[i] > 0 and np.isfinite(v) and v > 0), len(llc))
+    keep = [i for i in range(first_valid, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
     if len(keep) < 5:
         return []
     x = np.asarray([tokens[i] for i in keep], dtype=float)
-    y = smoothed(x, [llc[i] for i in keep], decades)
+    raw = np.asarray([llc[i] for i in keep], dtype=float)
+    y = smoothed(x, raw, decades)
     slope = np.sign(np.diff(y))
     extrema = [i for i in range(1, len(slope)) if slope[i] != 0 and slope[i - 1] != 0 and slope[i] != slope[i - 1]]
-    floor = MIN_CHANGE_SE * float(np.median([se[i] for i in keep]))
+    scatter = float(np.sqrt(np.mean((raw - y) ** 2)))
+    floor = MIN_CHANGE_SE * max(float(np.median([se[i] for i in keep])), scatter)
     points = [0, *extrema, len(y) - 1]  # the ends anchor the first and last rise
     while len(points) > 2:
         changes = [abs(y[points[k + 1]] - y[points[k]]) for k in range(len(points) - 1)]
