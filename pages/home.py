@@ -61,8 +61,8 @@ In this app's runs, 1 and 2 are measured and tested on code and on prose; 4 hold
 and the smeared-key 2-layer runs (on prose for the 3-layer one), not clearly for the plain 2-layer one; 3, the
 bump, shows in the plain 2-layer and the smeared-key 1-layer runs (the held-out loss rises 0.05–0.08 nats above
 its trend, over 3x the jitter around it), not in the 3-layer or the smeared-key 2-layer run. Where exactly the
-window ends depends on which random tokens probe the heads (another draw moves it by up to 0.2 decades); where
-it starts does not.
+window ends depends on which random tokens probe the heads (another draw moves it by up to a quarter of a
+decade); where it starts does not.
 
 A **one-layer** attention-only model shows none of this: it cannot build an induction head.
 
