@@ -15,6 +15,7 @@ from icl_core.analysis import llc, stages
 from icl_core.analysis.costs import say_seconds
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.errors import ICLError
+from icl_core.model.config import BYTES_TOKENIZER
 from icl_core.storage.published import published_stage_boundaries
 from icl_core.storage.snapshots import SnapshotInfo
 from icl_core.tasks import llc_tasks
@@ -204,10 +205,14 @@ def draw_llc_section(
         chrome.show_chart(training_charts.sgld_traces(pd.DataFrame(trace_rows(estimate)), title), width="stretch")
     s = estimate.settings
     detected = [m for m in marks if m["kind"] == "detected"]
+    ours = snaps[-1].model_config.tokenizer == BYTES_TOKENIZER
+    data_text = (
+        "the training text" if ours else "the standard library's held-out text in its tokens (not its training data)"
+    )
     st.caption(
         f"{len(estimates)} of {len(snaps)} snapshots estimated. SGLD as devinterp 2.0.1: step size ε {s.epsilon:g}, "
         f"nβ {s.n_beta:g}, localization γ {s.gamma:g}, {s.n_chains} chains × {s.n_steps} steps of {s.batch_size} "
-        f"windows of the training text (benchmarks/llc_calibration.py chose them). Boundaries (from the first "
+        f"windows of {data_text} (benchmarks/llc_calibration.py chose the settings). Boundaries (from the first "
         f"positive estimate on): where the curve, smoothed over {stages.SMOOTHING_DECADES} decades of tokens, "
         f"turns, unless the turn is under {stages.MIN_CHANGE_SE:g}x the noise (chains' s.e. or the snapshots' "
         "scatter, the larger): "

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from icl_core.data import sample_batch
+from icl_core.data import sample_batch, tokenizer_examples
 from icl_core.heads import Head
+from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import per_token_loss
 from icl_core.stdlib_text import corpus
 
@@ -106,8 +107,12 @@ class LLCEstimate:
         )
 
 
-def llc_windows(n_ctx: int, n_windows: int, seed: int = LLC_DATA_SEED) -> torch.Tensor:
-    """(n_windows, n_ctx) windows of the training corpus, each after a start token: the training distribution."""
+def llc_windows(n_ctx: int, n_windows: int, seed: int = LLC_DATA_SEED, tokenizer: Tokenizer = BYTES) -> torch.Tensor:
+    """(n_windows, n_ctx) windows of the training corpus, each after a start token: our runs' training
+    distribution. A model with another tokenizer (an imported run) gets the standard library's held-out text in
+    its tokens instead: the nearest text every machine has, not what it was trained on (the page says so)."""
+    if tokenizer != BYTES:
+        return tokenizer_examples(tokenizer, n_windows, n_ctx, seed)
     gen = torch.Generator().manual_seed(seed)
     return sample_batch(corpus("train"), n_windows, n_ctx, gen)
 

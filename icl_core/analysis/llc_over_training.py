@@ -89,7 +89,8 @@ def llc_over_training(
     snaps = list_snapshots(run_dir)
     name = RLLC_FILE if heads else LLC_FILE
     estimates = _load_partial(run_dir, name, snaps, settings)
-    windows = llc.llc_windows(snaps[-1].model_config.n_ctx, settings.n_windows)
+    tokenizer = load_model(snaps[-1]).require_tokenizer()
+    windows = llc.llc_windows(snaps[-1].model_config.n_ctx, settings.n_windows, tokenizer=tokenizer)
     cfg = snaps[-1].model_config
     all_heads: list[Head] = [(layer, h) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)]
     for i, snap in enumerate(snaps):

@@ -21,7 +21,7 @@ MIN_CHANGE_SE = 3.0
 
 
 def smoothed(
-    tokens: Sequence[float] | np.ndarray, values: Sequence[float], decades: float = SMOOTHING_DECADES
+    tokens: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, decades: float = SMOOTHING_DECADES
 ) -> np.ndarray:
     """Gaussian kernel smoothing in log10(tokens) (the snapshots are log-spaced, denser in places)."""
     x = np.log10(np.asarray(tokens, dtype=float))
