@@ -212,8 +212,8 @@ def draw_llc_section(
     st.caption(
         f"{len(estimates)} of {len(snaps)} snapshots estimated. SGLD as devinterp 2.0.1: step size ε {s.epsilon:g}, "
         f"nβ {s.n_beta:g}, localization γ {s.gamma:g}, {s.n_chains} chains × {s.n_steps} steps of {s.batch_size} "
-        f"windows of {data_text} (benchmarks/llc_calibration.py chose the settings). Boundaries (from the first "
-        f"positive estimate on): where the curve, smoothed over {stages.SMOOTHING_DECADES} decades of tokens, "
+        f"windows of {data_text} (benchmarks/llc_calibration.py chose the settings). Boundaries (after the last "
+        f"negative estimate): where the curve, smoothed over {stages.SMOOTHING_DECADES} decades of tokens, "
         f"turns, unless the turn is under {stages.MIN_CHANGE_SE:g}x the noise (chains' s.e. or the snapshots' "
         "scatter, the larger): "
         + (", ".join(f"{fmt_tokens(m['tokens'])} tokens" for m in detected) if detected else "none")

@@ -1,12 +1,12 @@
 """Developmental stages from the LLC curve (Hoogland et al. 2024): boundaries at its critical points.
 
-The rule, stated once. Only valid estimates count: from the first snapshot whose LLC is positive on (a negative
-one means SGLD found lower loss nearby: the snapshot is not at a local minimum, as early in training, and the
-estimate does not measure degeneracy there). Smooth the LLC against log(tokens seen) with a Gaussian of
-SMOOTHING_DECADES; a boundary is where the smoothed curve's slope changes sign (a local maximum or minimum). A
-rise or fall between two neighbouring boundaries smaller than MIN_CHANGE_SE times the noise (the larger of the
-chains' typical standard error and the snapshots' rms scatter about the smoothed curve) is noise: the pair is
-merged away, smallest first. Step 0 (no tokens seen) has no place on a log axis and is left out.
+The rule, stated once. Only valid estimates count: those after the last negative one (a negative LLC means SGLD
+found lower loss nearby: the snapshot is not at a local minimum, as early in training, and the estimate does not
+measure degeneracy there; where they alternate, none of them is trusted). Smooth the LLC against log(tokens seen)
+with a Gaussian of SMOOTHING_DECADES; a boundary is where the smoothed curve's slope changes sign (a local maximum
+or minimum). A rise or fall between two neighbouring boundaries smaller than MIN_CHANGE_SE times the noise (the
+larger of the chains' typical standard error and the snapshots' rms scatter about the smoothed curve) is noise: the
+pair is merged away, smallest first. Step 0 (no tokens seen) has no place on a log axis and is left out.
 (Published boundaries, for comparison: icl_core.storage.published.published_stage_boundaries.)
 """
 
@@ -34,7 +34,8 @@ def stage_boundaries(
     tokens: Sequence[int], llc: Sequence[float], se: Sequence[float], decades: float = SMOOTHING_DECADES
 ) -> list[int]:
     """The tokens seen at each boundary (see the module's rule); [] for fewer than 5 valid points."""
-    first_valid = next((i for i, v in enumerate(llc) if tokens[i] > 0 and np.isfinite(v) and v > 0), len(llc))
+    negative = [i for i, v in enumerate(llc) if np.isfinite(v) and v <= 0]
+    first_valid = negative[-1] + 1 if negative else 0
     keep = [i for i in range(first_valid, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
     if len(keep) < 5:
         return []
