@@ -4,6 +4,7 @@ and the sanity checks an estimate must pass before it is believed."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 
 import pytest
@@ -109,3 +110,45 @@ def test_a_head_mask_moves_only_that_heads_weights(attn2: list) -> None:
             assert changed[mask].mean() > 0.99 and not changed[~mask].any(), name
     with pytest.raises(ValueError, match="no head 5.0"):
         llc.head_mask(model, (5, 0))
+
+
+def _stored(name: str) -> tuple[list, dict[int, llc.LLCEstimate]]:
+    from icl_core.analysis.llc_over_training import stored_llc
+
+    snaps = list_snapshots(SHIPPED_DIR / name)
+    return snaps, stored_llc(SHIPPED_DIR / name, snaps)
+
+
+@pytest.mark.parametrize("name", ["attn1", "attn2"])
+def test_the_shipped_runs_carry_the_llc_at_every_snapshot(name: str) -> None:
+    snaps, estimates = _stored(name)
+    assert sorted(estimates) == [s.step for s in snaps]
+    assert all(e.settings == llc.DEFAULT_SETTINGS for e in estimates.values())
+    assert estimates[snaps[-1].step].mean > estimates[snaps[0].step].mean  # trained > initialisation
+    assert estimates[snaps[0].step].mean < 0  # not a local minimum: the README says the estimate is invalid there
+
+
+def test_what_the_llc_shows_on_the_one_and_two_layer_runs() -> None:
+    """README: attn1's LLC rises without a turn (no stage boundary); attn2's rises through its window (more per
+    decade inside than before) but never turns, and grows most at the end of training."""
+    from icl_core.analysis import stages
+    from icl_core.analysis.phase import phase_window
+    from ui.landscape import llc_rows
+
+    for name in ("attn1", "attn2"):
+        snaps, estimates = _stored(name)
+        rows = llc_rows(snaps, estimates)
+        found = stages.stage_boundaries(
+            [r["tokens"] for r in rows], [r["llc"] for r in rows], [r["llc_se"] for r in rows]
+        )
+        assert found == [], (name, found)
+    snaps, estimates = _stored("attn2")
+    window = phase_window(snaps)
+    assert window is not None
+    at = {s.step: (s.tokens_seen, estimates[s.step].mean) for s in snaps}
+    (t0, a), (t1, b), (t2, c) = at[window.start_step], at[window.end_step], at[snaps[-1].step]
+    before = next(v for s, v in at.items() if v[0] >= 1_000_000)
+    inside_rate = (b - a) / math.log10(t1 / t0)
+    before_rate = (a - before[1]) / math.log10(t0 / before[0])
+    after_rate = (c - b) / math.log10(t2 / t1)
+    assert before_rate < inside_rate < after_rate, (before_rate, inside_rate, after_rate)
