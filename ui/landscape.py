@@ -4,6 +4,7 @@ chains behind the selected snapshot's estimate. A section takes its inputs as ar
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,7 @@ def _follow_task(run_dir: Path) -> None:
         st.button("Stop (what is done is kept)", key="llc_stop", on_click=_stop, args=(info,))
 
 
-def llc_task_controls(run_dir: Path, n_estimated: int, n_snaps: int) -> None:
+def llc_task_controls(run_dir: Path, snaps: Sequence[SnapshotInfo], n_estimated: int) -> None:
     """Start, follow, stop or resume the background task that estimates the missing snapshots (llc_tasks)."""
     info = llc_tasks.llc_task_of(run_dir)
     if info is not None and info.active:
@@ -136,8 +137,9 @@ def llc_task_controls(run_dir: Path, n_estimated: int, n_snaps: int) -> None:
         return
     if info is not None and info.error:
         st.warning(f"The last LLC estimate stopped: {user_text(info.error, 300)}")
-    cost = say_seconds(llc_tasks.estimated_seconds(run_dir) * (n_snaps - n_estimated) / n_snaps)
-    if not llc_tasks.can_store(run_dir):
+    n_snaps = len(snaps)
+    cost = say_seconds(llc_tasks.estimated_seconds(snaps) * (n_snaps - n_estimated) / n_snaps)
+    if not os.access(run_dir, os.W_OK):  # cheap on every rerun; starting the task tries a write (can_store)
         st.info(f"{n_estimated} of {n_snaps} snapshots carry an LLC estimate; this run's folder is read-only here.")
         return
     label = "Estimate the LLC" if n_estimated == 0 else "Go on estimating the LLC"
@@ -176,7 +178,7 @@ def draw_llc_section(
     st.caption(LLC_EXPLAINED)
     estimates = analyses.llc_of(run_dir, snaps)
     if len(estimates) < len(snaps):
-        llc_task_controls(run_dir, len(estimates), len(snaps))
+        llc_task_controls(run_dir, snaps, len(estimates))
     if not estimates:
         return
     rows = llc_rows(snaps, estimates)

@@ -20,7 +20,7 @@ import torch
 
 from icl_core.analysis import llc, precompute
 from icl_core.heads import Head, head_name
-from icl_core.storage.snapshots import SnapshotInfo, list_snapshots, load_model
+from icl_core.storage.snapshots import SnapshotInfo, load_model, scan_snapshots
 
 LLC_FILE, RLLC_FILE = "llc", "rllc"
 RLLC_TRACE_BLOCK = 10  # a refined LLC keeps its traces as means of blocks of this many steps (20 heads' worth)
@@ -86,7 +86,7 @@ def llc_over_training(
     after each estimate; True when every snapshot has its estimate. Stops cleanly (resumably) as soon as
     `should_stop()` says so between two estimates."""
     stop = should_stop or (lambda: False)
-    snaps = list_snapshots(run_dir)
+    snaps = scan_snapshots(run_dir).snapshots  # the usable ones, as the pages see the run (a damaged one left out)
     name = RLLC_FILE if heads else LLC_FILE
     estimates = _load_partial(run_dir, name, snaps, settings)
     tokenizer = load_model(snaps[-1]).require_tokenizer()

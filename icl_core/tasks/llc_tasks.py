@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -26,7 +27,7 @@ from icl_core.errors import ICLError
 from icl_core.processes import folder_lock
 from icl_core.server_policy import JOB_NICE
 from icl_core.storage.runs import data_dir
-from icl_core.storage.snapshots import atomic_write_json, list_snapshots
+from icl_core.storage.snapshots import SnapshotInfo, atomic_write_json, scan_snapshots
 from icl_core.tasks import folder as task
 from icl_core.tasks.folder import CANCELLED, FAILED, FINISHED, LOG_FILE, STATUS_FILE, TaskState, read_json_or_empty
 
@@ -56,9 +57,8 @@ def llc_tasks_dir() -> Path:
     return data_dir() / "llc"
 
 
-def estimated_seconds(run_dir: Path) -> float:
-    """What the whole run costs with the app's settings (costs.llc_seconds)."""
-    snaps = list_snapshots(run_dir)
+def estimated_seconds(snaps: Sequence[SnapshotInfo]) -> float:
+    """What estimating these snapshots costs with the app's settings (costs.llc_seconds)."""
     s = llc.DEFAULT_SETTINGS
     return costs.llc_seconds(snaps[-1].model_config, len(snaps), s.n_chains, s.n_steps, s.batch_size)
 
@@ -158,7 +158,7 @@ def llc_task_of(run_dir: Path) -> LLCTaskInfo | None:
 def run_llc_task(folder: Path) -> None:
     request = read_json_or_empty(folder / REQUEST_FILE)
     run_dir = Path(request["run_dir"])
-    total = len(list_snapshots(run_dir))
+    total = len(scan_snapshots(run_dir).snapshots)
     task.write_status(folder, state=RUNNING, done=0, total=total, message="estimating", error=None)
 
     def progress(done: int, n: int) -> None:
