@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import open_page
 
 from icl_core.analysis import llc, llc_over_training
@@ -147,3 +148,22 @@ def test_an_imported_l2w256_run_shows_the_published_boundaries_beside_the_detect
     manifest["source"] = {"repo_id": "timaeus/L2W256-3m-rr", "revision": "main"}
     (tiny_run / "run.json").write_text(json.dumps(manifest))
     assert '"published"' in llc_spec()  # the stage-boundary colour scale has the published kind
+
+
+def test_snapshots_are_estimated_coarse_to_fine_so_a_stopped_sweep_spans_training() -> None:
+    order = llc_over_training.coarse_to_fine(20)
+    assert order[:4] == [0, 8, 16, 19]  # every 8th and the last first
+    assert order[4:8] == [4, 12, 2, 6]  # then every 4th, then every 2nd...
+    for n in range(0, 70):
+        assert sorted(llc_over_training.coarse_to_fine(n)) == list(range(n))
+
+
+def test_the_prose_check_estimates_every_other_snapshot_on_the_prose_set(tiny_run: Path) -> None:
+    snaps = list_snapshots(tiny_run)
+    assert llc_over_training.llc_over_training(tiny_run, data_set="prose", stride=2)
+    prose = llc_over_training.stored_llc(tiny_run, snaps, "prose")
+    assert sorted(prose) == [snaps[0].step, snaps[2].step]  # every 2nd, and the last
+    assert llc_over_training.stored_llc(tiny_run, snaps) == {}  # the app's own estimates are another file
+    windows = llc.prose_windows(96, 8)
+    assert windows.shape == (8, 96) and not torch.equal(windows, llc.llc_windows(96, 8))
+    assert torch.equal(windows, llc.prose_windows(96, 8))  # the same windows every time

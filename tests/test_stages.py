@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from icl_core.analysis import stages
 from icl_core.storage.published import TIMAEUS_TOKENS_PER_STEP, published_stage_boundaries
@@ -54,3 +55,21 @@ def test_scatter_between_snapshots_sets_the_noise_floor_when_the_chains_agree() 
     rising = np.linspace(10, 100, len(TOKENS)) + rng.normal(0, 6.0, len(TOKENS))
     # Chains that agree to 0.1 do not make snapshot-to-snapshot scatter of 6 a signal.
     assert stages.stage_boundaries(TOKENS, rising.tolist(), [0.1] * len(TOKENS)) == []
+
+
+def test_growth_around_a_window_is_equal_on_a_straight_curve_and_larger_where_it_bends() -> None:
+    x = np.log10(TOKENS)
+    straight = 10 * (x - 4)
+    g = stages.growth_around_window(TOKENS, straight.tolist(), 1_000_000, 3_000_000)
+    assert g is not None and g.scatter < 0.5  # only the smoother's bias at the two ends of the curve
+    assert g.before == pytest.approx(10, rel=0.1) and g.inside == pytest.approx(10, rel=0.1)
+    assert g.after == pytest.approx(10, rel=0.1)
+    # Thirty per decade inside the window only: the middle rate stands out by more than its s.e.
+    bent = np.interp(x, [4, 6, np.log10(3e6), 8], [0, 20, 20 + 30 * np.log10(3), 40 + 30 * np.log10(3)])
+    g = stages.growth_around_window(TOKENS, bent.tolist(), 1_000_000, 3_000_000)
+    assert g is not None and g.before is not None and g.inside is not None
+    assert g.inside - g.before > 10 + 3 * g.se_per_decade
+    # Nothing valid before the window (negative estimates up to it): no "before" figure.
+    early_invalid = np.where(x < 5.9, -5.0, bent)
+    g = stages.growth_around_window(TOKENS, early_invalid.tolist(), 1_000_000, 3_000_000)
+    assert g is not None and g.before is None and g.inside is not None

@@ -108,6 +108,23 @@ def stage_rows(rows: list[dict[str, Any]], source_repo: str | None) -> list[dict
     return out
 
 
+def growth_text(rows: list[dict[str, Any]], window_tokens: tuple[int, int]) -> str:
+    """The probe-free comparison with the phase-change window: how fast the LLC grows before, in and after it."""
+    g = stages.growth_around_window([r["tokens"] for r in rows], [r["llc"] for r in rows], *window_tokens)
+    if g is None:
+        return "Too few valid LLC estimates to compare their growth with the window."
+
+    def say(v: float | None) -> str:
+        return "n/a (no valid estimates there)" if v is None else f"{v:,.1f}"
+
+    return (
+        f"Growth of the LLC per decade of tokens seen: before the window {say(g.before)}, inside it "
+        f"{say(g.inside)}, after it {say(g.after)} (± {g.se_per_decade:,.1f} each; the outer stretches as wide as "
+        f"the window; each end a mean of 3 snapshots; the ± comes from the snapshots' scatter of "
+        f"{g.scatter:,.1f} about the smoothed curve, which is larger than the chains' spread)."
+    )
+
+
 def trace_rows(estimate: llc.LLCEstimate) -> list[dict[str, Any]]:
     block = max(1, estimate.settings.n_steps // max(len(estimate.init_trace), 1))  # stored as block means
     return [
@@ -222,4 +239,6 @@ def draw_llc_section(
         + ". A negative LLC means SGLD found lower loss nearby: the snapshot is not at a local minimum (as at "
         "initialisation), and the estimate does not measure degeneracy there."
     )
+    if window_tokens is not None:
+        st.caption(growth_text(rows, window_tokens))
     draw_rllc(run_dir, snaps, window_tokens, axes)

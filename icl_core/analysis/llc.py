@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from icl_core.data import sample_batch, tokenizer_examples
+from icl_core.data import prose_examples, sample_batch, tokenizer_examples
 from icl_core.heads import Head
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import per_token_loss
@@ -115,6 +115,16 @@ def llc_windows(n_ctx: int, n_windows: int, seed: int = LLC_DATA_SEED, tokenizer
         return tokenizer_examples(tokenizer, n_windows, n_ctx, seed)
     gen = torch.Generator().manual_seed(seed)
     return sample_batch(corpus("train"), n_windows, n_ctx, gen)
+
+
+def prose_windows(n_ctx: int, n_windows: int, seed: int = LLC_DATA_SEED) -> torch.Tensor:
+    """(n_windows, n_ctx) windows of the shipped prose set (English the runs never trained on): the second data
+    set an LLC claim is checked on, since the estimate depends on the data."""
+    prose = prose_examples(n_ctx)
+    if prose is None or len(prose) < n_windows:
+        raise ValueError(f"the prose set has no {n_windows} windows of {n_ctx} tokens")
+    rows = torch.randperm(len(prose), generator=torch.Generator().manual_seed(seed))[:n_windows]
+    return prose[rows.sort().values]
 
 
 def _loss(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

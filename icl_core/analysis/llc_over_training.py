@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,10 +22,21 @@ from icl_core.analysis import llc, precompute
 from icl_core.heads import Head, head_name
 from icl_core.storage.snapshots import SnapshotInfo, load_model, scan_snapshots
 
-LLC_FILE, RLLC_FILE = "llc", "rllc"
+LLC_FILE, RLLC_FILE, PROSE_LLC_FILE = "llc", "rllc", "llc_prose"
+LLCData = Literal["train", "prose"]  # the training corpus (the app's estimate) or the held-out prose (a check)
 RLLC_TRACE_BLOCK = 10  # a refined LLC keeps its traces as means of blocks of this many steps (20 heads' worth)
 
 Progress = Callable[[int, int], None]
+
+
+def coarse_to_fine(n: int) -> list[int]:
+    """0..n-1 ordered every 8th first, then every 4th, every 2nd, then the rest (the last one among the first):
+    a computation stopped part-way (the refined LLC takes hours) still spans the whole of training."""
+    order: dict[int, None] = {}  # insertion-ordered, without repeats
+    for stride in (8, 4, 2, 1):
+        for i in [*range(0, n, stride), *([n - 1] if stride == 8 and n else [])]:
+            order.setdefault(i)
+    return list(order)
 
 
 def _load_partial(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], settings: llc.SGLDSettings) -> dict:
@@ -41,9 +52,9 @@ def estimates_path(run_dir: Path, heads: bool = False) -> Path:
     return precompute.analysis_path(run_dir, RLLC_FILE if heads else LLC_FILE)
 
 
-def stored_llc(run_dir: Path, snaps: Sequence[SnapshotInfo]) -> dict[int, llc.LLCEstimate]:
+def stored_llc(run_dir: Path, snaps: Sequence[SnapshotInfo], data_set: LLCData = "train") -> dict[int, llc.LLCEstimate]:
     """Every stored LLC estimate of these snapshots, by step (a run part-way through has some of them)."""
-    data = precompute.load(run_dir, LLC_FILE, snaps)
+    data = precompute.load(run_dir, LLC_FILE if data_set == "train" else PROSE_LLC_FILE, snaps)
     if not isinstance(data, dict) or not isinstance(data.get("estimates"), dict):
         return {}
     return {int(step): llc.LLCEstimate.from_dict(d) for step, d in data["estimates"].items()}
@@ -81,19 +92,27 @@ def llc_over_training(
     heads: bool = False,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    data_set: LLCData = "train",
+    stride: int = 1,
 ) -> bool:
-    """Estimate what is missing (the LLC, or with `heads` every head's refined LLC) at every snapshot, saving
-    after each estimate; True when every snapshot has its estimate. Stops cleanly (resumably) as soon as
-    `should_stop()` says so between two estimates."""
+    """Estimate what is missing (the LLC, or with `heads` every head's refined LLC) at every `stride`-th snapshot
+    (and the last), saving after each estimate; True when each of them has its estimate. Stops cleanly
+    (resumably) as soon as `should_stop()` says so between two estimates. `data_set` "prose" estimates on the
+    held-out prose instead of the training corpus (a check: the estimate depends on the data)."""
     stop = should_stop or (lambda: False)
     snaps = scan_snapshots(run_dir).snapshots  # the usable ones, as the pages see the run (a damaged one left out)
-    name = RLLC_FILE if heads else LLC_FILE
+    name = RLLC_FILE if heads else LLC_FILE if data_set == "train" else PROSE_LLC_FILE
     estimates = _load_partial(run_dir, name, snaps, settings)
-    tokenizer = load_model(snaps[-1]).require_tokenizer()
-    windows = llc.llc_windows(snaps[-1].model_config.n_ctx, settings.n_windows, tokenizer=tokenizer)
     cfg = snaps[-1].model_config
+    if data_set == "prose":
+        windows = llc.prose_windows(cfg.n_ctx, settings.n_windows)
+    else:
+        tokenizer = load_model(snaps[-1]).require_tokenizer()
+        windows = llc.llc_windows(cfg.n_ctx, settings.n_windows, tokenizer=tokenizer)
     all_heads: list[Head] = [(layer, h) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)]
-    for i, snap in enumerate(snaps):
+    chosen = sorted({*range(0, len(snaps), stride), len(snaps) - 1})
+    for done_count, i in enumerate(coarse_to_fine(len(chosen)), start=1):
+        snap = snaps[chosen[i]]
         if stop():
             return False
         key = str(snap.step)
@@ -111,10 +130,10 @@ def llc_over_training(
                     return False
         elif key not in estimates:
             est = llc.estimate_llc(load_model(snap), windows, settings)
-            estimates[key] = _rounded(est.to_dict())
+            estimates[key] = _rounded(est.to_dict(), 1 if data_set == "train" else RLLC_TRACE_BLOCK)
             precompute.save(run_dir, name, snaps, {"settings": settings.to_dict(), "estimates": estimates})
         if progress is not None:
-            progress(i + 1, len(snaps))
+            progress(done_count, len(chosen))
     return True
 
 
@@ -124,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heads", action="store_true", help="each head's refined LLC instead of the LLC")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prose", action="store_true", help="estimate on the held-out prose (a check), not the corpus")
+    parser.add_argument("--stride", type=int, default=1, help="every this many-th snapshot (and the last)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     deadline = None if args.max_minutes is None else time.monotonic() + 60 * args.max_minutes
@@ -138,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir,
             heads=args.heads,
             progress=report,
+            data_set="prose" if args.prose else "train",
+            stride=args.stride,
             should_stop=lambda: deadline is not None and time.monotonic() > deadline,
         )
         complete = complete and finished

@@ -12,7 +12,9 @@ pair is merged away, smallest first. Step 0 (no tokens seen) has no place on a l
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,3 +60,50 @@ def stage_boundaries(
             break
         points = [p for p in points if p not in drop]
     return [int(x[p]) for p in points[1:-1]]
+
+
+@dataclass(frozen=True)
+class WindowGrowth:
+    """How fast the LLC grows (per decade of tokens) in the stretch before a window, inside it and after it, the
+    outer two as wide (in decades) as the window. Each end is the mean of three neighbouring snapshots; `se` comes
+    from the snapshots' scatter about the smoothed curve (larger than the chains' spread: it is what varies from
+    one snapshot to the next). None for a stretch that is not inside the valid estimates."""
+
+    before: float | None
+    inside: float | None
+    after: float | None
+    se_per_decade: float  # the s.e. of a difference of two 3-snapshot means, per decade of the window's width
+    scatter: float  # rms of the valid estimates about the smoothed curve
+
+
+def _mean3_at(x: np.ndarray, y: np.ndarray, tokens: float) -> tuple[float, float]:
+    """The mean of the three valid points around the one nearest `tokens` (log scale), and that point's tokens."""
+    i = int(np.argmin(np.abs(np.log10(x) - np.log10(tokens))))
+    lo = min(max(i - 1, 0), len(x) - 3)
+    return float(np.mean(y[lo : lo + 3])), float(x[i])
+
+
+def growth_around_window(
+    tokens: Sequence[int], llc: Sequence[float], start_tokens: int, end_tokens: int, decades: float = SMOOTHING_DECADES
+) -> WindowGrowth | None:
+    """The LLC's growth before, inside and after the window [start_tokens, end_tokens] (see WindowGrowth); None
+    where fewer than 5 valid estimates exist. Valid: after the last negative estimate, as for the boundaries."""
+    negative = [i for i, v in enumerate(llc) if np.isfinite(v) and v <= 0]
+    first_valid = negative[-1] + 1 if negative else 0
+    keep = [i for i in range(first_valid, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
+    if len(keep) < 5 or end_tokens <= start_tokens:
+        return None
+    x = np.asarray([tokens[i] for i in keep], dtype=float)
+    y = np.asarray([llc[i] for i in keep], dtype=float)
+    scatter = float(np.sqrt(np.mean((y - smoothed(x, y, decades)) ** 2)))
+    width = float(np.log10(end_tokens / start_tokens))
+    edges = [start_tokens / 10**width, start_tokens, end_tokens, end_tokens * 10**width]
+
+    def rate(a: float, b: float) -> float | None:
+        if a < x[0] or b > x[-1]:
+            return None
+        (va, ta), (vb, tb) = _mean3_at(x, y, a), _mean3_at(x, y, b)
+        return (vb - va) / float(np.log10(tb / ta)) if tb > ta else None
+
+    before, inside, after = (rate(a, b) for a, b in itertools.pairwise(edges))
+    return WindowGrowth(before, inside, after, float(scatter * np.sqrt(2 / 3) / width), scatter)
