@@ -167,3 +167,22 @@ def test_the_prose_check_estimates_every_other_snapshot_on_the_prose_set(tiny_ru
     windows = llc.prose_windows(96, 8)
     assert windows.shape == (8, 96) and not torch.equal(windows, llc.llc_windows(96, 8))
     assert torch.equal(windows, llc.prose_windows(96, 8))  # the same windows every time
+
+
+def test_the_refined_llc_is_drawn_as_heads_by_tokens_with_each_heads_growth(
+    tiny_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landscape = pytest.importorskip("ui.landscape")
+    snaps = list_snapshots(tiny_run)
+    assert llc_over_training.llc_over_training(tiny_run, heads=True)
+    rows = landscape.rllc_rows(snaps, llc_over_training.stored_rllc(tiny_run, snaps))
+    first = [r for r in rows if r["head"] == "L0H1"]
+    # Each head's cell runs from its snapshot to the same head's next one (a heads × tokens chart has no gaps).
+    assert [r["next_tokens"] for r in first[:-1]] == [r["tokens"] for r in first[1:]]
+    monkeypatch.setenv(EXTRA_RUNS_ENV, str(tiny_run))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = open_page("pages/phase_change.py", run="tiny-llc")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    spec = next(c.proto.spec for c in at.get("vega_lite_chart") if "Refined LLC per head" in c.proto.spec)
+    assert '"rect"' in spec and '"next_tokens"' in spec
+    assert any("3 of 3 snapshots have every head's estimate" in c.value for c in at.caption)

@@ -73,3 +73,10 @@ def test_growth_around_a_window_is_equal_on_a_straight_curve_and_larger_where_it
     early_invalid = np.where(x < 5.9, -5.0, bent)
     g = stages.growth_around_window(TOKENS, early_invalid.tolist(), 1_000_000, 3_000_000)
     assert g is not None and g.before is None and g.inside is not None
+    # A head's refined LLC takes the whole model's verdict on where estimates are valid: its own dips below zero
+    # (noise, at a small value) do not discard what comes before them.
+    dipping = np.where(np.abs(x - 6.5) < 0.05, -0.5, bent)
+    assert stages.growth_around_window(TOKENS, dipping.tolist(), 1_000_000, 3_000_000).before is None  # type: ignore[union-attr]
+    g = stages.growth_around_window(TOKENS, dipping.tolist(), 1_000_000, 3_000_000, valid_from=10_000)
+    assert g is not None and g.before == pytest.approx(10, rel=0.2)
+    assert stages.first_valid_tokens(TOKENS, early_invalid.tolist()) == min(t for t in TOKENS if np.log10(t) >= 5.9)

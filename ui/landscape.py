@@ -55,8 +55,9 @@ def llc_rows(snaps: Sequence[SnapshotInfo], estimates: dict[int, llc.LLCEstimate
 
 
 def rllc_rows(snaps: Sequence[SnapshotInfo], rllc: dict[int, dict[str, llc.LLCEstimate]]) -> list[dict[str, Any]]:
-    """One row per (estimated snapshot, head): the head's refined LLC and its chains' standard error."""
-    return [
+    """One row per (estimated snapshot, head): the head's refined LLC, its chains' standard error, and the tokens
+    of the head's next estimated snapshot (where its cell ends on the heads × tokens chart)."""
+    rows: list[dict[str, Any]] = [
         {
             "step": s.step,
             "tokens": s.tokens_seen,
@@ -67,36 +68,58 @@ def rllc_rows(snaps: Sequence[SnapshotInfo], rllc: dict[int, dict[str, llc.LLCEs
         for s in snaps
         for head, est in sorted(rllc.get(s.step, {}).items())
     ]
+    last: dict[str, dict[str, Any]] = {}
+    for row in reversed(rows):  # each cell ends where the same head's next estimate starts (the last: a bit on)
+        row["next_tokens"] = last[row["head"]]["tokens"] if row["head"] in last else int(row["tokens"] * 1.2)
+        last[row["head"]] = row
+    return rows
 
 
-def draw_rllc(run_dir: Path, snaps: Sequence[SnapshotInfo], window_tokens: tuple[int, int] | None, axes: dict) -> None:
-    """Each head's refined LLC over training (Wang et al. 2024), where the run carries it."""
+def draw_rllc(
+    run_dir: Path, snaps: Sequence[SnapshotInfo], window_tokens: tuple[int, int] | None, valid_from: int | None
+) -> None:
+    """Each head's refined LLC over training (Wang et al. 2024), where the run carries it: heads × tokens seen, and
+    how fast each head's grows before, in and after the phase-change window. `valid_from`: the tokens from which
+    the whole model's LLC is valid (stages.first_valid_tokens); earlier cells are grey."""
     rllc = analyses.rllc_of(run_dir, snaps)
     rows = rllc_rows(snaps, rllc)
     if not rows:
         return
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).assign(valid=lambda d: d["tokens"] >= (valid_from or 0))
     chart = chrome.memo_chart(
-        training_charts.over_training,
+        training_charts.heads_over_training,
         df,
         "rllc",
-        "Refined LLC per head (SGLD moves only that head's weights)",
-        "refined LLC",
+        "Refined LLC per head (SGLD moves only that head's weights); orange rules: the phase-change window",
         window_tokens,
-        color="head",
-        points=False,
-        **axes,
+        "valid",
     )
     chrome.show_chart(chart, width="stretch")
-    complete = sum(
-        1
-        for s in snaps
-        if len(rllc.get(s.step, {})) == snaps[-1].model_config.n_layers * snaps[-1].model_config.n_heads
-    )
+    if window_tokens is not None:
+        st.dataframe(pd.DataFrame(head_growth_rows(rows, window_tokens, valid_from)), hide_index=True)
+    cfg = snaps[-1].model_config
+    complete = sum(1 for s in snaps if len(rllc.get(s.step, {})) == cfg.n_layers * cfg.n_heads)
     st.caption(
-        f"{complete} of {len(snaps)} snapshots have every head's estimate (the rest are still being computed: "
-        "`python -m icl_core.analysis.llc_over_training RUN --heads`, resumable). Same SGLD settings as the LLC."
+        f"{complete} of {len(snaps)} snapshots have every head's estimate (computed coarse to fine, so a partial "
+        "sweep spans training; the rest: `python -m icl_core.analysis.llc_over_training RUN --heads`, resumable). "
+        "Same SGLD settings as the LLC. Grey: before the whole model's LLC is valid"
+        + (f" ({fmt_tokens(valid_from)} tokens)" if valid_from else " (it is not estimated: each head's own verdict)")
+        + ". Growth per decade of tokens as for the LLC above (stages.growth_around_window)."
     )
+
+
+def head_growth_rows(
+    rows: list[dict[str, Any]], window_tokens: tuple[int, int], valid_from: int | None
+) -> list[dict[str, Any]]:
+    """Per head: its refined LLC's growth before, inside and after the window, with the s.e. from its scatter."""
+    out = []
+    for head in sorted({r["head"] for r in rows}):
+        mine = [r for r in rows if r["head"] == head]
+        tokens, values = [r["tokens"] for r in mine], [r["rllc"] for r in mine]
+        g = stages.growth_around_window(tokens, values, *window_tokens, valid_from=valid_from)
+        if g is not None:
+            out.append({"head": head, "before": g.before, "inside": g.inside, "after": g.after, "±": g.se_per_decade})
+    return out
 
 
 def stage_rows(rows: list[dict[str, Any]], source_repo: str | None) -> list[dict[str, Any]]:
@@ -197,6 +220,7 @@ def draw_llc_section(
     if len(estimates) < len(snaps):
         llc_task_controls(run_dir, snaps, len(estimates))
     if not estimates:
+        draw_rllc(run_dir, snaps, window_tokens, None)  # a run may carry the per-head estimates alone
         return
     rows = llc_rows(snaps, estimates)
     marks = stage_rows(rows, runs.source_repo_of(run_dir))
@@ -241,4 +265,5 @@ def draw_llc_section(
     )
     if window_tokens is not None:
         st.caption(growth_text(rows, window_tokens))
-    draw_rllc(run_dir, snaps, window_tokens, axes)
+    valid_from = stages.first_valid_tokens([r["tokens"] for r in rows], [r["llc"] for r in rows])
+    draw_rllc(run_dir, snaps, window_tokens, valid_from)

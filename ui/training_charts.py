@@ -366,3 +366,42 @@ def sgld_traces(df: pd.DataFrame, title: str) -> alt.Chart:
         )
         .properties(title=title, height=230)
     )
+
+
+def _valid_domain(data: pd.DataFrame, value: str, valid: str) -> list[float] | Any:
+    shown = data.loc[data[valid], value]
+    return [float(shown.min()), float(shown.max())] if len(shown) else alt.Undefined
+
+
+def heads_over_training(
+    df: pd.DataFrame, value: str, title: str, window_tokens: tuple[int, int] | None, valid: str
+) -> alt.LayerChart:
+    """Heads × tokens seen (log): each head's row coloured by `value` from each estimated snapshot (`tokens`) to
+    the next (`next_tokens`), the phase-change window ruled; grey where the boolean column `valid` is false (the
+    colour scale spans the valid cells only). Reads at a glance which heads change, and when."""
+    data = df[df["tokens"] > 0]
+    x = alt.X("tokens:Q", scale=alt.Scale(type="log"), title="tokens seen (log scale)")
+    cells = (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=x,
+            x2="next_tokens:Q",
+            y=alt.Y("head:N", title=None, sort="ascending"),
+            color=alt.condition(
+                f"datum.{valid}",
+                alt.Color(
+                    f"{value}:Q",
+                    title=value,
+                    scale=alt.Scale(scheme="viridis", domain=_valid_domain(data, value, valid)),
+                ),
+                alt.value("#dddddd"),
+            ),
+            tooltip=["head:N", "step:Q", "tokens:Q", alt.Tooltip(f"{value}:Q", format=".1f")],
+        )
+    )
+    layers: list[alt.Chart] = [cells]
+    if window_tokens is not None:
+        edges = pd.DataFrame({"tokens": [max(t, 1) for t in window_tokens]})
+        layers.append(alt.Chart(edges).mark_rule(color=WINDOW_COLOR, strokeWidth=2).encode(x="tokens:Q"))
+    return cast(alt.LayerChart, alt.layer(*layers).properties(title=title, height=22 * data["head"].nunique() + 40))

@@ -32,13 +32,28 @@ def smoothed(
     return (weights @ y) / weights.sum(axis=1)
 
 
+def first_valid_tokens(tokens: Sequence[int], llc: Sequence[float]) -> int | None:
+    """The tokens seen at the first valid estimate: the first after the last negative one (None: none valid)."""
+    keep = _valid(tokens, llc, None)
+    return int(tokens[keep[0]]) if keep else None
+
+
+def _valid(tokens: Sequence[int], llc: Sequence[float], valid_from: int | None) -> list[int]:
+    """Indices of the valid estimates: from `valid_from` tokens on when given (a head's refined LLC takes the
+    whole model's verdict: being at a local minimum is the snapshot's property, and a head's small estimate dips
+    below zero by noise alone), else after the last negative one. Step 0 and non-finite ones are left out."""
+    if valid_from is None:
+        negative = [i for i, v in enumerate(llc) if np.isfinite(v) and v <= 0]
+        start = negative[-1] + 1 if negative else 0
+        return [i for i in range(start, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
+    return [i for i in range(len(llc)) if tokens[i] >= max(valid_from, 1) and np.isfinite(llc[i])]
+
+
 def stage_boundaries(
     tokens: Sequence[int], llc: Sequence[float], se: Sequence[float], decades: float = SMOOTHING_DECADES
 ) -> list[int]:
     """The tokens seen at each boundary (see the module's rule); [] for fewer than 5 valid points."""
-    negative = [i for i, v in enumerate(llc) if np.isfinite(v) and v <= 0]
-    first_valid = negative[-1] + 1 if negative else 0
-    keep = [i for i in range(first_valid, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
+    keep = _valid(tokens, llc, None)
     if len(keep) < 5:
         return []
     x = np.asarray([tokens[i] for i in keep], dtype=float)
@@ -84,13 +99,17 @@ def _mean3_at(x: np.ndarray, y: np.ndarray, tokens: float) -> tuple[float, float
 
 
 def growth_around_window(
-    tokens: Sequence[int], llc: Sequence[float], start_tokens: int, end_tokens: int, decades: float = SMOOTHING_DECADES
+    tokens: Sequence[int],
+    llc: Sequence[float],
+    start_tokens: int,
+    end_tokens: int,
+    valid_from: int | None = None,
+    decades: float = SMOOTHING_DECADES,
 ) -> WindowGrowth | None:
     """The LLC's growth before, inside and after the window [start_tokens, end_tokens] (see WindowGrowth); None
-    where fewer than 5 valid estimates exist. Valid: after the last negative estimate, as for the boundaries."""
-    negative = [i for i, v in enumerate(llc) if np.isfinite(v) and v <= 0]
-    first_valid = negative[-1] + 1 if negative else 0
-    keep = [i for i in range(first_valid, len(llc)) if tokens[i] > 0 and np.isfinite(llc[i])]
+    where fewer than 5 valid estimates exist. Valid: after the last negative estimate, as for the boundaries, or
+    from `valid_from` tokens on (a head's refined LLC: see _valid)."""
+    keep = _valid(tokens, llc, valid_from)
     if len(keep) < 5 or end_tokens <= start_tokens:
         return None
     x = np.asarray([tokens[i] for i in keep], dtype=float)
