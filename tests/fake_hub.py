@@ -8,7 +8,14 @@ Reusable fixtures (import them into a test module or conftest.py):
 
 Routes served (as the real Hub answers them):
     GET  /api/models/{repo}/revision/{rev}          repo info: {"id", "sha", "private", "siblings"}
-    GET  /api/models/{repo}/tree/{rev}[/{path}]     [{"type": "file", "path", "size", "oid"}]
+    GET  /api/models/{repo}/tree/{rev}[/{path}]     [{"type": "file", "path", "size", "oid"[, "lfs"]}]: a file stored
+                                                    in LFS (by the same rule as preupload's "lfs" answer) also
+                                                    has "lfs": {"oid": its sha256, "size", "pointerSize"} and its
+                                                    "oid" is the pointer's blob id (huggingface_hub hf_api.py,
+                                                    RepoFile reads lfs["oid"] as sha256, lfs["pointerSize"])
+    GET  /api/models/{repo}/refs                    {"branches": [{"name", "ref": "refs/heads/{name}",
+                                                    "targetCommit"}], "converts": [], "tags": []} (+ "pullRequests"
+                                                    with include_prs=1), as hf_api.list_repo_refs reads it
     HEAD|GET /{repo}/resolve/{rev}/{file}           X-Repo-Commit, ETag, Content-Length (+ body)
     POST /api/repos/create                          {"url"}; 409 if it exists
     POST /api/validate-yaml                         README front matter: always valid
@@ -71,6 +78,27 @@ def _lfs_patterns(gitattributes: bytes) -> list[str]:
 def _matches(path: str, patterns: list[str]) -> bool:
     name = path.rsplit("/", 1)[-1]
     return any(fnmatch.fnmatch(path if "/" in p else name, p) for p in patterns)
+
+
+def stored_in_lfs(path: str, data: bytes, lfs_rules: list[str]) -> bool:
+    """Whether an upload puts this file in LFS: binary (a NUL byte in its first 512 bytes, the sample
+    huggingface_hub sends to preupload), 10 MB or more, or routed there by the repo's .gitattributes."""
+    return b"\0" in data[:512] or len(data) >= LFS_SIZE or _matches(path, lfs_rules)
+
+
+def tree_entry(path: str, data: bytes, lfs_rules: list[str]) -> dict[str, Any]:
+    """One file as the tree route lists it. For an LFS file the git blob is its pointer file (git-lfs spec v1)."""
+    if not stored_in_lfs(path, data, lfs_rules):
+        return {"type": "file", "path": path, "size": len(data), "oid": git_blob_oid(data)}
+    sha256 = hashlib.sha256(data).hexdigest()
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
+    return {
+        "type": "file",
+        "path": path,
+        "size": len(data),
+        "oid": git_blob_oid(pointer),
+        "lfs": {"oid": sha256, "size": len(data), "pointerSize": len(pointer)},
+    }
 
 
 @dataclass
@@ -276,14 +304,27 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                     info = {"id": repo_id, "modelId": repo_id, "sha": sha, "private": repo.private}
                     return 200, {**info, "siblings": siblings}, {}
                 if method == "GET" and action == "tree" and rest:
-                    sha = self._revision(repo, rest[0])
+                    sha = self._revision(repo, unquote(rest[0]))
                     prefix = "/".join(rest[1:])
+                    files = repo.commits[sha]
+                    rules = _lfs_patterns(files.get(".gitattributes", b""))
                     entries = [
-                        {"type": "file", "path": p, "size": len(data), "oid": git_blob_oid(data)}
-                        for p, data in sorted(repo.commits[sha].items())
+                        tree_entry(p, data, rules)
+                        for p, data in sorted(files.items())
                         if not prefix or p.startswith(prefix.rstrip("/") + "/")
                     ]
                     return 200, entries, {}
+            if len(parts) == 5 and parts[:2] == ["api", "models"] and parts[4] == "refs" and method == "GET":
+                repo_id = f"{parts[2]}/{parts[3]}"
+                repo = self._check_read(hub.repos.get(repo_id), repo_id)
+                branches = [
+                    {"name": name, "ref": f"refs/heads/{name}", "targetCommit": sha}
+                    for name, sha in sorted(repo.refs.items())
+                ]
+                body: dict[str, Any] = {"branches": branches, "converts": [], "tags": []}
+                if "include_prs=1" in self.path:
+                    body["pullRequests"] = []
+                return 200, body, {}
             if len(parts) >= 5 and parts[2] == "resolve" and method in ("GET", "HEAD"):
                 repo_id = f"{parts[0]}/{parts[1]}"
                 repo = self._check_read(hub.repos.get(repo_id), repo_id)
