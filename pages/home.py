@@ -100,7 +100,7 @@ byte-level runs a token is a byte, so token {ICL_LATE_TOKEN} has seen ~{ICL_LATE
         )
 
 st.header("4. Stages, seen from the loss landscape")
-st.markdown(landscape.LLC_EXPLAINED + "\n\n" + landscape.STAGES_EXPLAINED)
+st.markdown(landscape.LLC_EXPLAINED + "\n\n" + landscape.STAGES_EXPLAINED + "\n\n" + landscape.LLC_ON_SHIPPED_RUNS)
 
 st.header("5. A guided path (about 15 minutes in class)")
 steps = [

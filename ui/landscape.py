@@ -38,6 +38,13 @@ STAGES_EXPLAINED = (
     "token axis, with the boundaries this app detects (its rule is stated under the chart), so you can see "
     "whether a boundary falls where the induction heads form."
 )
+LLC_ON_SHIPPED_RUNS = (
+    "**What the shipped runs show** (README, checked by tests/test_llc.py): once its estimates are valid, every "
+    "run's LLC only rises, to the end of training, and the rule finds **no boundary on any of the five**: here "
+    "the LLC does not mark where the induction heads form. Inside the phase-change window the 2- and 3-layer "
+    "runs' LLC grows somewhat faster than just before it, with every probe draw's window, but not by enough to "
+    "be sure, given how much neighbouring snapshots' estimates scatter."
+)
 
 
 def llc_rows(snaps: Sequence[SnapshotInfo], estimates: dict[int, llc.LLCEstimate]) -> list[dict[str, Any]]:
