@@ -181,3 +181,45 @@ def test_the_llc_grows_faster_inside_the_window_than_before_it_but_not_decisivel
         assert 0 < z < 3.5, (window, g)
         control = stages.growth_around_window(one_layer[0], one_layer[1], *window)
         assert control is not None and control.inside is not None and control.inside < g.inside
+
+
+def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer1s_stays_low() -> None:
+    """README: by the start of attn2's window the refined LLC of L0H0, L0H1 (its previous-token head) and L0H3
+    has risen to 4-6, while every layer-1 head's, the induction head L1H3's included, is at most 2
+    (3-snapshot means); at 1M tokens all are near 1."""
+    import numpy as np
+
+    from icl_core.analysis.llc_over_training import stored_rllc
+    from icl_core.analysis.phase import phase_window
+
+    snaps = list_snapshots(SHIPPED_DIR / "attn2")
+    rllc = stored_rllc(SHIPPED_DIR / "attn2", snaps)
+    complete = [s for s in snaps if len(rllc.get(s.step, {})) == 8]
+    window = phase_window(snaps)
+    assert window is not None
+
+    def mean3(step: int, head: str) -> float:
+        i = next(k for k, s in enumerate(complete) if s.step >= step)
+        return float(np.mean([rllc[s.step][head].mean for s in complete[max(i - 1, 0) : i + 2]]))
+
+    early = next(s.step for s in complete if s.tokens_seen >= 1_000_000)
+    for head in ("L0H0", "L0H1", "L0H3"):
+        assert mean3(early, head) < 1.5 and 4 < mean3(window.start_step, head) < 7, head
+    for head in ("L1H0", "L1H1", "L1H2", "L1H3"):
+        assert mean3(window.start_step, head) < 2.0, head
+
+
+@pytest.mark.parametrize("name", ["attn2", "attn3"])
+def test_on_prose_the_llc_is_not_valid_at_the_window_start(name: str) -> None:
+    """README: on the held-out prose SGLD finds lower loss next to the weights (a negative estimate) until after
+    the window's start with every probe draw: the snapshots sit at a minimum of the code loss, not the prose
+    loss, so the prose estimate cannot place the window; where valid it still rises (checked above: no boundary)."""
+    from icl_core.analysis import stages
+
+    snaps, estimates = _stored(name, "prose")
+    assert len(estimates) == len(snaps) // 2 + 1  # every other snapshot and the last
+    tokens, values, _ = _curve(snaps, estimates)
+    valid_from = stages.first_valid_tokens(tokens, values)
+    assert valid_from is not None
+    assert all(valid_from > start for start, _ in _windows_over_draws(name))
+    assert values[-1] > values[tokens.index(valid_from)]
