@@ -93,5 +93,8 @@ def test_pages_read_top_to_bottom() -> None:
         if (bad := page_globals_read_by_functions(path.read_text(encoding="utf-8")))
     }
     assert found == {}
+    # ...and every page runs the same bootstrap (ARCHITECTURE.md: the sidebar's run and step pickers).
+    pages = sorted((ROOT / "pages").glob("*.py"))
+    assert pages and [p.name for p in pages if "state.ensure_sidebar()" not in p.read_text(encoding="utf-8")] == []
     assert page_globals_read_by_functions("sel = 1\ndef f():\n    return sel\n") == {"f": ["sel"]}
     assert page_globals_read_by_functions("sel = 1\ndef f(s=sel):\n    return s\n") == {}
