@@ -21,7 +21,9 @@ from icl_core.storage.published import published_stage_boundaries
 from icl_core.storage.snapshots import SnapshotInfo
 from icl_core.tasks import llc_tasks
 from ui import analyses, chrome, layout, runs, training_charts
+from ui.blocks import block
 from ui.quote import user_text
+from ui.tables import html_table
 from ui.visitor import visitor_key
 
 LLC_EXPLAINED = (
@@ -103,7 +105,10 @@ def draw_rllc(
     )
     chrome.show_chart(chart, width="stretch")
     if window_tokens is not None:
-        st.dataframe(pd.DataFrame(head_growth_rows(rows, window_tokens, valid_from)), hide_index=True)
+        # Plain HTML, not st.dataframe: the grid's first draw reran the page while the timeline played.
+        growth = pd.DataFrame(head_growth_rows(rows, window_tokens, valid_from))
+        numbers = dict.fromkeys(("before", "inside", "after", "±"), ".1f")
+        st.html(block("Refined LLC growth per decade of tokens", html_table(growth, formats=numbers)))
     cfg = snaps[-1].model_config
     complete = sum(1 for s in snaps if len(rllc.get(s.step, {})) == cfg.n_layers * cfg.n_heads)
     st.caption(
