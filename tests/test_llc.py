@@ -186,7 +186,8 @@ def test_the_llc_grows_faster_inside_the_window_than_before_it_but_not_decisivel
 def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer1s_stays_low() -> None:
     """README: by the start of attn2's window the refined LLC of L0H0, L0H1 (its previous-token head) and L0H3
     has risen to 4-6, while every layer-1 head's, the induction head L1H3's included, is at most 2
-    (3-snapshot means); at 1M tokens all are near 1."""
+    (3-snapshot means); at 1M tokens all are near 1. At the end every layer-0 head is above every layer-1 head,
+    and the induction head is not the highest of its layer."""
     import numpy as np
 
     from icl_core.analysis.llc_over_training import stored_rllc
@@ -207,6 +208,12 @@ def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer
         assert mean3(early, head) < 1.5 and 4 < mean3(window.start_step, head) < 7, head
     for head in ("L1H0", "L1H1", "L1H2", "L1H3"):
         assert mean3(window.start_step, head) < 2.0, head
+    # At the end: layer 0 above every layer-1 head, and the induction head not even the highest of its layer.
+    last = rllc[snaps[-1].step]
+    assert min(last[h].mean for h in ("L0H0", "L0H1", "L0H2", "L0H3")) > max(
+        last[h].mean for h in ("L1H0", "L1H1", "L1H2", "L1H3")
+    )
+    assert last["L1H3"].mean < max(last[h].mean for h in ("L1H0", "L1H1", "L1H2"))
 
 
 @pytest.mark.parametrize("name", ["attn2", "attn3"])
