@@ -186,3 +186,9 @@ def test_the_refined_llc_is_drawn_as_heads_by_tokens_with_each_heads_growth(
     spec = next(c.proto.spec for c in at.get("vega_lite_chart") if "Refined LLC per head" in c.proto.spec)
     assert '"rect"' in spec and '"next_tokens"' in spec
     assert any("3 of 3 snapshots have every head's estimate" in c.value for c in at.caption)
+
+
+def test_the_refined_llc_is_not_estimated_on_prose(tiny_run: Path) -> None:
+    # One file per kind of estimate: a prose refined LLC would land among the training-corpus ones.
+    with pytest.raises(ValueError, match="training corpus only"):
+        llc_over_training.llc_over_training(tiny_run, heads=True, data_set="prose")

@@ -48,13 +48,20 @@ def _load_partial(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], setti
     return estimates if isinstance(estimates, dict) else {}
 
 
-def estimates_path(run_dir: Path, heads: bool = False) -> Path:
-    return precompute.analysis_path(run_dir, RLLC_FILE if heads else LLC_FILE)
+def _file_name(heads: bool, data_set: LLCData) -> str:
+    """Where an estimate of this kind is stored; the refined LLC is estimated on the training corpus only."""
+    if heads and data_set != "train":
+        raise ValueError("the refined LLC is estimated on the training corpus only")
+    return RLLC_FILE if heads else LLC_FILE if data_set == "train" else PROSE_LLC_FILE
+
+
+def estimates_path(run_dir: Path, heads: bool = False, data_set: LLCData = "train") -> Path:
+    return precompute.analysis_path(run_dir, _file_name(heads, data_set))
 
 
 def stored_llc(run_dir: Path, snaps: Sequence[SnapshotInfo], data_set: LLCData = "train") -> dict[int, llc.LLCEstimate]:
     """Every stored LLC estimate of these snapshots, by step (a run part-way through has some of them)."""
-    data = precompute.load(run_dir, LLC_FILE if data_set == "train" else PROSE_LLC_FILE, snaps)
+    data = precompute.load(run_dir, _file_name(False, data_set), snaps)
     if not isinstance(data, dict) or not isinstance(data.get("estimates"), dict):
         return {}
     return {int(step): llc.LLCEstimate.from_dict(d) for step, d in data["estimates"].items()}
@@ -101,7 +108,7 @@ def llc_over_training(
     held-out prose instead of the training corpus (a check: the estimate depends on the data)."""
     stop = should_stop or (lambda: False)
     snaps = scan_snapshots(run_dir).snapshots  # the usable ones, as the pages see the run (a damaged one left out)
-    name = RLLC_FILE if heads else LLC_FILE if data_set == "train" else PROSE_LLC_FILE
+    name = _file_name(heads, data_set)
     estimates = _load_partial(run_dir, name, snaps, settings)
     cfg = snaps[-1].model_config
     if data_set == "prose":

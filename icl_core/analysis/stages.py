@@ -32,6 +32,11 @@ def smoothed(
     return (weights @ y) / weights.sum(axis=1)
 
 
+def scatter(x: np.ndarray, y: np.ndarray, decades: float = SMOOTHING_DECADES) -> float:
+    """The rms of the estimates about their smoothed curve: how much one snapshot's differs from the next's."""
+    return float(np.sqrt(np.mean((y - smoothed(x, y, decades)) ** 2)))
+
+
 def first_valid_tokens(tokens: Sequence[int], llc: Sequence[float]) -> int | None:
     """The tokens seen at the first valid estimate: the first after the last negative one (None: none valid)."""
     keep = _valid(tokens, llc, None)
@@ -61,8 +66,7 @@ def stage_boundaries(
     y = smoothed(x, raw, decades)
     slope = np.sign(np.diff(y))
     extrema = [i for i in range(1, len(slope)) if slope[i] != 0 and slope[i - 1] != 0 and slope[i] != slope[i - 1]]
-    scatter = float(np.sqrt(np.mean((raw - y) ** 2)))
-    floor = MIN_CHANGE_SE * max(float(np.median([se[i] for i in keep])), scatter)
+    floor = MIN_CHANGE_SE * max(float(np.median([se[i] for i in keep])), scatter(x, raw, decades))
     points = [0, *extrema, len(y) - 1]  # the ends anchor the first and last rise
     while len(points) > 2:
         changes = [abs(y[points[k + 1]] - y[points[k]]) for k in range(len(points) - 1)]
@@ -114,7 +118,7 @@ def growth_around_window(
         return None
     x = np.asarray([tokens[i] for i in keep], dtype=float)
     y = np.asarray([llc[i] for i in keep], dtype=float)
-    scatter = float(np.sqrt(np.mean((y - smoothed(x, y, decades)) ** 2)))
+    noise = scatter(x, y, decades)
     width = float(np.log10(end_tokens / start_tokens))
     edges = [start_tokens / 10**width, start_tokens, end_tokens, end_tokens * 10**width]
 
@@ -125,4 +129,4 @@ def growth_around_window(
         return (vb - va) / float(np.log10(tb / ta)) if tb > ta else None
 
     before, inside, after = (rate(a, b) for a, b in itertools.pairwise(edges))
-    return WindowGrowth(before, inside, after, float(scatter * np.sqrt(2 / 3) / width), scatter)
+    return WindowGrowth(before, inside, after, float(noise * np.sqrt(2 / 3) / width), noise)
