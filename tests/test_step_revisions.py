@@ -16,8 +16,10 @@ from icl_core.storage import step_revisions as sr
 
 transformers = pytest.importorskip("transformers")
 
-# The LFS lines of the .gitattributes the Hub writes into every new model repo (EleutherAI/pythia-14m's among
-# them): weights files go to LFS, which is what gives the listing their sha256.
+# Four LFS lines of the Hub's default .gitattributes for a new model repo (the template repos commit unchanged,
+# `*.bin` ... `*.safetensors filter=lfs diff=lfs merge=lfs -text`); EleutherAI/pythia-14m's own file was not read
+# here. Weights files would go to LFS without it too (binary: huggingface_hub's preupload sample has NUL bytes),
+# and LFS storage is what gives the tree listing their sha256.
 GITATTRIBUTES = b"""*.bin filter=lfs diff=lfs merge=lfs -text
 *.pt filter=lfs diff=lfs merge=lfs -text
 *.pth filter=lfs diff=lfs merge=lfs -text
