@@ -22,11 +22,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import cpu_reference_ms, timed  # noqa: E402
 
-from icl_core.model.neox import NeoXConfig, NeoXTransformer  # noqa: E402
+from icl_core.model.neox import NeoXTransformer, config_from_hf  # noqa: E402
 
+# pythia-14m's and -70m's config.json keys that set the shape (EleutherAI/pythia README's table; the rest default).
+_SHAPE = {"max_position_embeddings": 2048, "vocab_size": 50304, "num_hidden_layers": 6}
 PYTHIA = {
-    "pythia-14m": NeoXConfig(n_layers=6, d_model=128, n_heads=4, d_mlp=512, n_ctx=2048, d_vocab=50304, rotary_dim=8),
-    "pythia-70m": NeoXConfig(n_layers=6, d_model=512, n_heads=8, d_mlp=2048, n_ctx=2048, d_vocab=50304, rotary_dim=16),
+    "pythia-14m": config_from_hf(
+        {**_SHAPE, "hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}, "EleutherAI/pythia-14m"
+    ),
+    "pythia-70m": config_from_hf(
+        {**_SHAPE, "hidden_size": 512, "num_attention_heads": 8, "intermediate_size": 2048}, "EleutherAI/pythia-70m"
+    ),
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from icl_core.analysis.circuits import NOT_WEIGHT_ONLY
 from icl_core.analysis.phase import best_induction_head, early_stage_end
 from icl_core.analysis.summary import fmt_tokens
 from icl_core.heads import Head, all_heads, head_name
@@ -41,6 +42,9 @@ try:
     runs.model_of(info)
 except analyses.ANALYSIS_ERRORS as exc:
     st.error(f"Cannot load this snapshot: {user_text(exc, 500)}")
+    st.stop()
+if cfg.has_mlps:  # a Pythia-style import: no score on this page reads what the model computes
+    st.info(NOT_WEIGHT_ONLY)
     st.stop()
 
 # --- Composition -------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from fake_hub import fake_hub, no_internet, tiny_run_dir
+from pythia_fixtures import pythia_like
 from streamlit.testing.v1 import AppTest
 from tl_fixtures import timaeus_repo, timaeus_tokenizer_json, tl_repo
 
@@ -23,6 +24,7 @@ __all__ = [
     "mark_apptest_session",
     "no_internet",
     "open_page",
+    "pythia_like",
     "shipped_induction_head",
     "shipped_last_step",
     "timeline_package",

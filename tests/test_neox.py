@@ -70,20 +70,22 @@ def test_logits_and_patterns_equal_transformers(changes: dict) -> None:
         theirs = reference(tokens, output_attentions=True)
         logits, cache = ours.run_with_cache(tokens, names=lambda n: n.endswith("hook_pattern"))
     assert torch.allclose(logits, theirs.logits, atol=1e-4), (logits - theirs.logits).abs().max()
+    positions = torch.tensor([3, 39])
+    assert torch.allclose(ours.logits_at(tokens, positions), theirs.logits[:, positions], atol=1e-4)
     assert len(theirs.attentions) == config["num_hidden_layers"]
     for layer, pattern in enumerate(theirs.attentions):
         assert torch.allclose(cache[f"blocks.{layer}.hook_pattern"], pattern, atol=1e-5)
 
 
 def test_the_rotary_settings_are_read_from_either_transformers_version() -> None:
-    four = neox.NeoXConfig.from_hf(PYTHIA_STYLE)
+    four = neox.config_from_hf(PYTHIA_STYLE, "tok")
     assert four.rotary_dim == 4 and four.rotary_base == 10_000  # 25% of 16 dims per head
     # transformers 5 re-saves them under rope_parameters (configuration_gpt_neox.py)
     saved = transformers.GPTNeoXConfig(**PYTHIA_STYLE).to_dict()
     assert "rotary_pct" not in saved and saved["rope_parameters"]["partial_rotary_factor"] == 0.25
-    assert neox.NeoXConfig.from_hf(saved) == four
+    assert neox.config_from_hf(saved, "tok") == four
     with pytest.raises(ValueError, match="GPT-NeoX"):
-        neox.NeoXConfig.from_hf({**PYTHIA_STYLE, "model_type": "gpt2"})
+        neox.config_from_hf({**PYTHIA_STYLE, "model_type": "gpt2"}, "tok")
 
 
 def test_a_state_dict_with_a_wrong_shape_or_a_missing_tensor_is_refused() -> None:

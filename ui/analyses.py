@@ -206,7 +206,7 @@ def pca_rings_of(runs: dict[str, Path], focus: str) -> list[dict[str, Any]]:
 def _composition(key: tuple[str, int], _info: SnapshotInfo) -> circuits.CompositionScores:
     loaded = model_of(_info)
     with loaded.use():
-        return circuits.composition_matrices(loaded.model)
+        return circuits.composition_matrices(circuits.attn_only(loaded.model))
 
 
 def composition_of(info: SnapshotInfo) -> circuits.CompositionScores:
@@ -218,7 +218,7 @@ def composition_of(info: SnapshotInfo) -> circuits.CompositionScores:
 def _copying(key: tuple[str, int], _info: SnapshotInfo) -> list[dict[str, object]]:
     loaded = model_of(_info)
     with loaded.use():
-        return circuits.copying_table(loaded.model)
+        return circuits.copying_table(circuits.attn_only(loaded.model))
 
 
 def copying_of(info: SnapshotInfo) -> list[dict[str, object]]:
@@ -231,14 +231,15 @@ def _circuit(
 ) -> circuits.CircuitMatrix:
     loaded = model_of(_info)
     tokens = circuits.readable_tokens(n_tokens, loaded.model.require_tokenizer())
+    model = circuits.attn_only(loaded.model)
     with loaded.use():
         if kind == "qk":
-            return circuits.full_qk_circuit(loaded.model, *head, tokens=tokens)
+            return circuits.full_qk_circuit(model, *head, tokens=tokens)
         if kind == "kqk":
             if prev is None:
                 raise ValueError("a K-composition circuit needs the previous-token head")
-            return circuits.k_composition_qk_circuit(loaded.model, *head, prev_head=prev, tokens=tokens)
-        return circuits.full_ov_circuit(loaded.model, *head, tokens=tokens)
+            return circuits.k_composition_qk_circuit(model, *head, prev_head=prev, tokens=tokens)
+        return circuits.full_ov_circuit(model, *head, tokens=tokens)
 
 
 def circuit_of(

@@ -19,9 +19,10 @@ import torch
 from icl_core import data
 from icl_core.analysis.metrics import windowed_icl_score
 from icl_core.heads import Head
+from icl_core.model.family import Model
 from icl_core.model.hooks import HookFn, HookPoint
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss, result_name
+from icl_core.model.transformer import pattern_name, per_token_loss, result_name
 
 
 class AblationMode(StrEnum):
@@ -83,7 +84,7 @@ def zero_ablation_hooks(heads: Iterable[Head]) -> list[tuple[str, HookFn]]:
 
 
 @torch.no_grad()
-def head_output_means(model: AttnOnlyTransformer, reference: torch.Tensor) -> dict[int, torch.Tensor]:
+def head_output_means(model: Model, reference: torch.Tensor) -> dict[int, torch.Tensor]:
     """Per layer, each head's output averaged over the reference batch: (pos, head, d_model)."""
     names = {result_name(layer) for layer in range(model.cfg.n_layers)}
     _, cache = model.run_with_cache(reference, names=names.__contains__)
@@ -96,7 +97,7 @@ def mean_ablation_hooks(heads: Iterable[Head], means: dict[int, torch.Tensor]) -
 
 @torch.no_grad()
 def record_patterns(
-    model: AttnOnlyTransformer, tokens: torch.Tensor, layers: Sequence[int], dtype: torch.dtype = torch.float32
+    model: Model, tokens: torch.Tensor, layers: Sequence[int], dtype: torch.dtype = torch.float32
 ) -> dict[int, torch.Tensor]:
     """Clean attention patterns of the given layers: layer -> (batch, head, q, k)."""
     if tokens.dim() == 1:
@@ -119,7 +120,7 @@ def pattern_freezing_hooks(patterns: dict[int, torch.Tensor]) -> list[tuple[str,
 
 
 def ablation_hooks(
-    model: AttnOnlyTransformer,
+    model: Model,
     tokens: torch.Tensor,
     heads: Iterable[Head],
     mode: AblationMode = AblationMode.ZERO,
@@ -153,7 +154,7 @@ def ablation_hooks(
 
 @torch.no_grad()
 def run_ablated(
-    model: AttnOnlyTransformer,
+    model: Model,
     tokens: torch.Tensor,
     heads: Iterable[Head],
     mode: AblationMode = AblationMode.ZERO,
@@ -204,7 +205,7 @@ class CleanPatterns:
     heldout: dict[int, torch.Tensor]
 
 
-def record_probe_patterns(model: AttnOnlyTransformer, probes: AblationProbes, chunk: int = 8) -> CleanPatterns:
+def record_probe_patterns(model: Model, probes: AblationProbes, chunk: int = 8) -> CleanPatterns:
     layers = list(range(1, model.cfg.n_layers))
 
     def rec(tokens: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -225,7 +226,7 @@ class AblationEffect:
 
 
 def ablation_effect(
-    model: AttnOnlyTransformer,
+    model: Model,
     heads: Sequence[Head],
     mode: AblationMode,
     probes: AblationProbes,

@@ -31,8 +31,8 @@ from icl_core.analysis.head_table import induction_flags, probe_prefix_matching
 from icl_core.analysis.pca import token_positions
 from icl_core.analysis.phase import PhaseWindow, phase_window
 from icl_core.heads import INDUCTION_THRESHOLD, Head, head_name
+from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 
 # ---------------------------------------------------------------------------------------------
@@ -76,7 +76,7 @@ def before_after_vector(start: SnapshotInfo, end: SnapshotInfo, n_examples: int 
 
 
 def ablation_change_vectors(
-    model: AttnOnlyTransformer,
+    model: Model,
     n_total: int,
     mode: AblationMode = AblationMode.PATTERN_PRESERVING,
     n_examples: int | None = None,
@@ -150,7 +150,7 @@ class PhaseAttribution:
         return [asdict(r) for r in self.rows]
 
 
-def _stored_prefix_matching(snap: SnapshotInfo, model: AttnOnlyTransformer) -> torch.Tensor:
+def _stored_prefix_matching(snap: SnapshotInfo, model: Model) -> torch.Tensor:
     pm = snap.metrics.prefix_matching
     return torch.tensor(pm, dtype=torch.float32) if pm is not None else probe_prefix_matching(model)
 

@@ -20,10 +20,34 @@ import torch
 
 from icl_core import data, stdlib_text
 from icl_core.analysis.metrics import copying_scores
+from icl_core.errors import ICLError
 from icl_core.heads import Head, head_name
+from icl_core.model.family import Model
 from icl_core.model.fold import CircuitWeights, circuit_weights
 from icl_core.model.tokenizer import BYTES, Tokenizer
 from icl_core.model.transformer import AttnOnlyTransformer
+
+# What weight-only circuits lose on a model with MLPs (the gpt-neox family): said on the Circuits page, once.
+NOT_WEIGHT_ONLY = (
+    "This model has an MLP in every layer and rotary positions. Its circuits are not products of its weights: "
+    "what a head's keys read passes through the MLPs before it (so K/Q/V composition scores leave most of it "
+    "out), a query–key score depends on the two tokens' distance (so a token × token QK matrix is not what the "
+    "head computes), and the OV circuit's path from the embedding skips every MLP (so the eigenvalue copying "
+    "score is not the head's copying). These are hidden here. What reads the model's activations keeps its "
+    "meaning: prefix-matching and previous-token scores, ablations and head attribution (other pages)."
+)
+
+
+class NotWeightOnly(ICLError):
+    """An analysis of weights alone asked of a model whose circuits are not products of its weights."""
+
+
+def attn_only(model: Model) -> AttnOnlyTransformer:
+    """The model, where weight-only circuits describe it (an attention-only model); NotWeightOnly otherwise."""
+    if isinstance(model, AttnOnlyTransformer):
+        return model
+    raise NotWeightOnly(NOT_WEIGHT_ONLY)
+
 
 # Which token-by-token circuit of a head: its direct QK, its QK through K-composition with an earlier head, its OV.
 CircuitKind = Literal["qk", "kqk", "ov"]

@@ -26,7 +26,7 @@ from icl_core.analysis.phase import (
 )
 from icl_core.heads import Head
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.family import Model
 from icl_core.storage.snapshot_metrics import IclKey
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 
@@ -111,7 +111,7 @@ def paired_icl_change(start: SnapshotInfo, end: SnapshotInfo, tokens: torch.Tens
 
 
 def ablation_icl_changes(
-    model: AttnOnlyTransformer, tokens: torch.Tensor, mode: AblationMode = AblationMode.ZERO
+    model: Model, tokens: torch.Tensor, mode: AblationMode = AblationMode.ZERO
 ) -> dict[Head, ICLScore]:
     """Per head ablated alone: its ICL score minus the clean one, example by example, with the paired s.e.
     Positive = the head carried in-context learning."""

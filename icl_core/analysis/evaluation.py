@@ -18,6 +18,7 @@ import torch
 from icl_core import data, proseset
 from icl_core.analysis import metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
+from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import Attention, AttnOnlyTransformer
 from icl_core.storage.snapshots import (
@@ -72,7 +73,7 @@ class EvalData:
 
 
 @torch.no_grad()
-def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
+def evaluate(model: Model, ev: EvalData) -> dict[str, Any]:
     """Everything a snapshot records about itself; computed once here so the app never has to."""
     was_training = model.training
     model.eval()
@@ -88,8 +89,9 @@ def evaluate(model: AttnOnlyTransformer, ev: EvalData) -> dict[str, Any]:
             model, ev.repeated.to(_device(model)), ev.repeat_len
         ).tolist(),
         "previous_token": metrics.previous_token_scores(model, ev.probe_text.to(_device(model))).tolist(),
-        "copying": metrics.copying_scores(model).tolist(),
     }
+    if isinstance(model, AttnOnlyTransformer):  # weight-only: not the head's copying where MLPs sit between
+        out["copying"] = metrics.copying_scores(model).tolist()
     if ev.icl is not None:
         icl = metrics.exact_icl_score(model, ev.icl)
         out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)

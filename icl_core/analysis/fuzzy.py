@@ -27,8 +27,9 @@ import torch
 from icl_core import data, stdlib_text
 from icl_core.analysis import metrics
 from icl_core.heads import head_name
+from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
+from icl_core.model.transformer import per_token_loss
 
 Perturbation = Literal["exact", "case", "neighbour"]
 PERTURBATIONS: tuple[Perturbation, ...] = get_args(Perturbation)
@@ -94,7 +95,7 @@ def neighbour_candidates(tokenizer: Tokenizer = BYTES) -> list[int]:
 
 
 @torch.no_grad()
-def nearest_neighbours(model: AttnOnlyTransformer, candidates: Sequence[int] | None = None) -> torch.Tensor:
+def nearest_neighbours(model: Model, candidates: Sequence[int] | None = None) -> torch.Tensor:
     """For every token, its most cosine-similar other token in W_E among `candidates`: (d_vocab,) long.
 
     Candidates default to neighbour_candidates() (readable bytes that occur in the training text).
@@ -121,7 +122,7 @@ class FuzzyBatch:
 
 def fuzzy_batch(
     kind: Perturbation,
-    model: AttnOnlyTransformer | None = None,
+    model: Model | None = None,
     n_sequences: int = 10,
     seq_len: int = 25,
     seed: int = 0,
@@ -169,7 +170,7 @@ class FuzzyResult:
 
 @torch.no_grad()
 def fuzzy_probe_one(
-    model: AttnOnlyTransformer, kind: Perturbation, n_sequences: int = 10, seq_len: int = 25, seed: int = 0
+    model: Model, kind: Perturbation, n_sequences: int = 10, seq_len: int = 25, seed: int = 0
 ) -> FuzzyResult:
     seq_len = max(2, min(seq_len, (model.cfg.n_ctx - 1) // 2))
     batch = fuzzy_batch(kind, model, n_sequences, seq_len, seed)
@@ -192,7 +193,7 @@ def fuzzy_probe_one(
 
 
 def fuzzy_probe(
-    model: AttnOnlyTransformer,
+    model: Model,
     kinds: Sequence[Perturbation] = PERTURBATIONS,
     n_sequences: int = 10,
     seq_len: int = 25,

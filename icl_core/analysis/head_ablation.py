@@ -12,7 +12,8 @@ import torch
 from icl_core import data
 from icl_core.analysis.ablation import AblationMode, ablation_hooks, check_mode, head_output_means
 from icl_core.heads import Head, all_heads
-from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, result_name
+from icl_core.model.family import Model
+from icl_core.model.transformer import pattern_name, result_name
 
 
 def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -21,7 +22,7 @@ def _at(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 
 def _propagate(
-    model: AttnOnlyTransformer, cache: dict[str, torch.Tensor], layer: int, removed: torch.Tensor, pos: torch.Tensor
+    model: Model, cache: dict[str, torch.Tensor], layer: int, removed: torch.Tensor, pos: torch.Tensor
 ) -> torch.Tensor:
     """Change of the final residual stream at positions pos (b, k, d) when `removed` (b, T, d) is taken out of
     the residual stream after `layer`, with every later attention pattern frozen to the clean one (cache)."""
@@ -50,7 +51,7 @@ def _loss_at(logits: torch.Tensor, tokens: torch.Tensor, pos: torch.Tensor) -> t
 
 @torch.no_grad()
 def head_ablation_losses(
-    model: AttnOnlyTransformer,
+    model: Model,
     tokens: torch.Tensor,
     positions: torch.Tensor,
     mode: AblationMode = AblationMode.PATTERN_PRESERVING,

@@ -17,7 +17,7 @@ from icl_core.analysis.head_ablation import chunk_counter, head_ablation_losses,
 from icl_core.analysis.metrics import ICL_WINDOW, windowed_icl_score
 from icl_core.heads import INDUCTION_THRESHOLD, Head, all_heads, head_name, induction_heads
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.family import Model
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class AblationTable:
         return [asdict(r) for r in self.rows]
 
 
-def probe_prefix_matching(model: AttnOnlyTransformer) -> torch.Tensor:
+def probe_prefix_matching(model: Model) -> torch.Tensor:
     # The probe the training loop stores per snapshot (train.EvalData).
     repeated, seq_len = data.prefix_matching_probe(model.cfg.n_ctx, model.require_tokenizer())
     device = next(model.parameters()).device
@@ -61,7 +61,7 @@ def induction_flags(prefix_matching: Sequence[Sequence[float]], threshold: float
 
 
 def _windowed_icl_per_head(
-    model: AttnOnlyTransformer,
+    model: Model,
     n_examples: int,
     icl_window: int,
     mode: AblationMode,
@@ -95,7 +95,7 @@ def _windowed_icl_per_head(
 
 
 def ablation_table(
-    model: AttnOnlyTransformer,
+    model: Model,
     mode: AblationMode = AblationMode.ZERO,
     n_examples: int = 128,
     n_repeated: int = 16,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN
+from icl_core.model.family import Model
 from icl_core.model.fold import CircuitWeights, circuit_weights
 from icl_core.model.transformer import AttnOnlyTransformer, pattern_name, per_token_loss
 
@@ -20,7 +21,7 @@ LOGIT_BUDGET = 2**27  # logits held at once by the batched evaluations
 
 
 @torch.no_grad()
-def per_token_losses(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+def per_token_losses(model: Model, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """Per-token loss for every example: (n_examples, seq_len - 1), on the CPU."""
     device = next(model.parameters()).device
     # A 48k-token vocabulary makes the logits the big tensor: keep a batch's under ~2^27 numbers (512 MB).
@@ -59,7 +60,7 @@ ICL_BATCH_ACTIVATIONS = 2**21
 
 
 @torch.no_grad()
-def per_example_icl(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+def per_example_icl(model: Model, tokens: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """loss(token 500) − loss(token 50) of each example (float64, on the CPU): what exact_icl_score averages, and
     what a paired comparison of two snapshots or of a clean and an ablated model subtracts example by example.
 
@@ -86,7 +87,7 @@ def mean_with_se(values: torch.Tensor) -> ICLScore:
     return ICLScore(float(values.mean()), se, len(values))
 
 
-def exact_icl_score(model: AttnOnlyTransformer, tokens: torch.Tensor, batch_size: int | None = None) -> ICLScore:
+def exact_icl_score(model: Model, tokens: torch.Tensor, batch_size: int | None = None) -> ICLScore:
     """The ICL score (Olsson et al. 2022) with its standard error, from per-example paired differences."""
     return mean_with_se(per_example_icl(model, tokens, batch_size))
 
@@ -120,9 +121,7 @@ def windowed_icl_score(curve: np.ndarray | torch.Tensor, half_window: int = ICL_
 
 
 @torch.no_grad()
-def attention_patterns(
-    model: AttnOnlyTransformer, tokens: torch.Tensor, fwd_hooks=()
-) -> tuple[torch.Tensor, torch.Tensor]:
+def attention_patterns(model: Model, tokens: torch.Tensor, fwd_hooks=()) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and all patterns stacked: (batch, layer, head, query, key)."""
     names = {pattern_name(layer) for layer in range(model.cfg.n_layers)}
     logits, cache = model.run_with_cache(tokens, names=names.__contains__, fwd_hooks=fwd_hooks)
@@ -152,7 +151,7 @@ def prefix_matching_scores_from_patterns(
     return mass.mean(dim=(0, -1))
 
 
-def prefix_matching_scores(model: AttnOnlyTransformer, repeated: torch.Tensor, seq_len: int = 25) -> torch.Tensor:
+def prefix_matching_scores(model: Model, repeated: torch.Tensor, seq_len: int = 25) -> torch.Tensor:
     """Prefix-matching score per head on BOS + random tokens repeated: (layer, head)."""
     _, patterns = attention_patterns(model, repeated)
     return prefix_matching_scores_from_patterns(patterns.cpu(), repeated, first_query=1 + seq_len)
@@ -163,7 +162,7 @@ def previous_token_scores_from_patterns(patterns: torch.Tensor) -> torch.Tensor:
     return patterns.diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=(0, -1))
 
 
-def previous_token_scores(model: AttnOnlyTransformer, text: torch.Tensor) -> torch.Tensor:
+def previous_token_scores(model: Model, text: torch.Tensor) -> torch.Tensor:
     _, patterns = attention_patterns(model, text)
     return previous_token_scores_from_patterns(patterns.cpu())
 

@@ -125,7 +125,7 @@ def circuits_rows(
     comp_rows: list[dict[str, Any]] = []
     copy_rows: list[dict[str, Any]] = []
     for i, snap in enumerate(snaps):
-        model = load_model(snap)
+        model = circuits.attn_only(load_model(snap))
         base = {"step": snap.step, "tokens": snap.tokens_seen}
         if model.cfg.n_layers >= 2:
             for r in circuits.composition_matrices(model).records():

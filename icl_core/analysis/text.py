@@ -17,8 +17,9 @@ from icl_core import data
 from icl_core.analysis import metrics
 from icl_core.errors import InputTextError
 from icl_core.heads import head_name
+from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer, per_token_loss
+from icl_core.model.transformer import per_token_loss
 
 PRESETS: dict[str, str] = {
     "Repeated random tokens": "",  # filled by preset_text: depends on the probe-token pool
@@ -111,7 +112,7 @@ def text_prefix_matching(patterns: np.ndarray, targets: np.ndarray) -> np.ndarra
 
 
 @torch.no_grad()
-def analyze_tokens(model: AttnOnlyTransformer, tokens: torch.Tensor, k: int = 5) -> TextAnalysis:
+def analyze_tokens(model: Model, tokens: torch.Tensor, k: int = 5) -> TextAnalysis:
     """One forward pass with attention capture: patterns, per-token loss, top-k predictions, induction targets."""
     if tokens.dim() == 1:
         tokens = tokens[None]

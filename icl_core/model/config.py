@@ -20,7 +20,10 @@ BYTE_VOCAB = 257  # 256 bytes + a start-of-sequence token: the smallest vocabula
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes 64-bit seeds
 MAX_RUN_NAME = 64  # characters: a run name is a folder name and a label in the run picker
 BYTES_TOKENIZER = "bytes"
-POSITIONALS = ("learned", "sinusoidal", "shortformer")
+# "rotary": GPT-NeoX's rotary embeddings inside attention (model/neox.py), nothing added to the residual stream.
+POSITIONALS = ("learned", "sinusoidal", "shortformer", "rotary")
+ModelFamily = Literal["attn-only", "gpt-neox"]
+MODEL_FAMILIES: tuple[str, ...] = get_args(ModelFamily)
 NORMALIZATIONS = ("none", "LN")
 LN_EPS = 1e-5  # TransformerLens's LayerNorm epsilon
 
@@ -115,7 +118,8 @@ def _check_bounds(cfg: object, prefix: str = "") -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """An attention-only transformer (no MLPs), as in Elhage et al. 2021."""
+    """An attention-only transformer (no MLPs), as in Elhage et al. 2021; or, with family "gpt-neox", a Pythia-style
+    model with MLPs (imported only: model/neox.py)."""
 
     n_layers: int = field(default=2, metadata=spec("Layers", step=1, low=1, high=LIMITS.n_layers))
     n_heads: int = field(default=4, metadata=spec("Heads", step=1, low=1, high=LIMITS.n_heads))
@@ -135,6 +139,17 @@ class ModelConfig:
     biases: bool = False  # b_Q, b_K, b_V (per head), b_O (per layer), b_U
     # "bytes" (ours: 256 bytes + a start token) or the Hub repo of a tokenizer.json (TransformerLens models).
     tokenizer: str = BYTES_TOKENIZER
+    # "attn-only" (model/transformer.py) or "gpt-neox" (model/neox.py: LN, biases, rotary positions and an MLP per
+    # layer, the two added in parallel or one after the other); the fields below are gpt-neox's only.
+    family: ModelFamily = "attn-only"
+    d_mlp: int = field(default=0, metadata=spec(low=0, high=4 * LIMITS.d_model))
+    rotary_dim: int = field(default=0, metadata=spec(low=0, high=LIMITS.d_head))  # each head's rotated dims
+    rotary_base: float = 10_000.0
+    parallel_residual: bool = False
+
+    @property
+    def has_mlps(self) -> bool:
+        return self.family == "gpt-neox"
 
     def validate(self) -> None:
         _check_bounds(self, "model.")
@@ -150,9 +165,28 @@ class ModelConfig:
             raise ConfigError(
                 f"model.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}"
             )
-        for name in ("smeared_keys", "biases"):
+        for name in ("smeared_keys", "biases", "parallel_residual"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
+        self._validate_family()
+
+    def _validate_family(self) -> None:
+        if self.family not in MODEL_FAMILIES:
+            raise ConfigError(f"model.family must be one of {', '.join(MODEL_FAMILIES)}, got {self.family!r}")
+        rotary = self.positional == "rotary"
+        if self.family == "attn-only":
+            if rotary or self.d_mlp or self.rotary_dim or self.parallel_residual:
+                raise ConfigError("model: rotary positions, d_mlp, rotary_dim and parallel_residual are gpt-neox's")
+            return
+        if not (rotary and self.normalization == "LN" and self.d_mlp > 0) or self.smeared_keys:
+            raise ConfigError("model: a gpt-neox model has rotary positions, LayerNorm, d_mlp > 0 and no smeared keys")
+        if self.rotary_dim % 2 or self.rotary_dim > self.d_head or self.d_head * self.n_heads != self.d_model:
+            raise ConfigError(
+                f"model: rotary_dim {self.rotary_dim} must be even and at most d_head, and d_head x n_heads = d_model"
+            )
+        base = self.rotary_base
+        if not isinstance(base, (int, float)) or isinstance(base, bool) or base <= 1:
+            raise ConfigError(f"model.rotary_base must be a number above 1, got {self.rotary_base!r}")
 
 
 LrSchedule = Literal["cosine", "constant"]
@@ -287,6 +321,10 @@ class TrainConfig:
 
 
 def parameter_count(m: ModelConfig) -> int:
+    if m.has_mlps:  # model/neox.py: attention with biases, two LayerNorms and an MLP per layer; untied unembedding
+        attn = 4 * m.n_heads * m.d_model * m.d_head + 3 * m.n_heads * m.d_head + m.d_model
+        mlp = 2 * m.d_model * m.d_mlp + m.d_mlp + m.d_model
+        return 2 * m.d_vocab * m.d_model + m.n_layers * (attn + mlp + 4 * m.d_model) + 2 * m.d_model
     per_layer = 4 * m.n_heads * m.d_model * m.d_head + (m.n_heads if m.smeared_keys else 0)
     if m.biases:
         per_layer += 3 * m.n_heads * m.d_head + m.d_model

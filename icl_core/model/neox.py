@@ -12,66 +12,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from icl_core.model.config import LN_EPS, ModelConfig
 from icl_core.model.hooks import HookedModule, HookPoint
+from icl_core.model.tokenizer import TokenizedModel, Tokenizer
 
 PYTHIA_ROTARY_PCT = 0.25  # transformers' default for a config that names none (configuration_gpt_neox.py)
 PYTHIA_ROTARY_BASE = 10_000.0
 
 
-@dataclass(frozen=True)
-class NeoXConfig:
-    n_layers: int
-    d_model: int
-    n_heads: int
-    d_mlp: int
-    n_ctx: int
-    d_vocab: int
-    rotary_dim: int  # how many of each head's dims are rotated (int(d_head * rotary_pct), as transformers does)
-    rotary_base: float = PYTHIA_ROTARY_BASE
-    parallel_residual: bool = True
-    ln_eps: float = 1e-5
-    attention_bias: bool = True
-
-    @property
-    def d_head(self) -> int:
-        return self.d_model // self.n_heads
-
-    @classmethod
-    def from_hf(cls, config: Mapping[str, Any]) -> NeoXConfig:
-        """From a `config.json` as the Hub serves it. Pythia's were written by transformers 4.x, with top-level
-        `rotary_pct` and `rotary_emb_base`; transformers 5 re-saves them under `rope_parameters`
-        (`partial_rotary_factor`, `rope_theta`): both are read. KeyError names a missing key."""
-        if config.get("model_type", "gpt_neox") != "gpt_neox":
-            raise ValueError(f"not a GPT-NeoX config (model_type {config.get('model_type')!r})")
-        act = config.get("hidden_act", "gelu")
-        if act != "gelu":
-            raise ValueError(f"only the exact GELU of Pythia is supported, not hidden_act {act!r}")
-        rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-        pct = float(rope.get("partial_rotary_factor", config.get("rotary_pct", PYTHIA_ROTARY_PCT)))
-        base = float(rope.get("rope_theta", config.get("rotary_emb_base", PYTHIA_ROTARY_BASE)))
-        if rope.get("rope_type", "default") != "default":
-            raise ValueError(f"rope_type {rope.get('rope_type')!r} is not supported (Pythia's is the default)")
-        d_model, n_heads = int(config["hidden_size"]), int(config["num_attention_heads"])
-        return cls(
-            n_layers=int(config["num_hidden_layers"]),
-            d_model=d_model,
-            n_heads=n_heads,
-            d_mlp=int(config["intermediate_size"]),
-            n_ctx=int(config["max_position_embeddings"]),
-            d_vocab=int(config["vocab_size"]),
-            rotary_dim=int(d_model // n_heads * pct),
-            rotary_base=base,
-            parallel_residual=bool(config.get("use_parallel_residual", True)),
-            ln_eps=float(config.get("layer_norm_eps", 1e-5)),
-            attention_bias=bool(config.get("attention_bias", True)),
-        )
+def config_from_hf(config: Mapping[str, Any], tokenizer: str) -> ModelConfig:
+    """Our ModelConfig (family gpt-neox) from a `config.json` as the Hub serves it. Pythia's were written by
+    transformers 4.x, with top-level `rotary_pct` and `rotary_emb_base`; transformers 5 re-saves them under
+    `rope_parameters` (`partial_rotary_factor`, `rope_theta`): both are read. `tokenizer` names the repo whose
+    tokenizer.json the model reads. KeyError names a missing key; ValueError what this app does not run."""
+    if config.get("model_type", "gpt_neox") != "gpt_neox":
+        raise ValueError(f"not a GPT-NeoX config (model_type {config.get('model_type')!r})")
+    act = config.get("hidden_act", "gelu")
+    if act != "gelu":
+        raise ValueError(f"only the exact GELU of Pythia is supported, not hidden_act {act!r}")
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    pct = float(rope.get("partial_rotary_factor", config.get("rotary_pct", PYTHIA_ROTARY_PCT)))
+    base = float(rope.get("rope_theta", config.get("rotary_emb_base", PYTHIA_ROTARY_BASE)))
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"rope_type {rope.get('rope_type')!r} is not supported (Pythia's is the default)")
+    if float(config.get("layer_norm_eps", LN_EPS)) != LN_EPS:
+        raise ValueError(f"layer_norm_eps {config.get('layer_norm_eps')} is not supported (Pythia's is {LN_EPS})")
+    if config.get("attention_bias", True) is not True:
+        raise ValueError("attention_bias false is not supported (Pythia's attention has biases)")
+    d_model, n_heads = int(config["hidden_size"]), int(config["num_attention_heads"])
+    return ModelConfig(
+        family="gpt-neox",
+        n_layers=int(config["num_hidden_layers"]),
+        n_heads=n_heads,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_ctx=int(config["max_position_embeddings"]),
+        d_vocab=int(config["vocab_size"]),
+        positional="rotary",
+        normalization="LN",
+        biases=True,
+        tokenizer=tokenizer,
+        d_mlp=int(config["intermediate_size"]),
+        rotary_dim=int(d_model // n_heads * pct),
+        rotary_base=base,
+        parallel_residual=bool(config.get("use_parallel_residual", True)),
+    )
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -79,7 +70,7 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def rotary_cos_sin(cfg: NeoXConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_cos_sin(cfg: ModelConfig, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(n, rotary_dim) cosines and sines: frequency base^(-2i/rotary_dim), each repeated for the two halves."""
     inv_freq = 1.0 / (cfg.rotary_base ** (torch.arange(0, cfg.rotary_dim, 2, dtype=torch.float) / cfg.rotary_dim))
     freqs = torch.arange(n, dtype=torch.float)[:, None] * inv_freq[None, :]
@@ -96,7 +87,7 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class NeoXMLP(nn.Module):
-    def __init__(self, cfg: NeoXConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.W_in = nn.Parameter(torch.randn(cfg.d_model, cfg.d_mlp) / math.sqrt(cfg.d_model))
         self.b_in = nn.Parameter(torch.zeros(cfg.d_mlp))
@@ -114,12 +105,12 @@ class NeoXBlock(nn.Module):
 
     causal_mask: torch.Tensor
 
-    def __init__(self, cfg: NeoXConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         h, d, dh = cfg.n_heads, cfg.d_model, cfg.d_head
-        self.ln1 = nn.LayerNorm(d, eps=cfg.ln_eps)
-        self.ln2 = nn.LayerNorm(d, eps=cfg.ln_eps)
+        self.ln1 = nn.LayerNorm(d, eps=LN_EPS)
+        self.ln2 = nn.LayerNorm(d, eps=LN_EPS)
         self.W_Q = nn.Parameter(torch.randn(h, d, dh) / math.sqrt(d))
         self.W_K = nn.Parameter(torch.randn(h, d, dh) / math.sqrt(d))
         self.W_V = nn.Parameter(torch.randn(h, d, dh) / math.sqrt(d))
@@ -161,23 +152,27 @@ class NeoXBlock(nn.Module):
         return mid + self.hook_mlp_out(self.mlp(self.ln2(mid)))
 
 
-class NeoXTransformer(HookedModule):
+class NeoXTransformer(TokenizedModel, HookedModule):
     """Pythia-style language model. Hook points as AttnOnlyTransformer's (blocks.{l}.hook_pattern,
     blocks.{l}.hook_result, hook_resid.{l}, ...), plus blocks.{l}.hook_attn_out and blocks.{l}.hook_mlp_out."""
 
-    def __init__(self, cfg: NeoXConfig) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.W_E = nn.Parameter(torch.randn(cfg.d_vocab, cfg.d_model) * 0.02)
         self.blocks = nn.ModuleList(NeoXBlock(cfg) for _ in range(cfg.n_layers))
-        self.ln_final = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
+        self.ln_final = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
         self.W_U = nn.Parameter(torch.randn(cfg.d_model, cfg.d_vocab) * 0.02)
         self.hook_embed = HookPoint()
         self.hook_resid = nn.ModuleList(HookPoint() for _ in range(cfg.n_layers + 1))  # before each block, final
+        self.tokenizer: Tokenizer | None = None  # a BPE tokenizer, set when loaded from a run (snapshots.load_model)
         self.setup_hooks()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (batch, pos) -> logits (batch, pos, vocab)."""
+        return self.unembed(self._residual(tokens))
+
+    def _residual(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.dim() == 1:
             tokens = tokens[None]
         n = tokens.shape[1]
@@ -187,7 +182,17 @@ class NeoXTransformer(HookedModule):
         x = self.hook_embed(self.W_E[tokens])
         for layer, block in enumerate(self.blocks):
             x = block(self.hook_resid[layer](x), cos, sin)
-        return self.ln_final(self.hook_resid[-1](x)) @ self.W_U
+        return self.hook_resid[-1](x)
+
+    def unembed(self, resid: torch.Tensor) -> torch.Tensor:
+        """Final residual stream -> logits."""
+        return self.ln_final(resid) @ self.W_U
+
+    @torch.no_grad()
+    def logits_at(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Logits at the given positions only, (batch, len(positions), vocab): equal to forward()[:, positions],
+        without unembedding (50k logits a position) the positions nobody reads."""
+        return self.unembed(self._residual(tokens)[:, positions])
 
 
 def _split_qkv(weight: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -203,7 +208,7 @@ def _split_qkv(weight: torch.Tensor, n_heads: int) -> tuple[torch.Tensor, torch.
     return q, k, v
 
 
-def state_dict_from_hf(hf: Mapping[str, torch.Tensor], cfg: NeoXConfig) -> dict[str, torch.Tensor]:
+def state_dict_from_hf(hf: Mapping[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """Our parameter names from transformers' GPTNeoXForCausalLM names (gpt_neox.layers.{l}.attention....,
     embed_out.weight or lm_head.weight), in fp32. Only the parameters are read: the buffers older checkpoints
     carry (attention.bias, masked_bias, rotary inv_freq) are ignored, as transformers' loader ignores them; a
@@ -227,7 +232,7 @@ def state_dict_from_hf(hf: Mapping[str, torch.Tensor], cfg: NeoXConfig) -> dict[
         out |= {f"{dst}W_Q": wq, f"{dst}W_K": wk, f"{dst}W_V": wv}
         dense = hf[f"{src}attention.dense.weight"]  # (d_model, d_model): out x in, in = (head, d_head)
         out[f"{dst}W_O"] = dense.T.reshape(h, dh, cfg.d_model)
-        if cfg.attention_bias:
+        if cfg.biases:
             bq, bk, bv = _split_qkv(hf[f"{src}attention.query_key_value.bias"], h)
             out |= {f"{dst}b_Q": bq, f"{dst}b_K": bk, f"{dst}b_V": bv}
             out[f"{dst}b_O"] = hf[f"{src}attention.dense.bias"]
@@ -241,9 +246,9 @@ def state_dict_from_hf(hf: Mapping[str, torch.Tensor], cfg: NeoXConfig) -> dict[
     return {k: v.float().contiguous() for k, v in out.items()}
 
 
-def from_hf(hf: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> NeoXTransformer:
+def from_hf(hf: Mapping[str, torch.Tensor], config: Mapping[str, Any], tokenizer: str = "") -> NeoXTransformer:
     """A model from transformers' state dict and config.json (shapes checked by load_state_dict, strictly)."""
-    cfg = NeoXConfig.from_hf(config)
+    cfg = config_from_hf(config, tokenizer or "unnamed")
     model = NeoXTransformer(cfg)
     model.load_state_dict(state_dict_from_hf(hf, cfg), strict=True)
     return model.eval()

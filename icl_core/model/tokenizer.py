@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from icl_core.errors import CheckpointError, InputTextError
+from icl_core.model.config import ModelConfig
 
 BOS = 256
 VOCAB_SIZE = 257
@@ -149,6 +150,20 @@ class BPETokenizer:
 
 
 Tokenizer = ByteTokenizer | BPETokenizer
+
+
+class TokenizedModel:
+    """Mixin for every model family: analyses draw their probes and held-out text in the model's own tokens (as
+    TransformerLens's model.tokenizer)."""
+
+    tokenizer: Tokenizer | None
+    cfg: ModelConfig
+
+    def require_tokenizer(self) -> Tokenizer:
+        """The model's tokenizer; ValueError for a BPE model built without one (load it from its run)."""
+        if self.tokenizer is None:
+            raise ValueError(f"this model reads {self.cfg.tokenizer} tokens: load it from its run to get its tokenizer")
+        return self.tokenizer
 
 
 def load_tokenizer(name: str, run_dir: Path | None = None) -> Tokenizer:

@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from icl_core.model.config import LN_EPS, ModelConfig
 from icl_core.model.hooks import HookedModule, HookPoint
-from icl_core.model.tokenizer import BYTES, Tokenizer
+from icl_core.model.tokenizer import BYTES, TokenizedModel, Tokenizer
 
 INIT_STD = 0.02  # GPT-2's initial weight scale, used for the unembedding
 
@@ -132,7 +132,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, x.shape[-1:], self.w, self.b, eps=LN_EPS)
 
 
-class AttnOnlyTransformer(HookedModule):
+class AttnOnlyTransformer(TokenizedModel, HookedModule):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -160,12 +160,6 @@ class AttnOnlyTransformer(HookedModule):
         self.hook_pos_embed = HookPoint()
         self.hook_resid = nn.ModuleList(HookPoint() for _ in range(cfg.n_layers + 1))  # before each layer, final
         self.setup_hooks()
-
-    def require_tokenizer(self) -> Tokenizer:
-        """The model's tokenizer; ValueError for a BPE model built without one (load it from its run)."""
-        if self.tokenizer is None:
-            raise ValueError(f"this model reads {self.cfg.tokenizer} tokens: load it from its run to get its tokenizer")
-        return self.tokenizer
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (batch, pos) -> logits (batch, pos, vocab)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from icl_core.model.transformer import AttnOnlyTransformer
+from icl_core.model.family import Model
 
 CACHE_MB_ENV = "ICL_MODEL_CACHE_MB"
 DEFAULT_CACHE_MB = 1024
@@ -31,12 +31,12 @@ LARGE_MODEL_THREADS = 2
 
 @dataclass
 class LoadedModel:
-    model: AttnOnlyTransformer
+    model: Model
     lock: threading.Lock  # hooks are registered on the shared model: one forward at a time
     nbytes: int
 
     @contextmanager
-    def use(self) -> Iterator[AttnOnlyTransformer]:
+    def use(self) -> Iterator[Model]:
         """Hold the model's lock, on the torch threads its size calls for (torch's setting is per calling thread,
         so other sessions' forwards keep theirs); the caller's setting is restored afterwards."""
         with self.lock:
@@ -49,7 +49,7 @@ class LoadedModel:
                 torch.set_num_threads(before)
 
 
-def model_bytes(model: AttnOnlyTransformer) -> int:
+def model_bytes(model: Model) -> int:
     return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
@@ -63,7 +63,7 @@ class ModelCache:
         self._entries: OrderedDict[Hashable, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable, load: Callable[[], AttnOnlyTransformer]) -> LoadedModel:
+    def get(self, key: Hashable, load: Callable[[], Model]) -> LoadedModel:
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)

@@ -1,12 +1,15 @@
-"""What is known about the field's published attention-only runs over training, each fact with its source.
+"""What is known about the field's published runs over training, each fact with its source.
 
-Two families (formats: ../shared/notes/hub-models.md):
+Three families (formats: ../shared/notes/hub-models.md):
 - Neel Nanda's `NeelNanda/Attn_Only_{1..4}L512W_C4_Code`, written by neelnanda-io/solu_project
   `solu/training/train_model_ddp.py`: a `config.json` (the training code's whole settings dict, `json.dump(cfg)`),
   `model_init.pth`, `checkpoints/tokens_{N:012d}.pth` labelled by tokens seen.
 - Hoogland et al.'s `timaeus/L{n}W256-3m-rr`: no `config.json` at all. The official loader, georgeyw/lang
   `src/lang/timaeus/tetrahedron.py`, hard-codes the model (MODEL_CFG below); the training settings are
   timaeus-research/icl `src/icl/language/config.py` and `sweeps/language/training-runs/tetrahedron-3m.yaml`.
+
+- EleutherAI's Pythia (`EleutherAI/pythia-14m`, ...: GPT-NeoX with MLPs), one branch per step `step0` ... `step143000`
+  (EleutherAI/pythia README), read by storage/step_revisions.py and model/hf_format.py.
 
 Where the phase change is known to happen in a run lets the default choice of checkpoints be dense there.
 """
@@ -52,6 +55,18 @@ TIMAEUS_WINDOW = KnownWindow(
     "Hoogland et al. 2024, stages LM4-LM5 (steps 8.5k-17.5k)",
 )
 
+# Pythia: 1,024 sequences of 2,048 tokens a step (EleutherAI/pythia README). Olsson et al. 2022 place the phase change
+# at roughly 1-3B tokens in their small models and 2.5-5B in the largest; Tigges et al. 2024 (arXiv 2407.10827) report
+# that Pythia's induction heads form at similar token counts across sizes (their step range was not readable on this
+# machine, so it is not what this window is built from). The window is Olsson et al.'s 1-5B tokens widened about 2x
+# each way, to the published steps 256 and 4,000 (0.54B-8.4B tokens): on Pythia's grid (256, 512, 1000, 2000, 3000,
+# 4000) a default import takes every revision inside it.
+PYTHIA_TOKENS_PER_STEP = 1024 * 2048
+PYTHIA_WINDOW = KnownWindow(
+    256 * PYTHIA_TOKENS_PER_STEP,
+    4_000 * PYTHIA_TOKENS_PER_STEP,
+    "Olsson et al. 2022's 1-5B tokens, widened 2x: Pythia steps 256-4,000",
+)
 
 # Hoogland et al. 2024 (TMLR: "Loss Landscape Degeneracy and Stagewise Development in Transformers"), the language
 # model timaeus/L2W256-3m-rr: the training step at which each stage LM1..LM5 ends, at critical points of its LLC.
@@ -88,6 +103,10 @@ _TIMAEUS = (
     "tokens; ~2,100 checkpoints of ~14 MB labelled by step. The repo has no config: the model's is its authors' "
     "loader's (cited), and the tokenizer's start token is not checked here"
 )
+_PYTHIA = (
+    "EleutherAI's Pythia: {shape}, an MLP in every layer, rotary positions; trained on the Pile (300B tokens, "
+    "143,000 steps of 2,097,152 tokens); 154 checkpoints, one branch each (step0 ... step143000), fp16"
+)
 PRESETS: dict[str, PublishedRun] = {
     **{
         f"NeelNanda/Attn_Only_{n}L512W_C4_Code": PublishedRun(
@@ -96,6 +115,12 @@ PRESETS: dict[str, PublishedRun] = {
         for n in (1, 2, 3, 4)
     },
     "timaeus/L2W256-3m-rr": PublishedRun("timaeus/L2W256-3m-rr", _TIMAEUS, TIMAEUS_WINDOW),
+    **{
+        f"EleutherAI/pythia-{size}": PublishedRun(
+            f"EleutherAI/pythia-{size}", _PYTHIA.format(shape=shape), PYTHIA_WINDOW
+        )
+        for size, shape in (("14m", "6 layers, 4 heads of 32, 128 wide"), ("70m", "6 layers, 8 heads of 64, 512 wide"))
+    },
 }
 
 # georgeyw/lang src/lang/timaeus/tetrahedron.py, MODEL_CFG: n_layers is set from the repo name (L{n}W256-3m-rr).
@@ -127,4 +152,9 @@ def known_window(repo_id: str) -> KnownWindow | None:
     preset = PRESETS.get(repo_id)
     if preset is not None:
         return preset.window
+    if _PYTHIA_REPO.match(repo_id):
+        return PYTHIA_WINDOW
     return TIMAEUS_WINDOW if _TIMAEUS_REPO.match(repo_id) else None
+
+
+_PYTHIA_REPO = re.compile(r"^EleutherAI/pythia-[\w.-]+$")  # every size, -deduped, and the tests' pythia-tiny

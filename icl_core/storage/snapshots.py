@@ -24,8 +24,8 @@ from safetensors.torch import load_file, save_file
 
 from icl_core.errors import CheckpointError, ConfigError
 from icl_core.model.config import ModelConfig, TrainConfig, model_config_from_dict, train_config_from_dict
+from icl_core.model.family import Model, build_model
 from icl_core.model.tokenizer import load_tokenizer
-from icl_core.model.transformer import AttnOnlyTransformer
 from icl_core.storage.snapshot_metrics import MetricsError, SnapshotMetrics, parse_metrics, short_repr
 
 RUN_FORMAT = "icl-explorer-run"
@@ -98,7 +98,7 @@ class SnapshotInfo:
 
 def write_snapshot(
     run_dir: Path,
-    model: AttnOnlyTransformer,
+    model: Model,
     step: int,
     tokens_seen: int,
     metrics: dict[str, Any],
@@ -223,7 +223,7 @@ def read_snapshot_info(meta_path: Path) -> SnapshotInfo:
     return SnapshotInfo(meta_path.parent, step, tokens, cfg, metrics)
 
 
-def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOnlyTransformer:
+def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> Model:
     """Load a snapshot's weights into a fresh fp32 model, checking names and shapes against its config."""
     path = info.weights_path
     if not path.exists():
@@ -233,7 +233,7 @@ def load_model(info: SnapshotInfo, device: str | torch.device = "cpu") -> AttnOn
         state = load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(path, f"weights file is truncated or corrupt ({exc})") from exc
-    model = AttnOnlyTransformer(info.model_config)
+    model = build_model(info.model_config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -17,7 +17,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-PYTHIA_TOKENS_PER_STEP = 1024 * 2048  # 1,024 sequences of 2,048 tokens a step (EleutherAI/pythia README)
 STEP_BRANCH = re.compile(r"^step(\d+)$")
 # What a branch's weights are read from, preferred first: safetensors where the branch has it, else the pickle
 # (read with torch.load(weights_only=True) only).

@@ -1,4 +1,5 @@
-"""The field's published attention-only training runs (TransformerLens format) from the Hub, as our runs.
+"""The field's published training runs from the Hub, as our runs: attention-only ones (TransformerLens format) and
+EleutherAI's Pythia (GPT-NeoX, one branch per step: storage/step_revisions.py, model/hf_format.py).
 
 A repo holds one `.pth` per checkpoint, labelled by tokens seen (`checkpoints/tokens_{N:012d}.pth`, Neel
 Nanda's, with `model_init.pth` at the root as tokens 0) or by step (`checkpoints/checkpoint_{S:07d}.pth`,
@@ -24,12 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from icl_core.errors import CheckpointError, HubError
+from icl_core.errors import CheckpointError, ConfigError, HubError
+from icl_core.model import neox
 from icl_core.model.config import ModelConfig, TrainConfig, parameter_count
-from icl_core.model.tl_format import convert_state_dict, load_pth, model_config_from_tl
-from icl_core.model.transformer import AttnOnlyTransformer
-from icl_core.storage import hub
-from icl_core.storage.published import KnownWindow, builtin_config, known_window
+from icl_core.model.family import read_published
+from icl_core.model.tl_format import model_config_from_tl
+from icl_core.storage import hub, step_revisions
+from icl_core.storage.published import PYTHIA_TOKENS_PER_STEP, KnownWindow, builtin_config, known_window
 from icl_core.storage.runs import IMPORTED_SUFFIX_PARTIAL, imported_runs_dir
 from icl_core.storage.snapshots import (
     SnapshotInfo,
@@ -62,6 +64,12 @@ class Checkpoint:
     path: str  # inside the repo
     label: int  # tokens seen or step, by `unit`
     size: int  # bytes
+    revision: str | None = None  # the branch it is on, where each checkpoint has its own (Pythia's step branches)
+
+    @property
+    def name(self) -> str:
+        """The checkpoint as a person finds it on the Hub: its path, on its own branch where it has one."""
+        return f"{self.revision}:{self.path}" if self.revision else self.path
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,7 @@ class TLRepo:
     config_source: str = CONFIG_FILE  # where the config came from: the repo's config.json or a cited loader
     tokens_per_step: int | None = None  # known for step-labelled runs with a built-in config
     window: KnownWindow | None = None  # where the phase change is known to be (tokens), if it is
+    flagged: tuple[str, ...] = ()  # branches left out: their weights file is byte-identical to a later branch's
 
     def download_bytes(self, chosen: Sequence[Checkpoint]) -> int:
         return sum(c.size for c in chosen)
@@ -192,6 +201,8 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
         raise hub.download_error(exc, repo_id, revision, token, endpoint, offline, cache, CONFIG_FILE) from exc
     if config_path is not None:
         config, source, tokens_per_step = _read_config(config_path, repo_id), CONFIG_FILE, None
+        if config.get("model_type") == "gpt_neox":
+            return _branch_per_step_repo(repo_id, revision, config, token)
     elif builtin is not None:
         config, source, tokens_per_step = builtin.tl_config, builtin.source, builtin.tokens_per_step
     else:
@@ -203,6 +214,38 @@ def list_repo(repo_id: str, revision: str | None = None, token: str | None = Non
     unit, checkpoints = parse_checkpoints(listing)
     window = known_window(repo_id)
     return TLRepo(repo_id, revision, config, model_config, unit, tuple(checkpoints), source, tokens_per_step, window)
+
+
+def _branch_per_step_repo(repo_id: str, revision: str, config: dict, token: str | None) -> TLRepo:
+    """A GPT-NeoX repo laid out as EleutherAI's Pythia: one branch per training step, each with its own weights
+    file; the branches whose file is byte-identical to a later branch's are left out and named (flagged)."""
+    where = f"{repo_id}: {CONFIG_FILE}"
+    try:
+        model_config = neox.config_from_hf(config, tokenizer=repo_id)
+        model_config.validate()
+    except KeyError as exc:
+        raise CheckpointError(where, f"missing config field {exc.args[0]!r}") from exc
+    except (ValueError, ConfigError) as exc:
+        raise CheckpointError(where, str(exc)) from exc
+    endpoint = hub.hub_endpoint()
+    if hub.is_offline():
+        raise HubError(f"{repo_id}'s step branches can only be listed online (HF_HUB_OFFLINE is set).")
+    try:
+        revisions = step_revisions.list_step_revisions(repo_id, PYTHIA_TOKENS_PER_STEP, endpoint, token)
+    except Exception as exc:
+        raise hub.download_error(exc, repo_id, revision, token, endpoint, False, hub.hub_cache_dir(), "refs") from exc
+    usable = [r for r in revisions if r.weights_file is not None]
+    if not usable:
+        raise HubError(f"{repo_id} has no step branches (step0 ... step143000) with a weights file.")
+    checkpoints = tuple(
+        Checkpoint(r.weights_file or "", r.step, r.size or 0, revision=r.branch) for r in usable if not r.flagged
+    )
+    flagged = tuple(f"{r.branch} (its weights file is {r.duplicate_of}'s)" for r in usable if r.flagged)
+    tokens_per_step = PYTHIA_TOKENS_PER_STEP
+    return TLRepo(
+        repo_id, revision, config, model_config, "step", checkpoints, CONFIG_FILE, tokens_per_step,
+        known_window(repo_id), flagged,
+    )  # fmt: skip
 
 
 def _fetch(repo_id: str, filename: str, revision: str | None, token: str | None) -> Path:
@@ -266,6 +309,12 @@ def describe(repo: TLRepo, chosen: Sequence[Checkpoint], seconds: float | None =
     )
     if seconds is not None:
         text += f", about {max(1, round(seconds / 60))} min on 2 CPU cores plus the download time"
+    if repo.window is not None:
+        inside = [c for c in repo.checkpoints if repo.window.lo_tokens <= repo.tokens(c) <= repo.window.hi_tokens]
+        taken = sum(c in chosen for c in inside)
+        text += f". Where induction heads are known to form ({repo.window.source}): {taken} of the {len(inside)} there"
+    if repo.flagged:
+        text += f". Skipped, as serving another branch's weights: {', '.join(repo.flagged)}"
     return text
 
 
@@ -306,16 +355,14 @@ def _fetch_tokenizer(repo: TLRepo, staging: Path, token: str | None) -> None:
 
 
 def _convert_checkpoint(repo: TLRepo, c: Checkpoint, staging: Path, step: int, tokens: int, token: str | None) -> None:
-    """Download one checkpoint, write it as an fp16 snapshot, and drop the .pth from the HF cache."""
-    path = _fetch(repo.repo_id, c.path, repo.revision, token)
-    where = f"{repo.repo_id}/{c.path}"
+    """Download one checkpoint, write it as an fp16 snapshot, and drop the download from the HF cache."""
+    revision = c.revision or repo.revision
+    path = _fetch(repo.repo_id, c.path, revision, token)
+    where = f"{repo.repo_id}@{revision}/{c.path}"
     try:
-        state = convert_state_dict(load_pth(path, where), repo.model_config, where)
+        model = read_published(path, repo.model_config, where)
     finally:
         _drop_from_cache(path)  # what passes through is not kept: the cap is on what stays
-    model = AttnOnlyTransformer(repo.model_config)
-    model.load_state_dict(state)
-    del state
     write_snapshot(staging, model, step, tokens, {}, dtype=SNAPSHOT_DTYPE)
 
 
@@ -348,7 +395,7 @@ def import_checkpoints(
         tokens = repo.tokens(c, tokens_per_step)
         meta_path = stem.with_suffix(".json")
         if progress is not None:
-            message = f"{repo.repo_id}: checkpoint {i + 1}/{len(chosen)} ({c.path})"
+            message = f"{repo.repo_id}: checkpoint {i + 1}/{len(chosen)} ({c.name})"
             progress(hub.DownloadProgress("downloading", i, len(chosen), done_bytes, total, message))
         if not meta_path.exists():
             _convert_checkpoint(repo, c, staging, step, tokens, token)
@@ -372,7 +419,7 @@ def import_checkpoints(
             "status": "imported",
             "source": {"repo_id": repo.repo_id, "revision": repo.revision, "unit": repo.unit,
                        "config": repo.config_source, "tokens_per_step": tokens_per_step or repo.tokens_per_step,
-                       "checkpoints": [c.path for c in chosen]},
+                       "checkpoints": [c.name for c in chosen], "flagged": list(repo.flagged)},
             "imported_at": time.time(),
         },
     )  # fmt: skip
