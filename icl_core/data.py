@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from icl_core import evalset, proseset
+from icl_core.model.config import ICL_LATE_TOKEN
 from icl_core.model.tokenizer import BOS, BYTES, Tokenizer
 from icl_core.stdlib_text import corpus, corpus_sha256
 
@@ -101,11 +102,23 @@ def repeated_random_tokens(
 
 
 # The probe recipes: every caller that measures "the same probe" draws it here, with these seeds.
+REPEATED_ICL_SEED = 11  # the ICL score's third evaluation set: random tokens repeated (repeated_icl_examples)
+REPEATED_ICL_EXAMPLES = 256
 PROBE_SEQ_LEN = 25  # Olsson et al.'s prefix-matching probe: 25 random tokens ...
 PROBE_REPEATS = 4  # ... repeated 4 times after a start token
 REPEAT_TWICE_SEED = 7  # random tokens then the same again: the ablation probes (page and table)
 MEAN_REFERENCE_SEED = 77  # held-out batch defining mean ablation (not a batch anything is measured on)
 LIVE_HELDOUT_SEED = 2024  # small held-out batch of the live ablation page
+
+
+def repeated_icl_examples(n_ctx: int, tokenizer: Tokenizer = BYTES) -> torch.Tensor:
+    """The ICL score's evaluation set that no training data can hold: a start token, then 251 random tokens from
+    the probe pool twice, cut to n_ctx. Token 50 falls in the first copy, where nothing in the context predicts it;
+    token 500 in the second, where the same token followed the same prefix 251 tokens earlier. So loss(500) -
+    loss(50) here is in-context learning by copying alone, and a model cannot have memorised it (a trained
+    model's text scores can be, where its training data held the held-out text)."""
+    seq_len = ICL_LATE_TOKEN // 2 + 1
+    return repeated_random_tokens(REPEATED_ICL_EXAMPLES, seq_len, 2, REPEATED_ICL_SEED, tokenizer)[:, :n_ctx]
 
 
 def prefix_matching_probe_shape(n_ctx: int) -> tuple[int, int]:

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from icl_core.analysis.across_runs import RunSeries
 from icl_core.analysis.pca import highlighted_pca_rows
 from icl_core.analysis.phase import EARLY_STAGE_LABEL, PhaseWindow, early_stage_end, induction_onset, phase_status
 from icl_core.analysis.summary import (
@@ -24,6 +25,7 @@ from icl_core.heads import INDUCTION_THRESHOLD, head_name
 from icl_core.model.config import ICL_FORMULA, ICL_LATE_TOKEN
 from icl_core.storage.snapshots import SnapshotInfo
 from ui import analyses, chrome, landscape, layout, picks, runs, state, strips, timeline, training_charts
+from ui.across_runs import draw_across_runs
 from ui.export import export_buttons
 from ui.quote import user_text
 from ui.training_charts import ICL_TITLE
@@ -200,6 +202,26 @@ with c1:
             f"{sel.run.name} ICL score",
             "pick_icl",
         )
+    repeated = pd.DataFrame(icl_rows(rows, ("icl_score_repeated",)))
+    if not repeated.empty:  # runs evaluated before this score existed have none
+        chart_with_export(
+            chrome.memo_chart(
+                training_charts.over_training,
+                repeated,
+                "icl_score",
+                "ICL score on repeated random tokens",
+                "nats",
+                window_tokens,
+                onset_tokens=onset_tokens,
+                pick=PICK,
+                se="icl_score_se",
+                subtitle=training_charts.REPEATED_SUBTITLE,
+                **axes,
+            ),
+            repeated,
+            f"{sel.run.name} ICL score on repeated random tokens",
+            "pick_icl_repeated",
+        )
 with c2:
     heads = pd.DataFrame([r for s in snaps for r in head_score_rows(s) if r["metric"] == "prefix_matching"])
     if heads.empty:
@@ -312,6 +334,11 @@ else:
         "sets (held-out code and English prose; band ±2 s.e.). Only models with two or more layers fall, inside "
         "their orange window."
     )
+
+st.subheader("Every run on one axis")
+draw_across_runs(
+    [RunSeries(ref.name, runs.snapshots_of(ref.path), runs.phase_window_of(ref.path)) for ref in state.list_runs()]
+)
 
 st.subheader("Per-token loss: before and after")
 before_default = window.start_step if window else snaps[0].step

@@ -38,7 +38,8 @@ def test_the_phase_change_page_draws_tokens_on_a_linear_axis_and_names_the_early
     at = open_page("pages/phase_change.py", run="attn2")
     assert not at.error, [e.value for e in at.error]
     specs = _over_training_specs(at)
-    assert len(specs) == 6  # ICL, prefix matching, losses, and the three depths side by side
+    # ICL on text, ICL on repeated random tokens, prefix matching, losses, and the three depths side by side
+    assert len(specs) == 7
     for spec in specs:
         axis_titles = [
             layer["encoding"]["x"].get("title") for layer in spec["layer"] if "x" in layer.get("encoding", {})
@@ -47,7 +48,7 @@ def test_the_phase_change_page_draws_tokens_on_a_linear_axis_and_names_the_early
     assert EARLY_STAGE_LABEL in _datasets(at)  # the stage is drawn (a sliver here) and carries its name
     at.toggle(key="phase_log_axis").set_value(True).run()
     specs = _over_training_specs(at)
-    assert len(specs) == 6
+    assert len(specs) == 7
     for spec in specs:  # on the log axis, where it takes a visible share of the width, it is written on it
         assert '"early stage"' in json.dumps(spec), spec.get("title")
     captions = " ".join(c.value for c in at.caption)

@@ -134,6 +134,10 @@ def _timeline_rule_layer(frames: pd.DataFrame | None, log_x: bool) -> list[alt.C
 
 
 ICL_SUBTITLE = "lower = more in-context learning · band: ±2 standard errors"  # under every ICL-score chart's title
+REPEATED_SUBTITLE = (
+    "251 random tokens, then the same again: token 500 repeats one seen before, token 50 does not · "
+    "no training data holds them"
+)
 
 
 def over_training(

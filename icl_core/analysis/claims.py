@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import get_args
 
 import numpy as np
 import torch
@@ -30,7 +29,9 @@ from icl_core.model.family import Model
 from icl_core.storage.snapshot_metrics import IclKey
 from icl_core.storage.snapshots import SnapshotInfo, load_model
 
-ICL_KEYS: tuple[IclKey, ...] = get_args(IclKey)  # the stored ICL score on each evaluation set: held-out code, prose
+# The stored ICL score on each evaluation set of text (held-out code, prose): the README's claims are stated on them.
+# The score on repeated random tokens is a probe of copying, shown beside them, not a claim's evidence.
+ICL_KEYS: tuple[IclKey, ...] = ("icl_score", "icl_score_prose")
 
 
 def icl_series(snaps: Sequence[SnapshotInfo], key: IclKey = "icl_score") -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -51,6 +51,7 @@ class EvalData:
     heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
     icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
     icl_prose: torch.Tensor | None  # (2048, 502): the same on English prose (icl_core/proseset.py), bytes only
+    icl_repeated: torch.Tensor | None  # (256, 502): the same on repeated random tokens (data.repeated_icl_examples)
     repeated: torch.Tensor  # repeated random tokens: prefix-matching score
     repeat_len: int  # length of the random sequence that `repeated` repeats
     probe_text: torch.Tensor  # held-out text: previous-token score
@@ -68,8 +69,10 @@ class EvalData:
             else None
         )
         prose = data.prose_examples(ICL_LATE_TOKEN + 2) if icl is not None and tokenizer == BYTES else None
+        icl_repeated = data.repeated_icl_examples(ICL_LATE_TOKEN + 2, tokenizer) if icl is not None else None
         repeated, repeat_len = data.prefix_matching_probe(n_ctx, tokenizer)
-        return cls(heldout, icl, prose, repeated, repeat_len, heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)])
+        probe_text = heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)]
+        return cls(heldout, icl, prose, icl_repeated, repeated, repeat_len, probe_text)
 
 
 @torch.no_grad()
@@ -98,10 +101,18 @@ def evaluate(model: Model, ev: EvalData) -> dict[str, Any]:
     if ev.icl_prose is not None:
         icl = metrics.exact_icl_score(model, ev.icl_prose)
         out.update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
+    if ev.icl_repeated is not None:
+        out.update(repeated_icl(model, ev.icl_repeated))
     if model.cfg.smeared_keys:
         out["smear"] = [torch.sigmoid(cast(Attention, b).smear_alpha).tolist() for b in model.blocks]
     model.train(was_training)
     return out
+
+
+def repeated_icl(model: Model, tokens: torch.Tensor) -> dict[str, float | int]:
+    """The ICL score on repeated random tokens, as a snapshot stores it."""
+    icl = metrics.exact_icl_score(model, tokens.to(_device(model)))
+    return {"icl_score_repeated": icl.value, "icl_score_repeated_se": icl.se, "icl_examples_repeated": icl.n_examples}
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -110,7 +121,8 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 def _flops_per_example(model: ModelConfig) -> tuple[int, int]:
     """(one loss-curve example, one ICL example): floating-point operations of their forward passes."""
-    per_token = model.n_layers * 8 * model.d_model**2  # the Q, K, V and O projections (2 FLOPs a multiply-add)
+    # The Q, K, V and O projections and, in a model with MLPs, its two MLP matrices (2 FLOPs a multiply-add).
+    per_token = model.n_layers * (8 * model.d_model**2 + 4 * model.d_model * model.d_mlp)
     unembed = 2 * model.d_model * model.d_vocab
     per_loss_example = model.n_ctx * (per_token + 4 * model.d_model * model.n_ctx // 2 + unembed)
     icl_len = ICL_LATE_TOKEN + 2  # the ICL examples stop after the late token; only two positions are unembedded
@@ -217,14 +229,36 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
     return len(todo)
 
 
+def add_repeated_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
+    """Store the ICL score on repeated random tokens in every snapshot of a run that lacks it (runs evaluated before
+    it existed), each JSON rewritten atomically as soon as its score is known; returns how many."""
+    todo = [
+        s
+        for s in list_snapshots(run_dir)
+        if s.metrics.icl_score_repeated is None and s.model_config.n_ctx > ICL_LATE_TOKEN + 1
+    ]
+    for i, snap in enumerate(todo):
+        model = load_model(snap)
+        scores = repeated_icl(model, data.repeated_icl_examples(ICL_LATE_TOKEN + 2, model.require_tokenizer()))
+        meta = read_json(snap.meta_path)
+        meta["metrics"].update(scores)
+        atomic_write_json(snap.meta_path, meta)
+        say(
+            f"{run_dir.name} step {snap.step}: ICL on repeated tokens {scores['icl_score_repeated']:+.3f} "
+            f"({i + 1}/{len(todo)})"
+        )
+    return len(todo)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Add the prose ICL score to every snapshot of byte-level runs.")
+    parser = argparse.ArgumentParser(description="Add the prose and repeated-token ICL scores to every snapshot.")
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (e.g. checkpoints/attn2)")
     args = parser.parse_args(argv)
     for run in args.runs:
         add_prose_scores(run)
+        add_repeated_scores(run)
     return 0
 
 

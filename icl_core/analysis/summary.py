@@ -57,15 +57,26 @@ def fmt_icl_prose(metrics: SnapshotMetrics) -> str | None:
 ICL_SETS: dict[IclKey, str] = {
     "icl_score": "held-out code",
     "icl_score_prose": "English prose",
+    "icl_score_repeated": "repeated random tokens",
 }  # stored key -> evaluation set
 
 
-def icl_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """summary_rows in long form for a chart of the ICL score on both evaluation sets: step, tokens, series,
-    icl_score, icl_score_se (rows without a score left out)."""
+TEXT_SETS: tuple[IclKey, ...] = ("icl_score", "icl_score_prose")  # the two sets of text; one chart shares their axis
+
+
+def icl_rows(rows: Sequence[dict[str, Any]], keys: Sequence[IclKey] = TEXT_SETS) -> list[dict[str, Any]]:
+    """summary_rows in long form for a chart of the ICL score on the evaluation sets `keys` (the two of text unless
+    told: the repeated-token score is ~10x larger and gets its own chart): step, tokens, series, icl_score,
+    icl_score_se (rows without a score left out)."""
     return [
-        {"step": r["step"], "tokens": r["tokens"], "series": label, "icl_score": r[key], "icl_score_se": r[f"{key}_se"]}
-        for key, label in ICL_SETS.items()
+        {
+            "step": r["step"],
+            "tokens": r["tokens"],
+            "series": ICL_SETS[key],
+            "icl_score": r[key],
+            "icl_score_se": r[f"{key}_se"],
+        }
+        for key in keys
         for r in rows
         if r.get(key) is not None
     ]
@@ -86,6 +97,8 @@ def summary_rows(snaps: Sequence[SnapshotInfo]) -> list[dict[str, Any]]:
                 "icl_score_se": m.icl_score_se,
                 "icl_score_prose": m.icl_score_prose,
                 "icl_score_prose_se": m.icl_score_prose_se,
+                "icl_score_repeated": m.icl_score_repeated,
+                "icl_score_repeated_se": m.icl_score_repeated_se,
                 "max_prefix_matching": best_induction_score(m.prefix_matching) if m.prefix_matching else None,
             }
         )

@@ -27,9 +27,13 @@ ScalarMetric = Literal[
     "icl_score_prose",
     "icl_score_prose_se",
     "icl_examples_prose",
+    "icl_score_repeated",
+    "icl_score_repeated_se",
+    "icl_examples_repeated",
 ]
 SCALAR_METRICS: tuple[ScalarMetric, ...] = get_args(ScalarMetric)
-IclKey = Literal["icl_score", "icl_score_prose"]  # the ICL score on held-out code, on English prose
+# The ICL score on held-out code, on English prose, and on repeated random tokens (data.repeated_icl_examples).
+IclKey = Literal["icl_score", "icl_score_prose", "icl_score_repeated"]
 CURVE_METRICS = ("loss_curve", "pca_losses")
 
 
@@ -45,6 +49,9 @@ class SnapshotMetrics:
     icl_score_prose: float | None = None  # the same on the English prose set (icl_core/proseset.py)
     icl_score_prose_se: float | None = None
     icl_examples_prose: int | None = None
+    icl_score_repeated: float | None = None  # the same on random tokens repeated (data.repeated_icl_examples)
+    icl_score_repeated_se: float | None = None
+    icl_examples_repeated: int | None = None
     prefix_matching: Grid | None = None
     previous_token: Grid | None = None
     copying: Grid | None = None
@@ -70,7 +77,9 @@ class SnapshotMetrics:
             return self.icl_score, self.icl_score_se
         if key == "icl_score_prose":
             return self.icl_score_prose, self.icl_score_prose_se
-        raise KeyError(f"{key} is not an ICL score (icl_score or icl_score_prose)")
+        if key == "icl_score_repeated":
+            return self.icl_score_repeated, self.icl_score_repeated_se
+        raise KeyError(f"{key} is not an ICL score (icl_score, icl_score_prose or icl_score_repeated)")
 
 
 class MetricsError(ValueError):
