@@ -109,7 +109,7 @@ def run_import(repo, n: int, peaks: Peaks) -> float:
         proc.wait(timeout=60)
     stop.set()
     watcher.join()
-    assert info.stage == imports.FINISHED, (info.stage, info.error)
+    assert info.state == imports.FINISHED, (info.state, info.error)
     return wall
 
 

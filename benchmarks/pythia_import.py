@@ -93,7 +93,8 @@ def main() -> None:
         for c in chosen:  # the real-size files, on the branches the import will fetch
             one = weights_file(config, c.label)
             hub.add_repo(repo_id, {**base, "model.safetensors": one}, branch=c.revision or "main")
-        repo = tl_hub.list_repo(repo_id)
+        repo = tl_hub.list_repo(repo_id)  # again: the chosen branches' real sizes
+        chosen = tl_hub.choose(repo, n)
         estimate = estimated_seconds(repo.model_config, n)
         print(f"{repo_id}: {tl_hub.describe(repo, chosen, estimate)}")
         peaks = Peaks()

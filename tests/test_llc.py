@@ -216,6 +216,32 @@ def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer
     assert last["L1H3"].mean < max(last[h].mean for h in ("L1H0", "L1H1", "L1H2"))
 
 
+def test_on_attn2_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window() -> None:
+    """README: L1H3's refined LLC minus the mean of the other layer-1 heads', per snapshot: ~0 before the window
+    (from 1M tokens), about 1 inside it and after it; the change is over 3 s.e. of the snapshots' scatter."""
+    import numpy as np
+
+    from icl_core.analysis.llc_over_training import stored_rllc
+    from icl_core.analysis.phase import phase_window
+
+    snaps = list_snapshots(SHIPPED_DIR / "attn2")
+    rllc = stored_rllc(SHIPPED_DIR / "attn2", snaps)
+    assert all(len(rllc.get(s.step, {})) == 8 for s in snaps), "the sweep is complete"
+    window = phase_window(snaps)
+    assert window is not None
+
+    def gaps(part: list) -> tuple[float, float]:
+        g = [rllc[s.step]["L1H3"].mean - np.mean([rllc[s.step][f"L1H{h}"].mean for h in range(3)]) for s in part]
+        return float(np.mean(g)), float(np.std(g, ddof=1) / np.sqrt(len(g)))
+
+    before = gaps([s for s in snaps if s.tokens_seen >= 1_000_000 and s.step < window.start_step])
+    inside = gaps([s for s in snaps if window.start_step <= s.step <= window.end_step])
+    after = gaps([s for s in snaps if s.step > window.end_step])
+    assert abs(before[0]) < 2 * before[1] + 0.1, before
+    assert inside[0] > 0.6 and after[0] > 0.6, (inside, after)
+    assert inside[0] - before[0] > 3 * float(np.hypot(inside[1], before[1])), (before, inside)
+
+
 @pytest.mark.parametrize("name", ["attn2", "attn3"])
 def test_on_prose_the_llc_is_not_valid_at_the_window_start(name: str) -> None:
     """README: on the held-out prose SGLD finds lower loss next to the weights (a negative estimate) until after

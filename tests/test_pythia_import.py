@@ -120,3 +120,24 @@ def test_every_page_works_on_a_pythia_run_and_says_what_does_not_apply(fake_hub:
         if page == "pages/circuits.py":
             assert any(NOT_WEIGHT_ONLY[:60] in i.value for i in at.info), "the page says why its scores are hidden"
             assert not at.get("vega_lite_chart")
+
+
+def test_offline_or_a_config_this_app_cannot_run_gives_one_clear_message(
+    fake_hub: FakeHub, pythia_like: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from icl_core.errors import HubError
+
+    tl_hub.list_repo(pythia_like)  # online: the config is cached
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubError, match="only be listed online"):
+        tl_hub.list_repo(pythia_like)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    main = dict(fake_hub.files(PYTHIA_REPO, "main"))
+    config = json.loads(main["config.json"])
+    fake_hub.add_repo(
+        "EleutherAI/pythia-rope", {**main, "config.json": json.dumps({**config, "hidden_act": "relu"}).encode()}
+    )
+    with pytest.raises(CheckpointError, match="hidden_act 'relu'"):
+        tl_hub.list_repo("EleutherAI/pythia-rope")

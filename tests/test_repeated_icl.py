@@ -66,3 +66,15 @@ def test_smeared_keys_make_copying_repeated_tokens_start_earlier(stored) -> None
     assert first_below("attn2-smeared") < first_below("attn2") / 2
     assert ICL_EARLY_TOKEN < 251 < ICL_LATE_TOKEN  # the score's two tokens sit in different copies
     assert np.isfinite(first_below("attn3"))
+
+
+def test_copying_repeated_tokens_sets_in_inside_each_multi_layer_runs_window(stored) -> None:
+    """The README's figure: the score first falls below -1 inside the run's window (the app's probe)."""
+    from icl_core.analysis.phase import phase_window
+
+    for run in ("attn2", "attn3", "attn2-smeared"):
+        snaps = stored[run]
+        window = phase_window(snaps)
+        assert window is not None
+        first = next(s.step for s in snaps if (s.metrics.icl_score_repeated or 0) < -1.0)
+        assert window.start_step <= first <= window.end_step, (run, first, window)

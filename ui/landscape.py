@@ -45,7 +45,9 @@ LLC_ON_SHIPPED_RUNS = (
     "run's LLC only rises, to the end of training, and the rule finds **no boundary on any of the five**: here "
     "the LLC does not mark where the induction heads form. Inside the phase-change window the 2- and 3-layer "
     "runs' LLC grows somewhat faster than just before it, with every probe draw's window, but not by enough to "
-    "be sure, given how much neighbouring snapshots' estimates scatter."
+    "be sure, given how much neighbouring snapshots' estimates scatter. Restricted to one head (the refined LLC, "
+    "attn2): the layer-0 heads, its previous-token head among them, rise first, before the window; the induction "
+    "head L1H3 rises above the other layer-1 heads from the window's start on, by about one unit."
 )
 
 

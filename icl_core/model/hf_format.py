@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from icl_core.errors import CheckpointError
 from icl_core.model.config import ModelConfig
 from icl_core.model.neox import NeoXTransformer, state_dict_from_hf
-from icl_core.model.tl_format import load_pth
+from icl_core.model.tl_format import check_layout, load_pth
 
 # Buffers older checkpoints carry (the causal mask, masked_bias, the rotary frequencies): recomputed, never read,
 # as transformers' own loader ignores them (modeling_gpt_neox.py's _keys_to_ignore_on_load_unexpected).
@@ -61,16 +61,7 @@ def checked(state: dict[str, torch.Tensor], cfg: ModelConfig, where: str) -> dic
     """The state dict with the buffers dropped and lm_head (transformers 5's name) called embed_out, every name
     and shape checked against the config."""
     state = {("embed_out.weight" if k == "lm_head.weight" else k): v for k, v in state.items() if not _BUFFERS.match(k)}
-    expected = expected_shapes(cfg)
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            where,
-            f"weights do not match the config: missing {missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}",
-        )
-    for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise CheckpointError(where, f"{name} has shape {tuple(state[name].shape)}, the config needs {shape}")
+    check_layout(state, expected_shapes(cfg), where)
     for name, tensor in state.items():
         if not torch.isfinite(tensor).all():
             raise CheckpointError(where, f"{name} contains NaN or infinite values")

@@ -6,11 +6,13 @@ name may replace the activation; `run_with_cache` records activations by name.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
 
@@ -75,3 +77,17 @@ class HookedModule(nn.Module):
         with self.hooks(fwd_hooks), self.hooks((n, save) for n in wanted):
             logits = self(tokens)
         return logits, cache
+
+
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal_mask: torch.Tensor, scores: HookPoint, pattern: HookPoint
+) -> torch.Tensor:
+    """Causal attention (batch, pos, head, d_head) -> z, through the `scores` and `pattern` hook points when
+    something reads or edits them; otherwise torch's fused kernel (~4-5x faster on CPU), which never forms them."""
+    if scores.fns or pattern.fns:
+        n = q.shape[1]
+        raw = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        weights = pattern(torch.softmax(scores(raw.masked_fill(~causal_mask[:n, :n], float("-inf"))), dim=-1))
+        return torch.einsum("bhqk,bkhe->bqhe", weights, v)
+    z = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True)
+    return z.transpose(1, 2)

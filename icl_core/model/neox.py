@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from icl_core.model.config import LN_EPS, ModelConfig
-from icl_core.model.hooks import HookedModule, HookPoint
+from icl_core.model.hooks import HookedModule, HookPoint, causal_attention
 from icl_core.model.tokenizer import TokenizedModel, Tokenizer
 
 PYTHIA_ROTARY_PCT = 0.25  # transformers' default for a config that names none (configuration_gpt_neox.py)
@@ -133,14 +133,10 @@ class NeoXBlock(nn.Module):
 
     def attend(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """x: the LayerNorm'd residual (batch, pos, d_model) -> the attention's output."""
-        n = x.shape[1]
         q = self.hook_q(apply_rotary(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q, cos, sin))
         k = self.hook_k(apply_rotary(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K, cos, sin))
         v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
-        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-        scores = self.hook_attn_scores(scores.masked_fill(~self.causal_mask[:n, :n], float("-inf")))
-        pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
-        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        z = self.hook_z(causal_attention(q, k, v, self.causal_mask, self.hook_attn_scores, self.hook_pattern))
         result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
         return self.hook_attn_out(result.sum(dim=2) + self.b_O)
 

@@ -113,6 +113,27 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def check_layout(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, tuple[int, ...]],
+    where: Path | str,
+    optional: Mapping[str, tuple[int, ...]] | None = None,
+) -> None:
+    """CheckpointError unless every expected name is there with its shape and nothing else is, but the optional
+    names (whose shapes are checked where present)."""
+    optional = optional or {}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected) - set(optional))
+    if missing or unexpected:
+        raise CheckpointError(
+            where,
+            f"weights do not match the config: missing {missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}",
+        )
+    for name, shape in {**expected, **{k: v for k, v in optional.items() if k in state}}.items():
+        if tuple(state[name].shape) != shape:
+            raise CheckpointError(where, f"{name} has shape {tuple(state[name].shape)}, the config needs {shape}")
+
+
 def convert_state_dict(
     state: Mapping[str, torch.Tensor], cfg: ModelConfig, where: Path | str
 ) -> dict[str, torch.Tensor]:
@@ -120,21 +141,7 @@ def convert_state_dict(
     state = {
         k.removeprefix("_orig_mod."): v for k, v in state.items() if not _IGNORED.match(k.removeprefix("_orig_mod."))
     }
-    expected = expected_shapes(cfg)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected) - {"unembed.b_U"})
-    if missing or unexpected:
-        raise CheckpointError(
-            where,
-            f"weights do not match the config: missing {missing[:5] or 'none'}, unexpected {unexpected[:5] or 'none'}",
-        )
-    for name, shape in expected.items():
-        if tuple(state[name].shape) != shape:
-            raise CheckpointError(where, f"{name} has shape {tuple(state[name].shape)}, the config needs {shape}")
-    if "unembed.b_U" in state and tuple(state["unembed.b_U"].shape) != (cfg.d_vocab,):
-        raise CheckpointError(
-            where, f"unembed.b_U has shape {tuple(state['unembed.b_U'].shape)}, needs ({cfg.d_vocab},)"
-        )
+    check_layout(state, expected_shapes(cfg), where, optional={"unembed.b_U": (cfg.d_vocab,)})
     out = {}
     for name, tensor in state.items():
         for pattern, repl in _RENAME:

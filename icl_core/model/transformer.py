@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from icl_core.model.config import LN_EPS, ModelConfig
-from icl_core.model.hooks import HookedModule, HookPoint
+from icl_core.model.hooks import HookedModule, HookPoint, causal_attention
 from icl_core.model.tokenizer import BYTES, TokenizedModel, Tokenizer
 
 INIT_STD = 0.02  # GPT-2's initial weight scale, used for the unembedding
@@ -63,25 +63,13 @@ class Attention(nn.Module):
         With `queries` the keys and values still cover every position, but only the listed queries attend:
         the last layer of a model evaluated at a few positions (the ICL score) skips most of its work.
         """
-        n = x.shape[1]
         qk_in, v_in = self._inputs(x, pos)
         if queries is not None:
             return self._attend_at(qk_in, v_in, queries)
         q = self.hook_q(self._project(qk_in, self.W_Q, "b_Q"))
         k = self.hook_k(self._keys(qk_in))
         v = self.hook_v(self._project(v_in, self.W_V, "b_V"))
-        if self.hook_attn_scores.fns or self.hook_pattern.fns:
-            scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(self.cfg.d_head)
-            scores = scores.masked_fill(~self.causal_mask[:n, :n], float("-inf"))
-            scores = self.hook_attn_scores(scores)
-            pattern = self.hook_pattern(torch.softmax(scores, dim=-1))
-            z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
-        else:
-            # Nobody reads or edits the pattern: the fused kernel is ~5x faster on CPU for training.
-            z = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
-            ).transpose(1, 2)
-        z = self.hook_z(z)
+        z = self.hook_z(causal_attention(q, k, v, self.causal_mask, self.hook_attn_scores, self.hook_pattern))
         result = self.hook_result(torch.einsum("bqhe,hed->bqhd", z, self.W_O))
         return self._add_b_O(result.sum(dim=2))
 
