@@ -279,7 +279,8 @@ def test_every_head_has_a_legend_entry_and_charts_share_the_x_range() -> None:
         if name.startswith(("ICL score", "Prefix-matching", "Training and held-out")):
             xs = [ly["encoding"]["x"] for ly in json.loads(c.proto.spec)["layer"] if "x" in ly.get("encoding", {})]
             per_chart[name] = {tuple(x["scale"]["domain"]) for x in xs if "domain" in x.get("scale", {})}
-    assert len(per_chart) == 3 and all(len(d) == 1 for d in per_chart.values()), per_chart
+    # ICL on text, ICL on repeated random tokens, prefix matching, losses
+    assert len(per_chart) == 4 and all(len(d) == 1 for d in per_chart.values()), per_chart
     assert len(set().union(*per_chart.values())) == 1  # one x-range (tokens seen) on every chart over training
 
 
