@@ -70,6 +70,14 @@ def fake_files(config: dict, checkpoint: bytes) -> dict[str, bytes]:
     return files | {"model_final.pth": checkpoint, "optimizer_state_dict.pth": b"x" * 1000}
 
 
+def use_fake_hub(hub: FakeHub, tmp_path: Path) -> None:
+    """Point huggingface_hub, the app's data folder and the HF cache of this process and its workers here."""
+    os.environ.update(
+        HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", ICL_DATA_DIR=str(tmp_path / "data"),
+        HF_HUB_CACHE=str(tmp_path / "hf_cache"),
+    )  # fmt: skip
+
+
 @dataclass
 class Peaks:
     rss_kb: int = 0  # the worker's peak resident memory (VmHWM)
@@ -151,10 +159,7 @@ def main() -> None:
         hub = FakeHub().start()
         hub.add_repo(REPO, fake_files(config, checkpoint))
         hub.add_repo(cfg.tokenizer, {"tokenizer.json": (tmp_path / "tok" / "tokenizer.json").read_bytes()})
-        os.environ.update(
-            HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", ICL_DATA_DIR=str(tmp_path / "data"),
-            HF_HUB_CACHE=str(tmp_path / "hf_cache"),
-        )  # fmt: skip
+        use_fake_hub(hub, tmp_path)
         from icl_core.analysis.evaluation import estimated_seconds
         from icl_core.storage import hub as hub_module
         from icl_core.storage import tl_hub

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench import cpu_reference_ms  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
-from published_import import Peaks, folder_bytes, run_import  # noqa: E402
+from published_import import Peaks, folder_bytes, run_import, use_fake_hub  # noqa: E402
 from published_model import train_tokenizer  # noqa: E402
 from pythia_fixtures import GITATTRIBUTES, TINY  # noqa: E402
 
@@ -79,10 +79,7 @@ def main() -> None:
             hub.add_repo(repo_id, {**base, "model.safetensors": placeholder}, branch=f"step{step}")
         tokenizer = (tmp_path / "tok" / "tokenizer.json").read_bytes()
         hub.add_repo(repo_id, {**base, "tokenizer.json": tokenizer}, branch="main")
-        os.environ.update(
-            HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1", ICL_DATA_DIR=str(tmp_path / "data"),
-            HF_HUB_CACHE=str(tmp_path / "hf_cache"),
-        )  # fmt: skip
+        use_fake_hub(hub, tmp_path)
         from icl_core.analysis.evaluation import estimated_seconds
         from icl_core.storage import tl_hub
 
