@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from icl_core import data
-from icl_core.analysis.evaluation import repeated_icl
+from icl_core.analysis.evaluation import stored_icl
 from icl_core.analysis.robustness import mean3
 from icl_core.model.config import ICL_EARLY_TOKEN, ICL_LATE_TOKEN, ModelConfig
 from icl_core.model.transformer import AttnOnlyTransformer
@@ -28,7 +28,7 @@ def test_a_model_that_ignores_its_context_scores_zero() -> None:
     model = AttnOnlyTransformer(ModelConfig(n_layers=1, n_ctx=512))
     with torch.no_grad():
         model.W_U.zero_()  # every position predicts the uniform distribution
-    scores = repeated_icl(model, data.repeated_icl_examples(ICL_LATE_TOKEN + 2))
+    scores = stored_icl(model, "icl_score_repeated", data.repeated_icl_examples(ICL_LATE_TOKEN + 2))
     assert scores["icl_score_repeated"] == pytest.approx(0.0, abs=1e-6)
     assert scores["icl_examples_repeated"] == data.REPEATED_ICL_EXAMPLES
 
@@ -43,7 +43,9 @@ def test_every_shipped_snapshot_stores_it_and_a_recomputation_matches(stored) ->
         assert all(s.metrics.icl_score_repeated is not None for s in snaps), run
     snap = stored["attn2"][-1]
     model = load_model(snap)
-    again = repeated_icl(model, data.repeated_icl_examples(ICL_LATE_TOKEN + 2, model.require_tokenizer()))
+    again = stored_icl(
+        model, "icl_score_repeated", data.repeated_icl_examples(ICL_LATE_TOKEN + 2, model.require_tokenizer())
+    )
     assert again["icl_score_repeated"] == pytest.approx(snap.metrics.icl_score_repeated, abs=1e-4)
 
 

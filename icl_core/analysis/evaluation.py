@@ -21,6 +21,7 @@ from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
 from icl_core.model.transformer import Attention, AttnOnlyTransformer
+from icl_core.storage.snapshot_metrics import IclKey
 from icl_core.storage.snapshots import (
     MANIFEST,
     SnapshotInfo,
@@ -95,24 +96,32 @@ def evaluate(model: Model, ev: EvalData) -> dict[str, Any]:
     }
     if isinstance(model, AttnOnlyTransformer):  # weight-only: not the head's copying where MLPs sit between
         out["copying"] = metrics.copying_scores(model).tolist()
-    if ev.icl is not None:
-        icl = metrics.exact_icl_score(model, ev.icl)
-        out.update(icl_score=icl.value, icl_score_se=icl.se, icl_examples=icl.n_examples)
-    if ev.icl_prose is not None:
-        icl = metrics.exact_icl_score(model, ev.icl_prose)
-        out.update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
-    if ev.icl_repeated is not None:
-        out.update(repeated_icl(model, ev.icl_repeated))
+    sets: tuple[tuple[IclKey, torch.Tensor | None], ...] = (
+        ("icl_score", ev.icl),
+        ("icl_score_prose", ev.icl_prose),
+        ("icl_score_repeated", ev.icl_repeated),
+    )
+    for key, tokens in sets:
+        if tokens is not None:
+            out.update(stored_icl(model, key, tokens))
     if model.cfg.smeared_keys:
         out["smear"] = [torch.sigmoid(cast(Attention, b).smear_alpha).tolist() for b in model.blocks]
     model.train(was_training)
     return out
 
 
-def repeated_icl(model: Model, tokens: torch.Tensor) -> dict[str, float | int]:
-    """The ICL score on repeated random tokens, as a snapshot stores it."""
+def stored_icl(model: Model, key: IclKey, tokens: torch.Tensor) -> dict[str, float | int]:
+    """The ICL score on one evaluation set as a snapshot stores it: the score, its standard error and the example
+    count (icl_score, icl_score_se, icl_examples; the other sets' names carry their suffix)."""
     icl = metrics.exact_icl_score(model, tokens.to(_device(model)))
-    return {"icl_score_repeated": icl.value, "icl_score_repeated_se": icl.se, "icl_examples_repeated": icl.n_examples}
+    return {key: icl.value, f"{key}_se": icl.se, key.replace("icl_score", "icl_examples"): icl.n_examples}
+
+
+def _add_metrics(snap: SnapshotInfo, fields: dict[str, float | int]) -> None:
+    """Add fields to a snapshot's stored metrics, its JSON rewritten atomically."""
+    meta = read_json(snap.meta_path)
+    meta["metrics"].update(fields)
+    atomic_write_json(snap.meta_path, meta)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -217,11 +226,10 @@ def add_prose_scores(run_dir: Path, say: Callable[[str], None] = print) -> int:
         and s.model_config.n_ctx > ICL_LATE_TOKEN + 1
     ]
     for i, snap in enumerate(todo):
-        icl = metrics.exact_icl_score(load_model(snap).eval(), prose)
-        meta = read_json(snap.meta_path)
-        meta["metrics"].update(icl_score_prose=icl.value, icl_score_prose_se=icl.se, icl_examples_prose=icl.n_examples)
-        atomic_write_json(snap.meta_path, meta)
-        say(f"{run_dir.name} step {snap.step}: prose ICL {icl.value:+.3f} ± {icl.se:.3f} ({i + 1}/{len(todo)})")
+        fields = stored_icl(load_model(snap).eval(), "icl_score_prose", prose)
+        _add_metrics(snap, fields)
+        value, se = fields["icl_score_prose"], fields["icl_score_prose_se"]
+        say(f"{run_dir.name} step {snap.step}: prose ICL {value:+.3f} ± {se:.3f} ({i + 1}/{len(todo)})")
     if todo:
         atomic_write_json(
             run_dir / MANIFEST, {**read_json(run_dir / MANIFEST), "prose_set_sha256": proseset.load().sha256}
@@ -239,10 +247,9 @@ def add_repeated_scores(run_dir: Path, say: Callable[[str], None] = print) -> in
     ]
     for i, snap in enumerate(todo):
         model = load_model(snap)
-        scores = repeated_icl(model, data.repeated_icl_examples(ICL_LATE_TOKEN + 2, model.require_tokenizer()))
-        meta = read_json(snap.meta_path)
-        meta["metrics"].update(scores)
-        atomic_write_json(snap.meta_path, meta)
+        tokens = data.repeated_icl_examples(ICL_LATE_TOKEN + 2, model.require_tokenizer())
+        scores = stored_icl(model, "icl_score_repeated", tokens)
+        _add_metrics(snap, scores)
         say(
             f"{run_dir.name} step {snap.step}: ICL on repeated tokens {scores['icl_score_repeated']:+.3f} "
             f"({i + 1}/{len(todo)})"
