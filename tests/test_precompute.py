@@ -100,6 +100,19 @@ def test_shipped_runs_carry_their_stored_analyses(name: str) -> None:
             assert getattr(a, field) == pytest.approx(getattr(b, field), abs=1e-4), (a.head, field)
 
 
+def test_stored_analyses_are_written_compact_and_read_back_unchanged(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The repo carries ~4 MB of stored analyses per run: indented JSON took checkpoints/ over its cap."""
+    run = _tiny_run(tmp_path_factory, "compact")
+    snaps = list_snapshots(run)
+    data = {"estimates": {"0": {"mean": 1.5, "trace": [0.1, 0.2]}}}
+    precompute.save(run, "probe", snaps, data)
+    text = precompute.analysis_path(run, "probe").read_text()
+    assert "\n" not in text and ", " not in text and ": " not in text
+    assert precompute.load(run, "probe", snaps) == data
+    shipped = sorted(SHIPPED_DIR.glob("*/analysis/*.json"))
+    assert shipped and all(b"\n" not in p.read_bytes() for p in shipped), "shipped analyses are stored compact"
+
+
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run that carries no stored analyses: every analysis of it is computed live."""

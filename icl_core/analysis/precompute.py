@@ -70,7 +70,9 @@ def load(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo]) -> Any | None:
 
 def save(run_dir: Path, name: str, snaps: Sequence[SnapshotInfo], data: Any) -> None:
     atomic_write_json(
-        analysis_path(run_dir, name), {"version": FORMAT_VERSION, "snapshots": snapshot_signature(snaps), "data": data}
+        analysis_path(run_dir, name),
+        {"version": FORMAT_VERSION, "snapshots": snapshot_signature(snaps), "data": data},
+        compact=True,
     )
 
 

@@ -54,8 +54,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+def atomic_write_json(path: Path, obj: Any, compact: bool = False) -> None:
+    """`compact` for machine-read data (the stored analyses): no indentation halves the bytes the repo carries."""
+    text = json.dumps(obj, separators=(",", ":")) if compact else json.dumps(obj, indent=1)
+    atomic_write_bytes(path, text.encode())
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
