@@ -121,6 +121,33 @@ def run_import(repo, n: int, peaks: Peaks) -> float:
     return wall
 
 
+def import_and_report(repo, n: int, hub, ref_ms: float, unit: str, file_bytes: int) -> Path:
+    """Run the import, stop the hub, and print its wall clock, peak memory and disk; the imported run's folder."""
+    from icl_core.analysis.evaluation import estimated_seconds
+    from icl_core.storage import hub as hub_module
+    from icl_core.storage import tl_hub
+
+    estimate = estimated_seconds(repo.model_config, n)
+    print(f"{repo.repo_id}: {tl_hub.describe(repo, tl_hub.choose(repo, n), estimate)}")
+    peaks = Peaks()
+    try:
+        wall = run_import(repo, n, peaks)
+    finally:
+        hub.stop()
+    run_dir = tl_hub.run_dir_for(repo)
+    print(
+        f"import + evaluation of {n} {unit}s: {wall / 60:.1f} min wall clock ({wall / n:.1f} s a {unit}; "
+        f"estimate {estimate / 60:.1f} min + download) (target < 15 min); ratio to the CPU reference "
+        f"{wall * 1000 / ref_ms:.0f}x"
+    )
+    print(f"  worker peak RSS {peaks.rss_kb / 1e6:.2f} GB (target < 4 GB)")
+    print(f"  HF cache peak {peaks.cache_bytes / 1e6:.0f} MB (one {unit}'s weights file is {file_bytes / 1e6:.0f} MB)")
+    n_kept = len(list(run_dir.glob("step_*.json")))
+    cap_mb = hub_module.DEFAULT_MAX_TOTAL_MB
+    print(f"  disk kept {folder_bytes(run_dir) / 1e6:.0f} MB of the {cap_mb:.0f} MB cap ({n_kept} snapshots)")
+    return run_dir
+
+
 def fp16_cost(state: dict[str, torch.Tensor], cfg, run_dir: Path, tokenizer) -> str:
     """What keeping fp16 costs: the stored copy's logits against the fp32 checkpoint's, on held-out tokens."""
     from icl_core.storage.snapshots import list_snapshots, load_model
@@ -160,33 +187,13 @@ def main() -> None:
         hub.add_repo(REPO, fake_files(config, checkpoint))
         hub.add_repo(cfg.tokenizer, {"tokenizer.json": (tmp_path / "tok" / "tokenizer.json").read_bytes()})
         use_fake_hub(hub, tmp_path)
-        from icl_core.analysis.evaluation import estimated_seconds
-        from icl_core.storage import hub as hub_module
         from icl_core.storage import tl_hub
 
         repo = tl_hub.list_repo(REPO)
         n = args.checkpoints or tl_hub.default_count(repo)
-        chosen = tl_hub.choose(repo, n)
-        estimate = estimated_seconds(cfg, n)
-        print(f"{REPO}: {tl_hub.describe(repo, chosen, estimate)}")
-        inside = sum(repo.window.lo_tokens <= c.label <= repo.window.hi_tokens for c in chosen)
+        inside = sum(repo.window.lo_tokens <= c.label <= repo.window.hi_tokens for c in tl_hub.choose(repo, n))
         print(f"  {inside} of {n} inside the known window ({repo.window.source})")
-        peaks = Peaks()
-        try:
-            wall = run_import(repo, n, peaks)
-        finally:
-            hub.stop()
-        run_dir = tl_hub.run_dir_for(repo)
-        cap = hub_module.DEFAULT_MAX_TOTAL_MB * 1e6
-        print(
-            f"import + evaluation of {n} checkpoints: {wall / 60:.1f} min wall clock ({wall / n:.1f} s a checkpoint; "
-            f"estimate {estimate / 60:.1f} min + download) (target < 15 min); ratio to the CPU reference "
-            f"{wall * 1000 / ref_ms:.0f}x"
-        )
-        print(f"  worker peak RSS {peaks.rss_kb / 1e6:.2f} GB (target < 4 GB)")
-        print(f"  HF cache peak {peaks.cache_bytes / 1e6:.0f} MB (one checkpoint is {len(checkpoint) / 1e6:.0f} MB)")
-        n_kept = len(list(run_dir.glob("step_*.json")))
-        print(f"  disk kept {folder_bytes(run_dir) / 1e6:.0f} MB of the {cap / 1e6:.0f} MB cap ({n_kept} snapshots)")
+        run_dir = import_and_report(repo, n, hub, ref_ms, "checkpoint", len(checkpoint))
         print(fp16_cost(state, cfg, run_dir, tokenizer))
 
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench import cpu_reference_ms  # noqa: E402
 from fake_hub import FakeHub  # noqa: E402
-from published_import import Peaks, folder_bytes, run_import, use_fake_hub  # noqa: E402
+from published_import import import_and_report, use_fake_hub  # noqa: E402
 from published_model import train_tokenizer  # noqa: E402
 from pythia_fixtures import GITATTRIBUTES, TINY  # noqa: E402
 
@@ -80,35 +80,16 @@ def main() -> None:
         tokenizer = (tmp_path / "tok" / "tokenizer.json").read_bytes()
         hub.add_repo(repo_id, {**base, "tokenizer.json": tokenizer}, branch="main")
         use_fake_hub(hub, tmp_path)
-        from icl_core.analysis.evaluation import estimated_seconds
         from icl_core.storage import tl_hub
 
         repo = tl_hub.list_repo(repo_id)
         n = args.checkpoints or tl_hub.default_count(repo)
-        chosen = tl_hub.choose(repo, n)
         one = b""
-        for c in chosen:  # the real-size files, on the branches the import will fetch
+        for c in tl_hub.choose(repo, n):  # the real-size files, on the branches the import will fetch
             one = weights_file(config, c.label)
             hub.add_repo(repo_id, {**base, "model.safetensors": one}, branch=c.revision or "main")
         repo = tl_hub.list_repo(repo_id)  # again: the chosen branches' real sizes
-        chosen = tl_hub.choose(repo, n)
-        estimate = estimated_seconds(repo.model_config, n)
-        print(f"{repo_id}: {tl_hub.describe(repo, chosen, estimate)}")
-        peaks = Peaks()
-        try:
-            wall = run_import(repo, n, peaks)
-        finally:
-            hub.stop()
-        run_dir = tl_hub.run_dir_for(repo)
-        print(
-            f"import + evaluation of {n} revisions: {wall / 60:.1f} min wall clock ({wall / n:.1f} s a revision; "
-            f"estimate {estimate / 60:.1f} min + download) (target for 14m < 15 min); ratio to the CPU reference "
-            f"{wall * 1000 / ref_ms:.0f}x"
-        )
-        print(f"  worker peak RSS {peaks.rss_kb / 1e6:.2f} GB (target < 4 GB)")
-        print(f"  HF cache peak {peaks.cache_bytes / 1e6:.0f} MB (one revision's file is {len(one) / 1e6:.0f} MB)")
-        n_kept = len(list(run_dir.glob("step_*.json")))
-        print(f"  disk kept {folder_bytes(run_dir) / 1e6:.0f} MB ({n_kept} snapshots)")
+        run_dir = import_and_report(repo, n, hub, ref_ms, "revision", len(one))
         last = json.loads(sorted(run_dir.glob("step_*.json"))[-1].read_text())["metrics"]
         print(
             f"  evaluated on {last.get('icl_examples')} ICL examples, a loss curve of {len(last['loss_curve'])} tokens"

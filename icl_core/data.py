@@ -45,11 +45,23 @@ def heldout_examples(
     return _byte_heldout(n_examples, n_ctx, seed)
 
 
+def heldout_draw(n_examples: int, n_ctx: int, tokenizer: Tokenizer = BYTES) -> str:
+    """Which draw heldout_examples makes for a request: two requests with the same draw, context and tokenizer
+    agree on their common first rows (heldout_examples(n)[:k] == heldout_examples(k)), so what is measured
+    on them (the PCA's loss vectors) can be cut to a common count and compared."""
+    return "evaluation set rows" if tokenizer == BYTES and _evalset_serves(n_examples, n_ctx) else "sampled windows"
+
+
+def _evalset_serves(n_examples: int, n_ctx: int) -> bool:
+    n_rows, width = evalset.load().examples.shape
+    return n_ctx - 1 <= width and n_examples <= n_rows
+
+
 @functools.lru_cache(maxsize=8)
 def _byte_heldout(n_examples: int, n_ctx: int, seed: int) -> torch.Tensor:
     ev = evalset.load()
-    n_rows, width = ev.examples.shape
-    if n_ctx - 1 > width or n_examples > n_rows:
+    n_rows = ev.examples.shape[0]
+    if not _evalset_serves(n_examples, n_ctx):
         gen = torch.Generator().manual_seed(seed)
         return sample_batch(corpus("heldout"), n_examples, n_ctx, gen)
     if seed == DEFAULT_HELDOUT_SEED:

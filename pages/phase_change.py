@@ -399,8 +399,8 @@ else:
         )
     with right:
         st.markdown(
-            "Each point is one snapshot: its losses on a fixed set of held-out tokens (one per example, the "
-            "same for every model), projected on the two main directions of variation across **all** runs. "
+            f"Each point is one snapshot: its losses on a fixed set of {table.n_examples:,} held-out tokens (one "
+            "per example, the same for every model in the plane), projected on the two main directions of variation across **all** runs. "
             "In the paper, runs with a phase change **turn sharply** there. Here (held-out code) the 3-layer "
             "and 2-layer smeared-key runs do, at their window's start; the plain 2-layer run's sharpest turn "
             "moves with how it is measured (README: the turn statistic)."

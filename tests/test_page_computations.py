@@ -134,6 +134,51 @@ def test_pca_table_groups_comparable_runs_and_highlights_by_tokens() -> None:
     assert {(h["run"], h["step"], h["focus"]) for h in hl} == {("a", 10, True), ("b", 10, False)}
 
 
+def test_the_pca_plane_cuts_vectors_to_the_focus_runs_examples_and_groups_by_tokenizer_file(tmp_path: Path) -> None:
+    """Pythia's sizes are evaluated on fewer examples the larger they are (the FLOP budget) but on the same
+    windows in the same tokenizer: the plane of the smaller count holds both, each vector cut to that count."""
+    from tl_fixtures import tiny_tokenizer_json
+
+    from icl_core.analysis.pca import joint_pca
+
+    def bpe_run(name: str, tokenizer_json: bytes, n: int, rng: np.random.Generator) -> list[SnapshotInfo]:
+        (tmp_path / name / "tokenizer").mkdir(parents=True)
+        (tmp_path / name / "tokenizer" / "tokenizer.json").write_bytes(tokenizer_json)
+        cfg = ModelConfig(n_ctx=2048, d_vocab=128, tokenizer=f"EleutherAI/{name}")  # each repo names its own
+        return [
+            SnapshotInfo(tmp_path / name, s, s * 10, cfg, SnapshotMetrics(pca_losses=tuple(rng.normal(size=n))))
+            for s in (0, 1, 2)
+        ]
+
+    rng = np.random.default_rng(1)
+    tok, other_tok = tiny_tokenizer_json(120), tiny_tokenizer_json(120, ["zebra quartz jump"] * 20)
+    runs = {"small": bpe_run("small", tok, 28, rng), "large": bpe_run("large", tok, 8, rng)}
+    runs["other"] = bpe_run("other", other_tok, 8, rng)
+    on_large = pca_table(runs, focus_run="large", min_step=0)
+    assert on_large is not None and on_large.n_examples == 8
+    assert {r["run"] for r in on_large.rows} == {"small", "large"}, "one tokenizer file, two repo names"
+    assert "other" in on_large.skipped and "other examples" in on_large.skipped["other"]
+    cut = {n: [(s.step, np.asarray(s.metrics.pca_losses)[:8]) for s in runs[n]] for n in ("small", "large")}
+    expected = joint_pca(cut)
+    got = np.array([[r["pc1"], r["pc2"]] for r in sorted(on_large.rows, key=lambda r: (r["run"], r["step"]))])
+    np.testing.assert_allclose(got, np.concatenate([expected.coords["large"], expected.coords["small"]]))
+    on_small = pca_table(runs, focus_run="small", min_step=0)
+    assert on_small is not None and on_small.n_examples == 28 and {r["run"] for r in on_small.rows} == {"small"}
+    assert "fewer than this plane's 28" in on_small.skipped["large"]
+
+
+def test_held_out_examples_of_one_draw_agree_on_their_first_rows() -> None:
+    """What lets pca_table cut loss vectors to a common count: the same first windows and the same positions."""
+    from icl_core import data
+    from icl_core.analysis.pca import token_positions
+
+    for n_ctx in (512, 700):  # the evaluation set's rows; windows sampled from the held-out text
+        assert data.heldout_draw(8, n_ctx) == data.heldout_draw(64, n_ctx)
+        assert torch.equal(data.heldout_examples(64, n_ctx)[:8], data.heldout_examples(8, n_ctx))
+        assert torch.equal(token_positions(64, n_ctx)[:8], token_positions(8, n_ctx))
+    assert data.heldout_draw(8, 512) != data.heldout_draw(9000, 512), "past the set's 8,192 rows: another draw"
+
+
 def test_summary_rows_phase_window_and_nearest_step() -> None:
     snaps = [_snap(s, s * 10, [0.0], icl=v) for s, v in enumerate([0, 0, 0, 0, -0.1, -0.4, -0.5, -0.5, -0.5, -0.5])]
     rows = summary_rows(snaps)

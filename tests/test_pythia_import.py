@@ -4,6 +4,7 @@ refs and tree routes, the duplicated branches left out and named, each chosen re
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from fake_hub import FakeHub
@@ -141,3 +142,29 @@ def test_offline_or_a_config_this_app_cannot_run_gives_one_clear_message(
     )
     with pytest.raises(CheckpointError, match="hidden_act 'relu'"):
         tl_hub.list_repo("EleutherAI/pythia-rope")
+
+
+def test_the_llc_and_each_heads_refined_llc_are_estimated_on_a_pythia_run(fake_hub: FakeHub, pythia_like: str) -> None:
+    """The on-demand LLC (the Phase change page's background task runs llc_over_training) on a model with MLPs:
+    SGLD moves every weight, MLPs included; a head's restriction is its own rows of W_Q, W_K, W_V, W_O and
+    biases; the stated cost counts the MLPs."""
+    from dataclasses import replace
+
+    from icl_core.analysis import costs, llc, llc_over_training
+
+    repo = tl_hub.list_repo(pythia_like)
+    run_dir = tl_hub.import_checkpoints(repo, [c for c in repo.checkpoints if c.label in (0, 143_000)])
+    snaps = list_snapshots(run_dir)
+    assert llc_over_training.llc_over_training(run_dir)
+    assert llc_over_training.llc_over_training(run_dir, heads=True)
+    whole = llc_over_training.stored_llc(run_dir, snaps)
+    per_head = llc_over_training.stored_rllc(run_dir, snaps)
+    for snap in snaps:
+        est = whole[snap.step]
+        assert len(est.per_chain) == llc.DEFAULT_SETTINGS.n_chains and all(map(np.isfinite, est.per_chain))
+        assert set(per_head[snap.step]) == {"L0H0", "L0H1"}
+    mask = llc.head_mask(load_model(snaps[-1]), (0, 1))
+    assert set(mask) == {f"blocks.0.{p}" for p in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")}
+    assert all(m[1].all() and not m[0].any() for m in mask.values())
+    cfg = snaps[-1].model_config
+    assert costs.forward_flops(cfg, 64) > costs.forward_flops(replace(cfg, d_mlp=0), 64), "the MLPs cost"

@@ -367,6 +367,28 @@ def test_large_models_are_evaluated_on_fewer_examples_to_a_flop_budget_ours_on_a
     assert deeper[0] <= n_eval and deeper[1] < n_icl, "more layers, fewer examples"
 
 
+def test_the_import_estimate_counts_every_evaluation_set_a_checkpoint_gets() -> None:
+    """The repeated-token ICL set (256 examples) is evaluated on every imported checkpoint with >= 502 tokens of
+    context; the estimate the Models page shows counts it, and none of the ICL sets below that context."""
+    from dataclasses import replace
+
+    from icl_core import data
+    from icl_core.analysis import evaluation as ev
+    from icl_core.model.config import ModelConfig
+
+    cfg = ModelConfig(n_layers=2, n_heads=8, d_model=512, d_head=64, n_ctx=1024, d_vocab=48262)
+    n_eval, n_icl = ev.example_counts(cfg, ev.DEFAULT_EVAL_EXAMPLES, ev.DEFAULT_ICL_EXAMPLES)
+    per_loss, per_icl = ev._flops_per_example(cfg)
+    icl_s = (n_icl + data.REPEATED_ICL_EXAMPLES) * per_icl / ev.EVAL_FLOPS_PER_S
+    expected = n_eval * per_loss / ev.EVAL_FLOPS_PER_S + icl_s + ev.SNAPSHOT_OVERHEAD_S
+    assert ev.estimated_seconds(cfg, 3) == pytest.approx(3 * expected)
+    short = replace(cfg, n_ctx=256)
+    per_loss_short, _ = ev._flops_per_example(short)
+    n_eval_short, _ = ev.example_counts(short, ev.DEFAULT_EVAL_EXAMPLES, ev.DEFAULT_ICL_EXAMPLES)
+    no_icl = n_eval_short * per_loss_short / ev.EVAL_FLOPS_PER_S + ev.SNAPSHOT_OVERHEAD_S
+    assert ev.estimated_seconds(short, 1) == pytest.approx(no_icl)
+
+
 def test_step_labels_go_on_the_tokens_axis_with_the_tokens_per_step_given_or_known(
     fake_hub: FakeHub, tl_repo, timaeus_repo
 ) -> None:

@@ -30,7 +30,8 @@ PHASE_ATTRIBUTION_EXAMPLES, OVER_TRAINING_EXAMPLES = 128, 64
 
 def forward_flops(model: ModelConfig, length: int, unembedded: int | None = None) -> float:
     """One example's forward pass over `length` tokens, `unembedded` of them (default all) through W_U."""
-    per_token = model.n_layers * 8 * model.d_model**2  # the Q, K, V and O projections (2 FLOPs a multiply-add)
+    # The Q, K, V and O projections and, in a model with MLPs, its two MLP matrices (2 FLOPs a multiply-add).
+    per_token = model.n_layers * (8 * model.d_model**2 + 4 * model.d_model * model.d_mlp)
     attention = model.n_layers * 4 * model.d_model * length // 2  # scores and mixing, causal: half the square
     unembed = 2 * model.d_model * model.d_vocab * (length if unembedded is None else unembedded)
     return float(length * (per_token + attention) + unembed)

@@ -16,7 +16,7 @@ from typing import Any, cast
 import torch
 
 from icl_core import data, proseset
-from icl_core.analysis import metrics, pca
+from icl_core.analysis import costs, metrics, pca
 from icl_core.model.config import ICL_LATE_TOKEN, ModelConfig, TrainConfig
 from icl_core.model.family import Model
 from icl_core.model.tokenizer import BYTES, Tokenizer, load_tokenizer
@@ -35,15 +35,16 @@ PROBE_TEXT_EXAMPLES = 16
 # One checkpoint's metrics cost about examples x tokens x the work per token. An imported model's 48k-token
 # unembedding makes a token ~200x dearer than in our runs, so evaluate_run sizes its example counts to this many
 # floating-point operations for the loss curve and as many for the ICL score (~10 s each at the ~90 GFLOP/s of
-# two CPU cores): Neel Nanda's 2-layer model gets 16 and ~350 examples, ours their full counts. The ICL score's
+# two CPU cores): Neel Nanda's 2-layer model gets 15 and 330 examples, ours their full counts. The ICL score's
 # stored standard error and example count say what the smaller count costs.
 FLOP_BUDGET = 9e11
 MIN_EVAL_EXAMPLES, MIN_ICL_EXAMPLES = 8, 128
 DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES = 64, 1024  # what evaluate_run asks for before example_counts
 # What an evaluation reaches on two CPU cores, and what a checkpoint costs besides (download from a local server,
-# conversion, loading, writing): fitted to benchmarks/published_import.py's import of Neel Nanda's 2-layer shape
-# (34.9 s a checkpoint on a machine whose CPU reference was 140 ms; README, "The field's published checkpoints").
-EVAL_FLOPS_PER_S = 6e10
+# conversion, loading, writing): the slowest rate of three shapes measured on one machine (README, "The field's
+# published checkpoints"): Neel Nanda's 2-layer run 1.2e11 (benchmarks/published_import.py, 25.1 s a checkpoint),
+# pythia-14m 1.0e11 and pythia-70m 1.9e11 (benchmarks/pythia_import.py): larger matrices run faster.
+EVAL_FLOPS_PER_S = 1.0e11
 SNAPSHOT_OVERHEAD_S = 5.0
 
 
@@ -128,15 +129,10 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def _flops_per_example(model: ModelConfig) -> tuple[int, int]:
+def _flops_per_example(model: ModelConfig) -> tuple[float, float]:
     """(one loss-curve example, one ICL example): floating-point operations of their forward passes."""
-    # The Q, K, V and O projections and, in a model with MLPs, its two MLP matrices (2 FLOPs a multiply-add).
-    per_token = model.n_layers * (8 * model.d_model**2 + 4 * model.d_model * model.d_mlp)
-    unembed = 2 * model.d_model * model.d_vocab
-    per_loss_example = model.n_ctx * (per_token + 4 * model.d_model * model.n_ctx // 2 + unembed)
-    icl_len = ICL_LATE_TOKEN + 2  # the ICL examples stop after the late token; only two positions are unembedded
-    per_icl_example = icl_len * (per_token + model.n_layers * 4 * model.d_model * icl_len // 2)
-    return per_loss_example, per_icl_example
+    # The ICL examples stop after the late token, and only its two positions are unembedded.
+    return costs.forward_flops(model, model.n_ctx), costs.forward_flops(model, ICL_LATE_TOKEN + 2, unembedded=2)
 
 
 def example_counts(model: ModelConfig, eval_examples: int, icl_examples: int) -> tuple[int, int]:
@@ -153,7 +149,9 @@ def estimated_seconds(model: ModelConfig, n_snapshots: int) -> float:
     evaluation's FLOPs at EVAL_FLOPS_PER_S, plus a fixed cost per checkpoint."""
     n_eval, n_icl = example_counts(model, DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES)
     per_loss_example, per_icl_example = _flops_per_example(model)
-    flops = n_eval * per_loss_example + n_icl * per_icl_example
+    # The held-out ICL examples and the repeated random tokens' (EvalData.for_config): none below 502 tokens.
+    n_icl_all = n_icl + data.REPEATED_ICL_EXAMPLES if model.n_ctx > ICL_LATE_TOKEN + 1 else 0
+    flops = n_eval * per_loss_example + n_icl_all * per_icl_example
     return n_snapshots * (flops / EVAL_FLOPS_PER_S + SNAPSHOT_OVERHEAD_S)
 
 

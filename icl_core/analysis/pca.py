@@ -10,7 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from icl_core import data
 from icl_core.analysis.summary import nearest_by_tokens
+from icl_core.errors import ICLError
+from icl_core.model.tokenizer import load_tokenizer
 from icl_core.storage.snapshots import SnapshotInfo
 
 PCA_POSITION_SEED = 4321
@@ -115,6 +118,23 @@ class PCATable:
     rows: list[dict[str, Any]]  # run, step, tokens, pc1, pc2, order, icl_score
     explained: tuple[float, float]
     skipped: dict[str, str]  # run -> why it is not in the plane
+    n_examples: int = 0  # the held-out examples (one loss each) every vector in the plane is cut to
+
+
+def _loss_vectors(snaps: Sequence[SnapshotInfo], min_step: int) -> list[tuple[int, np.ndarray]]:
+    return [
+        (s.step, np.asarray(s.metrics.pca_losses, dtype=np.float64))
+        for s in snaps
+        if s.step >= min_step and s.metrics.pca_losses is not None  # finite and non-empty when stored
+    ]
+
+
+def _plane_key(snaps: Sequence[SnapshotInfo], n_examples: int) -> tuple[int, str, str]:
+    """Runs with the same key were evaluated on the same held-out examples, up to how many (data.heldout_draw):
+    the same context, the same tokenizer file (Pythia's sizes each ship an identical one) and the same draw."""
+    cfg = snaps[0].model_config
+    tokenizer = load_tokenizer(cfg.tokenizer, snaps[0].run_dir)
+    return cfg.n_ctx, tokenizer.key, data.heldout_draw(n_examples, cfg.n_ctx, tokenizer)
 
 
 def pca_table(
@@ -122,44 +142,45 @@ def pca_table(
 ) -> PCATable | None:
     """Joint PCA of the stored per-token-loss vectors of every compatible run, snapshots from min_step on.
 
-    Runs are compatible when they were evaluated on the same held-out examples and positions, i.e. the
-    same number of examples, the same context and the same tokenizer; the group holding `focus_run` wins,
-    else the largest.
+    Runs are compatible when they were evaluated on the same held-out examples and positions (_plane_key); the
+    group holding `focus_run` wins, else the largest. Its vectors are cut to the focus run's example count (else
+    the group's largest): a run evaluated on fewer examples (a larger model, to the evaluation's FLOP budget) is
+    left out, and the plane it would join is the one drawn when it is the focus.
     """
-    groups: dict[tuple[int, int, str], dict[str, list[tuple[int, np.ndarray]]]] = {}
+    groups: dict[tuple[int, str, str], dict[str, list[tuple[int, np.ndarray]]]] = {}
+    labels: dict[tuple[int, str, str], str] = {}
     skipped: dict[str, str] = {}
-    tokens: dict[tuple[str, int], int] = {}
-    icl: dict[tuple[str, int], float | None] = {}
+    tokens = {(name, s.step): s.tokens_seen for name, snaps in per_run.items() for s in snaps}
+    icl = {(name, s.step): s.metrics.icl_score for name, snaps in per_run.items() for s in snaps}
     for name, snaps in per_run.items():
-        vecs = []
-        for s in snaps:
-            if s.step < min_step:
-                continue
-            if s.metrics.pca_losses is not None:  # finite and non-empty when stored (SnapshotMetrics)
-                vecs.append((s.step, np.asarray(s.metrics.pca_losses, dtype=np.float64)))
-                tokens[(name, s.step)] = s.tokens_seen
-                icl[(name, s.step)] = s.metrics.icl_score
-        if len(vecs) < 1:
-            skipped[name] = "no per-token losses stored"
-            continue
+        vecs = _loss_vectors(snaps, min_step)
         lengths = {len(v) for _, v in vecs}
         if len(lengths) != 1:
-            skipped[name] = "snapshots were evaluated on different examples"
+            skipped[name] = (
+                "no per-token losses stored" if not vecs else "snapshots were evaluated on different examples"
+            )
             continue
-        key = (lengths.pop(), snaps[0].model_config.n_ctx, snaps[0].model_config.tokenizer)
+        try:
+            key = _plane_key(snaps, lengths.pop())
+        except ICLError as exc:
+            skipped[name] = f"its tokenizer cannot be read ({exc})"
+            continue
         groups.setdefault(key, {})[name] = vecs
+        labels[key] = f"context {key[0]}, tokenizer {snaps[0].model_config.tokenizer}"
     if not groups:
         return None
     focus_key = next((k for k, g in groups.items() if focus_run in g), None)
     key = focus_key or max(groups, key=lambda k: (sum(len(v) for v in groups[k].values()), k))
     for other, g in groups.items():
         if other != key:
-            for name in g:
-                skipped[name] = (
-                    f"evaluated on {other[0]} held-out examples (context {other[1]}, tokenizer {other[2]}), "
-                    f"not {key[0]} (context {key[1]}, tokenizer {key[2]}): not comparable"
-                )
-    chosen = groups[key]
+            skipped.update({name: f"evaluated on other examples ({labels[other]}, not {labels[key]})" for name in g})
+    n_examples = len(groups[key][focus_run][0][1]) if focus_key else max(len(v[0][1]) for v in groups[key].values())
+    chosen: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for name, vecs in groups[key].items():
+        if len(vecs[0][1]) < n_examples:
+            skipped[name] = f"evaluated on {len(vecs[0][1])} held-out examples, fewer than this plane's {n_examples}"
+        else:
+            chosen[name] = [(step, v[:n_examples]) for step, v in vecs]
     if sum(len(v) for v in chosen.values()) < 2:
         return None
     result: PCAResult = joint_pca(chosen)
@@ -178,7 +199,7 @@ def pca_table(
                 }
             )
     ratio = result.explained_variance_ratio
-    return PCATable(rows, (float(ratio[0]), float(ratio[1]) if len(ratio) > 1 else 0.0), skipped)
+    return PCATable(rows, (float(ratio[0]), float(ratio[1]) if len(ratio) > 1 else 0.0), skipped, n_examples)
 
 
 def highlighted_pca_rows(table: PCATable, focus_run: str, step: int, tokens: int | None = None) -> list[dict[str, Any]]:
