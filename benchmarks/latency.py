@@ -35,6 +35,8 @@ TARGETS_MS = {
     "new text (Attention)": 300,
     "destination slider (Attention)": 300,
     "run change (sidebar)": 1000,
+    "open Phase change (sidebar link)": 1000,
+    "step slider (Phase change)": 300,
 }
 
 
@@ -96,6 +98,10 @@ def one_round(page, round_: int, timings: Timings) -> None:
         page.locator("[role='option']").filter(has_text=re.compile(rf"^{other}\b")).first.click()
 
     timings.record("run change (sidebar)", timed_action(page, change_run), warm)
+    # The page with the most charts (ICL score on three sets, every run on one axis, the PCA plane, the LLC).
+    link = page.locator("[data-testid='stSidebarNav'] a").filter(has_text="Phase change").first
+    timings.record("open Phase change (sidebar link)", timed_action(page, link.click), warm)
+    timings.record("step slider (Phase change)", timed_action(page, lambda: sidebar_step.press(key)), warm)
     navigate(page, "Attention", "textarea")
 
 

@@ -216,30 +216,61 @@ def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer
     assert last["L1H3"].mean < max(last[h].mean for h in ("L1H0", "L1H1", "L1H2"))
 
 
-def test_on_attn2_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window() -> None:
-    """README: L1H3's refined LLC minus the mean of the other layer-1 heads', per snapshot: ~0 before the window
-    (from 1M tokens), about 1 inside it and after it; the change is over 3 s.e. of the snapshots' scatter."""
+@pytest.mark.parametrize(("name", "induction"), [("attn2", "L1H3"), ("attn3", "L2H2")])
+def test_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window(name: str, induction: str) -> None:
+    """README: the induction head's refined LLC minus the mean of the other heads of its layer, per snapshot: ~0
+    before the window (from 1M tokens), about 1 or more inside it and after it; the change is over 3 s.e. of the
+    snapshots' scatter. attn2's sweep is complete; attn3's is read on the snapshots it has reached."""
     import numpy as np
 
     from icl_core.analysis.llc_over_training import stored_rllc
     from icl_core.analysis.phase import phase_window
 
-    snaps = list_snapshots(SHIPPED_DIR / "attn2")
-    rllc = stored_rllc(SHIPPED_DIR / "attn2", snaps)
-    assert all(len(rllc.get(s.step, {})) == 8 for s in snaps), "the sweep is complete"
+    snaps = list_snapshots(SHIPPED_DIR / name)
+    rllc = stored_rllc(SHIPPED_DIR / name, snaps)
+    cfg = snaps[-1].model_config
+    complete = [s for s in snaps if len(rllc.get(s.step, {})) == cfg.n_layers * cfg.n_heads]
+    assert name != "attn2" or len(complete) == len(snaps), "attn2's sweep is complete"
     window = phase_window(snaps)
     assert window is not None
+    layer = induction[:2]
+    others = [f"{layer}H{h}" for h in range(cfg.n_heads) if f"{layer}H{h}" != induction]
 
     def gaps(part: list) -> tuple[float, float]:
-        g = [rllc[s.step]["L1H3"].mean - np.mean([rllc[s.step][f"L1H{h}"].mean for h in range(3)]) for s in part]
+        g = [rllc[s.step][induction].mean - np.mean([rllc[s.step][o].mean for o in others]) for s in part]
         return float(np.mean(g)), float(np.std(g, ddof=1) / np.sqrt(len(g)))
 
-    before = gaps([s for s in snaps if s.tokens_seen >= 1_000_000 and s.step < window.start_step])
-    inside = gaps([s for s in snaps if window.start_step <= s.step <= window.end_step])
-    after = gaps([s for s in snaps if s.step > window.end_step])
+    before = gaps([s for s in complete if s.tokens_seen >= 1_000_000 and s.step < window.start_step])
+    inside = gaps([s for s in complete if window.start_step <= s.step <= window.end_step])
+    after = gaps([s for s in complete if s.step > window.end_step])
     assert abs(before[0]) < 2 * before[1] + 0.1, before
     assert inside[0] > 0.6 and after[0] > 0.6, (inside, after)
     assert inside[0] - before[0] > 3 * float(np.hypot(inside[1], before[1])), (before, inside)
+
+
+def test_on_attn3_the_previous_token_heads_refined_llc_leads_every_head_from_the_window_start() -> None:
+    """README: on attn3 the refined LLC of L0H1, its previous-token head, is the highest of all twelve heads at
+    the window's start and end (3-snapshot means); every head of layers 1 and 2 is at most 1.5 at the start."""
+    import numpy as np
+
+    from icl_core.analysis.llc_over_training import stored_rllc
+    from icl_core.analysis.phase import phase_window
+
+    snaps = list_snapshots(SHIPPED_DIR / "attn3")
+    rllc = stored_rllc(SHIPPED_DIR / "attn3", snaps)
+    heads = [f"L{layer}H{h}" for layer in range(3) for h in range(4)]
+    complete = [s for s in snaps if len(rllc.get(s.step, {})) == len(heads)]
+    window = phase_window(snaps)
+    assert window is not None and len(complete) >= 30
+
+    def mean3(step: int, head: str) -> float:
+        i = next(k for k, s in enumerate(complete) if s.step >= step)
+        return float(np.mean([rllc[s.step][head].mean for s in complete[max(i - 1, 0) : i + 2]]))
+
+    for step in (window.start_step, window.end_step):
+        at = {h: mean3(step, h) for h in heads}
+        assert max(at, key=at.__getitem__) == "L0H1", (step, at)
+    assert all(mean3(window.start_step, h) <= 1.5 for h in heads[4:])
 
 
 @pytest.mark.parametrize("name", ["attn2", "attn3"])
