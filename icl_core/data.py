@@ -83,6 +83,32 @@ def prose_examples(n_ctx: int = 512) -> torch.Tensor | None:
     return torch.cat([torch.full((len(body), 1), BOS, dtype=torch.long), body], dim=1)
 
 
+MIN_PROSE_WINDOWS = 16  # fewer windows than this in a tokenizer's tokens: no prose score (its s.e. would swamp it)
+
+
+def prose_icl_examples(tokenizer: Tokenizer = BYTES) -> torch.Tensor | None:
+    """The prose set's examples for the ICL score (ICL_LATE_TOKEN + 2 tokens each), in the model's tokens: the
+    2,048 byte windows; or, for another tokenizer, the windows prose_token_examples cuts (far fewer: a BPE token is
+    ~4 bytes). None when the set cannot serve that tokenizer."""
+    n_ctx = ICL_LATE_TOKEN + 2
+    return prose_examples(n_ctx) if tokenizer == BYTES else prose_token_examples(tokenizer, n_ctx)
+
+
+@functools.lru_cache(maxsize=4)
+def prose_token_examples(tokenizer: Tokenizer, n_ctx: int) -> torch.Tensor | None:
+    """The prose set in another tokenizer's tokens: each of its stretches (proseset.stretches) tokenized and cut
+    into windows of n_ctx - 1 tokens that do not overlap (overlapping ones would share examples and understate the
+    s.e.), start token first; None when fewer than MIN_PROSE_WINDOWS fit."""
+    windows = []
+    for stretch in proseset.stretches(proseset.load()):
+        ids = tokenizer.encode(stretch.decode("utf-8", errors="replace")).tokens[1:]  # without the start token
+        windows += [ids[i : i + n_ctx - 1] for i in range(0, len(ids) - n_ctx + 2, n_ctx - 1)]
+    if len(windows) < MIN_PROSE_WINDOWS:
+        return None
+    body = torch.stack(windows).long()
+    return torch.cat([torch.full((len(body), 1), tokenizer.bos, dtype=torch.long), body], dim=1)
+
+
 def probe_tokens(tokenizer: Tokenizer = BYTES) -> list[int]:
     """Tokens for random-repeat probes: the middle of the tokenizer's frequency ranking.
 

@@ -65,6 +65,37 @@ def load(path: Path = PROSE_SET_FILE) -> ProseSet:
         return ProseSet(f["examples"], json.loads(str(f["info"])), hashlib.sha256(raw).hexdigest())
 
 
+def stretches(ps: ProseSet) -> list[bytes]:
+    """The prose the windows were cut from, pieced back together from the shipped windows alone (no source file
+    is read): they are stored in the order of their starts, so a window that overlaps the one before it by at
+    least OVERLAP_LEN bytes continues its stretch. A model with another tokenizer reads these in its own tokens."""
+    out: list[bytes] = []
+    current = b""
+    prev = b""
+    for row in ps.examples:
+        window = row.tobytes()
+        shift = _shift(prev, window)
+        if shift is None:
+            if current:
+                out.append(current)
+            current = window
+        else:
+            current += window[EXAMPLE_LEN - shift :]
+        prev = window
+    return [*out, current] if current else out
+
+
+def _shift(prev: bytes, window: bytes) -> int | None:
+    """How far `window` starts after `prev` when it continues it (the overlap at least OVERLAP_LEN), else None."""
+    head = window[:OVERLAP_LEN]
+    at = prev.find(head, 1)
+    while 0 < at <= len(prev) - OVERLAP_LEN:
+        if prev[at:] == window[: len(prev) - at]:
+            return at
+        at = prev.find(head, at + 1)
+    return None
+
+
 class _TextOnly(html.parser.HTMLParser):
     def __init__(self) -> None:
         super().__init__()

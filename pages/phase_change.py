@@ -14,6 +14,7 @@ from icl_core.analysis.summary import (
     describe_phase_change,
     fmt_tokens,
     head_score_rows,
+    icl_examples_note,
     icl_rows,
     one_layer_note,
     summary_rows,
@@ -202,6 +203,9 @@ with c1:
             f"{sel.run.name} ICL score",
             "pick_icl",
         )
+        counts = icl_examples_note(sel.snapshot.metrics)
+        if counts:
+            st.caption(f"Examples each score averages at step {step:,}: {counts}.")
     repeated = pd.DataFrame(icl_rows(rows, ("icl_score_repeated",)))
     if not repeated.empty:  # runs evaluated before this score existed have none
         chart_with_export(
@@ -400,7 +404,8 @@ else:
     with right:
         st.markdown(
             f"Each point is one snapshot: its losses on a fixed set of {table.n_examples:,} held-out tokens (one "
-            "per example, the same for every model in the plane), projected on the two main directions of variation across **all** runs. "
+            "per example, the same for every model in the plane), projected on the two main directions of "
+            "variation across **all** runs. "
             "In the paper, runs with a phase change **turn sharply** there. Here (held-out code) the 3-layer "
             "and 2-layer smeared-key runs do, at their window's start; the plain 2-layer run's sharpest turn "
             "moves with how it is measured (README: the turn statistic)."

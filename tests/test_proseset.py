@@ -47,3 +47,48 @@ def test_the_prose_set_is_prose_and_not_the_code_set() -> None:
     code_marks = b"()[]{}=_:#'\""
     assert share(prose, letters) > 0.85 > share(code, letters)
     assert share(prose, code_marks) < 0.02 < share(code, code_marks)
+
+
+def test_the_stretches_pieced_from_the_windows_hold_every_window_once_and_nothing_else(
+    train_hashes: np.ndarray,
+) -> None:
+    """What a BPE model reads as prose (data.prose_token_examples): the windows joined where they overlap."""
+    ps = proseset.load()
+    pieces = proseset.stretches(ps)
+    joined = b"\0".join(pieces)
+    assert all(row.tobytes() in joined for row in ps.examples)
+    assert len(pieces) < len(ps.examples) // 4, "most windows continue the one before"
+    assert sum(map(len, pieces)) < ps.examples.size // 2, "overlaps are joined, not repeated"
+    # Joining adds no byte that is not in some window, so nothing the training text holds either.
+    text = np.frombuffer(b"".join(pieces), dtype=np.uint8)
+    per_piece = [np.frombuffer(p, dtype=np.uint8) for p in pieces]
+    assert not any(proseset.covered_by(p, train_hashes).any() for p in per_piece) and len(text) > 100_000
+
+
+def test_a_bpe_model_reads_the_prose_as_windows_of_its_own_tokens_that_do_not_overlap() -> None:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from tl_fixtures import tiny_tokenizer_json
+
+    from icl_core import data
+    from icl_core.model.config import ICL_LATE_TOKEN
+    from icl_core.model.tokenizer import BPETokenizer
+
+    ps = proseset.load()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tokenizer.json"
+        path.write_bytes(tiny_tokenizer_json(120))
+        tok = BPETokenizer(path, "tiny")
+        examples = data.prose_icl_examples(tok)
+        assert examples is not None and examples.shape[1] == ICL_LATE_TOKEN + 2
+        assert (examples[:, 0] == tok.bos).all() and len(examples) >= data.MIN_PROSE_WINDOWS
+        # Each window is the next stretch of tokens: concatenated, they are the stretches' tokens, in order.
+        width = ICL_LATE_TOKEN + 1
+        per_stretch = [tok.encode(p.decode("utf-8", errors="replace")).tokens[1:] for p in proseset.stretches(ps)]
+        assert len(examples) == sum(len(ids) // width for ids in per_stretch), "every whole window, no more"
+        longest = max(range(len(per_stretch)), key=lambda i: len(per_stretch[i]))
+        offset, n = sum(len(ids) // width for ids in per_stretch[:longest]), len(per_stretch[longest]) // width
+        assert n >= 2 and torch.equal(examples[offset : offset + n, 1:].reshape(-1), per_stretch[longest][: n * width])
+        assert data.prose_token_examples(tok, 20_000) is None, "too few windows: no prose score"

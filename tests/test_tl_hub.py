@@ -274,6 +274,9 @@ def test_an_imported_run_is_evaluated_with_its_own_tokenizer_once(fake_hub: Fake
         assert len(m.prefix_matching) == 2 and len(m.prefix_matching[0]) == 4
         assert m.icl_examples >= 128 and m.icl_score_se > 0, "a 1024-token context reaches token 500"
     tok = load_tokenizer(repo.model_config.tokenizer, run_dir)
+    prose = data.prose_icl_examples(tok)  # the prose set in its own tokens: whole windows that do not overlap
+    assert prose is not None and all(s.metrics.icl_examples_prose == len(prose) for s in snaps)
+    assert all(s.metrics.icl_score_prose is not None and s.metrics.icl_score_prose_se > 0 for s in snaps)
     pool = data.tokenizer_probe_pool(tok)
     assert pool and tok.bos not in pool and max(pool) < repo.model_config.d_vocab
     assert evaluate_run(run_dir) == 0, "evaluated once"

@@ -52,7 +52,7 @@ SNAPSHOT_OVERHEAD_S = 5.0
 class EvalData:
     heldout: torch.Tensor  # (eval_examples, n_ctx): loss curve, PCA vector
     icl: torch.Tensor | None  # (icl_examples, >= 502): the ICL score and its standard error
-    icl_prose: torch.Tensor | None  # (2048, 502): the same on English prose (icl_core/proseset.py), bytes only
+    icl_prose: torch.Tensor | None  # (2048 in bytes, fewer in BPE, 502): the same on English prose (proseset.py)
     icl_repeated: torch.Tensor | None  # (256, 502): the same on repeated random tokens (data.repeated_icl_examples)
     repeated: torch.Tensor  # repeated random tokens: prefix-matching score
     repeat_len: int  # length of the random sequence that `repeated` repeats
@@ -70,7 +70,7 @@ class EvalData:
             if cfg.compute_icl_score and n_ctx > ICL_LATE_TOKEN + 1
             else None
         )
-        prose = data.prose_examples(ICL_LATE_TOKEN + 2) if icl is not None and tokenizer == BYTES else None
+        prose = data.prose_icl_examples(tokenizer) if icl is not None else None
         icl_repeated = data.repeated_icl_examples(ICL_LATE_TOKEN + 2, tokenizer) if icl is not None else None
         repeated, repeat_len = data.prefix_matching_probe(n_ctx, tokenizer)
         probe_text = heldout[:PROBE_TEXT_EXAMPLES, : min(n_ctx, 128)]

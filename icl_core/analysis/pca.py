@@ -174,11 +174,12 @@ def pca_table(
     for other, g in groups.items():
         if other != key:
             skipped.update({name: f"evaluated on other examples ({labels[other]}, not {labels[key]})" for name in g})
-    n_examples = len(groups[key][focus_run][0][1]) if focus_key else max(len(v[0][1]) for v in groups[key].values())
+    counts = {name: len(vecs[0][1]) for name, vecs in groups[key].items()}
+    n_examples = counts[focus_run] if focus_run in counts else max(counts.values())
     chosen: dict[str, list[tuple[int, np.ndarray]]] = {}
     for name, vecs in groups[key].items():
-        if len(vecs[0][1]) < n_examples:
-            skipped[name] = f"evaluated on {len(vecs[0][1])} held-out examples, fewer than this plane's {n_examples}"
+        if counts[name] < n_examples:
+            skipped[name] = f"evaluated on {counts[name]} held-out examples, fewer than this plane's {n_examples}"
         else:
             chosen[name] = [(step, v[:n_examples]) for step, v in vecs]
     if sum(len(v) for v in chosen.values()) < 2:

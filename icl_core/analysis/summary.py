@@ -41,6 +41,19 @@ def fmt_icl(metrics: SnapshotMetrics, key: IclKey = "icl_score") -> str | None:
     return f"{value:+.3f}" + (f" ± {se:.3f}" if se is not None else "")
 
 
+def icl_examples_note(metrics: SnapshotMetrics) -> str | None:
+    """How many examples each stored ICL score of a snapshot averages: 'held-out code 8,192 · English prose 2,048 ·
+    repeated random tokens 256'. An imported model with a large vocabulary gets fewer (a FLOP budget; BPE prose
+    windows are ~4 bytes a token), so the pages say so beside the s.e. None when none is stored."""
+    counts: dict[IclKey, int | None] = {
+        "icl_score": metrics.icl_examples,
+        "icl_score_prose": metrics.icl_examples_prose,
+        "icl_score_repeated": metrics.icl_examples_repeated,
+    }
+    parts = [f"{ICL_SETS[key]} {n:,}" for key, n in counts.items() if n]
+    return " · ".join(parts) or None
+
+
 def one_layer_note(cfg: ModelConfig) -> str:
     """Why a run without a phase change is as expected: a one-layer attention-only model (no smeared keys) cannot
     compose a previous-token head with an induction head. Empty for any other model."""
