@@ -84,6 +84,9 @@ def prose_examples(n_ctx: int = 512) -> torch.Tensor | None:
 
 
 MIN_PROSE_WINDOWS = 16  # fewer windows than this in a tokenizer's tokens: no prose score (its s.e. would swamp it)
+# What an import's cost estimate assumes before the tokenizer is fetched: an 8,000-token BPE gives 77, GPT-NeoX's
+# would give ~50 (README, "Prose in a BPE model's own tokens").
+TYPICAL_BPE_PROSE_WINDOWS = 80
 
 
 def prose_icl_examples(tokenizer: Tokenizer = BYTES) -> torch.Tensor | None:

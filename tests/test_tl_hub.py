@@ -371,8 +371,9 @@ def test_large_models_are_evaluated_on_fewer_examples_to_a_flop_budget_ours_on_a
 
 
 def test_the_import_estimate_counts_every_evaluation_set_a_checkpoint_gets() -> None:
-    """The repeated-token ICL set (256 examples) is evaluated on every imported checkpoint with >= 502 tokens of
-    context; the estimate the Models page shows counts it, and none of the ICL sets below that context."""
+    """The prose windows in the model's tokens and the repeated-token set (256 examples) are evaluated on every
+    imported checkpoint with >= 502 tokens of context; the estimate the Models page shows counts them, and none of
+    the ICL sets below that context."""
     from dataclasses import replace
 
     from icl_core import data
@@ -382,7 +383,7 @@ def test_the_import_estimate_counts_every_evaluation_set_a_checkpoint_gets() -> 
     cfg = ModelConfig(n_layers=2, n_heads=8, d_model=512, d_head=64, n_ctx=1024, d_vocab=48262)
     n_eval, n_icl = ev.example_counts(cfg, ev.DEFAULT_EVAL_EXAMPLES, ev.DEFAULT_ICL_EXAMPLES)
     per_loss, per_icl = ev._flops_per_example(cfg)
-    icl_s = (n_icl + data.REPEATED_ICL_EXAMPLES) * per_icl / ev.EVAL_FLOPS_PER_S
+    icl_s = (n_icl + data.TYPICAL_BPE_PROSE_WINDOWS + data.REPEATED_ICL_EXAMPLES) * per_icl / ev.EVAL_FLOPS_PER_S
     expected = n_eval * per_loss / ev.EVAL_FLOPS_PER_S + icl_s + ev.SNAPSHOT_OVERHEAD_S
     assert ev.estimated_seconds(cfg, 3) == pytest.approx(3 * expected)
     short = replace(cfg, n_ctx=256)

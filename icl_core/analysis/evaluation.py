@@ -145,12 +145,14 @@ def example_counts(model: ModelConfig, eval_examples: int, icl_examples: int) ->
 
 
 def estimated_seconds(model: ModelConfig, n_snapshots: int) -> float:
-    """Rough time to import n checkpoints on two CPU cores, the download over the internet not included: their
-    evaluation's FLOPs at EVAL_FLOPS_PER_S, plus a fixed cost per checkpoint."""
+    """Rough time to import n checkpoints (BPE models) on two CPU cores, the download over the internet not
+    included: their evaluation's FLOPs at EVAL_FLOPS_PER_S, plus a fixed cost per checkpoint."""
     n_eval, n_icl = example_counts(model, DEFAULT_EVAL_EXAMPLES, DEFAULT_ICL_EXAMPLES)
     per_loss_example, per_icl_example = _flops_per_example(model)
-    # The held-out ICL examples and the repeated random tokens' (EvalData.for_config): none below 502 tokens.
-    n_icl_all = n_icl + data.REPEATED_ICL_EXAMPLES if model.n_ctx > ICL_LATE_TOKEN + 1 else 0
+    # The ICL examples of held-out text, of prose in the model's tokens and of repeated random tokens
+    # (EvalData.for_config): none below 502 tokens.
+    n_icl_sets = n_icl + data.TYPICAL_BPE_PROSE_WINDOWS + data.REPEATED_ICL_EXAMPLES
+    n_icl_all = n_icl_sets if model.n_ctx > ICL_LATE_TOKEN + 1 else 0
     flops = n_eval * per_loss_example + n_icl_all * per_icl_example
     return n_snapshots * (flops / EVAL_FLOPS_PER_S + SNAPSHOT_OVERHEAD_S)
 
