@@ -168,3 +168,43 @@ def test_the_llc_and_each_heads_refined_llc_are_estimated_on_a_pythia_run(fake_h
     assert all(m[1].all() and not m[0].any() for m in mask.values())
     cfg = snaps[-1].model_config
     assert costs.forward_flops(cfg, 64) > costs.forward_flops(replace(cfg, d_mlp=0), 64), "the MLPs cost"
+
+
+def test_the_cross_source_chart_draws_ours_neel_nandas_l2w256_and_pythia(
+    fake_hub: FakeHub, pythia_like: str, tl_repo, timaeus_repo
+) -> None:
+    """The Phase change page's 'every run, one token axis' chart, with a run imported from each published source
+    beside the shipped ones, each labelled with its unit."""
+    import json
+
+    import pyarrow as pa
+    from conftest import open_page
+    from tl_fixtures import REPO, TIMAEUS_REPO
+
+    from icl_core.storage.runs import discover_runs
+
+    # Pythia's rotary positions carry no weights: the same files with a 512-token context reach token 500.
+    for branch in ("main", "step1000", "step143000"):
+        files = fake_hub.files(PYTHIA_REPO, branch)
+        config = json.loads(files["config.json"]) | {"max_position_embeddings": 512}
+        fake_hub.add_repo(PYTHIA_REPO, {**files, "config.json": json.dumps(config).encode()}, branch=branch)
+    imported = {}
+    for repo_id, labels in ((REPO, None), (TIMAEUS_REPO, None), (PYTHIA_REPO, (1000, 143_000))):
+        repo = tl_hub.list_repo(repo_id)
+        chosen = [c for c in repo.checkpoints if c.label in labels] if labels else repo.checkpoints[-2:]
+        run_dir = tl_hub.import_checkpoints(repo, chosen, on_snapshot=evaluate_snapshot)
+        assert all(s.metrics.icl_score is not None for s in list_snapshots(run_dir)), repo_id
+        imported[repo_id] = next(r.name for r in discover_runs() if r.path == run_dir)
+    at = open_page("pages/phase_change.py", run=imported[PYTHIA_REPO])
+    assert not at.exception and not at.error
+
+    def title(chart) -> str:
+        t = json.loads(chart.proto.spec).get("title", "")
+        return str(t.get("text", "") if isinstance(t, dict) else t)
+
+    chart = next(c for c in at.get("vega_lite_chart") if title(c) == "Every run, one token axis")
+    tables = [pa.ipc.open_stream(d.data.data).read_all() for d in chart.proto.datasets]
+    drawn = {v for t in tables if "run" in t.column_names for v in t.column("run").to_pylist()}
+    assert "attn2 (byte tokens)" in drawn
+    for name in imported.values():
+        assert f"{name} (BPE tokens)" in drawn, (name, drawn)
