@@ -218,9 +218,9 @@ def test_on_attn2_the_layer0_heads_refined_llc_rises_before_the_window_and_layer
 
 @pytest.mark.parametrize(("name", "induction"), [("attn2", "L1H3"), ("attn3", "L2H2")])
 def test_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window(name: str, induction: str) -> None:
-    """README: the induction head's refined LLC minus the mean of the other heads of its layer, per snapshot: ~0
-    before the window (from 1M tokens), about 1 or more inside it and after it; the change is over 3 s.e. of the
-    snapshots' scatter. attn2's sweep is complete; attn3's is read on the snapshots it has reached."""
+    """README: the induction head's refined LLC minus the mean of the other heads of its layer, per snapshot: not
+    above zero before the window (from 1M tokens; attn2 ~0, attn3 below), about 1 or more inside it and after it;
+    the change is over 3 s.e. of the snapshots' scatter. Both sweeps are complete."""
     import numpy as np
 
     from icl_core.analysis.llc_over_training import stored_rllc
@@ -230,7 +230,7 @@ def test_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window(
     rllc = stored_rllc(SHIPPED_DIR / name, snaps)
     cfg = snaps[-1].model_config
     complete = [s for s in snaps if len(rllc.get(s.step, {})) == cfg.n_layers * cfg.n_heads]
-    assert name != "attn2" or len(complete) == len(snaps), "attn2's sweep is complete"
+    assert len(complete) == len(snaps), "the sweep is complete"
     window = phase_window(snaps)
     assert window is not None
     layer = induction[:2]
@@ -243,7 +243,7 @@ def test_the_induction_heads_refined_llc_separates_from_its_layer_at_the_window(
     before = gaps([s for s in complete if s.tokens_seen >= 1_000_000 and s.step < window.start_step])
     inside = gaps([s for s in complete if window.start_step <= s.step <= window.end_step])
     after = gaps([s for s in complete if s.step > window.end_step])
-    assert abs(before[0]) < 2 * before[1] + 0.1, before
+    assert before[0] < 2 * before[1] + 0.1 and (name != "attn2" or abs(before[0]) < 2 * before[1] + 0.1), before
     assert inside[0] > 0.6 and after[0] > 0.6, (inside, after)
     assert inside[0] - before[0] > 3 * float(np.hypot(inside[1], before[1])), (before, inside)
 
@@ -261,7 +261,7 @@ def test_on_attn3_the_previous_token_heads_refined_llc_leads_every_head_from_the
     heads = [f"L{layer}H{h}" for layer in range(3) for h in range(4)]
     complete = [s for s in snaps if len(rllc.get(s.step, {})) == len(heads)]
     window = phase_window(snaps)
-    assert window is not None and len(complete) >= 30
+    assert window is not None and len(complete) == len(snaps)
 
     def mean3(step: int, head: str) -> float:
         i = next(k for k, s in enumerate(complete) if s.step >= step)

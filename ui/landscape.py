@@ -46,8 +46,9 @@ LLC_ON_SHIPPED_RUNS = (
     "the LLC does not mark where the induction heads form. Inside the phase-change window the 2- and 3-layer "
     "runs' LLC grows somewhat faster than just before it, with every probe draw's window, but not by enough to "
     "be sure, given how much neighbouring snapshots' estimates scatter. Restricted to one head (the refined LLC, "
-    "attn2): the layer-0 heads, its previous-token head among them, rise first, before the window; the induction "
-    "head L1H3 rises above the other layer-1 heads from the window's start on, by about one unit."
+    "attn2 and attn3): the previous-token head and other layer-0 heads rise first, before the window; the "
+    "induction head (attn2's L1H3, attn3's L2H2) rises above the other heads of its layer from the window's start "
+    "on, by one to two units."
 )
 
 
